@@ -1,0 +1,90 @@
+// Package probes reads Gunicorn workers from an injectable /proc root: it finds the workers
+// (children of the master, each keyed by pid and start time), takes a cheap hot sample of each
+// every interval (memory, CPU, state, run-queue delay, heartbeat age), a deep sample on demand
+// (PSS/USS, wait channel, syscall, sockets and their peers), and keeps each worker's recent
+// history in a bounded ring, also for a while after the worker vanished.
+package probes
+
+import "time"
+
+// ID identifies a process across pid reuse: its pid and its start time in clock ticks since boot
+// (field 22 of /proc/<pid>/stat).
+type ID struct {
+	PID       int    `json:"pid"`
+	StartTime uint64 `json:"start_ticks"`
+}
+
+// Sample is one hot sample of one worker. Byte counts are bytes; a field that could not be read
+// is recorded in Missing (by field name) and left zero, so a zero is never mistaken for a reading.
+type Sample struct {
+	Time time.Time `json:"t"`
+
+	RSSAnon  uint64 `json:"rss_anon"`  // RssAnon (status)
+	RSSFile  uint64 `json:"rss_file"`  // RssFile
+	RSSShmem uint64 `json:"rss_shmem"` // RssShmem
+	Swap     uint64 `json:"swap"`      // VmSwap
+
+	CPUUser   float64 `json:"cpu_user"`   // share of one core since the previous sample, percent 0–100
+	CPUSystem float64 `json:"cpu_system"` // percent of one core
+	State     string  `json:"state"`      // R, S, D, Z, T… (stat field 3)
+	Threads   int     `json:"threads"`
+
+	VoluntaryCtxt   uint64        `json:"voluntary_ctxt"`   // cumulative
+	InvoluntaryCtxt uint64        `json:"involuntary_ctxt"` // cumulative
+	MajorFaults     uint64        `json:"major_faults"`     // cumulative
+	RunDelay        time.Duration `json:"run_delay_ns"`     // cumulative run-queue wait (schedstat field 2)
+	RunDelayPct     float64       `json:"run_delay_pct"`    // run-queue wait since the previous sample, percent of wall time
+
+	// HeartbeatAge is how long the worker has been silent: now minus the last touch of its
+	// wgunicorn-* file. Negative means unknown (no heartbeat file found or unreadable).
+	HeartbeatAge time.Duration `json:"heartbeat_age_ns"`
+	// Heartbeats says whether the worker has touched its heartbeat file at least once since it
+	// was created (a worker that never did is still booting).
+	Heartbeats bool `json:"heartbeats"`
+
+	Missing []string `json:"missing,omitempty"`
+}
+
+// RSS is the worker's resident set: anon + file + shmem.
+func (s Sample) RSS() uint64 { return s.RSSAnon + s.RSSFile + s.RSSShmem }
+
+// CPUPercent is user + system as a share of one core, percent.
+func (s Sample) CPUPercent() float64 { return s.CPUUser + s.CPUSystem }
+
+// Socket is one of a worker's sockets with its peer.
+type Socket struct {
+	Proto  string `json:"proto"`            // tcp, tcp6, unix
+	Local  string `json:"local,omitempty"`  // 127.0.0.1:8000
+	Remote string `json:"remote,omitempty"` // 10.0.0.5:5432; for unix, the path when bound
+	State  string `json:"state"`            // ESTABLISHED, SYN_SENT, LISTEN…
+	Inode  uint64 `json:"inode"`
+}
+
+// Deep is the expensive sample taken on demand for a suspect worker.
+type Deep struct {
+	Time      time.Time `json:"t"`
+	PSS       uint64    `json:"pss"`     // smaps_rollup Pss
+	USS       uint64    `json:"uss"`     // Private_Clean + Private_Dirty
+	Wchan     string    `json:"wchan"`   // kernel wait channel, "" when running or unknown
+	Syscall   string    `json:"syscall"` // current syscall (name or number) from /proc/<pid>/syscall; "running" when in user space
+	Sockets   []Socket  `json:"sockets"`
+	OpenFiles int       `json:"open_files"`
+	Missing   []string  `json:"missing,omitempty"`
+}
+
+// WaitingOn names what the worker waits on, most telling first: TCP peers it is connected to or
+// connecting to (not listening sockets), then the kernel wait channel ("wchan futex_wait_queue").
+// Strings have the form "tcp 127.0.0.1:5432".
+func (d Deep) WaitingOn() []string {
+	var out []string
+	for _, s := range d.Sockets {
+		if s.State == "LISTEN" || s.Remote == "" {
+			continue
+		}
+		out = append(out, s.Proto+" "+s.Remote)
+	}
+	if d.Wchan != "" && d.Wchan != "0" {
+		out = append(out, "wchan "+d.Wchan)
+	}
+	return out
+}
