@@ -88,3 +88,28 @@ func (d Deep) WaitingOn() []string {
 	}
 	return out
 }
+
+// EventKind names what the watcher noticed about a worker.
+type EventKind string
+
+// The watcher's events.
+const (
+	EventBoot      EventKind = "boot"       // a new child of the master appeared
+	EventVanish    EventKind = "vanish"     // a worker is gone (its pid vanished or was reused)
+	EventLate      EventKind = "late"       // heartbeat age crossed a share of the timeout (Share says which)
+	EventRecovered EventKind = "recovered"  // a late worker heartbeated again
+	EventStuckBoot EventKind = "stuck_boot" // a worker that never heartbeated is older than the timeout
+)
+
+// Event is one thing the watcher noticed. Sample is the worker's latest hot sample; Deep is set
+// when the watcher took a deep sample for the event (late, stuck boot, and the last one it had
+// before a vanish).
+type Event struct {
+	Kind    EventKind     `json:"kind"`
+	ID      ID            `json:"id"`
+	Time    time.Time     `json:"t"`
+	Sample  Sample        `json:"sample"`
+	Deep    *Deep         `json:"deep,omitempty"`
+	Share   float64       `json:"share,omitempty"`   // EventLate: the share of the timeout crossed (0.5, 0.8)
+	Timeout time.Duration `json:"timeout,omitempty"` // the timeout the age was judged against
+}
