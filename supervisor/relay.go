@@ -1,0 +1,39 @@
+package supervisor
+
+import (
+	"bufio"
+	"io"
+)
+
+// relay reads r to EOF and hands every line to on, newline stripped: lines of any length (up to
+// max delivered whole, longer ones in max-sized pieces), any bytes, a last line without newline
+// included. It never stops early: bufio.Scanner would, at 64 KiB.
+func relay(r io.Reader, s Stream, max int, on func(Stream, []byte)) {
+	br := bufio.NewReaderSize(r, 64<<10)
+	var long []byte
+	for {
+		chunk, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			long = append(long, chunk...)
+			for len(long) >= max {
+				on(s, long[:max])
+				long = append(long[:0], long[max:]...)
+			}
+			continue
+		}
+		line := chunk
+		if len(long) > 0 {
+			long = append(long, chunk...)
+			line = long
+		}
+		if err == nil {
+			on(s, line[:len(line)-1])
+			long = long[:0]
+			continue
+		}
+		if len(line) > 0 {
+			on(s, line)
+		}
+		return
+	}
+}

@@ -1,0 +1,351 @@
+// Package supervisor is PID 1's job and nothing else: it starts the command in its own process
+// group, is the one and only caller of wait4 (so it also reaps orphans, as PID 1 or as a child
+// subreaper), forwards the signals a Gunicorn master understands, enforces a stop budget, maps the
+// child's end to an exit code, and relays every line of the child's stdout and stderr.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// Stream names one of the child's output streams.
+type Stream string
+
+// The child's output streams.
+const (
+	StreamStdout Stream = "stdout"
+	StreamStderr Stream = "stderr"
+)
+
+// Errors of a command that cannot start; Run's error wraps one of them.
+var (
+	ErrNotFound      = errors.New("command not found")
+	ErrNotExecutable = errors.New("command not executable")
+)
+
+// Forwarded are the signals passed on to the child: Gunicorn's master acts on each (TERM graceful
+// stop, INT/QUIT quick stop, HUP reload, TTIN/TTOU one worker more/less, USR1 reopen logs, USR2
+// binary upgrade, WINCH stop workers when daemonized). Never SIGCHLD, never the Go runtime's SIGURG.
+var Forwarded = []os.Signal{unix.SIGTERM, unix.SIGINT, unix.SIGQUIT, unix.SIGHUP, unix.SIGTTIN,
+	unix.SIGTTOU, unix.SIGUSR1, unix.SIGUSR2, unix.SIGWINCH}
+
+// Config is what Run needs.
+type Config struct {
+	Argv       []string      // command and arguments; Argv[0] is looked up in PATH
+	Env        []string      // nil: inherit
+	Dir        string        // "": inherit
+	StopBudget time.Duration // after TERM/INT/QUIT: how long the child gets before its group is SIGKILLed
+
+	// Signals is the test seam: nil makes Run subscribe to Forwarded and SIGCHLD itself.
+	Signals <-chan os.Signal
+
+	OnStart  func(pid int)                        // the child runs
+	OnSignal func(sig os.Signal, forwarded bool)  // a signal was received (and forwarded or not)
+	OnLine   func(s Stream, line []byte)          // one line, newline stripped; valid during the call
+	OnReap   func(pid int, status unix.WaitStatus) // an orphan (not the child) was reaped
+	OnAdopt  func(pid int)                        // after USR2, the new master became the child
+
+	ProcRoot string // /proc (default), to find adopted children after USR2
+
+	MaxLine int // longest line delivered whole (default 4 MiB); longer ones come in pieces
+
+	// Drain bounds the wait for the child's output once it has exited, when a descendant keeps
+	// the pipes open (default 2 s); then the group is SIGKILLed.
+	Drain time.Duration
+}
+
+// Result is how the child ended.
+type Result struct {
+	ExitCode int            // the child's code; 128+signal when killed; 127 not found; 126 not executable
+	Signal   syscall.Signal // the signal that killed the child, if one did
+	Forced   bool           // the stop budget ran out and the group was SIGKILLed
+	Reason   string         // one sentence for humans
+}
+
+// Run starts the command, supervises it until it exits, and returns only once its output is
+// drained. Cancelling ctx is a stop request, like TERM.
+func Run(ctx context.Context, cfg Config) (Result, error) {
+	if len(cfg.Argv) == 0 {
+		return Result{ExitCode: 127, Reason: "no command"}, fmt.Errorf("%w: empty command", ErrNotFound)
+	}
+	if cfg.MaxLine <= 0 {
+		cfg.MaxLine = 4 << 20
+	}
+	if cfg.ProcRoot == "" {
+		cfg.ProcRoot = "/proc"
+	}
+	if cfg.Drain <= 0 {
+		cfg.Drain = 2 * time.Second
+	}
+	path, err := lookPath(cfg.Argv[0])
+	if err != nil {
+		return startFailure(err)
+	}
+
+	sigs := cfg.Signals
+	if sigs == nil {
+		ch := make(chan os.Signal, 128)
+		signal.Notify(ch, append([]os.Signal{unix.SIGCHLD}, Forwarded...)...)
+		defer signal.Stop(ch)
+		sigs = ch
+	}
+	if os.Getpid() != 1 {
+		// Orphans of the child's tree come to us, not to the host's init: we reap them.
+		_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+	}
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return Result{ExitCode: 1, Reason: "cannot create a pipe"}, fmt.Errorf("stdout pipe: %w", err)
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return Result{ExitCode: 1, Reason: "cannot create a pipe"}, fmt.Errorf("stderr pipe: %w", err)
+	}
+	pid, err := syscall.ForkExec(path, cfg.Argv, &syscall.ProcAttr{
+		Dir:   cfg.Dir,
+		Env:   envOrInherit(cfg.Env),
+		Files: []uintptr{os.Stdin.Fd(), outW.Fd(), errW.Fd()},
+		Sys:   &syscall.SysProcAttr{Setpgid: true},
+	})
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return startFailure(fmt.Errorf("%s: %w", cfg.Argv[0], err))
+	}
+	if cfg.OnStart != nil {
+		cfg.OnStart(pid)
+	}
+
+	onLine := cfg.OnLine
+	if onLine == nil {
+		onLine = func(Stream, []byte) {}
+	}
+	drained := make(chan struct{}, 2)
+	go func() { relay(outR, StreamStdout, cfg.MaxLine, onLine); outR.Close(); drained <- struct{}{} }()
+	go func() { relay(errR, StreamStderr, cfg.MaxLine, onLine); errR.Close(); drained <- struct{}{} }()
+
+	s := &supervision{cfg: cfg, main: pid, pgid: pid}
+	res := s.loop(ctx, sigs)
+
+	// The child is gone; its descendants may still hold the pipes. Give them Drain, keep reaping.
+	timer := time.NewTimer(cfg.Drain)
+	defer timer.Stop()
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	for n := 0; n < 2; {
+		select {
+		case <-drained:
+			n++
+		case <-sigs:
+			s.reap()
+		case <-tick.C:
+			s.reap()
+		case <-timer.C:
+			_ = unix.Kill(-s.pgid, unix.SIGKILL)
+			timer.Reset(cfg.Drain)
+		}
+	}
+	s.reap()
+	return res, nil
+}
+
+// supervision is Run's state while the child lives; only Run's goroutine touches it.
+type supervision struct {
+	cfg      Config
+	main     int // the child (after USR2, the adopted new master)
+	pgid     int
+	usr2     bool
+	forced   bool
+	mainDone bool
+	status   unix.WaitStatus
+}
+
+func (s *supervision) loop(ctx context.Context, sigs <-chan os.Signal) Result {
+	var budget <-chan time.Time
+	startBudget := func() {
+		if budget == nil {
+			budget = time.After(s.cfg.StopBudget)
+		}
+	}
+	done := ctx.Done()
+	// SIGCHLD can be lost to coalescing or to a test seam: a slow tick reaps as well.
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		s.reap()
+		if s.mainDone {
+			if s.adopt() {
+				continue
+			}
+			return s.result()
+		}
+		select {
+		case sig := <-sigs:
+			if sig == unix.SIGCHLD {
+				continue
+			}
+			err := unix.Kill(s.main, sig.(syscall.Signal))
+			if s.cfg.OnSignal != nil {
+				s.cfg.OnSignal(sig, err == nil)
+			}
+			switch sig {
+			case unix.SIGTERM, unix.SIGINT, unix.SIGQUIT:
+				startBudget()
+			case unix.SIGUSR2:
+				s.usr2 = true
+			}
+		case <-done:
+			done = nil
+			_ = unix.Kill(s.main, unix.SIGTERM)
+			startBudget()
+		case <-budget:
+			s.forced = true
+			_ = unix.Kill(-s.pgid, unix.SIGKILL)
+			budget = nil
+		case <-tick.C:
+		}
+	}
+}
+
+// reap collects every exited child: the main one and any adopted orphan.
+func (s *supervision) reap() {
+	for {
+		var ws unix.WaitStatus
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		if err == unix.EINTR {
+			continue
+		}
+		if pid <= 0 || err != nil {
+			return
+		}
+		if pid == s.main && !s.mainDone {
+			s.mainDone, s.status = true, ws
+			continue
+		}
+		if s.cfg.OnReap != nil {
+			s.cfg.OnReap(pid, ws)
+		}
+	}
+}
+
+// adopt follows Gunicorn's binary upgrade: after a forwarded USR2 the new master is a child of the
+// old one; when the old one exits it is reparented to us. If such a process of the child's group
+// lives, it becomes the child.
+func (s *supervision) adopt() bool {
+	if !s.usr2 {
+		return false
+	}
+	for _, pid := range ownChildren(s.cfg.ProcRoot) {
+		if pgid, err := unix.Getpgid(pid); err == nil && pgid == s.pgid {
+			s.main, s.mainDone, s.usr2 = pid, false, false
+			if s.cfg.OnAdopt != nil {
+				s.cfg.OnAdopt(pid)
+			}
+			return true
+		}
+	}
+	return false
+}
+
+func (s *supervision) result() Result {
+	ws := s.status
+	r := Result{Forced: s.forced}
+	switch {
+	case ws.Signaled():
+		r.Signal = ws.Signal()
+		r.ExitCode = 128 + int(r.Signal)
+		r.Reason = fmt.Sprintf("killed by %s", signalName(r.Signal))
+	default:
+		r.ExitCode = ws.ExitStatus()
+		r.Reason = fmt.Sprintf("exited with code %d", r.ExitCode)
+	}
+	if s.forced {
+		r.Reason += fmt.Sprintf(" after the %v stop budget ran out (SIGKILL sent to its process group)", s.cfg.StopBudget)
+	}
+	return r
+}
+
+// ownChildren lists our own live children, from <proc>/self/task/*/children.
+func ownChildren(proc string) []int {
+	var out []int
+	tasks, _ := os.ReadDir(proc + "/self/task")
+	for _, t := range tasks {
+		b, err := os.ReadFile(proc + "/self/task/" + t.Name() + "/children")
+		if err != nil {
+			continue
+		}
+		for _, f := range strings.Fields(string(b)) {
+			var pid int
+			if _, err := fmt.Sscan(f, &pid); err == nil {
+				out = append(out, pid)
+			}
+		}
+	}
+	return out
+}
+
+// signalName is SIGKILL for 9, as people write it.
+func signalName(sig syscall.Signal) string {
+	if n := unix.SignalName(sig); n != "" {
+		return n
+	}
+	return fmt.Sprintf("signal %d", int(sig))
+}
+
+// lookPath resolves the command like a shell and tells "not found" from "not executable".
+func lookPath(name string) (string, error) {
+	p, err := exec.LookPath(name)
+	if err == nil {
+		return p, nil
+	}
+	if strings.Contains(name, "/") {
+		if st, serr := os.Stat(name); serr == nil {
+			if st.IsDir() {
+				return "", fmt.Errorf("%w: %s is a directory", ErrNotExecutable, name)
+			}
+			return "", fmt.Errorf("%w: %s", ErrNotExecutable, name)
+		}
+	}
+	if errors.Is(err, fs.ErrPermission) {
+		return "", fmt.Errorf("%w: %s", ErrNotExecutable, name)
+	}
+	return "", fmt.Errorf("%w: %s", ErrNotFound, name)
+}
+
+func startFailure(err error) (Result, error) {
+	switch {
+	case errors.Is(err, ErrNotFound), errors.Is(err, unix.ENOENT):
+		if !errors.Is(err, ErrNotFound) {
+			err = fmt.Errorf("%w: %w", ErrNotFound, err)
+		}
+		return Result{ExitCode: 127, Reason: "command not found"}, err
+	default:
+		if !errors.Is(err, ErrNotExecutable) {
+			err = fmt.Errorf("%w: %w", ErrNotExecutable, err)
+		}
+		return Result{ExitCode: 126, Reason: "command not executable"}, err
+	}
+}
+
+func envOrInherit(env []string) []string {
+	if env == nil {
+		return os.Environ()
+	}
+	return env
+}
