@@ -50,11 +50,11 @@ type Config struct {
 	// Signals is the test seam: nil makes Run subscribe to Forwarded and SIGCHLD itself.
 	Signals <-chan os.Signal
 
-	OnStart  func(pid int)                        // the child runs
-	OnSignal func(sig os.Signal, forwarded bool)  // a signal was received (and forwarded or not)
-	OnLine   func(s Stream, line []byte)          // one line, newline stripped; valid during the call
+	OnStart  func(pid int)                         // the child runs
+	OnSignal func(sig os.Signal, forwarded bool)   // a signal was received (and forwarded or not)
+	OnLine   func(s Stream, line []byte)           // one line, newline stripped; valid during the call
 	OnReap   func(pid int, status unix.WaitStatus) // an orphan (not the child) was reaped
-	OnAdopt  func(pid int)                        // after USR2, the new master became the child
+	OnAdopt  func(pid int)                         // after USR2, the new master became the child
 
 	ProcRoot string // /proc (default), to find adopted children after USR2
 
