@@ -31,8 +31,9 @@ type Settings struct {
 	CaptureOutput   bool     `json:"capture_output"`
 	PreloadApp      bool     `json:"preload_app"`
 	MaxRequests     int      `json:"max_requests"`
-	ConfigFile      string   `json:"config_file,omitempty"` // the file Gunicorn loads, "" if none
-	App             string   `json:"app,omitempty"`         // APP_MODULE
+	LoggerClass     string   `json:"logger_class,omitempty"` // a custom logger class ("" = Gunicorn's own)
+	ConfigFile      string   `json:"config_file,omitempty"`  // the file Gunicorn loads, "" if none
+	App             string   `json:"app,omitempty"`          // APP_MODULE
 
 	// Sources says where each setting came from, keyed by Gunicorn's setting name.
 	Sources map[string]Source `json:"sources,omitempty"`

@@ -1,0 +1,98 @@
+package gunicorn
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+)
+
+// Warning is a start-up finding about Gunicorn's settings, with a concrete fix.
+type Warning struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+	Fix     string `json:"fix"`
+}
+
+// LintInput is what the start-up lint looks at.
+type LintInput struct {
+	Settings      Settings
+	Env           []string      // to recognise the platform
+	CPUQuotaCores float64       // the container's CPU quota, 0 = none
+	HostCores     int           // what Gunicorn's 2×cores+1 rule of thumb would count
+	StopBudget    time.Duration // gwrap's stop budget
+}
+
+// appServiceIdle is Azure App Service's front-end idle limit: a request silent this long is cut.
+const appServiceIdle = 240
+
+// Platform names the hosting platform from its environment variables ("" when unknown).
+func Platform(env []string) string {
+	m := envMap(env)
+	switch {
+	case m["WEBSITE_SITE_NAME"] != "" || m["WEBSITE_INSTANCE_ID"] != "" || m["APPSETTING_WEBSITE_SITE_NAME"] != "":
+		return "app_service"
+	case m["K_SERVICE"] != "":
+		return "cloud_run"
+	case m["ECS_CONTAINER_METADATA_URI_V4"] != "" || m["ECS_CONTAINER_METADATA_URI"] != "":
+		return "ecs"
+	case m["KUBERNETES_SERVICE_HOST"] != "":
+		return "kubernetes"
+	}
+	return ""
+}
+
+// Lint returns the start-up warnings for these settings, most serious first.
+func Lint(in LintInput) []Warning {
+	s := in.Settings
+	var out []Warning
+	add := func(code, msg, fix string) { out = append(out, Warning{code, msg, fix}) }
+
+	// Blind spots first: without Gunicorn's lines gwrap cannot see timeouts.
+	if s.ErrorLog != "" && s.ErrorLog != "-" && s.ErrorLog != "/dev/stderr" && s.ErrorLog != "/dev/stdout" {
+		add("errorlog_not_visible", fmt.Sprintf("Gunicorn writes its error log to %s, not to stderr: gwrap cannot see WORKER TIMEOUT lines and can only infer kills from /proc and the cgroup", s.ErrorLog),
+			"use --error-logfile - (and read the file with gwrap explain when needed)")
+	}
+	if s.LogConfig != "" {
+		add("logconfig", fmt.Sprintf("a logging configuration (%s) may move or reformat Gunicorn's lines: gwrap matches message texts on stdout and stderr, but lines sent elsewhere are lost to it", s.LogConfig),
+			"keep a handler for the gunicorn.error logger on stderr or stdout")
+	}
+	if s.LoggerClass != "" {
+		add("logger_class", fmt.Sprintf("a custom logger class (%s) decides where Gunicorn's lines go: make sure they reach stdout or stderr", s.LoggerClass),
+			"let the logger class keep a stream handler on stderr")
+	}
+	if lvl := strings.ToLower(s.LogLevel); lvl == "critical" {
+		add("loglevel", "--log-level critical hides the SIGKILL and exit lines: gwrap still sees WORKER TIMEOUT but must infer the rest", "use --log-level info or warning")
+	}
+
+	platform := Platform(in.Env)
+	switch {
+	case s.Timeout == 0:
+		add("timeout_disabled", "--timeout 0 disables Gunicorn's worker timeout: a hung worker is never restarted (gwrap still reports late workers)", "set --timeout, e.g. --timeout 600")
+	case platform == "app_service" && s.Timeout < appServiceIdle:
+		add("timeout_below_platform", fmt.Sprintf("--timeout %d is below App Service's %d s front-end limit: Gunicorn kills workers on requests the platform would still wait for", s.Timeout, appServiceIdle),
+			fmt.Sprintf("GUNICORN_CMD_ARGS=\"--timeout 600\" (or --timeout 600): above %d s, the platform cuts what is too long", appServiceIdle))
+	case s.Sources["timeout"] == "" || s.Sources["timeout"] == SourceDefault:
+		add("timeout_default", "--timeout is not set: Gunicorn's 30 s default applies, and any request or boot longer than 30 s kills its (sync) worker", "set it to what your slowest request needs, e.g. --timeout 120 (App Service: 600)")
+	}
+
+	if in.CPUQuotaCores > 0 {
+		limit := 2*int(math.Ceil(in.CPUQuotaCores)) + 1
+		conc := s.Workers
+		if s.Threads > 1 {
+			conc = s.Workers * s.Threads
+		}
+		if s.Workers > limit {
+			add("workers_above_quota", fmt.Sprintf("%d workers on a CPU quota of %.2g cores (Gunicorn's 2×cores+1 rule counts the host's %d cores): CPU-bound requests will be throttled and time out", s.Workers, in.CPUQuotaCores, in.HostCores),
+				fmt.Sprintf("--workers %d (2×quota+1), or raise the CPU limit", limit))
+		} else if conc > 4*limit {
+			add("threads_above_quota", fmt.Sprintf("%d workers × %d threads on a CPU quota of %.2g cores", s.Workers, s.Threads, in.CPUQuotaCores), "fewer threads, or raise the CPU limit")
+		}
+	}
+	if in.StopBudget > 0 && time.Duration(s.GracefulTimeout)*time.Second > in.StopBudget {
+		fix := int(in.StopBudget/time.Second) - 1
+		add("graceful_timeout_above_budget", fmt.Sprintf("--graceful-timeout %d is longer than gwrap's %v stop budget: on a stop, busy workers are killed before they finish", s.GracefulTimeout, in.StopBudget),
+			fmt.Sprintf("--graceful-timeout %d, or raise --stop-budget within the platform's grace period", max(1, fix)))
+	}
+	return out
+}

@@ -1,0 +1,523 @@
+package gunicorn
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// SettingsInput is what decides Gunicorn's effective settings.
+type SettingsInput struct {
+	Args    []string      // Gunicorn's arguments, after the program name
+	Env     []string      // the environment Gunicorn gets (GUNICORN_CMD_ARGS, WEB_CONCURRENCY, PORT)
+	Dir     string        // Gunicorn's working directory (where ./gunicorn.conf.py is looked for)
+	Python  string        // interpreter that can import gunicorn; "" = static read only
+	Timeout time.Duration // bound for the interpreter (default 5 s)
+}
+
+// Defaults are Gunicorn's defaults (identical from 19.9 to 26.1 for these settings).
+func Defaults() Settings {
+	return Settings{Timeout: 30, GracefulTimeout: 30, Workers: 1, WorkerClass: "sync", Threads: 1,
+		Bind: []string{"127.0.0.1:8000"}, ErrorLog: "-", LogLevel: "info", Sources: map[string]Source{}}
+}
+
+// CommandArgs returns Gunicorn's arguments when argv runs Gunicorn (`gunicorn …`, `gunicorn3 …`,
+// `python -m gunicorn …`), and false otherwise.
+func CommandArgs(argv []string) ([]string, bool) {
+	if len(argv) == 0 {
+		return nil, false
+	}
+	if strings.HasPrefix(filepath.Base(argv[0]), "gunicorn") {
+		return argv[1:], true
+	}
+	if strings.HasPrefix(filepath.Base(argv[0]), "python") && len(argv) >= 3 && argv[1] == "-m" && argv[2] == "gunicorn" {
+		return argv[3:], true
+	}
+	return nil, false
+}
+
+// FindPython returns the interpreter Gunicorn runs under: argv[0] of `python -m gunicorn`, else
+// the interpreter in the gunicorn script's shebang. "" when it cannot tell.
+func FindPython(argv []string) string {
+	if len(argv) == 0 {
+		return ""
+	}
+	if strings.HasPrefix(filepath.Base(argv[0]), "python") {
+		p, _ := exec.LookPath(argv[0])
+		return p
+	}
+	script, err := exec.LookPath(argv[0])
+	if err != nil {
+		return ""
+	}
+	f, err := os.Open(script)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	first, _ := bufio.NewReader(f).ReadString('\n')
+	return shebangPython(first)
+}
+
+// shebangPython reads `#!/usr/bin/python3` or `#!/usr/bin/env python3`.
+func shebangPython(line string) string {
+	line, ok := strings.CutPrefix(strings.TrimSpace(line), "#!")
+	if !ok {
+		return ""
+	}
+	f := strings.Fields(line)
+	if len(f) == 0 {
+		return ""
+	}
+	if filepath.Base(f[0]) == "env" && len(f) > 1 {
+		p, _ := exec.LookPath(f[len(f)-1])
+		return p
+	}
+	if strings.Contains(filepath.Base(f[0]), "python") {
+		return f[0]
+	}
+	return ""
+}
+
+// ReadSettings gathers Gunicorn's effective settings with Gunicorn's precedence: defaults, the
+// config file, GUNICORN_CMD_ARGS, the command line. With a Python that imports gunicorn, the
+// config file is evaluated the way Gunicorn does it (a config file is Python: it computes values,
+// reads the environment); otherwise, or when that fails, simple `name = literal` lines are read
+// and what cannot be known is marked SourceUnknown with a Problem.
+func ReadSettings(ctx context.Context, in SettingsInput) Settings {
+	s := Defaults()
+	env := envMap(in.Env)
+	if v, ok := env["WEB_CONCURRENCY"]; ok {
+		if n, err := strconv.Atoi(v); err == nil {
+			s.Workers = n
+			s.Sources["workers"] = SourceEnv
+		}
+	}
+	if v, ok := env["PORT"]; ok && v != "" {
+		s.Bind = []string{"0.0.0.0:" + v}
+	}
+	envArgs := splitArgs(env["GUNICORN_CMD_ARGS"])
+	cli := parseArgs(in.Args)
+	fromEnv := parseArgs(envArgs)
+
+	// The config file: -c on the command line, else in GUNICORN_CMD_ARGS, else ./gunicorn.conf.py.
+	cfgFile, _ := cli.values["config"].(string)
+	if cfgFile == "" {
+		cfgFile, _ = fromEnv.values["config"].(string)
+	}
+	if cfgFile == "" && in.Dir != "" {
+		if _, err := os.Stat(filepath.Join(in.Dir, "gunicorn.conf.py")); err == nil {
+			cfgFile = "gunicorn.conf.py"
+		}
+	}
+	s.ConfigFile = cfgFile
+	s.App = cli.app
+
+	evaluated := false
+	if in.Python != "" {
+		if vals, err := evaluate(ctx, in); err == nil {
+			applyValues(&s, vals, SourceFile)
+			// The evaluation returns every setting; only those that differ from Gunicorn's
+			// defaults were set by someone (environment and command line are re-applied below).
+			d := Defaults()
+			for k, same := range map[string]bool{"timeout": s.Timeout == d.Timeout, "graceful_timeout": s.GracefulTimeout == d.GracefulTimeout,
+				"workers": s.Workers == d.Workers, "worker_class": s.WorkerClass == d.WorkerClass, "threads": s.Threads == d.Threads,
+				"errorlog": s.ErrorLog == d.ErrorLog, "loglevel": s.LogLevel == d.LogLevel} {
+				if same {
+					delete(s.Sources, k)
+				}
+			}
+			evaluated = true
+		} else {
+			s.Problems = append(s.Problems, fmt.Sprintf("could not evaluate Gunicorn's settings with %s (%v); read statically", in.Python, err))
+		}
+	}
+	if !evaluated && cfgFile != "" {
+		vals, err := readConfigStatic(in.Dir, cfgFile)
+		if err != nil {
+			s.Problems = append(s.Problems, err.Error())
+		}
+		applyValues(&s, vals, SourceFile)
+	}
+	applyValues(&s, fromEnv.values, SourceEnv)
+	applyValues(&s, cli.values, SourceCLI)
+	return s
+}
+
+// parsed is one argument list's settings, keyed by Gunicorn's setting names.
+type parsed struct {
+	values map[string]any
+	app    string
+}
+
+// options maps Gunicorn's command-line spellings to setting names; flag options take no value.
+var options = map[string]string{
+	"-t": "timeout", "--timeout": "timeout", "--graceful-timeout": "graceful_timeout",
+	"-w": "workers", "--workers": "workers", "-k": "worker_class", "--worker-class": "worker_class",
+	"--threads": "threads", "--worker-tmp-dir": "worker_tmp_dir", "-b": "bind", "--bind": "bind",
+	"--error-logfile": "errorlog", "--log-file": "errorlog", "--access-logfile": "accesslog",
+	"--log-level": "loglevel", "--log-config": "logconfig", "--log-config-json": "logconfig_json",
+	"--log-syslog": "syslog", "--capture-output": "capture_output", "--preload": "preload_app",
+	"--max-requests": "max_requests", "-c": "config", "--config": "config", "--logger-class": "logger_class",
+}
+
+var flagOptions = map[string]bool{
+	"--log-syslog": true, "--capture-output": true, "--preload": true, "--reload": true, "--spew": true,
+	"--check-config": true, "--print-config": true, "--no-sendfile": true, "--reuse-port": true,
+	"--daemon": true, "-D": true, "-R": true, "--enable-stdio-inheritance": true, "-v": true, "--version": true,
+	"--strip-header-spaces": true, "--no-control-socket": true, "--disable-redirect-access-to-syslog": true,
+	"--suppress-ragged-eofs": true, "--do-handshake-on-connect": true, "--initgroups": true,
+}
+
+// parseArgs reads the spellings Gunicorn's argparse accepts: `--timeout 600`, `--timeout=600`,
+// `-t 600`, `-t600`; the first positional is APP_MODULE.
+func parseArgs(args []string) parsed {
+	p := parsed{values: map[string]any{}}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "--" {
+			if i+1 < len(args) && p.app == "" {
+				p.app = args[i+1]
+			}
+			break
+		}
+		if !strings.HasPrefix(a, "-") || a == "-" {
+			if p.app == "" {
+				p.app = a
+			}
+			continue
+		}
+		name, val, hasVal := strings.Cut(a, "=")
+		if !strings.HasPrefix(a, "--") && len(a) > 2 && !hasVal {
+			name, val, hasVal = a[:2], a[2:], true // -t600
+		}
+		key, known := options[name]
+		if flagOptions[name] {
+			if known {
+				p.values[key] = true
+			}
+			continue
+		}
+		if !hasVal {
+			if i+1 >= len(args) {
+				break
+			}
+			i++
+			val = args[i]
+		}
+		if !known {
+			continue
+		}
+		if key == "bind" {
+			prev, _ := p.values[key].([]string)
+			p.values[key] = append(prev, val)
+			continue
+		}
+		p.values[key] = val
+	}
+	return p
+}
+
+// applyValues sets the settings gwrap uses from values keyed by setting name.
+func applyValues(s *Settings, vals map[string]any, src Source) {
+	for k, v := range vals {
+		ok := true
+		switch k {
+		case "timeout":
+			s.Timeout, ok = toInt(v)
+		case "graceful_timeout":
+			s.GracefulTimeout, ok = toInt(v)
+		case "workers":
+			s.Workers, ok = toInt(v)
+		case "threads":
+			s.Threads, ok = toInt(v)
+		case "max_requests":
+			s.MaxRequests, ok = toInt(v)
+		case "worker_class":
+			s.WorkerClass, ok = v.(string)
+		case "worker_tmp_dir":
+			s.WorkerTmpDir, _ = v.(string)
+		case "errorlog":
+			s.ErrorLog, ok = v.(string)
+		case "accesslog":
+			s.AccessLog, _ = v.(string)
+		case "loglevel":
+			s.LogLevel, ok = v.(string)
+		case "logconfig", "logconfig_json", "logconfig_dict":
+			if present(v) {
+				s.LogConfig = k
+			}
+		case "logger_class":
+			if c, _ := v.(string); c != "" && !strings.Contains(c, "gunicorn.glogging.Logger") {
+				s.LoggerClass = c
+			}
+		case "syslog":
+			s.Syslog, ok = toBool(v)
+		case "capture_output":
+			s.CaptureOutput, ok = toBool(v)
+		case "preload_app":
+			s.PreloadApp, ok = toBool(v)
+		case "bind":
+			switch b := v.(type) {
+			case []string:
+				s.Bind = b
+			case []any:
+				s.Bind = nil
+				for _, x := range b {
+					if xs, isStr := x.(string); isStr {
+						s.Bind = append(s.Bind, xs)
+					}
+				}
+			case string:
+				s.Bind = []string{b}
+			}
+		case "config", "app":
+			continue
+		default:
+			continue
+		}
+		if !ok {
+			s.Problems = append(s.Problems, fmt.Sprintf("%s: cannot read %v (%s)", k, v, src))
+			s.Sources[k] = SourceUnknown
+			continue
+		}
+		s.Sources[k] = src
+	}
+}
+
+func present(v any) bool {
+	switch x := v.(type) {
+	case nil:
+		return false
+	case string:
+		return x != "" && x != "None"
+	case map[string]any:
+		return len(x) > 0
+	case bool:
+		return x
+	}
+	return true
+}
+
+func toInt(v any) (int, bool) {
+	switch x := v.(type) {
+	case float64:
+		return int(x), true
+	case int:
+		return x, true
+	case string:
+		n, err := strconv.Atoi(strings.TrimSpace(x))
+		return n, err == nil
+	}
+	return 0, false
+}
+
+func toBool(v any) (bool, bool) {
+	switch x := v.(type) {
+	case bool:
+		return x, true
+	case string:
+		b, err := strconv.ParseBool(strings.TrimSpace(x))
+		return b, err == nil
+	}
+	return false, false
+}
+
+func envMap(env []string) map[string]string {
+	m := map[string]string{}
+	for _, kv := range env {
+		if k, v, ok := strings.Cut(kv, "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}
+
+// splitArgs splits GUNICORN_CMD_ARGS like Python's shlex.split (quotes and backslashes).
+func splitArgs(s string) []string {
+	var out []string
+	var cur strings.Builder
+	inArg := false
+	var quote byte
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case quote != 0:
+			if c == quote {
+				quote = 0
+			} else if c == '\\' && quote == '"' && i+1 < len(s) {
+				i++
+				cur.WriteByte(s[i])
+			} else {
+				cur.WriteByte(c)
+			}
+		case c == '\'' || c == '"':
+			quote, inArg = c, true
+		case c == '\\' && i+1 < len(s):
+			i++
+			cur.WriteByte(s[i])
+			inArg = true
+		case c == ' ' || c == '\t' || c == '\n':
+			if inArg {
+				out = append(out, cur.String())
+				cur.Reset()
+				inArg = false
+			}
+		default:
+			cur.WriteByte(c)
+			inArg = true
+		}
+	}
+	if inArg {
+		out = append(out, cur.String())
+	}
+	return out
+}
+
+// readConfigStatic reads `name = literal` lines of a Python config file: what a static read can
+// know. Values computed by code are not seen; that is said as a Problem by the caller's use.
+func readConfigStatic(dir, name string) (map[string]any, error) {
+	if strings.HasPrefix(name, "python:") {
+		return nil, fmt.Errorf("config %s is a Python module: its values are unknown without evaluating it", name)
+	}
+	path := strings.TrimPrefix(name, "file:")
+	if !filepath.IsAbs(path) {
+		path = filepath.Join(dir, path)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("config file: %w", err)
+	}
+	return parseConfigStatic(b), nil
+}
+
+// parseConfigStatic parses top-level `name = literal` assignments (ints, strings, booleans, lists
+// of strings). Anything else is skipped.
+func parseConfigStatic(b []byte) map[string]any {
+	vals := map[string]any{}
+	sc := bufio.NewScanner(bytes.NewReader(b))
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if line == "" || line[0] == ' ' || line[0] == '\t' || line[0] == '#' {
+			continue
+		}
+		name, val, ok := strings.Cut(line, "=")
+		if !ok || strings.ContainsAny(name, "[]().") {
+			continue
+		}
+		name = strings.TrimSpace(name)
+		val = strings.TrimSpace(val)
+		if i := strings.Index(val, " #"); i >= 0 {
+			val = strings.TrimSpace(val[:i])
+		}
+		if v, ok := pyLiteral(val); ok {
+			if name == "bind" {
+				if s, isStr := v.(string); isStr {
+					v = []string{s}
+				}
+			}
+			vals[name] = v
+		}
+	}
+	return vals
+}
+
+// pyLiteral reads a Python int, string, bool or list of strings.
+func pyLiteral(s string) (any, bool) {
+	switch s {
+	case "True":
+		return true, true
+	case "False":
+		return false, true
+	case "None":
+		return nil, true
+	}
+	if n, err := strconv.Atoi(s); err == nil {
+		return n, true
+	}
+	if len(s) >= 2 && (s[0] == '"' || s[0] == '\'') && s[len(s)-1] == s[0] && !strings.ContainsRune(s[1:len(s)-1], rune(s[0])) {
+		return s[1 : len(s)-1], true
+	}
+	if len(s) >= 2 && s[0] == '[' && s[len(s)-1] == ']' {
+		var out []string
+		for _, part := range strings.Split(s[1:len(s)-1], ",") {
+			part = strings.TrimSpace(part)
+			if part == "" {
+				continue
+			}
+			v, ok := pyLiteral(part)
+			str, isStr := v.(string)
+			if !ok || !isStr {
+				return nil, false
+			}
+			out = append(out, str)
+		}
+		return out, true
+	}
+	return nil, false
+}
+
+// evaluator builds Gunicorn's own Config from the same arguments, environment and directory, as
+// Gunicorn's WSGIApplication does, without importing the app, and prints the settings as JSON.
+const evaluator = `
+import json, sys
+from gunicorn.app.wsgiapp import WSGIApplication
+class Probe(WSGIApplication):
+    def load(self):
+        return None
+sys.argv = ["gunicorn"] + sys.argv[1:]
+app = Probe("%(prog)s [OPTIONS] [APP_MODULE]")
+c = app.cfg
+out = {}
+for k in ("timeout", "graceful_timeout", "workers", "threads", "worker_tmp_dir", "bind", "errorlog",
+          "accesslog", "loglevel", "logconfig", "logconfig_dict", "logconfig_json", "syslog",
+          "capture_output", "preload_app", "max_requests"):
+    if k in c.settings:
+        v = c.settings[k].get()
+        out[k] = v if isinstance(v, (int, str, bool, list, dict, type(None))) else str(v)
+out["worker_class"] = c.worker_class_str
+lc = c.settings["logger_class"].get()
+out["logger_class"] = lc if isinstance(lc, str) else "%s.%s" % (lc.__module__, lc.__name__)
+print("GWRAP-SETTINGS " + json.dumps(out, default=str))
+`
+
+func evaluate(ctx context.Context, in SettingsInput) (map[string]any, error) {
+	d := in.Timeout
+	if d <= 0 {
+		d = 5 * time.Second
+	}
+	ctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, in.Python, append([]string{"-c", evaluator}, in.Args...)...)
+	cmd.Dir = in.Dir
+	cmd.Env = append(append([]string{}, in.Env...), "PYTHONDONTWRITEBYTECODE=1")
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	if ctx.Err() != nil {
+		return nil, fmt.Errorf("timed out after %v", d)
+	}
+	for _, line := range strings.Split(stdout.String(), "\n") {
+		if js, ok := strings.CutPrefix(line, "GWRAP-SETTINGS "); ok {
+			var vals map[string]any
+			if jerr := json.Unmarshal([]byte(js), &vals); jerr != nil {
+				return nil, fmt.Errorf("reading its output: %w", jerr)
+			}
+			return vals, nil
+		}
+	}
+	msg := strings.TrimSpace(stderr.String())
+	if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
+		msg = msg[i+1:]
+	}
+	return nil, fmt.Errorf("%v: %s", err, msg)
+}

@@ -1,0 +1,171 @@
+package gunicorn
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/gwrap/gwrap/internal/testkit"
+)
+
+func TestParseArgsSpellings(t *testing.T) {
+	for _, args := range [][]string{
+		{"app:app", "--timeout", "600"},
+		{"--timeout=600", "app:app"},
+		{"-t", "600", "app:app"},
+		{"-t600", "app:app"},
+		{"--workers", "3", "-t", "600", "--preload", "app:app", "--bind", ":1", "-b", "unix:/s"},
+	} {
+		p := parseArgs(args)
+		if p.values["timeout"] != "600" || p.app != "app:app" {
+			t.Errorf("%q: timeout %v app %q", args, p.values["timeout"], p.app)
+		}
+	}
+	p := parseArgs([]string{"--workers", "3", "--preload", "app:app", "--bind", ":1", "-b", "unix:/s", "--log-syslog", "--unknown", "x"})
+	if p.values["preload_app"] != true || p.values["syslog"] != true || !reflect.DeepEqual(p.values["bind"], []string{":1", "unix:/s"}) {
+		t.Errorf("%v", p.values)
+	}
+}
+
+func TestSplitArgs(t *testing.T) {
+	got := splitArgs(`--timeout 600 --access-logfile '-' --error-logfile "-" -c /opt/startup/gunicorn.conf.py --chdir=/home/site/wwwroot a\ b`)
+	want := []string{"--timeout", "600", "--access-logfile", "-", "--error-logfile", "-", "-c", "/opt/startup/gunicorn.conf.py", "--chdir=/home/site/wwwroot", "a b"}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("got %q", got)
+	}
+}
+
+func TestParseConfigStatic(t *testing.T) {
+	vals := parseConfigStatic([]byte(`
+import os
+timeout = 120  # seconds
+workers = 3
+bind = "0.0.0.0:80"
+preload_app = True
+worker_class = 'gthread'
+max_requests = int(os.environ.get("MAX", "100"))
+def post_fork(server, worker):
+    timeout = 5
+`))
+	want := map[string]any{"timeout": 120, "workers": 3, "bind": []string{"0.0.0.0:80"}, "preload_app": true, "worker_class": "gthread"}
+	if !reflect.DeepEqual(vals, want) {
+		t.Errorf("got %v", vals)
+	}
+}
+
+// TestPrecedenceStatic is GUNICORN.md §4.2's observed case, read without Python.
+func TestPrecedenceStatic(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gunicorn.conf.py")
+	if err := os.WriteFile(cfg, []byte("timeout = 120\nworkers = 3\ngraceful_timeout = 7\nkeepalive = 9\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := ReadSettings(context.Background(), SettingsInput{
+		Args: []string{"app:app", "--timeout", "600", "--access-logfile", "-", "--error-logfile", "-", "-c", cfg},
+		Env:  []string{"GUNICORN_CMD_ARGS=--timeout 200 --workers 5 --keep-alive 11"},
+		Dir:  dir,
+	})
+	if s.Timeout != 600 || s.Workers != 5 || s.GracefulTimeout != 7 || s.AccessLog != "-" || s.ErrorLog != "-" {
+		t.Errorf("%+v", s)
+	}
+	if s.Sources["timeout"] != SourceCLI || s.Sources["workers"] != SourceEnv || s.Sources["graceful_timeout"] != SourceFile {
+		t.Errorf("sources %v", s.Sources)
+	}
+}
+
+func TestDefaultConfigFileAndPythonModule(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "gunicorn.conf.py"), []byte("workers = 4\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := ReadSettings(context.Background(), SettingsInput{Args: []string{"app:app"}, Dir: dir})
+	if s.Workers != 4 || s.ConfigFile != "gunicorn.conf.py" {
+		t.Errorf("./gunicorn.conf.py not read: %+v", s)
+	}
+	s = ReadSettings(context.Background(), SettingsInput{Args: []string{"-c", "python:myconf", "app:app"}, Dir: dir})
+	if len(s.Problems) == 0 {
+		t.Errorf("a python: config read statically must be reported unknown: %+v", s)
+	}
+}
+
+// TestEvaluateWithDebianGunicorn evaluates a real config file with computed values the way
+// Gunicorn does, with GUNICORN_CMD_ARGS and the command line on top.
+func TestEvaluateWithDebianGunicorn(t *testing.T) {
+	python := testkit.Python(t)
+	testkit.Gunicorn(t)
+	dir := t.TempDir()
+	conf := "import os\ntimeout = 60 * 10\nworkers = int(os.environ.get('NWORKERS', '2')) + 1\nworker_class = 'gthread'\nthreads = 4\nlogconfig_dict = {'version': 1}\n"
+	if err := os.WriteFile(filepath.Join(dir, "gunicorn.conf.py"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s := ReadSettings(context.Background(), SettingsInput{
+		Args: []string{"app:app", "--graceful-timeout", "9"}, Env: []string{"NWORKERS=5", "GUNICORN_CMD_ARGS=--max-requests 1000"},
+		Dir: dir, Python: python, Timeout: 10 * time.Second,
+	})
+	if len(s.Problems) > 0 {
+		t.Fatalf("problems: %v", s.Problems)
+	}
+	if s.Timeout != 600 || s.Workers != 6 || s.WorkerClass != "gthread" || s.Threads != 4 || s.GracefulTimeout != 9 || s.MaxRequests != 1000 || s.LogConfig != "logconfig_dict" {
+		t.Errorf("%+v", s)
+	}
+	if s.Sources["timeout"] != SourceFile || s.Sources["graceful_timeout"] != SourceCLI || s.Sources["max_requests"] != SourceEnv {
+		t.Errorf("sources %v", s.Sources)
+	}
+	// A config file that raises: Gunicorn would fail too; gwrap says so and reads statically.
+	if err := os.WriteFile(filepath.Join(dir, "gunicorn.conf.py"), []byte("timeout = 45\nraise SystemExit(3)\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s = ReadSettings(context.Background(), SettingsInput{Args: []string{"app:app"}, Dir: dir, Python: python, Timeout: 10 * time.Second})
+	if len(s.Problems) == 0 || s.Timeout != 45 {
+		t.Errorf("fallback: %+v", s)
+	}
+}
+
+func TestFindPython(t *testing.T) {
+	if got := shebangPython("#!/usr/bin/python3\n"); got != "/usr/bin/python3" {
+		t.Errorf("got %q", got)
+	}
+	if got := shebangPython("#!/bin/sh\n"); got != "" {
+		t.Errorf("got %q", got)
+	}
+	if args, ok := CommandArgs([]string{"/usr/bin/python3", "-m", "gunicorn", "app:app"}); !ok || args[0] != "app:app" {
+		t.Errorf("python -m gunicorn: %v %v", args, ok)
+	}
+	if _, ok := CommandArgs([]string{"uwsgi"}); ok {
+		t.Error("uwsgi is not gunicorn")
+	}
+}
+
+func TestLint(t *testing.T) {
+	codes := func(ws []Warning) map[string]bool {
+		m := map[string]bool{}
+		for _, w := range ws {
+			m[w.Code] = true
+			if w.Fix == "" || w.Message == "" {
+				t.Errorf("warning without fix: %+v", w)
+			}
+		}
+		return m
+	}
+	base := Defaults()
+	got := codes(Lint(LintInput{Settings: base, StopBudget: 8 * time.Second}))
+	if !got["timeout_default"] || !got["graceful_timeout_above_budget"] {
+		t.Errorf("defaults: %v", got)
+	}
+	s := Defaults()
+	s.Timeout, s.Sources["timeout"] = 120, SourceCLI
+	s.GracefulTimeout = 5
+	got = codes(Lint(LintInput{Settings: s, Env: []string{"WEBSITE_SITE_NAME=myapp"}, StopBudget: 8 * time.Second}))
+	if !got["timeout_below_platform"] || len(got) != 1 {
+		t.Errorf("app service 120s: %v", got)
+	}
+	s.Timeout = 600
+	s.ErrorLog, s.LogConfig, s.Workers = "/var/log/g.log", "logconfig", 9
+	got = codes(Lint(LintInput{Settings: s, CPUQuotaCores: 1, HostCores: 16, StopBudget: 8 * time.Second}))
+	if !got["errorlog_not_visible"] || !got["logconfig"] || !got["workers_above_quota"] || got["timeout_default"] {
+		t.Errorf("blind, quota: %v", got)
+	}
+}
