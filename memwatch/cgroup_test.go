@@ -1,0 +1,159 @@
+package memwatch
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func open(t *testing.T, tree string) *Cgroup {
+	t.Helper()
+	root := filepath.Join("testdata", tree)
+	c, err := Open(Options{CgroupRoot: filepath.Join(root, "sys"), ProcRoot: filepath.Join(root, "proc")})
+	if err != nil {
+		t.Fatalf("%s: %v", tree, err)
+	}
+	return c
+}
+
+func TestFixtureTrees(t *testing.T) {
+	const mib = 1 << 20
+	for _, tc := range []struct {
+		tree             string
+		version          int
+		usage, limit, ws uint64
+		limitKnown       bool
+		oomKill          uint64
+		quota            float64
+		throttledNS      uint64
+		psiHost          bool
+		psiMem           float64
+	}{
+		{"v1-hybrid", 1, 498331648, 512 * mib, 498331648 - 221376512, true, 2, 0.5, 2500000000, true, 1.5},
+		{"v1-docker", 1, 100 * mib, 256 * mib, 100*mib - 5*mib, true, 0, 2, 0, true, 0},
+		{"v2-namespace", 2, 900 * mib, 1024 * mib, 900*mib - 40*mib, true, 3, 1.5, 4500000000, false, 22},
+		{"v2-k8s-pod", 2, 200 * mib, 512 * mib, 200*mib - 8*mib, true, 0, 1, 0, true, 0},
+		{"v2-unlimited-missing", 2, 1 * mib, 0, 0, false, 0, 0, 0, false, 0},
+	} {
+		t.Run(tc.tree, func(t *testing.T) {
+			c := open(t, tc.tree)
+			st := c.Sample()
+			if c.Version() != tc.version || st.Version != tc.version {
+				t.Errorf("version %d", c.Version())
+			}
+			if !st.Usage.Known || st.Usage.V != tc.usage {
+				t.Errorf("usage %+v, want %d", st.Usage, tc.usage)
+			}
+			if st.Limit.Known != tc.limitKnown || st.Limit.V != tc.limit {
+				t.Errorf("limit %+v (%s), want %d known=%v", st.Limit, st.LimitPath, tc.limit, tc.limitKnown)
+			}
+			if tc.ws != 0 && (!st.WorkingSet.Known || st.WorkingSet.V != tc.ws) {
+				t.Errorf("working set %+v, want %d", st.WorkingSet, tc.ws)
+			}
+			if tc.tree != "v2-unlimited-missing" && (!st.OOMKill.Known || st.OOMKill.V != tc.oomKill) {
+				t.Errorf("oom_kill %+v, want %d", st.OOMKill, tc.oomKill)
+			}
+			if st.CPUQuotaCores != tc.quota {
+				t.Errorf("quota %v, want %v", st.CPUQuotaCores, tc.quota)
+			}
+			if st.ThrottledTime.V != tc.throttledNS {
+				t.Errorf("throttled %+v ns, want %d", st.ThrottledTime, tc.throttledNS)
+			}
+			if st.PSI.Known && (st.PSI.HostWide != tc.psiHost || st.PSI.MemorySome10 != tc.psiMem) {
+				t.Errorf("psi %+v", st.PSI)
+			}
+		})
+	}
+}
+
+// TestMissingIsNotZero: files that are not there are Missing and Known=false, never zero.
+func TestMissingIsNotZero(t *testing.T) {
+	st := open(t, "v2-unlimited-missing").Sample()
+	if st.OOMKill.Known || st.WorkingSet.Known || st.Anon.Known {
+		t.Errorf("missing files read as known: %+v", st)
+	}
+	joined := strings.Join(st.Missing, ",")
+	for _, f := range []string{"memory.stat", "memory.events", "pressure"} {
+		if !strings.Contains(joined, f) {
+			t.Errorf("%s not reported missing: %v", f, st.Missing)
+		}
+	}
+}
+
+func TestDockerLayoutResolvesToTheMount(t *testing.T) {
+	c := open(t, "v1-docker")
+	if !strings.HasSuffix(c.Dir(), filepath.Join("v1-docker", "sys", "memory")) {
+		t.Errorf("memory dir %s, want the bind-mounted directory itself", c.Dir())
+	}
+}
+
+func TestWarnings(t *testing.T) {
+	w := strings.Join(open(t, "v2-namespace").Warnings(), "\n")
+	if !strings.Contains(w, "oom.group") {
+		t.Errorf("no oom.group warning: %s", w)
+	}
+	w = strings.Join(open(t, "v2-unlimited-missing").Warnings(), "\n")
+	if !strings.Contains(w, "no memory limit") {
+		t.Errorf("no limit warning: %s", w)
+	}
+	if w := open(t, "v1-docker").Warnings(); len(w) != 0 {
+		t.Errorf("unexpected warnings: %v", w)
+	}
+}
+
+func TestOverridePath(t *testing.T) {
+	root := filepath.Join("testdata", "v2-k8s-pod")
+	c, err := Open(Options{CgroupRoot: filepath.Join(root, "sys"), ProcRoot: filepath.Join(root, "proc"), Path: "/kubepods.slice/kubepods-pod1.slice"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Path() != "/kubepods.slice/kubepods-pod1.slice" {
+		t.Errorf("path %s", c.Path())
+	}
+	if _, err := Open(Options{CgroupRoot: t.TempDir(), ProcRoot: t.TempDir()}); err == nil {
+		t.Error("an empty tree must not open")
+	}
+}
+
+func TestParsers(t *testing.T) {
+	if q, ok := parseCPUMax([]byte("max 100000\n")); ok || q != 0 {
+		t.Error("max is no quota")
+	}
+	if q, ok := parseCPUMax([]byte("25000 100000")); !ok || q != 0.25 {
+		t.Errorf("quota %v", q)
+	}
+	if v, err := parseMax([]byte("max\n")); err != nil || v < unlimitedAbove {
+		t.Errorf("max %v %v", v, err)
+	}
+	s, f := parsePSI([]byte("some avg10=1.25 avg60=0 avg300=0 total=1\nfull avg10=0.50 avg60=0 avg300=0 total=1\n"))
+	if s != 1.25 || f != 0.5 {
+		t.Errorf("psi %v %v", s, f)
+	}
+	if m := parseMountinfo([]byte(`35 30 0:30 /a\040b /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory`)); len(m) != 1 || m[0].root != "/a b" {
+		t.Errorf("mountinfo %+v", m)
+	}
+}
+
+func BenchmarkSample(b *testing.B) {
+	for _, tree := range []string{"v1-hybrid", "v2-namespace"} {
+		root := filepath.Join("testdata", tree)
+		c, err := Open(Options{CgroupRoot: filepath.Join(root, "sys"), ProcRoot: filepath.Join(root, "proc")})
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run(tree+"-fixture", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				c.Sample()
+			}
+		})
+	}
+	if c, err := Open(Options{}); err == nil {
+		b.Run("this-host", func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				c.Sample()
+			}
+		})
+	}
+}

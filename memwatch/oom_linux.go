@@ -1,0 +1,157 @@
+package memwatch
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/containerd/cgroups/v3/cgroup1"
+	"golang.org/x/sys/unix"
+)
+
+// pollEvery is the fallback: the oom_kill counter is also read this often, so a kill is caught
+// even when notifications are unavailable or missed.
+const pollEvery = time.Second
+
+// WatchOOM emits an OOMEvent each time the cgroup's oom_kill counter moves, until ctx is done.
+// Notifications wake it within milliseconds (v1: an eventfd on memory.oom_control; v2: inotify
+// on memory.events); the counter is polled every second as well. On v1 the counter moves only
+// after the victim is gone (LIBRARIES.md §2.6), so after a wake-up it is re-read until it moves,
+// for up to two seconds. It returns an error when no notification could be set up (the polling
+// is then the caller's to decide: it has already stopped); ctx's end returns nil, with the
+// notification fd closed and no goroutine left.
+func (c *Cgroup) WatchOOM(ctx context.Context, emit func(OOMEvent)) error {
+	counter := c.oomKillFile()
+	last, _ := readCounter(counter)
+	wake, closer, err := c.notifier()
+	if err != nil {
+		return fmt.Errorf("OOM notifications for %s: %w", c.l.memDir, err)
+	}
+	woke := make(chan struct{}, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for wake() == nil {
+			select {
+			case woke <- struct{}{}:
+			default:
+			}
+		}
+	}()
+	defer func() { closer(); <-done }()
+
+	tick := time.NewTicker(pollEvery)
+	defer tick.Stop()
+	check := func(wait time.Duration) {
+		deadline := time.Now().Add(wait)
+		for {
+			v, ok := readCounter(counter)
+			if ok && v > last {
+				emit(OOMEvent{Time: c.now(), Count: v - last, Total: v})
+				last = v
+				return
+			}
+			if ok && v < last {
+				last = v // the cgroup was recreated
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-woke:
+			check(2 * time.Second)
+		case <-tick.C:
+			check(0)
+		}
+	}
+}
+
+func (c *Cgroup) oomKillFile() string {
+	if c.l.version == 1 {
+		return filepath.Join(c.l.memDir, "memory.oom_control")
+	}
+	return filepath.Join(c.l.memDir, "memory.events")
+}
+
+// readCounter reads oom_kill from memory.oom_control (v1) or memory.events (v2).
+func readCounter(path string) (uint64, bool) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return 0, false
+	}
+	v, ok := parseKV(b)["oom_kill"]
+	return v, ok
+}
+
+// notifier returns a blocking wait for the next notification and a function that ends it.
+func (c *Cgroup) notifier() (wait func() error, closer func(), err error) {
+	var f *os.File
+	if c.l.version == 1 {
+		f, err = c.eventfdV1()
+	} else {
+		f, err = c.inotifyV2()
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	buf := make([]byte, 4096)
+	wait = func() error {
+		_, err := f.Read(buf)
+		return err
+	}
+	return wait, func() { f.Close() }, nil
+}
+
+// eventfdV1 registers an eventfd for OOM notifications on memory.oom_control, through
+// containerd/cgroups (a memory-only hierarchy rooted where the memory controller is mounted, with
+// a static path: its own path helpers fail under Docker's layout).
+func (c *Cgroup) eventfdV1() (*os.File, error) {
+	top := c.l.memTop
+	rel, err := filepath.Rel(top, c.l.memDir)
+	if err != nil || strings.HasPrefix(rel, "..") {
+		return nil, fmt.Errorf("memory cgroup %s is not under %s", c.l.memDir, top)
+	}
+	root := filepath.Dir(top)
+	mem := cgroup1.NewMemory(root)
+	if filepath.Base(top) != "memory" {
+		return nil, fmt.Errorf("memory controller mounted at %s, not <root>/memory", top)
+	}
+	cg, err := cgroup1.Load(cgroup1.StaticPath("/"+rel), cgroup1.WithHierarchy(func() ([]cgroup1.Subsystem, error) {
+		return []cgroup1.Subsystem{mem}, nil
+	}))
+	if err != nil {
+		return nil, fmt.Errorf("loading %s: %w", c.l.memDir, err)
+	}
+	efd, err := cg.OOMEventFD()
+	if err != nil {
+		return nil, err
+	}
+	if err := unix.SetNonblock(int(efd), true); err != nil {
+		unix.Close(int(efd))
+		return nil, err
+	}
+	return os.NewFile(efd, "oom-eventfd"), nil
+}
+
+// inotifyV2 watches memory.events for modification. containerd/cgroups' EventChan is not used:
+// it has no way to stop it (its goroutine and fd live until the cgroup empties).
+func (c *Cgroup) inotifyV2() (*os.File, error) {
+	fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK)
+	if err != nil {
+		return nil, err
+	}
+	if _, err := unix.InotifyAddWatch(fd, filepath.Join(c.l.memDir, "memory.events"), unix.IN_MODIFY); err != nil {
+		unix.Close(fd)
+		return nil, err
+	}
+	return os.NewFile(uintptr(fd), "memory.events-inotify"), nil
+}
