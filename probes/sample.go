@@ -5,7 +5,10 @@
 // history in a bounded ring, also for a while after the worker vanished.
 package probes
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // ID identifies a process across pid reuse: its pid and its start time in clock ticks since boot
 // (field 22 of /proc/<pid>/stat).
@@ -72,13 +75,20 @@ type Deep struct {
 	Missing   []string  `json:"missing,omitempty"`
 }
 
-// WaitingOn names what the worker waits on, most telling first: TCP peers it is connected to or
-// connecting to (not listening sockets), then the kernel wait channel ("wchan futex_wait_queue").
-// Strings have the form "tcp 127.0.0.1:5432".
+// WaitingOn names what the worker waits on, most telling first: the TCP peers it is connected
+// or connecting to, leaving out listening sockets and the client connections it accepted (their
+// local port is one it listens on), then the kernel wait channel. Strings have the form
+// "tcp 127.0.0.1:5432" and "wchan hrtimer_nanosleep".
 func (d Deep) WaitingOn() []string {
+	listening := map[string]bool{}
+	for _, s := range d.Sockets {
+		if s.State == "LISTEN" {
+			listening[port(s.Local)] = true
+		}
+	}
 	var out []string
 	for _, s := range d.Sockets {
-		if s.State == "LISTEN" || s.Remote == "" {
+		if s.State == "LISTEN" || s.Remote == "" || s.Proto == "unix" || listening[port(s.Local)] {
 			continue
 		}
 		out = append(out, s.Proto+" "+s.Remote)
@@ -87,6 +97,13 @@ func (d Deep) WaitingOn() []string {
 		out = append(out, "wchan "+d.Wchan)
 	}
 	return out
+}
+
+func port(hostport string) string {
+	if i := strings.LastIndexByte(hostport, ':'); i >= 0 {
+		return hostport[i+1:]
+	}
+	return ""
 }
 
 // EventKind names what the watcher noticed about a worker.

@@ -1,0 +1,135 @@
+package probes
+
+import (
+	"errors"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// FS reads processes under a /proc root.
+type FS struct{ root string }
+
+// NewFS reads under procRoot (normally /proc).
+func NewFS(procRoot string) FS { return FS{root: procRoot} }
+
+func (f FS) path(pid int, name ...string) string {
+	return filepath.Join(append([]string{f.root, strconv.Itoa(pid)}, name...)...)
+}
+
+// gone reports whether an error means the process has vanished (normal, not a failure).
+func gone(err error) bool {
+	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH)
+}
+
+// Children lists the master's children, from <proc>/<pid>/task/*/children (every thread: a
+// child is listed under the thread that forked it).
+func (f FS) Children(master int) ([]ID, error) {
+	tasks, err := os.ReadDir(f.path(master, "task"))
+	if err != nil {
+		return nil, err
+	}
+	var out []ID
+	for _, t := range tasks {
+		b, err := os.ReadFile(filepath.Join(f.path(master, "task"), t.Name(), "children"))
+		if err != nil {
+			continue
+		}
+		for _, p := range strings.Fields(string(b)) {
+			pid, err := strconv.Atoi(p)
+			if err != nil {
+				continue
+			}
+			if id, err := f.ID(pid); err == nil {
+				out = append(out, id)
+			}
+		}
+	}
+	return out, nil
+}
+
+// ID reads a process's identity (pid, start time) from <proc>/<pid>/stat.
+func (f FS) ID(pid int) (ID, error) {
+	b, err := os.ReadFile(f.path(pid, "stat"))
+	if err != nil {
+		return ID{}, err
+	}
+	s, err := parseStat(b)
+	if err != nil {
+		return ID{}, err
+	}
+	return ID{PID: pid, StartTime: s.starttime}, nil
+}
+
+// Alive reports whether the process is still the one identified and not a zombie.
+func (f FS) Alive(id ID) bool {
+	b, err := os.ReadFile(f.path(id.PID, "stat"))
+	if err != nil {
+		return false
+	}
+	s, err := parseStat(b)
+	return err == nil && s.starttime == id.StartTime && s.state != "Z" && s.state != "X"
+}
+
+// heartbeatFD finds the fd of the worker's Gunicorn heartbeat file (wgunicorn-*, unlinked).
+func (f FS) heartbeatFD(pid int) (int, error) {
+	dir := f.path(pid, "fd")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return -1, err
+	}
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		if err != nil {
+			continue
+		}
+		if strings.Contains(filepath.Base(target), "wgunicorn-") {
+			n, err := strconv.Atoi(e.Name())
+			if err == nil {
+				return n, nil
+			}
+		}
+	}
+	return -1, fs.ErrNotExist
+}
+
+// heartbeat reads the heartbeat file's age and whether the worker ever beat.
+//
+// Gunicorn ≤ 21.x beats with fchmod (the mode toggles between 0 and 1; st_ctime is the wall-clock
+// time of the last beat; mkstemp's 0600 means never beaten). ≥ 22.0 beats with utime(fd,
+// (m, m)) where m is CLOCK_MONOTONIC seconds: st_mtime far below any wall-clock date means it
+// beat, and its age is monotonic now − mtime (immune to clock steps). Both move st_ctime.
+func (f FS) heartbeat(pid, fd int, now time.Time) (time.Duration, bool, error) {
+	var st unix.Stat_t
+	if err := unix.Stat(f.path(pid, "fd", strconv.Itoa(fd)), &st); err != nil {
+		return -1, false, err
+	}
+	return heartbeatAge(st, now, monotonicNow())
+}
+
+// monoBefore: an mtime earlier than this (2001-09-09) cannot be a wall-clock creation time.
+const monoBefore = 1_000_000_000
+
+func heartbeatAge(st unix.Stat_t, now time.Time, mono time.Duration) (time.Duration, bool, error) {
+	if st.Mtim.Sec < monoBefore {
+		m := time.Duration(st.Mtim.Sec)*time.Second + time.Duration(st.Mtim.Nsec)
+		return max(0, mono-m), true, nil
+	}
+	ctime := time.Unix(st.Ctim.Sec, st.Ctim.Nsec)
+	beaten := st.Mode&0o777 != 0o600
+	return max(0, now.Sub(ctime)), beaten, nil
+}
+
+func monotonicNow() time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		return 0
+	}
+	return time.Duration(ts.Sec)*time.Second + time.Duration(ts.Nsec)
+}

@@ -1,0 +1,192 @@
+package probes
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gwrap/gwrap/internal/testkit"
+)
+
+const liveApp = `
+import socket, time
+def app(environ, start_response):
+    p, q = environ["PATH_INFO"], environ.get("QUERY_STRING", "")
+    if p == "/sleep":
+        time.sleep(float(q))
+    elif p == "/spin":
+        end = time.time() + float(q)
+        while time.time() < end:
+            pass
+    elif p == "/connect":
+        host, port = q.rsplit(":", 1)
+        socket.create_connection((host, int(port))).recv(1)
+    start_response("200 OK", [])
+    return [b"ok"]
+`
+
+// startGunicorn runs Debian's gunicorn with one sync worker and returns the master pid and port.
+func startGunicorn(t *testing.T, timeout int) (int, int) {
+	t.Helper()
+	bin := testkit.Gunicorn(t)
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "app.py"), []byte(liveApp), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, _ := net.Listen("tcp", "127.0.0.1:0")
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cmd := exec.Command(bin, "--chdir", dir, "app:app", "-w", "1", "--timeout", fmt.Sprint(timeout), "--bind", fmt.Sprintf("127.0.0.1:%d", port))
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait() })
+	deadline := time.Now().Add(15 * time.Second)
+	for time.Now().Before(deadline) {
+		if r, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/", port)); err == nil {
+			r.Body.Close()
+			return cmd.Process.Pid, port
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	t.Fatal("gunicorn did not answer")
+	return 0, 0
+}
+
+// watch runs a Watcher on the master and returns its events and a stop function.
+func watch(t *testing.T, master int, timeout int) (*Watcher, chan Event) {
+	t.Helper()
+	w := NewWatcher(NewFS("/proc"), Options{Interval: 200 * time.Millisecond, FastInterval: 50 * time.Millisecond,
+		Timeout: time.Duration(timeout) * time.Second, WorkerClass: "sync"})
+	events := make(chan Event, 256)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- w.Run(ctx, master, func(e Event) { events <- e }) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	})
+	return w, events
+}
+
+func waitEvent(t *testing.T, events chan Event, d time.Duration, pred func(Event) bool) Event {
+	t.Helper()
+	deadline := time.After(d)
+	for {
+		select {
+		case e := <-events:
+			if pred(e) {
+				return e
+			}
+		case <-deadline:
+			t.Fatalf("no matching event within %v", d)
+		}
+	}
+}
+
+func isLate(e Event) bool { return e.Kind == EventLate }
+
+func TestLiveSleepingWorker(t *testing.T) {
+	master, port := startGunicorn(t, 4)
+	w, events := watch(t, master, 4)
+	waitEvent(t, events, 5*time.Second, func(e Event) bool { return e.Kind == EventBoot })
+	go http.Get(fmt.Sprintf("http://127.0.0.1:%d/sleep?30", port))
+	e := waitEvent(t, events, 10*time.Second, isLate)
+	if e.Sample.State != "S" || e.Sample.CPUPercent() > 20 || e.Sample.HeartbeatAge < 2*time.Second {
+		t.Errorf("late sample %+v", e.Sample)
+	}
+	if e.Deep == nil || !strings.Contains(strings.Join(e.Deep.WaitingOn(), ","), "wchan") {
+		t.Errorf("deep %+v", e.Deep)
+	}
+	// The history shows the silence growing.
+	h := w.History(e.ID)
+	var rising int
+	for i := 1; i < len(h); i++ {
+		if h[i].HeartbeatAge > h[i-1].HeartbeatAge {
+			rising++
+		}
+	}
+	if rising < 5 {
+		t.Errorf("heartbeat age did not rise over %d samples", len(h))
+	}
+	waitEvent(t, events, 10*time.Second, func(ev Event) bool { return ev.Kind == EventVanish && ev.ID == e.ID })
+	if len(w.History(e.ID)) == 0 {
+		t.Error("history not kept after the worker vanished")
+	}
+}
+
+func TestLiveSpinningWorker(t *testing.T) {
+	master, port := startGunicorn(t, 4)
+	_, events := watch(t, master, 4)
+	go http.Get(fmt.Sprintf("http://127.0.0.1:%d/spin?30", port))
+	e := waitEvent(t, events, 10*time.Second, isLate)
+	if e.Sample.CPUPercent() < 70 || e.Sample.State != "R" {
+		t.Errorf("a spinning worker: %.0f%% CPU, state %s", e.Sample.CPUPercent(), e.Sample.State)
+	}
+}
+
+func TestLiveWorkerWaitingOnTCPPeer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			defer c.Close()
+		}
+	}()
+	master, port := startGunicorn(t, 4)
+	_, events := watch(t, master, 4)
+	go http.Get(fmt.Sprintf("http://127.0.0.1:%d/connect?%s", port, l.Addr()))
+	e := waitEvent(t, events, 10*time.Second, isLate)
+	if e.Deep == nil {
+		t.Fatal("no deep sample")
+	}
+	wo := e.Deep.WaitingOn()
+	if len(wo) == 0 || wo[0] != "tcp "+l.Addr().String() {
+		t.Errorf("waiting on %v, want tcp %s first", wo, l.Addr())
+	}
+}
+
+// TestLiveIdleWorkerNeverLate: an idle sync worker beats only every timeout/2; watched for more
+// than that, it is never called late.
+func TestLiveIdleWorkerNeverLate(t *testing.T) {
+	master, _ := startGunicorn(t, 4)
+	w, events := watch(t, master, 4)
+	deadline := time.After(5 * time.Second)
+	var maxAge time.Duration
+	for {
+		select {
+		case e := <-events:
+			if e.Kind == EventLate || e.Kind == EventStuckBoot {
+				t.Fatalf("an idle worker was called %s: %+v", e.Kind, e.Sample)
+			}
+		case <-deadline:
+			for _, id := range w.Workers() {
+				for _, s := range w.History(id) {
+					maxAge = max(maxAge, s.HeartbeatAge)
+				}
+			}
+			if maxAge < 1500*time.Millisecond {
+				t.Errorf("the idle worker's heartbeat age peaked at %v: the heartbeat is not being read", maxAge)
+			}
+			return
+		}
+	}
+}

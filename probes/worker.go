@@ -1,0 +1,192 @@
+package probes
+
+import (
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// userHZ is the kernel's USER_HZ, the unit of utime and stime in /proc/<pid>/stat: 100 on every
+// Linux architecture gwrap runs on (it is part of the ABI, independent of CONFIG_HZ).
+const userHZ = 100
+
+// worker is one process being sampled. It keeps /proc/<pid>/{stat,status,schedstat} open and
+// re-reads them with pread at offset 0 (the kernel regenerates them on each read): ~4 µs a file,
+// no allocation. Once the process is reaped, the reads fail with ESRCH.
+type worker struct {
+	fs                  FS
+	id                  ID
+	stat, status, sched *os.File
+	buf                 []byte
+
+	hbFD    int  // heartbeat fd number, -1 unknown
+	hbTried bool // looked for it (the fd table may be unreadable)
+
+	prevTime          time.Time
+	prevUser, prevSys uint64 // utime, stime at prevTime
+	prevWait          uint64 // schedstat wait_ns at prevTime
+	havePrev          bool
+}
+
+func openWorker(fs FS, id ID) (*worker, error) {
+	w := &worker{fs: fs, id: id, buf: make([]byte, 4096), hbFD: -1}
+	var err error
+	if w.stat, err = os.Open(fs.path(id.PID, "stat")); err != nil {
+		return nil, err
+	}
+	w.status, _ = os.Open(fs.path(id.PID, "status"))
+	w.sched, _ = os.Open(fs.path(id.PID, "schedstat"))
+	return w, nil
+}
+
+func (w *worker) close() {
+	for _, f := range []*os.File{w.stat, w.status, w.sched} {
+		if f != nil {
+			f.Close()
+		}
+	}
+}
+
+// pread reads a whole pseudo-file from offset 0 into the worker's buffer.
+func (w *worker) pread(f *os.File) ([]byte, error) {
+	for {
+		n, err := f.ReadAt(w.buf, 0)
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+		if n < len(w.buf) {
+			return w.buf[:n], nil
+		}
+		w.buf = make([]byte, 2*len(w.buf))
+	}
+}
+
+// errGone says the worker has vanished (or its pid now belongs to another process).
+var errGone = fmt.Errorf("worker gone")
+
+// sample takes a hot sample. It fails only when the worker is gone; any other unreadable field
+// is named in Sample.Missing.
+func (w *worker) sample(now time.Time) (Sample, error) {
+	s := Sample{Time: now, HeartbeatAge: -1}
+	b, err := w.pread(w.stat)
+	if err != nil {
+		return s, errGone
+	}
+	st, err := parseStat(b)
+	if err != nil || st.starttime != w.id.StartTime {
+		return s, errGone
+	}
+	s.State, s.Threads, s.MajorFaults = st.state, st.threads, st.majflt
+	if w.status != nil {
+		if b, err := w.pread(w.status); err == nil {
+			ps := parseStatus(b)
+			s.RSSAnon, s.RSSFile, s.RSSShmem, s.Swap = ps.rssAnon, ps.rssFile, ps.rssShmem, ps.swap
+			s.VoluntaryCtxt, s.InvoluntaryCtxt = ps.volCtxt, ps.involCtxt
+		} else {
+			s.Missing = append(s.Missing, "status")
+		}
+	} else {
+		s.Missing = append(s.Missing, "status")
+	}
+	var wait uint64
+	haveWait := false
+	if w.sched != nil {
+		if b, err := w.pread(w.sched); err == nil {
+			if wait, err = parseSchedstat(b); err == nil {
+				haveWait = true
+				s.RunDelay = time.Duration(wait)
+			}
+		}
+	}
+	if !haveWait {
+		s.Missing = append(s.Missing, "schedstat")
+	}
+	if w.havePrev {
+		if dt := now.Sub(w.prevTime).Seconds(); dt > 0 {
+			user := float64(st.utime) - float64(w.prevUser)
+			sys := float64(st.stime) - float64(w.prevSys)
+			s.CPUUser = max(0, user/userHZ/dt*100)
+			s.CPUSystem = max(0, sys/userHZ/dt*100)
+			if haveWait && wait >= w.prevWait {
+				s.RunDelayPct = float64(wait-w.prevWait) / 1e9 / dt * 100
+			}
+		}
+	}
+	// Heartbeat.
+	if w.hbFD < 0 && !w.hbTried {
+		w.hbTried = true
+		if fd, err := w.fs.heartbeatFD(w.id.PID); err == nil {
+			w.hbFD = fd
+		}
+	}
+	if w.hbFD >= 0 {
+		if age, beaten, err := w.fs.heartbeat(w.id.PID, w.hbFD, now); err == nil {
+			s.HeartbeatAge, s.Heartbeats = age, beaten
+		} else {
+			s.Missing = append(s.Missing, "heartbeat")
+		}
+	} else {
+		s.Missing = append(s.Missing, "heartbeat")
+	}
+	w.prevTime, w.prevUser, w.prevSys, w.prevWait, w.havePrev = now, st.utime, st.stime, wait, true
+	return s, nil
+}
+
+// Deep takes the expensive sample of one process: PSS and USS, wait channel, current syscall,
+// sockets with their peers (from the process's own network namespace), open files.
+func (f FS) Deep(pid int, now time.Time) (Deep, error) {
+	d := Deep{Time: now}
+	if _, err := os.Stat(f.path(pid)); err != nil {
+		return d, err
+	}
+	if b, err := os.ReadFile(f.path(pid, "smaps_rollup")); err == nil {
+		r := parseSmapsRollup(b)
+		d.PSS, d.USS = r.pss, r.uss
+	} else {
+		d.Missing = append(d.Missing, "smaps_rollup")
+	}
+	if b, err := os.ReadFile(f.path(pid, "wchan")); err == nil {
+		d.Wchan = strings.TrimSpace(string(b))
+	} else {
+		d.Missing = append(d.Missing, "wchan")
+	}
+	if b, err := os.ReadFile(f.path(pid, "syscall")); err == nil {
+		d.Syscall = parseSyscall(b)
+	} else {
+		d.Missing = append(d.Missing, "syscall")
+	}
+	inodes := map[uint64]bool{}
+	ents, err := os.ReadDir(f.path(pid, "fd"))
+	if err != nil {
+		d.Missing = append(d.Missing, "fd")
+		return d, nil
+	}
+	d.OpenFiles = len(ents)
+	for _, e := range ents {
+		target, err := os.Readlink(filepath.Join(f.path(pid, "fd"), e.Name()))
+		if err != nil {
+			continue
+		}
+		if in, ok := strings.CutPrefix(target, "socket:["); ok {
+			if n, err := strconv.ParseUint(strings.TrimSuffix(in, "]"), 10, 64); err == nil {
+				inodes[n] = true
+			}
+		}
+	}
+	if len(inodes) == 0 {
+		return d, nil
+	}
+	for _, p := range []string{"tcp", "tcp6"} {
+		if b, err := os.ReadFile(f.path(pid, "net", p)); err == nil {
+			d.Sockets = append(d.Sockets, parseNetTCP(b, p, inodes)...)
+		}
+	}
+	if b, err := os.ReadFile(f.path(pid, "net", "unix")); err == nil {
+		d.Sockets = append(d.Sockets, parseNetUnix(b, inodes)...)
+	}
+	return d, nil
+}
