@@ -1,0 +1,318 @@
+package postmortem
+
+import (
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/probes"
+)
+
+// Sources give the correlator the workers' histories, read when an incident is classified.
+type Sources struct {
+	History func(probes.ID) []probes.Sample
+	Deep    func(probes.ID) (probes.Deep, bool)
+}
+
+// Correlator builds one incident per dead (or stuck) worker from Gunicorn's events, the worker
+// watcher's events and the cgroup's OOM events, waits a bounded window for the follow-ups that
+// come late (Gunicorn's SIGKILL a second after its timeout, the process vanishing, the v1
+// oom_kill counter that moves after the victim is reaped), then classifies it. All methods are
+// called from one goroutine; time is passed in.
+type Correlator struct {
+	settings gunicorn.Settings
+	th       Thresholds
+	src      Sources
+
+	open      map[int]*pending     // by worker pid
+	ids       map[int]probes.ID    // pid → identity, from the watcher
+	booted    map[int]time.Time    // pid → boot time
+	lastEvent map[int]probes.Event // pid → the watcher's last event about it (for a vanish)
+	done      map[probes.ID]bool   // workers already reported: never two incidents for one
+	doneLog   map[int]time.Time    // pids reported without an identity
+	calm      map[int]time.Time    // pids that exited normally (Worker exiting without a timeout)
+	quietTill time.Time            // a stop, reload or scale-down is under way: vanishes are normal
+
+	oomPending []memwatch.OOMEvent // OOM kills not yet tied to a worker
+	container  []memwatch.Stats    // bounded ring of cgroup samples
+	version    string
+}
+
+type pending struct {
+	inc Incident
+	due time.Time
+}
+
+// containerKeep bounds the cgroup samples kept (10 minutes at 1 Hz).
+const containerKeep = 600
+
+// NewCorrelator starts with Gunicorn's effective settings.
+func NewCorrelator(s gunicorn.Settings, th Thresholds, src Sources) *Correlator {
+	if th.FollowUpWindow <= 0 {
+		th.FollowUpWindow = DefaultThresholds().FollowUpWindow
+	}
+	return &Correlator{settings: s, th: th, src: src, open: map[int]*pending{}, ids: map[int]probes.ID{},
+		booted: map[int]time.Time{}, lastEvent: map[int]probes.Event{}, done: map[probes.ID]bool{},
+		doneLog: map[int]time.Time{}, calm: map[int]time.Time{}}
+}
+
+// get returns the open incident of a pid, opening one of the given kind when there is none and
+// the worker was not reported already.
+func (c *Correlator) get(pid int, kind Kind, now time.Time) *pending {
+	if p := c.open[pid]; p != nil {
+		return p
+	}
+	if id, ok := c.ids[pid]; ok && c.done[id] {
+		return nil
+	}
+	if at, ok := c.doneLog[pid]; ok && now.Sub(at) < time.Minute {
+		return nil
+	}
+	p := &pending{inc: Incident{Kind: kind, PID: pid, At: now, BootedAt: c.booted[pid]}, due: now.Add(c.th.FollowUpWindow)}
+	if id, ok := c.ids[pid]; ok {
+		p.inc.StartTime = id.StartTime
+	}
+	c.open[pid] = p
+	return p
+}
+
+func (p *pending) extend(now time.Time, d time.Duration) {
+	if t := now.Add(d); t.After(p.due) {
+		p.due = t
+	}
+}
+
+// Gunicorn takes one of Gunicorn's events.
+func (c *Correlator) Gunicorn(ev gunicorn.Event, now time.Time) {
+	pid := ev.WorkerPID
+	switch ev.Kind {
+	case gunicorn.KindStarting:
+		c.version = ev.Version
+	case gunicorn.KindUsingWorker:
+		if ev.WorkerClass != "" {
+			c.settings.WorkerClass = ev.WorkerClass
+		}
+	case gunicorn.KindBooting:
+		c.booted[pid] = now
+	case gunicorn.KindHandlingSignal:
+		switch ev.SignalIn {
+		case "term", "int", "quit", "hup", "ttou", "usr2", "winch":
+			c.quietTill = now.Add(time.Duration(c.settings.GracefulTimeout)*time.Second + 5*time.Second)
+		}
+	case gunicorn.KindShuttingDown:
+		c.quietTill = now.Add(time.Minute)
+	case gunicorn.KindTimeout:
+		if p := c.get(pid, KindTimeout, now); p != nil {
+			p.inc.Kind, p.inc.Timeout = KindTimeout, true
+			p.inc.Lines = append(p.inc.Lines, redact(ev.Line))
+			p.extend(now, c.th.FollowUpWindow)
+		}
+	case gunicorn.KindWorkerExiting:
+		if p := c.open[pid]; p != nil {
+			p.inc.HandledAbort = p.inc.Timeout
+			p.inc.Lines = append(p.inc.Lines, redact(ev.Line))
+			return
+		}
+		c.calm[pid] = now
+	case gunicorn.KindRequestError:
+		if p := c.open[ev.PID]; p != nil {
+			p.inc.Lines = append(p.inc.Lines, redact(ev.Line))
+			p.inc.Traceback = redactAll(ev.Traceback)
+			p.inc.StuckAt = stuckAt(ev.Traceback)
+		}
+	case gunicorn.KindWorkerError:
+		if p := c.open[ev.PID]; p != nil {
+			p.inc.Traceback = redactAll(ev.Traceback)
+		}
+	case gunicorn.KindSignaled:
+		if ev.Signal == 15 && c.open[pid] == nil {
+			return // Gunicorn's own SIGTERM to an old worker: a reload or scale-down
+		}
+		if p := c.get(pid, KindSignal, now); p != nil {
+			if p.inc.Timeout && ev.Signal == 9 {
+				p.inc.Escalated = true
+			}
+			p.inc.Signal, p.inc.OOMHint = ev.SignalName, ev.OOMHint
+			p.inc.Lines = append(p.inc.Lines, redact(ev.Line))
+			p.extend(now, c.th.FollowUpWindow/2)
+		}
+	case gunicorn.KindExited:
+		if ev.Repeat {
+			return
+		}
+		if p := c.open[pid]; p != nil {
+			code := ev.ExitCode
+			p.inc.ExitCode = &code
+			p.inc.Lines = append(p.inc.Lines, redact(ev.Line))
+			return
+		}
+		if ev.ExitCode == 0 {
+			return
+		}
+		if p := c.get(pid, KindExit, now); p != nil {
+			code := ev.ExitCode
+			p.inc.ExitCode = &code
+			p.inc.Lines = append(p.inc.Lines, redact(ev.Line))
+		}
+	}
+}
+
+// Probe takes one of the worker watcher's events.
+func (c *Correlator) Probe(ev probes.Event, now time.Time) {
+	pid := ev.ID.PID
+	switch ev.Kind {
+	case probes.EventBoot:
+		c.ids[pid] = ev.ID
+		if _, ok := c.booted[pid]; !ok {
+			c.booted[pid] = now
+		}
+		delete(c.calm, pid)
+	case probes.EventStuckBoot:
+		if p := c.get(pid, KindTimeout, now); p != nil {
+			p.inc.BootStuck = true
+			p.inc.StartTime = ev.ID.StartTime
+		}
+	case probes.EventLate:
+		c.lastEvent[pid] = ev
+	case probes.EventVanish:
+		c.lastEvent[pid] = ev
+		if p := c.open[pid]; p != nil {
+			p.inc.Vanished = true
+			// The v1 oom_kill counter can lag the vanish a little.
+			p.extend(now, 700*time.Millisecond)
+			return
+		}
+		if _, ok := c.calm[pid]; ok || now.Before(c.quietTill) || c.done[ev.ID] {
+			delete(c.calm, pid)
+			return
+		}
+		// Gone without a line (log level, ≤ 20.0, or the line comes later): an incident of its
+		// own, which the lines and counters arriving in the window complete.
+		if p := c.get(pid, KindSignal, now); p != nil {
+			p.inc.Vanished = true
+			p.inc.StartTime = ev.ID.StartTime
+		}
+	}
+}
+
+// OOM takes an OOM-kill event of the container's cgroup.
+func (c *Correlator) OOM(ev memwatch.OOMEvent, now time.Time) {
+	c.oomPending = append(c.oomPending, ev)
+	for _, p := range c.open {
+		p.extend(now, 500*time.Millisecond)
+	}
+}
+
+// Container takes a cgroup sample.
+func (c *Correlator) Container(st memwatch.Stats) {
+	c.container = append(c.container, st)
+	if len(c.container) > containerKeep {
+		c.container = append(c.container[:0], c.container[len(c.container)-containerKeep:]...)
+	}
+}
+
+// Due classifies the incidents whose window has passed.
+func (c *Correlator) Due(now time.Time) []Report { return c.finish(now, false) }
+
+// Flush classifies every open incident (at shutdown).
+func (c *Correlator) Flush(now time.Time) []Report { return c.finish(now, true) }
+
+func (c *Correlator) finish(now time.Time, all bool) []Report {
+	var ready []*pending
+	for pid, p := range c.open {
+		// A timeout whose worker is still alive waits for it to vanish (Gunicorn's SIGKILL),
+		// up to three windows; a stuck boot is reported at once.
+		waitVanish := p.inc.Timeout && !p.inc.Vanished && !p.inc.BootStuck && now.Before(p.inc.At.Add(3*c.th.FollowUpWindow))
+		if all || (!now.Before(p.due) && !waitVanish) {
+			ready = append(ready, p)
+			delete(c.open, pid)
+		}
+	}
+	sort.Slice(ready, func(i, j int) bool { return ready[i].inc.At.Before(ready[j].inc.At) })
+	var out []Report
+	for _, p := range ready {
+		out = append(out, c.report(p.inc, now))
+	}
+	// OOM events no incident claimed within a minute are dropped (a non-worker process died).
+	kept := c.oomPending[:0]
+	for _, ev := range c.oomPending {
+		if now.Sub(ev.Time) < time.Minute {
+			kept = append(kept, ev)
+		}
+	}
+	c.oomPending = kept
+	return out
+}
+
+func (c *Correlator) report(inc Incident, now time.Time) Report {
+	id, known := c.ids[inc.PID]
+	if known && id.StartTime != inc.StartTime && inc.StartTime != 0 {
+		id = probes.ID{PID: inc.PID, StartTime: inc.StartTime}
+	}
+	// Claim an OOM kill that happened around this worker's end.
+	if inc.OOMKillDelta == 0 && (inc.Signal == "" || inc.Signal == "SIGKILL") && !inc.HandledAbort {
+		for i, ev := range c.oomPending {
+			if d := ev.Time.Sub(inc.At); d > -5*time.Second && d < 5*time.Second {
+				inc.OOMKillDelta = ev.Count
+				c.oomPending = append(c.oomPending[:i], c.oomPending[i+1:]...)
+				break
+			}
+		}
+	}
+	if inc.OOMKillDelta > 0 && !inc.Timeout {
+		inc.Kind = KindOOMKill
+	}
+	ev := Evidence{Incident: inc, Settings: c.settings}
+	if known {
+		c.done[id] = true
+		if c.src.History != nil {
+			ev.Timeline = c.src.History(id)
+		}
+		if c.src.Deep != nil {
+			if d, ok := c.src.Deep(id); ok {
+				ev.Deep = &d
+			}
+		}
+	} else {
+		c.doneLog[inc.PID] = now
+	}
+	if ev.Deep == nil {
+		if last, ok := c.lastEvent[inc.PID]; ok && last.Deep != nil {
+			ev.Deep = last.Deep
+		}
+	}
+	ev.Container = c.containerAround(inc.At)
+	v := Classify(ev, c.th)
+	return newReport(ev, v, c.version)
+}
+
+// containerAround returns the cgroup samples of the minutes before t.
+func (c *Correlator) containerAround(t time.Time) []memwatch.Stats {
+	var out []memwatch.Stats
+	for _, st := range c.container {
+		if st.Time.After(t.Add(-5*time.Minute)) && st.Time.Before(t.Add(5*time.Second)) {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// stuckAt picks the app's innermost frame (not Gunicorn's) in an abort traceback.
+func stuckAt(tb []string) string {
+	last := ""
+	for i, l := range tb {
+		t := strings.TrimSpace(l)
+		if !strings.HasPrefix(t, "File ") || strings.Contains(t, "/gunicorn/") {
+			continue
+		}
+		last = t
+		if i+1 < len(tb) {
+			if next := strings.TrimSpace(tb[i+1]); !strings.HasPrefix(next, "File ") {
+				last += ": " + next
+			}
+		}
+	}
+	return redact(last)
+}

@@ -1,0 +1,234 @@
+package postmortem
+
+import (
+	"bufio"
+	"fmt"
+	"html/template"
+	"io"
+	"math"
+	"strings"
+	"time"
+)
+
+// WriteText prints a report for people (gwrap report show/latest).
+func WriteText(w io.Writer, r Report) error {
+	b := bufio.NewWriter(w)
+	v, inc := r.Verdict, r.Incident
+	fmt.Fprintf(b, "Report %s\n", r.ID)
+	fmt.Fprintf(b, "Worker %d, %s at %s\n\n", inc.PID, inc.Kind, inc.At.UTC().Format(time.RFC3339))
+	fmt.Fprintf(b, "Cause: %s (confidence %s)\n", v.Cause, v.Confidence)
+	fmt.Fprintf(b, "Near the memory limit: %s. Ran long: %s.\n\n", yesNo(v.NearMemoryLimit), yesNo(v.RanLong))
+	fmt.Fprintf(b, "%s\n", v.Summary)
+	if len(v.Evidence) > 0 {
+		fmt.Fprintf(b, "\nEvidence:\n")
+		for _, f := range v.Evidence {
+			fmt.Fprintf(b, "  - %s: %s", f.Fact, f.Value)
+			if f.Threshold != "" {
+				fmt.Fprintf(b, " (%s)", f.Threshold)
+			}
+			fmt.Fprintln(b)
+		}
+	}
+	if len(v.Missing) > 0 {
+		fmt.Fprintf(b, "\nMissing evidence: %s\n", strings.Join(v.Missing, "; "))
+	}
+	if len(v.Advice) > 0 {
+		fmt.Fprintf(b, "\nAdvice:\n")
+		for _, a := range v.Advice {
+			fmt.Fprintf(b, "  - %s\n", a)
+		}
+	}
+	if len(inc.Lines) > 0 {
+		fmt.Fprintf(b, "\nGunicorn said:\n")
+		for _, l := range inc.Lines {
+			fmt.Fprintf(b, "  | %s\n", l)
+		}
+	}
+	if len(inc.Traceback) > 0 {
+		fmt.Fprintf(b, "\nTraceback:\n")
+		for _, l := range inc.Traceback {
+			fmt.Fprintf(b, "  %s\n", l)
+		}
+	}
+	return b.Flush()
+}
+
+func yesNo(b bool) string {
+	if b {
+		return "yes"
+	}
+	return "no"
+}
+
+// WriteList prints one line per report.
+func WriteList(w io.Writer, l []Summary) error {
+	b := bufio.NewWriter(w)
+	if len(l) == 0 {
+		fmt.Fprintln(b, "no reports")
+	}
+	for _, s := range l {
+		fmt.Fprintf(b, "%s  pid %-7d %-9s %-16s %s\n", s.ID, s.PID, s.Kind, s.Cause, s.Summary)
+	}
+	return b.Flush()
+}
+
+// series is one line of a chart.
+type series struct {
+	Name  string
+	Color string
+	Y     []float64 // NaN = no value
+	Dash  bool
+}
+
+// chart is an inline SVG line chart over the report's timeline.
+type chart struct {
+	Title string
+	Unit  string
+	X     []time.Time
+	Lines []series
+}
+
+const chartW, chartH, padL, padB, padT = 720.0, 200.0, 64.0, 28.0, 12.0
+
+// SVG renders the chart: axes, a max label, the time span, one polyline per series.
+func (c chart) SVG() template.HTML {
+	var b strings.Builder
+	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %.0f %.0f" width="%.0f" height="%.0f" role="img" aria-label="%s">`, chartW, chartH, chartW, chartH, template.HTMLEscapeString(c.Title))
+	ymax := 0.0
+	for _, s := range c.Lines {
+		for _, y := range s.Y {
+			if !math.IsNaN(y) && y > ymax {
+				ymax = y
+			}
+		}
+	}
+	if ymax == 0 {
+		ymax = 1
+	}
+	ymax *= 1.1
+	x0, x1 := time.Time{}, time.Time{}
+	if len(c.X) > 0 {
+		x0, x1 = c.X[0], c.X[len(c.X)-1]
+	}
+	span := x1.Sub(x0).Seconds()
+	if span <= 0 {
+		span = 1
+	}
+	px := func(t time.Time) float64 { return padL + (chartW-padL-8)*t.Sub(x0).Seconds()/span }
+	py := func(y float64) float64 { return chartH - padB - (chartH-padB-padT)*y/ymax }
+	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/>`, padL, chartH-padB, chartW-8, chartH-padB)
+	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/>`, padL, padT, padL, chartH-padB)
+	fmt.Fprintf(&b, `<text x="4" y="%.0f" class="ax">%s</text>`, padT+10, template.HTMLEscapeString(fmtNum(ymax)))
+	fmt.Fprintf(&b, `<text x="4" y="%.0f" class="ax">0</text>`, chartH-padB)
+	if len(c.X) > 0 {
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="ax">%s</text>`, padL, chartH-8, x0.UTC().Format("15:04:05"))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="ax" text-anchor="end">%s (%.0f s)</text>`, chartW-8, chartH-8, x1.UTC().Format("15:04:05"), span)
+	}
+	for i, s := range c.Lines {
+		var pts []string
+		for j, y := range s.Y {
+			if j < len(c.X) && !math.IsNaN(y) {
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(c.X[j]), py(y)))
+			}
+		}
+		dash := ""
+		if s.Dash {
+			dash = ` stroke-dasharray="6 4"`
+		}
+		fmt.Fprintf(&b, `<polyline class="series" fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`, s.Color, dash, strings.Join(pts, " "))
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="lg" fill="%s">%s</text>`, padL+8+float64(i)*200, padT+10, s.Color, template.HTMLEscapeString(s.Name))
+	}
+	b.WriteString(`</svg>`)
+	return template.HTML(b.String())
+}
+
+func fmtNum(f float64) string {
+	if f >= 100 {
+		return fmt.Sprintf("%.0f", f)
+	}
+	return fmt.Sprintf("%.1f", f)
+}
+
+// charts builds the report's three charts: memory against the limit, CPU, heartbeat age
+// against the timeout.
+func charts(r Report) []chart {
+	var xs []time.Time
+	var rss, cpu, age, limit, timeout []float64
+	lim := math.NaN()
+	if r.Container.LimitBytes != nil {
+		lim = float64(*r.Container.LimitBytes) / (1 << 20)
+	}
+	for _, p := range r.Timeline {
+		xs = append(xs, p.T)
+		rss = append(rss, float64(p.RSSBytes)/(1<<20))
+		cpu = append(cpu, p.CPUPercent)
+		a := p.HeartbeatAge
+		if a < 0 {
+			a = math.NaN()
+		}
+		age = append(age, a)
+		limit = append(limit, lim)
+		timeout = append(timeout, float64(r.Gunicorn.Timeout))
+	}
+	// The container's working set, on the worker's time axis (nearest earlier sample).
+	ws := make([]float64, len(xs))
+	for i, t := range xs {
+		ws[i] = math.NaN()
+		for _, c := range r.Container.Samples {
+			if !c.T.After(t) {
+				ws[i] = float64(c.WorkingSetBytes) / (1 << 20)
+			}
+		}
+	}
+	mem := chart{Title: "Memory", Unit: "MiB", X: xs, Lines: []series{{Name: "worker RSS", Color: "#1f77b4", Y: rss}, {Name: "container working set", Color: "#9467bd", Y: ws}}}
+	if !math.IsNaN(lim) {
+		mem.Lines = append(mem.Lines, series{Name: "container limit", Color: "#d62728", Y: limit, Dash: true})
+	}
+	return []chart{
+		mem,
+		{Title: "CPU", Unit: "% of a core", X: xs, Lines: []series{{Name: "worker CPU", Color: "#ff7f0e", Y: cpu}}},
+		{Title: "Heartbeat age", Unit: "s", X: xs, Lines: []series{{Name: "silence", Color: "#2ca02c", Y: age}, {Name: "timeout", Color: "#d62728", Y: timeout, Dash: true}}},
+	}
+}
+
+var page = template.Must(template.New("report").Parse(`<!doctype html>
+<html lang="en"><head><meta charset="utf-8">
+<title>gwrap post-mortem: worker {{.R.Incident.PID}} {{.R.Verdict.Cause}}</title>
+<style>
+body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:780px;color:#222;padding:0 1em}
+h1{font-size:1.4em;margin-bottom:.2em} .cause{display:inline-block;padding:.15em .6em;border-radius:.3em;background:#fde2e1;color:#8a1c1c;font-weight:600}
+.meta{color:#666} table{border-collapse:collapse;width:100%;margin:.5em 0} td,th{text-align:left;padding:.25em .5em;border-bottom:1px solid #eee;vertical-align:top}
+.chart{display:block;margin:.4em 0 1.2em;background:#fafafa;border:1px solid #eee} .ax{font-size:11px;fill:#666} .lg{font-size:12px}
+pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}
+</style></head><body>
+<h1>Worker {{.R.Incident.PID}}: <span class="cause">{{.R.Verdict.Cause}}</span></h1>
+<p class="meta">{{.R.Incident.Kind}} at {{.At}} · confidence {{.R.Verdict.Confidence}} · near the memory limit: {{if .R.Verdict.NearMemoryLimit}}yes{{else}}no{{end}} · ran long: {{if .R.Verdict.RanLong}}yes{{else}}no{{end}} · report {{.R.ID}}</p>
+<p><strong>{{.R.Verdict.Summary}}</strong></p>
+{{if .R.Verdict.Advice}}<h2>What to change</h2><ul>{{range .R.Verdict.Advice}}<li>{{.}}</li>{{end}}</ul>{{end}}
+<h2>The worker's last {{.Span}}</h2>
+{{range .Charts}}<h3>{{.Title}} ({{.Unit}})</h3>{{.SVG}}{{end}}
+<h2>Evidence</h2>
+<table><tr><th>fact</th><th>value</th><th>threshold</th></tr>{{range .R.Verdict.Evidence}}<tr><td>{{.Fact}}</td><td>{{.Value}}</td><td>{{.Threshold}}</td></tr>{{end}}</table>
+{{if .R.Verdict.Missing}}<p class="meta">Missing evidence: {{range .R.Verdict.Missing}}{{.}}; {{end}}</p>{{end}}
+<h2>Gunicorn</h2>
+<p>version {{or .R.Gunicorn.Version "unknown"}} · timeout {{.R.Gunicorn.Timeout}} s · {{.R.Gunicorn.Workers}} workers · class {{.R.Gunicorn.WorkerClass}}</p>
+{{if .R.Incident.Lines}}<pre>{{range .R.Incident.Lines}}{{.}}
+{{end}}</pre>{{end}}
+{{if .R.Incident.Traceback}}<h3>Traceback</h3><pre>{{range .R.Incident.Traceback}}{{.}}
+{{end}}</pre>{{end}}
+</body></html>
+`))
+
+// WriteHTML renders a self-contained page (inline CSS and SVG, no external asset) of the report.
+func WriteHTML(w io.Writer, r Report) error {
+	span := "samples"
+	if n := len(r.Timeline); n > 1 {
+		span = fmt.Sprintf("%.0f seconds", r.Timeline[n-1].T.Sub(r.Timeline[0].T).Seconds())
+	}
+	return page.Execute(w, struct {
+		R      Report
+		At     string
+		Span   string
+		Charts []chart
+	}{r, r.Incident.At.UTC().Format(time.RFC3339), span, charts(r)})
+}

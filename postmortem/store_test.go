@@ -1,0 +1,197 @@
+package postmortem
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/internal/testkit"
+)
+
+func sampleReport(pid int, at time.Time) Report {
+	s := gunicorn.Defaults()
+	s.Timeout = 10
+	inc := Incident{Kind: KindTimeout, PID: pid, At: at, Timeout: true, Vanished: true,
+		Lines: []string{"[2026-11-25 03:42:36 +0000] [1] [CRITICAL] WORKER TIMEOUT (pid:7)"}}
+	e := Evidence{Incident: inc, Settings: s, Timeline: silence(11, 99, "R", 80<<20), Container: cgroup(11, 300<<20, 512<<20, 0, 0)}
+	return newReport(e, Classify(e, DefaultThresholds()), "22.0.0")
+}
+
+func TestStoreWriteReadRetention(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "reports")
+	s := NewStore(dir, Retention{MaxCount: 3})
+	var ids []string
+	for i := 0; i < 5; i++ {
+		r := sampleReport(100+i, t0.Add(time.Duration(i)*time.Second))
+		path, err := s.Write(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, r.ID)
+		st, _ := os.Stat(path)
+		if st.Mode().Perm() != 0o640 {
+			t.Errorf("report mode %v, want 0640", st.Mode().Perm())
+		}
+	}
+	if st, _ := os.Stat(dir); st.Mode().Perm() != 0o750 {
+		t.Errorf("dir mode %v, want 0750", st.Mode().Perm())
+	}
+	list, err := s.List()
+	if err != nil || len(list) != 3 || list[0].ID != ids[2] || list[2].Cause != CauseCPUBound {
+		t.Fatalf("list %+v %v", list, err)
+	}
+	latest, err := s.Latest()
+	if err != nil || latest.ID != ids[4] || latest.Verdict.Cause != CauseCPUBound {
+		t.Fatalf("latest %v %v", latest.ID, err)
+	}
+	if _, err := s.Get(ids[0]); !errors.Is(err, ErrNotFound) {
+		t.Errorf("retention kept %s: %v", ids[0], err)
+	}
+	if _, err := s.Get("../etc/passwd"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("path traversal: %v", err)
+	}
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if strings.HasPrefix(e.Name(), ".") {
+			t.Errorf("temp file left: %s", e.Name())
+		}
+	}
+	if len(ents) != 6 {
+		t.Errorf("%d files, want 3 JSON + 3 HTML", len(ents))
+	}
+}
+
+func TestStoreRetentionByBytes(t *testing.T) {
+	dir := t.TempDir()
+	one := sampleReport(1, t0)
+	s := NewStore(dir, Retention{})
+	if _, err := s.Write(one); err != nil {
+		t.Fatal(err)
+	}
+	list, _ := s.List()
+	js, _ := os.Stat(list[0].Path)
+	html, _ := os.Stat(strings.TrimSuffix(list[0].Path, ".json") + ".html")
+	size := js.Size() + html.Size()
+	s = NewStore(dir, Retention{MaxBytes: 2*size + size/2})
+	for i := 1; i < 4; i++ {
+		if _, err := s.Write(sampleReport(1+i, t0.Add(time.Duration(i)*time.Second))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if list, _ := s.List(); len(list) != 2 {
+		t.Errorf("%d reports kept under a %d-byte bound of ~%d-byte reports", len(list), 2*size+size/2, size)
+	}
+}
+
+func TestStoreReadOnlyDir(t *testing.T) {
+	if os.Geteuid() == 0 {
+		// root ignores permissions: use a path under a regular file instead.
+		f := filepath.Join(t.TempDir(), "file")
+		os.WriteFile(f, nil, 0o644)
+		if _, err := NewStore(filepath.Join(f, "reports"), Retention{}).Write(sampleReport(1, t0)); err == nil {
+			t.Error("writing under a file succeeded")
+		}
+		return
+	}
+	dir := t.TempDir()
+	os.Chmod(dir, 0o500)
+	if _, err := NewStore(dir, Retention{}).Write(sampleReport(1, t0)); err == nil {
+		t.Error("writing to a read-only dir succeeded")
+	}
+}
+
+func TestRedaction(t *testing.T) {
+	got := RedactArgs([]string{"gunicorn", "--db-password", "hunter2", "--api-token=abc", "--bind", "0.0.0.0:80", "postgres://u:pw@db/x"})
+	want := []string{"gunicorn", "--db-password", hidden, "--api-token=" + hidden, "--bind", "0.0.0.0:80", "postgres://u:" + hidden + "@db/x"}
+	if fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("got %q", got)
+	}
+	line := redact(`connect failed password=s3cret url=https://bob:pw@example.com/a token: xyz`)
+	if strings.Contains(line, "s3cret") || strings.Contains(line, ":pw@") || strings.Contains(line, "xyz") {
+		t.Errorf("leaked: %s", line)
+	}
+}
+
+func TestHTMLSelfContained(t *testing.T) {
+	var b bytes.Buffer
+	if err := WriteHTML(&b, sampleReport(7, t0)); err != nil {
+		t.Fatal(err)
+	}
+	h := b.String()
+	if strings.Count(h, "<svg") != 3 || strings.Count(h, "<polyline") < 5 {
+		t.Errorf("charts missing: %d svg, %d polylines", strings.Count(h, "<svg"), strings.Count(h, "<polyline"))
+	}
+	for _, bad := range []string{"http://", "https://", "<script src", "<link"} {
+		if strings.Contains(h, bad) {
+			t.Errorf("external reference %q in the HTML", bad)
+		}
+	}
+}
+
+// TestHTMLRendersInChromium opens a report in headless Chromium and checks its charts are in the
+// rendered DOM, and writes a screenshot to look at (GWRAP_SCREENSHOT=path keeps it).
+func TestHTMLRendersInChromium(t *testing.T) {
+	chromium, err := exec.LookPath("chromium")
+	if err != nil {
+		testkit.Unavailable(t, "chromium is not installed (apt-get install chromium)")
+	}
+	dir := t.TempDir()
+	path, err := NewStore(dir, Retention{}).Write(sampleReport(7, t0))
+	if err != nil {
+		t.Fatal(err)
+	}
+	html := "file://" + strings.TrimSuffix(path, ".json") + ".html"
+	flags := []string{"--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+		"--disable-component-update", "--disable-sync", "--user-data-dir=" + filepath.Join(dir, "profile")}
+	out, err := exec.Command(chromium, append(flags, "--dump-dom", html)...).Output()
+	if err != nil {
+		t.Fatalf("chromium --dump-dom: %v", err)
+	}
+	dom := string(out)
+	if strings.Count(dom, "<svg") != 3 || !strings.Contains(dom, "cpu_bound") || !strings.Contains(dom, "polyline") {
+		t.Errorf("rendered DOM lacks the charts or verdict:\n%.500s", dom)
+	}
+	shot := os.Getenv("GWRAP_SCREENSHOT")
+	if shot == "" {
+		shot = filepath.Join(dir, "report.png")
+	}
+	if err := exec.Command(chromium, append(flags, "--screenshot="+shot, "--window-size=900,1400", html)...).Run(); err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	if st, err := os.Stat(shot); err != nil || st.Size() < 10000 {
+		t.Errorf("screenshot %s: %v", shot, err)
+	}
+}
+
+func ExampleWriteText() {
+	s := gunicorn.Defaults()
+	s.Timeout = 10
+	code := 7
+	e := Evidence{Incident: Incident{Kind: KindExit, PID: 42, At: t0, ExitCode: &code}, Settings: s}
+	r := newReport(e, Classify(e, DefaultThresholds()), "")
+	WriteText(os.Stdout, r)
+	// Output:
+	// Report 20261125T034236.000Z-42
+	// Worker 42, exit at 2026-11-25T03:42:36Z
+	//
+	// Cause: crashed (confidence low)
+	// Near the memory limit: no. Ran long: no.
+	//
+	// Worker 42 exited with code 7: the app or a library ended the process.
+	//
+	// Evidence:
+	//   - the worker exited with code: 7
+	//   - cgroup oom_kill counter moved by: 0
+	//
+	// Missing evidence: container memory (cgroup unreadable); heartbeat age; worker samples
+	//
+	// Advice:
+	//   - look at the worker's last log lines and traceback; a SIGSEGV or SIGABRT points at a C extension (run with faulthandler: PYTHONFAULTHANDLER=1)
+}
