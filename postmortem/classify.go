@@ -222,6 +222,8 @@ func Classify(e Evidence, th Thresholds) Verdict {
 	switch {
 	case inc.OOMKillDelta > 0 && (inc.Signal == "" || inc.Signal == "SIGKILL") && !inc.HandledAbort:
 		v.Cause = CauseOOMKilled
+		// It reached the limit by definition, even when a 1 Hz sample missed the last spike.
+		v.NearMemoryLimit = true
 		v.Summary = fmt.Sprintf("%s was killed by the kernel's OOM killer: the container's oom_kill counter moved as it died%s.", who, atLimit(w))
 		v.Advice = append(v.Advice, "give the container more memory, or run fewer workers (--workers) so their sum fits the limit",
 			"if a worker's memory grows with each request, recycle workers with --max-requests 1000 --max-requests-jitter 100",
@@ -242,8 +244,10 @@ func Classify(e Evidence, th Thresholds) Verdict {
 			v.Confidence = "low"
 		case inc.Signal != "":
 			v.Summary = fmt.Sprintf("%s crashed: it died of %s (a fault in C code or an abort), with no timeout before it.", who, inc.Signal)
+			v.Confidence = "high"
 		case inc.ExitCode != nil:
 			v.Summary = fmt.Sprintf("%s exited with code %d: the app or a library ended the process.", who, *inc.ExitCode)
+			v.Confidence = "high"
 		default:
 			v.Summary = fmt.Sprintf("%s disappeared without a Gunicorn line saying why and without an OOM kill.", who)
 			v.Confidence = "low"

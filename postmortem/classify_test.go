@@ -89,6 +89,7 @@ func TestClassify(t *testing.T) {
 			return s
 		}()}, CauseCPUStarved, false, true, ""},
 		{"oom kill", Evidence{Incident: oom, Timeline: silence(3, 50, "R", 990*mb), Container: cgroup(3, 999*mb, 1000*mb, 0, 0)}, CauseOOMKilled, true, false, "OOM killer"},
+		{"oom kill missed by the samples is still at the limit", Evidence{Incident: oom, Timeline: silence(3, 50, "R", 40*mb), Container: cgroup(3, 41*mb, 200*mb, 0, 0)}, CauseOOMKilled, true, false, "OOM killer"},
 		{"escalation is not an OOM", Evidence{Incident: escalated, Timeline: silence(11, 99, "R", 50*mb)}, CauseCPUBound, false, true, "not an OOM kill"},
 		{"boot stuck (≥22)", Evidence{Incident: stuck, Timeline: neverBeat}, CauseBootTimeout, false, true, "never finished booting"},
 		{"timeout of a worker that never beat (≤21)", Evidence{Incident: timeout, Timeline: neverBeat}, CauseBootTimeout, false, true, ""},

@@ -181,7 +181,7 @@ func ExampleWriteText() {
 	// Report 20261125T034236.000Z-42
 	// Worker 42, exit at 2026-11-25T03:42:36Z
 	//
-	// Cause: crashed (confidence low)
+	// Cause: crashed (confidence high)
 	// Near the memory limit: no. Ran long: no.
 	//
 	// Worker 42 exited with code 7: the app or a library ended the process.
