@@ -1,0 +1,73 @@
+// Command gwrap is the entrypoint of a container that serves a Python app with Gunicorn. It
+// runs Gunicorn as its child and does PID 1's job (signals, reaping, exit codes), relays every
+// log line as JSON, watches every worker and the container's cgroup, and writes a post-mortem
+// report explaining every worker kill: timeout, OOM kill, signal, crash.
+//
+// Usage:
+//
+//	gwrap [flags] [--] COMMAND [ARGS...]          run COMMAND (normally gunicorn …)
+//	gwrap explain [--json] LOGFILE|-               explain an existing Gunicorn log
+//	gwrap report list|show ID|latest [--report-dir DIR] [--json]
+//	gwrap version
+//
+// Flags (each also read from the environment variable in brackets; a flag wins):
+//
+//	--log-format json|text   [GWRAP_LOG_FORMAT]   json: one JSON object per line on stdout (default);
+//	                                              text: Gunicorn's raw lines and gwrap's events for humans
+//	--report-dir DIR         [GWRAP_REPORT_DIR]   where post-mortems go (default /home/LogFiles/gwrap
+//	                                              when /home/LogFiles exists, as on App Service, else
+//	                                              /var/log/gwrap)
+//	--stop-budget DUR        [GWRAP_STOP_BUDGET]  time Gunicorn gets to stop after TERM/INT/QUIT before
+//	                                              its process group is SIGKILLed (default 8s)
+//	--interval DUR           [GWRAP_INTERVAL]     worker sampling period (default 1s)
+//	--fast-interval DUR      [GWRAP_FAST_INTERVAL] sampling period of a late worker (default 100ms)
+//	--history DUR            [GWRAP_HISTORY]      per-worker history kept for reports (default 5m)
+//	--near-limit F           [GWRAP_NEAR_LIMIT]   working set ≥ F × limit is "near the limit" (default 0.9)
+//	--memory-psi P           [GWRAP_MEMORY_PSI]   memory PSI some avg10 ≥ P % is pressure (default 10)
+//	--cpu-bound P            [GWRAP_CPU_BOUND]    worker CPU ≥ P % of a core is computing (default 70)
+//	--run-delay P            [GWRAP_RUN_DELAY]    run-queue wait ≥ P % of wall time is starved (default 20)
+//	--long-share F           [GWRAP_LONG_SHARE]   silence ≥ F × timeout "ran long" (default 0.5)
+//	--follow-up DUR          [GWRAP_FOLLOW_UP]    wait for follow-up lines and counters (default 3s)
+//	--report-max-count N     [GWRAP_REPORT_MAX_COUNT] reports kept (default 200)
+//	--report-max-bytes N     [GWRAP_REPORT_MAX_BYTES] bytes of reports kept (default 104857600)
+//	--cgroup PATH            [GWRAP_CGROUP]       the container's cgroup path (default: discovered)
+//	--proc-root DIR          [GWRAP_PROC_ROOT]    /proc (for tests)
+//	--cgroup-root DIR        [GWRAP_CGROUP_ROOT]  /sys/fs/cgroup (for tests)
+//	--python PATH            [GWRAP_PYTHON]       interpreter that evaluates Gunicorn's config file
+//	                                              (default: the one in gunicorn's shebang)
+//	--eval-config BOOL       [GWRAP_EVAL_CONFIG]  evaluate the config file with Python (default true);
+//	                                              false reads it statically
+//
+// Exit code: the child's; 128+N when it was killed by signal N; 127 command not found; 126 not
+// executable; 2 bad usage of gwrap itself (nothing started).
+//
+// This package is the only place that knows real paths and real time; everything below it takes
+// its roots and its clock as arguments.
+package main
+
+import (
+	"fmt"
+	"os"
+)
+
+func main() {
+	code, err := run(os.Args[1:], os.LookupEnv, os.Stdin, os.Stdout, os.Stderr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gwrap:", err)
+	}
+	os.Exit(code)
+}
+
+const usageText = `usage: gwrap [flags] [--] COMMAND [ARGS...]
+       gwrap explain [--json] LOGFILE|-
+       gwrap report list|show ID|latest [--report-dir DIR] [--json]
+       gwrap version
+
+Runs COMMAND (normally gunicorn …) as PID 1's child, relays its log as JSON on stdout,
+watches its workers and the container's cgroup, and writes a post-mortem for every
+worker kill. Flags (env GWRAP_<NAME>): --log-format json|text, --report-dir DIR,
+--stop-budget 8s, --interval 1s, --fast-interval 100ms, --history 5m, --near-limit 0.9,
+--memory-psi 10, --cpu-bound 70, --run-delay 20, --long-share 0.5, --follow-up 3s,
+--report-max-count 200, --report-max-bytes 104857600, --cgroup PATH, --proc-root DIR,
+--cgroup-root DIR, --python PATH, --eval-config=true|false. See 'go doc ./cmd/gwrap'.
+`

@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"runtime"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/internal/group"
+	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/postmortem"
+	"github.com/gwrap/gwrap/probes"
+	"github.com/gwrap/gwrap/supervisor"
+)
+
+// version is set at build time with -ldflags "-X main.version=…".
+var version = "dev"
+
+// run is gwrap: it returns the process exit code and, for usage errors, the message for stderr.
+func run(args []string, env func(string) (string, bool), stdin io.Reader, stdout, stderr io.Writer) (int, error) {
+	if len(args) > 0 {
+		switch args[0] {
+		case "explain":
+			return runExplain(args[1:], stdin, stdout, stderr)
+		case "report":
+			return runReport(args[1:], env, stdout, stderr)
+		case "version", "--version":
+			fmt.Fprintln(stdout, "gwrap", version)
+			return 0, nil
+		}
+	}
+	cfg, err := parseConfig(args, env, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0, nil
+	}
+	if err != nil {
+		fmt.Fprint(stderr, usageText)
+		return 2, err
+	}
+	return supervise(cfg, env, stdout)
+}
+
+// supervise runs the child and everything that watches it, and returns the exit code.
+func supervise(cfg config, env func(string) (string, bool), stdout io.Writer) (int, error) {
+	out := newOutput(stdout, cfg.LogFormat, time.Now)
+
+	cg, cgErr := memwatch.Open(memwatch.Options{CgroupRoot: cfg.CgroupRoot, ProcRoot: cfg.ProcRoot, Path: cfg.CgroupPath})
+	var cgStats memwatch.Stats
+	if cgErr != nil {
+		out.warnOnce("cgroup", "config.warning", "cannot read the container's cgroup, memory and OOM evidence will be missing: "+cgErr.Error())
+	} else {
+		cgStats = cg.Sample()
+	}
+
+	settings := readSettings(cfg, env)
+	if cfg.ReportDir == "" {
+		cfg.ReportDir = postmortem.DefaultDir(fileExists)
+	}
+	startEvent(out, cfg, cg, cgStats, settings)
+	lintAtStart(out, cfg, env, cg, cgStats, settings)
+
+	store := postmortem.NewStore(cfg.ReportDir, postmortem.Retention{MaxCount: cfg.ReportMaxCount, MaxBytes: cfg.ReportMaxBytes})
+	watcher := probes.NewWatcher(probes.NewFS(cfg.ProcRoot), probes.Options{
+		Interval:     cfg.Interval,
+		FastInterval: cfg.FastInterval,
+		Timeout:      time.Duration(settings.Timeout) * time.Second,
+		WorkerClass:  workerClass(settings),
+		History:      cfg.History,
+		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
+	})
+	loop := newLoop(cfg, out, store, watcher, cg, settings)
+
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	master := make(chan int, 1)
+	var result supervisor.Result
+	var runErr error
+	var g group.Group
+
+	// The child: its end ends everything else.
+	g.Add(func() error {
+		result, runErr = supervisor.Run(ctx, supervisor.Config{
+			Argv:       cfg.Command,
+			StopBudget: cfg.StopBudget,
+			OnStart:    func(pid int) { master <- pid },
+			OnSignal:   loop.signal,
+			OnLine:     loop.line,
+		})
+		return errChildExited
+	}, func(error) { cancel() })
+
+	// The worker watcher starts once the master runs.
+	wctx, wcancel := context.WithCancel(ctx)
+	g.Add(func() error {
+		select {
+		case pid := <-master:
+			err := watcher.Run(wctx, pid, loop.probe)
+			if err != nil && wctx.Err() == nil {
+				out.warnOnce("probes", "config.warning", "worker monitoring stopped: "+err.Error())
+			}
+		case <-wctx.Done():
+		}
+		<-wctx.Done()
+		return nil
+	}, func(error) { wcancel() })
+
+	// OOM notifications.
+	if cg != nil {
+		octx, ocancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			if err := cg.WatchOOM(octx, loop.oom); err != nil && octx.Err() == nil {
+				out.warnOnce("oom", "config.warning", "OOM-kill notifications unavailable: "+err.Error())
+			}
+			<-octx.Done()
+			return nil
+		}, func(error) { ocancel() })
+	}
+
+	// The event loop owns the correlator and the report store.
+	lctx, lcancel := context.WithCancel(context.Background())
+	g.Add(func() error { loop.run(lctx); return nil }, func(error) { lcancel() })
+
+	_ = g.Run()
+
+	code := result.ExitCode
+	reason := result.Reason
+	if runErr != nil {
+		reason = runErr.Error()
+		if code == 0 {
+			code = 1
+		}
+	}
+	out.event(exitLevel(code), "gwrap.exit").Int("exit_code", code).Str("reason", reason).
+		Int("incidents", loop.incidents).Msg("gwrap exits: " + reason)
+	return code, nil
+}
+
+var errChildExited = errors.New("child exited")
+
+func exitLevel(code int) zerolog.Level {
+	if code == 0 {
+		return zerolog.InfoLevel
+	}
+	return zerolog.ErrorLevel
+}
+
+// readSettings gathers Gunicorn's effective settings when the command is Gunicorn.
+func readSettings(cfg config, env func(string) (string, bool)) gunicorn.Settings {
+	args, ok := gunicorn.CommandArgs(cfg.Command)
+	if !ok {
+		return gunicorn.ReadSettings(context.Background(), gunicorn.SettingsInput{})
+	}
+	python := cfg.Python
+	if python == "" && cfg.EvalConfig {
+		python = gunicorn.FindPython(cfg.Command)
+	}
+	if !cfg.EvalConfig {
+		python = ""
+	}
+	dir, _ := os.Getwd()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	return gunicorn.ReadSettings(ctx, gunicorn.SettingsInput{Args: args, Env: os.Environ(), Dir: dir, Python: python, Timeout: 4 * time.Second})
+}
+
+func startEvent(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {
+	e := out.event(zerolog.InfoLevel, "gwrap.start").Str("version", version).Int("gwrap_pid", os.Getpid()).
+		Strs("command", redactArgs(cfg.Command)).Str("report_dir", cfg.ReportDir).
+		Int("timeout_s", s.Timeout).Int("workers", s.Workers).Str("worker_class", s.WorkerClass).
+		Int("host_cores", runtime.NumCPU())
+	if cg != nil {
+		e = e.Int("cgroup_version", cg.Version()).Str("cgroup", cg.Path())
+		if st.Limit.Known {
+			e = e.Uint64("memory_limit_bytes", st.Limit.V)
+		}
+		if st.CPUQuotaCores > 0 {
+			e = e.Float64("cpu_quota_cores", st.CPUQuotaCores)
+		}
+	}
+	e.Msg("gwrap " + version + " starting " + filepath.Base(cfg.Command[0]))
+}
+
+func lintAtStart(out *output, cfg config, env func(string) (string, bool), cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {
+	if _, ok := gunicorn.CommandArgs(cfg.Command); ok {
+		for _, w := range gunicorn.Lint(gunicorn.LintInput{Settings: s, Env: os.Environ(), CPUQuotaCores: st.CPUQuotaCores,
+			HostCores: runtime.NumCPU(), StopBudget: cfg.StopBudget}) {
+			out.event(zerolog.WarnLevel, "config.warning").Str("code", w.Code).Str("fix", w.Fix).Msg(w.Message)
+		}
+		for _, p := range s.Problems {
+			out.event(zerolog.WarnLevel, "config.warning").Str("code", "settings_unknown").Msg(p)
+		}
+	}
+	if cg != nil {
+		for _, w := range cg.Warnings() {
+			out.event(zerolog.WarnLevel, "config.warning").Str("code", "cgroup").Msg(w)
+		}
+	}
+}
+
+// workerClass is the class that decides a worker's heartbeat rhythm: sync with threads is gthread.
+func workerClass(s gunicorn.Settings) string {
+	if (s.WorkerClass == "sync" || s.WorkerClass == "") && s.Threads > 1 {
+		return "gthread"
+	}
+	return s.WorkerClass
+}

@@ -1,0 +1,234 @@
+package main
+
+import (
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gwrap/gwrap/internal/testkit"
+)
+
+// scenario is one end-to-end run: Debian's gunicorn under gwrap, one request that misbehaves,
+// and the verdict gwrap must reach.
+type scenario struct {
+	app      string   // app.py source (default testApp)
+	args     []string // extra gunicorn arguments
+	timeout  int      // --timeout seconds
+	path     string   // the request that misbehaves ("" = none: the boot itself does)
+	wrap     func(t *testing.T, cmd []string) []string // e.g. run inside a cgroup
+	gwrapEnv []string
+}
+
+// runScenario runs sc and returns the first postmortem event and the report it names.
+func runScenario(t *testing.T, sc scenario) (map[string]any, map[string]any) {
+	t.Helper()
+	gunicorn := testkit.Gunicorn(t)
+	app := sc.app
+	if app == "" {
+		app = testApp
+	}
+	dir := writeApp(t, app)
+	port := freePort(t)
+	reports := t.TempDir()
+	argv := append([]string{gwrapBin, "--report-dir", reports, "--", gunicorn, "--chdir", dir, "app:app",
+		"--workers", "1", "--timeout", fmt.Sprint(sc.timeout), "--graceful-timeout", "2",
+		"--bind", fmt.Sprintf("127.0.0.1:%d", port)}, sc.args...)
+	if sc.wrap != nil {
+		argv = sc.wrap(t, argv)
+	}
+	p := startCmd(t, exec.Command(argv[0], argv[1:]...), sc.gwrapEnv)
+	if sc.path != "" {
+		waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/", port), 20*time.Second)
+		go get(fmt.Sprintf("http://127.0.0.1:%d%s", port, sc.path), time.Duration(sc.timeout+20)*time.Second)
+	}
+	pm := p.stdout.waitEvent(t, time.Duration(sc.timeout+40)*time.Second, "a postmortem event", isEvent("postmortem"))
+	p.signal(t, syscall.SIGTERM)
+	p.wait(t, 20*time.Second)
+
+	path, _ := pm["report"].(string)
+	if path == "" {
+		t.Fatalf("postmortem event names no report: %v", pm)
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("report: %v", err)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("report %s is not JSON: %v", path, err)
+	}
+	if rep["schema"] != "gwrap.postmortem/v1" {
+		t.Errorf("report schema %v", rep["schema"])
+	}
+	html := strings.TrimSuffix(path, ".json") + ".html"
+	if _, err := os.Stat(html); err != nil {
+		t.Errorf("no HTML report beside %s: %v", path, err)
+	}
+	t.Logf("postmortem: %v", pm)
+	return pm, rep
+}
+
+func field(m map[string]any, path ...string) any {
+	var v any = m
+	for _, k := range path {
+		mm, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = mm[k]
+	}
+	return v
+}
+
+func wantCause(t *testing.T, pm, rep map[string]any, cause string) {
+	t.Helper()
+	if pm["cause"] != cause {
+		t.Errorf("postmortem cause %v, want %s: %v", pm["cause"], cause, pm["summary"])
+	}
+	if got := field(rep, "verdict", "cause"); got != cause {
+		t.Errorf("report verdict.cause %v, want %s", got, cause)
+	}
+	for _, k := range []string{"near_memory_limit", "ran_long"} {
+		if _, ok := field(rep, "verdict", k).(bool); !ok {
+			t.Errorf("report verdict.%s missing", k)
+		}
+	}
+	if s, _ := field(rep, "verdict", "summary").(string); s == "" {
+		t.Error("report has no summary")
+	}
+}
+
+func TestVerdictBlockedSleep(t *testing.T) {
+	pm, rep := runScenario(t, scenario{timeout: 4, path: "/sleep?60"})
+	wantCause(t, pm, rep, "blocked")
+	if pm["ran_long"] != true {
+		t.Errorf("a request past the timeout ran long: %v", pm)
+	}
+	if field(rep, "incident", "kind") != "timeout" {
+		t.Errorf("incident.kind %v, want timeout", field(rep, "incident", "kind"))
+	}
+}
+
+func TestVerdictCPUBound(t *testing.T) {
+	pm, rep := runScenario(t, scenario{timeout: 4, path: "/spin?60"})
+	wantCause(t, pm, rep, "cpu_bound")
+}
+
+func TestVerdictBlockedOnTCPPeer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	// Accept and never answer.
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			conns = append(conns, c)
+		}
+	}()
+	pm, rep := runScenario(t, scenario{timeout: 4, path: "/connect?" + l.Addr().String()})
+	wantCause(t, pm, rep, "blocked")
+	b, _ := json.Marshal(rep)
+	if !strings.Contains(pm["summary"].(string)+string(b), l.Addr().String()) {
+		t.Errorf("the report does not name the peer %s", l.Addr())
+	}
+}
+
+func TestVerdictCrashed(t *testing.T) {
+	pm, rep := runScenario(t, scenario{timeout: 30, path: "/segv"})
+	wantCause(t, pm, rep, "crashed")
+}
+
+func TestVerdictBootTimeout(t *testing.T) {
+	slow := "import time\ntime.sleep(60)\n" + testApp
+	pm, rep := runScenario(t, scenario{app: slow, timeout: 3})
+	wantCause(t, pm, rep, "boot_timeout")
+}
+
+func TestVerdictOOMKilled(t *testing.T) {
+	cg := testkit.MemoryCgroup(t, 200<<20)
+	pm, rep := runScenario(t, scenario{timeout: 30, path: "/alloc?1000", wrap: cg.Wrap})
+	wantCause(t, pm, rep, "oom_killed")
+	if pm["near_memory_limit"] != true {
+		t.Errorf("an OOM-killed worker reached the limit: %v", pm)
+	}
+	if field(rep, "incident", "kind") != "oom_kill" {
+		t.Errorf("incident.kind %v, want oom_kill", field(rep, "incident", "kind"))
+	}
+}
+
+func TestVerdictMemoryPressure(t *testing.T) {
+	// Hold memory close to the limit, then wait past the timeout.
+	// Allocate until the cgroup's usage is 93 % of its limit (whatever gwrap and the master use),
+	// then wait past the timeout.
+	app := testApp + `
+import time as _t
+def _cg(name):
+    for line in open("/proc/self/cgroup"):
+        _, ctrl, path = line.strip().split(":", 2)
+        if ctrl == "memory":
+            return int(open("/sys/fs/cgroup/memory" + path + "/" + name).read())
+def pressure(environ, start_response):
+    limit = _cg("memory.limit_in_bytes")
+    while _cg("memory.usage_in_bytes") < 0.93 * limit:
+        hoard.append(b"x" * (2 << 20))
+    _t.sleep(60)
+    start_response("200 OK", [])
+    return [b""]
+_plain = app
+def app(environ, start_response):
+    if environ["PATH_INFO"] == "/pressure":
+        return pressure(environ, start_response)
+    return _plain(environ, start_response)
+`
+	cg := testkit.MemoryCgroup(t, 300<<20)
+	pm, rep := runScenario(t, scenario{app: app, timeout: 4, path: "/pressure", wrap: cg.Wrap})
+	wantCause(t, pm, rep, "memory_pressure")
+	if pm["near_memory_limit"] != true {
+		t.Errorf("near_memory_limit false: %v", pm)
+	}
+}
+
+func TestVerdictCPUStarved(t *testing.T) {
+	cg := testkit.CPUCgroup(t, 0.05)
+	pm, rep := runScenario(t, scenario{timeout: 4, path: "/spin?60", wrap: cg.Wrap})
+	wantCause(t, pm, rep, "cpu_starved")
+}
+
+// TestReportReadBack: gwrap report list/latest/show read what a run wrote.
+func TestReportReadBack(t *testing.T) {
+	pm, _ := runScenario(t, scenario{timeout: 30, path: "/segv"})
+	dir := filepath.Dir(pm["report"].(string))
+	out, err := exec.Command(gwrapBin, "report", "latest", "--report-dir", dir, "--json").Output()
+	if err != nil {
+		t.Fatalf("report latest: %v", err)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(out, &rep); err != nil {
+		t.Fatalf("report latest --json: %v\n%s", err, out)
+	}
+	if field(rep, "verdict", "cause") != "crashed" {
+		t.Errorf("latest report cause %v", field(rep, "verdict", "cause"))
+	}
+	list, err := exec.Command(gwrapBin, "report", "list", "--report-dir", dir).Output()
+	if err != nil || !strings.Contains(string(list), "crashed") {
+		t.Errorf("report list: %v\n%s", err, list)
+	}
+	id, _ := pm["id"].(string)
+	show, err := exec.Command(gwrapBin, "report", "show", id, "--report-dir", dir).Output()
+	if err != nil || !strings.Contains(string(show), "crashed") {
+		t.Errorf("report show %s: %v\n%s", id, err, show)
+	}
+}
