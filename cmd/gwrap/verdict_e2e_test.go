@@ -18,10 +18,10 @@ import (
 // scenario is one end-to-end run: Debian's gunicorn under gwrap, one request that misbehaves,
 // and the verdict gwrap must reach.
 type scenario struct {
-	app      string   // app.py source (default testApp)
-	args     []string // extra gunicorn arguments
-	timeout  int      // --timeout seconds
-	path     string   // the request that misbehaves ("" = none: the boot itself does)
+	app      string                                    // app.py source (default testApp)
+	args     []string                                  // extra gunicorn arguments
+	timeout  int                                       // --timeout seconds
+	path     string                                    // the request that misbehaves ("" = none: the boot itself does)
 	wrap     func(t *testing.T, cmd []string) []string // e.g. run inside a cgroup
 	gwrapEnv []string
 }
