@@ -160,7 +160,7 @@ func (x *explainer) event(ev Event) {
 		if inc := x.open[ev.PID]; inc != nil && inc.Kind == "timeout" {
 			inc.Lines = append(inc.Lines, ev.Line)
 			inc.Traceback = ev.Traceback
-			inc.StuckAt = stuckAt(ev.Traceback)
+			inc.StuckAt = StuckAt(ev.Traceback)
 		}
 	case KindWorkerError:
 		x.timeline(ev.PID, ev.Time, "exception in worker process")
@@ -206,8 +206,10 @@ func (x *explainer) event(ev Event) {
 	}
 }
 
-// stuckAt picks the app's innermost frame before Gunicorn's abort handler.
-func stuckAt(tb []string) string {
+// StuckAt picks, in a traceback of a worker aborted by Gunicorn's timeout (22+: "Error handling
+// request" with the request's stack), the app's innermost frame and its source line: where the
+// worker was stuck. "" when no frame outside Gunicorn is found.
+func StuckAt(tb []string) string {
 	last := ""
 	for i, l := range tb {
 		t := strings.TrimSpace(l)

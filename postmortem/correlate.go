@@ -2,7 +2,6 @@ package postmortem
 
 import (
 	"sort"
-	"strings"
 	"time"
 
 	"github.com/gwrap/gwrap/gunicorn"
@@ -120,7 +119,7 @@ func (c *Correlator) Gunicorn(ev gunicorn.Event, now time.Time) {
 		if p := c.open[ev.PID]; p != nil {
 			p.inc.Lines = append(p.inc.Lines, redact(ev.Line))
 			p.inc.Traceback = redactAll(ev.Traceback)
-			p.inc.StuckAt = stuckAt(ev.Traceback)
+			p.inc.StuckAt = redact(gunicorn.StuckAt(ev.Traceback))
 		}
 	case gunicorn.KindWorkerError:
 		if p := c.open[ev.PID]; p != nil {
@@ -297,22 +296,4 @@ func (c *Correlator) containerAround(t time.Time) []memwatch.Stats {
 		}
 	}
 	return out
-}
-
-// stuckAt picks the app's innermost frame (not Gunicorn's) in an abort traceback.
-func stuckAt(tb []string) string {
-	last := ""
-	for i, l := range tb {
-		t := strings.TrimSpace(l)
-		if !strings.HasPrefix(t, "File ") || strings.Contains(t, "/gunicorn/") {
-			continue
-		}
-		last = t
-		if i+1 < len(tb) {
-			if next := strings.TrimSpace(tb[i+1]); !strings.HasPrefix(next, "File ") {
-				last += ": " + next
-			}
-		}
-	}
-	return redact(last)
 }
