@@ -106,9 +106,15 @@ func (w *Watcher) Run(ctx context.Context, master int, emit func(Event)) error {
 	}
 	workers := map[int]*tracked{}
 	defer func() {
+		// Stopped (or following a new master): these workers are no longer watched.
+		now := w.opt.Now()
+		w.mu.Lock()
 		for _, t := range workers {
 			t.w.close()
+			delete(w.live, t.w.id)
+			w.goneAt[t.w.id] = now
 		}
+		w.mu.Unlock()
 	}()
 	tick := time.NewTicker(w.opt.FastInterval)
 	defer tick.Stop()
