@@ -262,10 +262,17 @@ func TestStopBudget(t *testing.T) {
 		t.Fatal(err)
 	}
 	gc, _ := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err := unix.Kill(gc, 0); err == nil {
-		if st, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", gc)); !bytes.Contains(st, []byte(") Z")) {
-			t.Errorf("grandchild %d survived the group kill", gc)
+	// SIGKILL is delivered asynchronously: the grandchild must be gone or a zombie soon.
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		st, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", gc))
+		if err != nil || bytes.Contains(st, []byte(") Z")) {
+			break
 		}
+		if time.Now().After(deadline) {
+			t.Fatalf("grandchild %d survived the group kill: %s", gc, st)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
