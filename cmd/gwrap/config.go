@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"strconv"
 	"strings"
 	"time"
 
@@ -162,11 +161,6 @@ func (c config) validate() error {
 		return fmt.Errorf("%w: %s", errUsage, strings.Join(bad, "; "))
 	}
 	return nil
-}
-
-// formatBytes prints a byte count for humans (MiB with one decimal).
-func formatBytes(n uint64) string {
-	return strconv.FormatFloat(float64(n)/(1<<20), 'f', 1, 64) + " MiB"
 }
 
 // fileExists is the one place that asks the real filesystem whether a path exists.

@@ -99,41 +99,43 @@ func (l *loop) run(ctx context.Context) {
 		case <-tick.C:
 			l.tick()
 		case <-ctx.Done():
-			for {
-				select {
-				case v := <-l.in:
-					l.handle(v)
-					continue
-				default:
-				}
-				break
-			}
-			l.flushAssemblers()
+			// The relay has finished (the supervisor returns after draining): take what is
+			// queued, then the tracebacks still open, then report everything pending.
+			l.drain()
+			l.completeTracebacks(false)
 			l.write(l.corr.Flush(time.Now()))
 			return
 		}
 	}
 }
 
-func (l *loop) flushAssemblers() {
+func (l *loop) drain() {
+	for {
+		select {
+		case v := <-l.in:
+			l.handle(v)
+		default:
+			return
+		}
+	}
+}
+
+// completeTracebacks hands the correlator the error events still collecting their traceback:
+// at the end all of them, on a tick those whose stream was quiet for a whole tick.
+func (l *loop) completeTracebacks(idleOnly bool) {
 	l.asmMu.Lock()
 	var done []gunicorn.Event
 	for _, a := range l.asm {
-		done = append(done, a.Flush()...)
+		if idleOnly {
+			done = append(done, a.FlushIdle()...)
+		} else {
+			done = append(done, a.Flush()...)
+		}
 	}
 	l.asmMu.Unlock()
 	now := time.Now()
 	for _, ev := range done {
 		l.corr.Gunicorn(ev, now)
-	}
-	for {
-		select {
-		case v := <-l.in:
-			l.handle(v)
-			continue
-		default:
-		}
-		return
 	}
 }
 
@@ -148,15 +150,7 @@ func (l *loop) tick() {
 	}
 	// A traceback is complete when the next prefixed line arrives; on a quiet log, the tick
 	// completes it once no line came for a whole tick.
-	l.asmMu.Lock()
-	var done []gunicorn.Event
-	for _, a := range l.asm {
-		done = append(done, a.FlushIdle()...)
-	}
-	l.asmMu.Unlock()
-	for _, ev := range done {
-		l.corr.Gunicorn(ev, now)
-	}
+	l.completeTracebacks(true)
 	l.write(l.corr.Due(now))
 }
 

@@ -45,11 +45,11 @@ func run(args []string, env func(string) (string, bool), stdin io.Reader, stdout
 		fmt.Fprint(stderr, usageText)
 		return 2, err
 	}
-	return supervise(cfg, env, stdout)
+	return supervise(cfg, stdout)
 }
 
 // supervise runs the child and everything that watches it, and returns the exit code.
-func supervise(cfg config, env func(string) (string, bool), stdout io.Writer) (int, error) {
+func supervise(cfg config, stdout io.Writer) (int, error) {
 	out := newOutput(stdout, cfg.LogFormat, time.Now)
 
 	cg, cgErr := memwatch.Open(memwatch.Options{CgroupRoot: cfg.CgroupRoot, ProcRoot: cfg.ProcRoot, Path: cfg.CgroupPath})
@@ -60,12 +60,12 @@ func supervise(cfg config, env func(string) (string, bool), stdout io.Writer) (i
 		cgStats = cg.Sample()
 	}
 
-	settings := readSettings(cfg, env)
+	settings := readSettings(cfg)
 	if cfg.ReportDir == "" {
 		cfg.ReportDir = postmortem.DefaultDir(fileExists)
 	}
 	startEvent(out, cfg, cg, cgStats, settings)
-	lintAtStart(out, cfg, env, cg, cgStats, settings)
+	lintAtStart(out, cfg, cg, cgStats, settings)
 
 	store := postmortem.NewStore(cfg.ReportDir, postmortem.Retention{MaxCount: cfg.ReportMaxCount, MaxBytes: cfg.ReportMaxBytes})
 	watcher := probes.NewWatcher(probes.NewFS(cfg.ProcRoot), probes.Options{
@@ -80,7 +80,8 @@ func supervise(cfg config, env func(string) (string, bool), stdout io.Writer) (i
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	master := make(chan int, 1)
+	// The master's pid: from the start, and again if a USR2 upgrade hands over to a new master.
+	master := make(chan int, 4)
 	var result supervisor.Result
 	var runErr error
 	var g group.Group
@@ -91,24 +92,26 @@ func supervise(cfg config, env func(string) (string, bool), stdout io.Writer) (i
 			Argv:       cfg.Command,
 			StopBudget: cfg.StopBudget,
 			OnStart:    func(pid int) { master <- pid },
-			OnSignal:   loop.signal,
-			OnLine:     loop.line,
+			OnAdopt: func(pid int) {
+				out.event(zerolog.WarnLevel, "gunicorn.new_master").Int("pid", pid).
+					Msg(fmt.Sprintf("the old Gunicorn master exited after USR2; gwrap now follows the new master %d", pid))
+				select {
+				case master <- pid:
+				default:
+				}
+			},
+			OnSignal: loop.signal,
+			OnLine:   loop.line,
 		})
 		return errChildExited
 	}, func(error) { cancel() })
 
-	// The worker watcher starts once the master runs.
+	// The worker watcher follows the master: it starts when the master runs and starts over on
+	// the new master after a USR2 upgrade.
 	wctx, wcancel := context.WithCancel(ctx)
 	g.Add(func() error {
-		select {
-		case pid := <-master:
-			err := watcher.Run(wctx, pid, loop.probe)
-			if err != nil && wctx.Err() == nil {
-				out.warnOnce("probes", "config.warning", "worker monitoring stopped: "+err.Error())
-			}
-		case <-wctx.Done():
-		}
-		<-wctx.Done()
+		watchMasters(wctx, master, func(ctx context.Context, pid int) error { return watcher.Run(ctx, pid, loop.probe) },
+			func(err error) { out.warnOnce("probes", "config.warning", "worker monitoring stopped: "+err.Error()) })
 		return nil
 	}, func(error) { wcancel() })
 
@@ -140,7 +143,45 @@ func supervise(cfg config, env func(string) (string, bool), stdout io.Writer) (i
 	}
 	out.event(exitLevel(code), "gwrap.exit").Int("exit_code", code).Str("reason", reason).
 		Int("incidents", loop.incidents).Msg("gwrap exits: " + reason)
-	return code, nil
+	// A command that could not start is also said on stderr, where people look first.
+	return code, runErr
+}
+
+// watchMasters runs run on each master pid received, restarting it when a new one arrives,
+// until ctx is done. A run that fails is reported and waits for the next master.
+func watchMasters(ctx context.Context, masters <-chan int, run func(context.Context, int) error, report func(error)) {
+	var pid int
+	select {
+	case pid = <-masters:
+	case <-ctx.Done():
+		return
+	}
+	for {
+		rctx, rcancel := context.WithCancel(ctx)
+		errc := make(chan error, 1)
+		go func(pid int) { errc <- run(rctx, pid) }(pid)
+		select {
+		case pid = <-masters:
+			rcancel()
+			<-errc
+			continue
+		case err := <-errc:
+			rcancel()
+			if err != nil && ctx.Err() == nil {
+				report(err)
+			}
+			select {
+			case pid = <-masters:
+				continue
+			case <-ctx.Done():
+				return
+			}
+		case <-ctx.Done():
+			rcancel()
+			<-errc
+			return
+		}
+	}
 }
 
 var errChildExited = errors.New("child exited")
@@ -153,7 +194,7 @@ func exitLevel(code int) zerolog.Level {
 }
 
 // readSettings gathers Gunicorn's effective settings when the command is Gunicorn.
-func readSettings(cfg config, env func(string) (string, bool)) gunicorn.Settings {
+func readSettings(cfg config) gunicorn.Settings {
 	args, ok := gunicorn.CommandArgs(cfg.Command)
 	if !ok {
 		return gunicorn.ReadSettings(context.Background(), gunicorn.SettingsInput{})
@@ -173,7 +214,7 @@ func readSettings(cfg config, env func(string) (string, bool)) gunicorn.Settings
 
 func startEvent(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {
 	e := out.event(zerolog.InfoLevel, "gwrap.start").Str("version", version).Int("gwrap_pid", os.Getpid()).
-		Strs("command", redactArgs(cfg.Command)).Str("report_dir", cfg.ReportDir).
+		Strs("command", postmortem.RedactArgs(cfg.Command)).Str("report_dir", cfg.ReportDir).
 		Int("timeout_s", s.Timeout).Int("workers", s.Workers).Str("worker_class", s.WorkerClass).
 		Int("host_cores", runtime.NumCPU())
 	if cg != nil {
@@ -188,7 +229,7 @@ func startEvent(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats,
 	e.Msg("gwrap " + version + " starting " + filepath.Base(cfg.Command[0]))
 }
 
-func lintAtStart(out *output, cfg config, env func(string) (string, bool), cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {
+func lintAtStart(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {
 	if _, ok := gunicorn.CommandArgs(cfg.Command); ok {
 		for _, w := range gunicorn.Lint(gunicorn.LintInput{Settings: s, Env: os.Environ(), CPUQuotaCores: st.CPUQuotaCores,
 			HostCores: runtime.NumCPU(), StopBudget: cfg.StopBudget}) {
