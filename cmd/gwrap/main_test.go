@@ -179,3 +179,60 @@ func TestGunicornUnderGwrap(t *testing.T) {
 		t.Errorf("last line is %v, want gwrap.exit", last)
 	}
 }
+
+// TestUSR2FollowsNewMaster: Gunicorn's binary upgrade. USR2 (forwarded) starts a new master as a
+// child of the old one; when the old one is stopped, gwrap adopts the new master, keeps serving
+// and watching, and still stops cleanly on TERM.
+func TestUSR2FollowsNewMaster(t *testing.T) {
+	gunicorn := testkit.Gunicorn(t)
+	dir := writeApp(t, testApp)
+	port := freePort(t)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	p := startGwrap(t, nil, "--report-dir", t.TempDir(), "--", gunicorn, "--chdir", dir, "app:app",
+		"--workers", "1", "--bind", fmt.Sprintf("127.0.0.1:%d", port))
+	waitHTTP(t, url, 15*time.Second)
+	kids := children(p.cmd.Process.Pid)
+	if len(kids) != 1 {
+		t.Fatalf("gwrap's children: %v", kids)
+	}
+	old := kids[0]
+	p.signal(t, syscall.SIGUSR2)
+	// The new master is the old master's child that has workers of its own.
+	var newMaster int
+	deadline := time.Now().Add(15 * time.Second)
+	for newMaster == 0 && time.Now().Before(deadline) {
+		for _, k := range children(old) {
+			if len(children(k)) > 0 {
+				newMaster = k
+			}
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if newMaster == 0 {
+		t.Fatal("no new master after USR2")
+	}
+	if err := syscall.Kill(old, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	ev := p.stdout.waitEvent(t, 20*time.Second, "gunicorn.new_master", isEvent("gunicorn.new_master"))
+	if ev["pid"] != float64(newMaster) {
+		t.Errorf("adopted %v, want %d", ev["pid"], newMaster)
+	}
+	waitHTTP(t, url, 10*time.Second)
+	p.stdout.waitEvent(t, 10*time.Second, "a worker of the new master", func(m map[string]any) bool {
+		return m["event"] == "worker.boot" && m["pid"] != nil && containsInt(children(newMaster), int(m["pid"].(float64)))
+	})
+	p.signal(t, syscall.SIGTERM)
+	if code := p.wait(t, 20*time.Second); code != 0 {
+		t.Fatalf("exit %d after TERM", code)
+	}
+}
+
+func containsInt(xs []int, x int) bool {
+	for _, v := range xs {
+		if v == x {
+			return true
+		}
+	}
+	return false
+}
