@@ -116,8 +116,11 @@ func (w *Watcher) Run(ctx context.Context, master int, emit func(Event)) error {
 		}
 		w.mu.Unlock()
 	}()
-	tick := time.NewTicker(w.opt.FastInterval)
-	defer tick.Stop()
+	// One timer: the next full sweep, or sooner while a worker is late. An idle gwrap wakes once
+	// per Interval here, not ten times.
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
 	var lastFull time.Time
 	for {
 		now := w.opt.Now()
@@ -132,10 +135,18 @@ func (w *Watcher) Run(ctx context.Context, master int, emit func(Event)) error {
 			}
 		}
 		w.prune(now)
+		next := lastFull.Add(w.opt.Interval).Sub(w.opt.Now())
+		for _, t := range workers {
+			if t.fast() {
+				next = min(next, w.opt.FastInterval)
+				break
+			}
+		}
+		timer.Reset(max(next, time.Millisecond))
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-tick.C:
+		case <-timer.C:
 		}
 	}
 }

@@ -184,8 +184,9 @@ func (s *supervision) loop(ctx context.Context, sigs <-chan os.Signal) Result {
 		}
 	}
 	done := ctx.Done()
-	// SIGCHLD can be lost to coalescing or to a test seam: a slow tick reaps as well.
-	tick := time.NewTicker(250 * time.Millisecond)
+	// SIGCHLD can be lost to coalescing or to a test seam: a slow tick reaps as well (slow, so
+	// that an idle gwrap hardly ever wakes).
+	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
 		s.reap()

@@ -147,7 +147,8 @@ func TestEveryLineIsContractJSON(t *testing.T) {
 }
 
 // TestGunicornUnderGwrap runs Debian's gunicorn: boot lines are relayed as JSON with their pid
-// and level, workers are seen booting, and TERM gives Gunicorn's graceful stop and exit 0.
+// and level, workers are seen booting, TTIN adds a worker, HUP reloads and it keeps serving, and
+// TERM gives Gunicorn's graceful stop and exit 0. No report is written for any of it.
 func TestGunicornUnderGwrap(t *testing.T) {
 	gunicorn := testkit.Gunicorn(t)
 	dir := writeApp(t, testApp)
@@ -166,7 +167,44 @@ func TestGunicornUnderGwrap(t *testing.T) {
 		t.Errorf("no gunicorn_pid on %v", booted)
 	}
 	p.stdout.waitEvent(t, 15*time.Second, "worker.boot", isEvent("worker.boot"))
-	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/", port), 15*time.Second)
+	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
+	waitHTTP(t, url, 15*time.Second)
+	master := children(p.cmd.Process.Pid)[0]
+
+	// TTIN: one more worker.
+	p.signal(t, syscall.SIGTTIN)
+	deadline := time.Now().Add(10 * time.Second)
+	for len(children(master)) != 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("after TTIN the master has %d workers, want 3", len(children(master)))
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	// HUP: Gunicorn reloads (new workers) and keeps serving.
+	before := children(master)
+	p.signal(t, syscall.SIGHUP)
+	p.stdout.waitEvent(t, 10*time.Second, "Gunicorn's Hang up line", func(m map[string]any) bool {
+		l, _ := m["line"].(string)
+		return strings.Contains(l, "Hang up: Master")
+	})
+	deadline = time.Now().Add(15 * time.Second)
+	for {
+		after := children(master)
+		replaced := len(after) > 0
+		for _, w := range after {
+			if containsInt(before, w) {
+				replaced = false
+			}
+		}
+		if replaced {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("workers not replaced by HUP: before %v after %v", before, after)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	waitHTTP(t, url, 10*time.Second)
 	p.signal(t, syscall.SIGTERM)
 	if code := p.wait(t, 20*time.Second); code != 0 {
 		t.Fatalf("exit %d after TERM, want 0; stderr %s", code, p.stderr)
@@ -175,8 +213,35 @@ func TestGunicornUnderGwrap(t *testing.T) {
 		l, _ := m["line"].(string)
 		return strings.Contains(l, "Shutting down: Master")
 	})
-	if last := lastEvent(t, p); last["event"] != "gwrap.exit" {
+	last := lastEvent(t, p)
+	if last["event"] != "gwrap.exit" {
 		t.Errorf("last line is %v, want gwrap.exit", last)
+	}
+	if last["incidents"] != float64(0) {
+		t.Errorf("TTIN, HUP and TERM are not kills, yet gwrap made %v incidents", last["incidents"])
+	}
+}
+
+// TestExplainGolden runs `gwrap explain --json` on the real 22.0 log: the binary prints what the
+// gunicorn package's golden file holds.
+func TestExplainGolden(t *testing.T) {
+	out, err := exec.Command(gwrapBin, "explain", "--json", "../../gunicorn/testdata/logs/gunicorn-22.0.0-sync.log").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, err := os.ReadFile("../../gunicorn/testdata/explain/gunicorn-22.0.0-sync.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if string(out) != string(want) {
+		t.Errorf("gwrap explain --json differs from the golden file:\n%s", out)
+	}
+	// stdin, text.
+	cmd := exec.Command(gwrapBin, "explain", "-")
+	cmd.Stdin, _ = os.Open("../../gunicorn/testdata/logs/gunicorn-21.2.0-written.log")
+	text, err := cmd.Output()
+	if err != nil || !strings.Contains(string(text), "NOT an out-of-memory kill") {
+		t.Errorf("explain - : %v\n%s", err, text)
 	}
 }
 
