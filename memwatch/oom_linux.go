@@ -20,28 +20,30 @@ const pollEvery = time.Second
 // Notifications wake it within milliseconds (v1: an eventfd on memory.oom_control; v2: inotify
 // on memory.events); the counter is polled every second as well. On v1 the counter moves only
 // after the victim is gone (LIBRARIES.md §2.6), so after a wake-up it is re-read until it moves,
-// for up to two seconds. It returns an error when no notification could be set up (the polling
-// is then the caller's to decide: it has already stopped); ctx's end returns nil, with the
-// notification fd closed and no goroutine left.
-func (c *Cgroup) WatchOOM(ctx context.Context, emit func(OOMEvent)) error {
+// for up to two seconds. When no notification can be set up (not root, no eventfd support) it
+// says so once through warn and keeps polling. It returns when ctx is done, with the notification
+// fd closed and no goroutine left.
+func (c *Cgroup) WatchOOM(ctx context.Context, emit func(OOMEvent), warn func(string)) {
 	counter := c.oomKillFile()
 	last, _ := readCounter(counter)
-	wake, closer, err := c.notifier()
-	if err != nil {
-		return fmt.Errorf("OOM notifications for %s: %w", c.l.memDir, err)
-	}
 	woke := make(chan struct{}, 1)
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		for wake() == nil {
-			select {
-			case woke <- struct{}{}:
-			default:
-			}
+	if wake, closer, err := c.notifier(); err != nil {
+		if warn != nil {
+			warn(fmt.Sprintf("OOM notifications for %s are unavailable (%v): the oom_kill counter is polled every %v instead", c.l.memDir, err, pollEvery))
 		}
-	}()
-	defer func() { closer(); <-done }()
+	} else {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for wake() == nil {
+				select {
+				case woke <- struct{}{}:
+				default:
+				}
+			}
+		}()
+		defer func() { closer(); <-done }()
+	}
 
 	tick := time.NewTicker(pollEvery)
 	defer tick.Stop()
@@ -66,7 +68,7 @@ func (c *Cgroup) WatchOOM(ctx context.Context, emit func(OOMEvent)) error {
 	for {
 		select {
 		case <-ctx.Done():
-			return nil
+			return
 		case <-woke:
 			check(2 * time.Second)
 		case <-tick.C:

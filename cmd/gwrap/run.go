@@ -119,10 +119,7 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 	if cg != nil {
 		octx, ocancel := context.WithCancel(ctx)
 		g.Add(func() error {
-			if err := cg.WatchOOM(octx, loop.oom); err != nil && octx.Err() == nil {
-				out.warnOnce("oom", "config.warning", "OOM-kill notifications unavailable: "+err.Error())
-			}
-			<-octx.Done()
+			cg.WatchOOM(octx, loop.oom, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
 			return nil
 		}, func(error) { ocancel() })
 	}
