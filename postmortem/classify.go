@@ -276,7 +276,7 @@ func Classify(e Evidence, th Thresholds) Verdict {
 		v.Cause = CauseBlocked
 		v.Summary = fmt.Sprintf("%s simply ran long waiting (%.0f%% CPU, %s)", who, w.cpu, stateMix(w.samples))
 		if len(waiting) > 0 {
-			v.Summary += ": waiting on " + waiting[0]
+			v.Summary += ": waiting on " + describeWait(waiting[0])
 		}
 		v.Summary += fmt.Sprintf(", longer than the %s timeout.", secs(timeout))
 		if len(waiting) > 0 && strings.HasPrefix(waiting[0], "tcp ") {
@@ -344,4 +344,26 @@ func secs(d time.Duration) string {
 		return "unknown"
 	}
 	return fmt.Sprintf("%.1f s", d.Seconds())
+}
+
+// kernelWaits names the wait channels a stuck Python worker is usually in.
+var kernelWaits = map[string]string{
+	"hrtimer_nanosleep": "a timed sleep", "do_nanosleep": "a timed sleep",
+	"futex_wait_queue": "a lock or a thread (futex)", "futex_wait_queue_me": "a lock or a thread (futex)", "futex_wait": "a lock or a thread (futex)",
+	"sk_wait_data": "a socket read", "wait_woken": "a socket read", "inet_csk_accept": "a new connection",
+	"do_select": "sockets (select)", "do_sys_poll": "sockets (poll)", "poll_schedule_timeout": "sockets (poll)", "ep_poll": "sockets (epoll)",
+	"pipe_read": "a pipe read", "pipe_write": "a pipe write", "io_schedule": "disk I/O", "wait_on_page_bit": "disk I/O",
+	"do_wait": "a child process",
+}
+
+// describeWait turns "wchan hrtimer_nanosleep" into words; a socket peer stays as it is.
+func describeWait(w string) string {
+	name, ok := strings.CutPrefix(w, "wchan ")
+	if !ok {
+		return w
+	}
+	if what, known := kernelWaits[name]; known {
+		return what + " (kernel wait " + name + ")"
+	}
+	return "the kernel (wait channel " + name + ")"
 }
