@@ -12,13 +12,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// pollEvery is the fallback: the oom_kill counter is also read this often, so a kill is caught
-// even when notifications are unavailable or missed.
-const pollEvery = time.Second
+// pollEvery is the fallback when notifications are unavailable: the oom_kill counter is read this
+// often. With notifications it is still read every safetyPoll, in case one is missed.
+const (
+	pollEvery  = time.Second
+	safetyPoll = 10 * time.Second
+)
 
 // WatchOOM emits an OOMEvent each time the cgroup's oom_kill counter moves, until ctx is done.
 // Notifications wake it within milliseconds (v1: an eventfd on memory.oom_control; v2: inotify
-// on memory.events); the counter is polled every second as well. On v1 the counter moves only
+// on memory.events); the counter is also polled, every 10 s (every second without notifications). On v1 the counter moves only
 // after the victim is gone (LIBRARIES.md §2.6), so after a wake-up it is re-read until it moves,
 // for up to two seconds. When no notification can be set up (not root, no eventfd support) it
 // says so once through warn and keeps polling. It returns when ctx is done, with the notification
@@ -27,7 +30,9 @@ func (c *Cgroup) WatchOOM(ctx context.Context, emit func(OOMEvent), warn func(st
 	counter := c.oomKillFile()
 	last, _ := readCounter(counter)
 	woke := make(chan struct{}, 1)
+	every := safetyPoll
 	if wake, closer, err := c.notifier(); err != nil {
+		every = pollEvery
 		if warn != nil {
 			warn(fmt.Sprintf("OOM notifications for %s are unavailable (%v): the oom_kill counter is polled every %v instead", c.l.memDir, err, pollEvery))
 		}
@@ -45,7 +50,7 @@ func (c *Cgroup) WatchOOM(ctx context.Context, emit func(OOMEvent), warn func(st
 		defer func() { closer(); <-done }()
 	}
 
-	tick := time.NewTicker(pollEvery)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	check := func(wait time.Duration) {
 		deadline := time.Now().Add(wait)

@@ -184,9 +184,13 @@ func (s *supervision) loop(ctx context.Context, sigs <-chan os.Signal) Result {
 		}
 	}
 	done := ctx.Done()
-	// SIGCHLD can be lost to coalescing or to a test seam: a slow tick reaps as well (slow, so
-	// that an idle gwrap hardly ever wakes).
-	tick := time.NewTicker(time.Second)
+	// SIGCHLDs coalesce, which draining every exited child handles; a slow tick reaps as well,
+	// in case one is lost, and every second when signals come through the test seam (no SIGCHLD).
+	every := 5 * time.Second
+	if s.cfg.Signals != nil {
+		every = time.Second
+	}
+	tick := time.NewTicker(every)
 	defer tick.Stop()
 	for {
 		s.reap()

@@ -38,6 +38,8 @@
 //	--eval-config BOOL       [GWRAP_EVAL_CONFIG]  evaluate the config file with Python (default true);
 //	                                              false reads it statically
 //
+// For developers: GWRAP_CPUPROFILE=FILE writes a CPU profile of the whole run (go tool pprof).
+//
 // Exit code: the child's; 128+N when it was killed by signal N; 127 command not found; 126 not
 // executable; 2 bad usage of gwrap itself (nothing started).
 //
@@ -48,10 +50,32 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime/pprof"
 )
 
+// startProfile writes a CPU profile of the whole run to path (GWRAP_CPUPROFILE, for developers
+// measuring gwrap's own cost); "" does nothing.
+func startProfile(path string) func() {
+	if path == "" {
+		return func() {}
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "gwrap: GWRAP_CPUPROFILE:", err)
+		return func() {}
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		fmt.Fprintln(os.Stderr, "gwrap: GWRAP_CPUPROFILE:", err)
+		f.Close()
+		return func() {}
+	}
+	return func() { pprof.StopCPUProfile(); f.Close() }
+}
+
 func main() {
+	stopProfile := startProfile(os.Getenv("GWRAP_CPUPROFILE"))
 	code, err := run(os.Args[1:], os.LookupEnv, os.Stdin, os.Stdout, os.Stderr)
+	stopProfile()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "gwrap:", err)
 	}
