@@ -249,9 +249,8 @@ func pressureFile(res string, host bool) string {
 	return res + ".pressure"
 }
 
-// Warnings are the start-up findings about the cgroup.
-func (c *Cgroup) Warnings() []string {
-	st := c.Sample()
+// Warnings are the start-up findings about the cgroup, from a sample of it.
+func Warnings(st Stats) []string {
 	var out []string
 	if st.OOMGroup.Known && st.OOMGroup.V == 1 {
 		out = append(out, "memory.oom.group is 1 (Kubernetes ≥ 1.28 on cgroup v2): one worker's OOM kills the whole container, gwrap included; reports are written to disk as incidents develop, but the last seconds may be lost. Keep each worker's memory well under the limit (--max-requests), or run fewer workers")

@@ -53,7 +53,6 @@ type window struct {
 	runnable   float64 // share of samples in state R
 	blockedIO  float64 // share in state D
 	rss        uint64  // last RSS
-	stats      []memwatch.Stats
 	wsMax      uint64  // largest working set
 	limit      uint64  // the limit (0 unknown)
 	wsFrac     float64 // wsMax / limit
@@ -118,7 +117,6 @@ func measure(e Evidence) window {
 		if st.Time.Before(from) || st.Time.After(e.Incident.At.Add(2*time.Second)) {
 			continue
 		}
-		w.stats = append(w.stats, st)
 		w.haveCgroup = true
 		if st.WorkingSet.Known && st.WorkingSet.V > w.wsMax {
 			w.wsMax = st.WorkingSet.V

@@ -237,7 +237,7 @@ func lintAtStart(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats
 		}
 	}
 	if cg != nil {
-		for _, w := range cg.Warnings() {
+		for _, w := range memwatch.Warnings(st) {
 			out.event(zerolog.WarnLevel, "config.warning").Str("code", "cgroup").Msg(w)
 		}
 	}
