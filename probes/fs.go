@@ -2,9 +2,11 @@ package probes
 
 import (
 	"errors"
+	"fmt"
 	"io/fs"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,18 +31,25 @@ func gone(err error) bool {
 }
 
 // Children lists the master's children, from <proc>/<pid>/task/*/children (every thread: a
-// child is listed under the thread that forked it).
+// child is listed under the thread that forked it). When those files cannot be read (a kernel
+// without CONFIG_PROC_CHILDREN, another uid), it falls back to scanning the ppid of every
+// <proc>/*/stat.
 func (f FS) Children(master int) ([]ID, error) {
 	tasks, err := os.ReadDir(f.path(master, "task"))
 	if err != nil {
-		return nil, err
+		if gone(err) {
+			return nil, fmt.Errorf("master %d: %w", master, err)
+		}
+		return f.childrenByPPID(master)
 	}
 	var out []ID
+	read := 0
 	for _, t := range tasks {
 		b, err := os.ReadFile(filepath.Join(f.path(master, "task"), t.Name(), "children"))
 		if err != nil {
 			continue
 		}
+		read++
 		for _, p := range strings.Fields(string(b)) {
 			pid, err := strconv.Atoi(p)
 			if err != nil {
@@ -51,6 +60,34 @@ func (f FS) Children(master int) ([]ID, error) {
 			}
 		}
 	}
+	if read == 0 && len(tasks) > 0 {
+		return f.childrenByPPID(master)
+	}
+	return out, nil
+}
+
+// childrenByPPID lists the processes whose stat names master as parent (one read per process
+// on the host: the slow path).
+func (f FS) childrenByPPID(master int) ([]ID, error) {
+	ents, err := os.ReadDir(f.root)
+	if err != nil {
+		return nil, fmt.Errorf("listing %s: %w", f.root, err)
+	}
+	var out []ID
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == master {
+			continue
+		}
+		b, err := os.ReadFile(f.path(pid, "stat"))
+		if err != nil {
+			continue // vanished, or not a process
+		}
+		if s, err := parseStat(b); err == nil && s.ppid == master {
+			out = append(out, ID{PID: pid, StartTime: s.starttime})
+		}
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
 	return out, nil
 }
 
@@ -79,24 +116,38 @@ func (f FS) Alive(id ID) bool {
 
 // heartbeatFD finds the fd of the worker's Gunicorn heartbeat file (wgunicorn-*, unlinked).
 func (f FS) heartbeatFD(pid int) (int, error) {
-	dir := f.path(pid, "fd")
-	ents, err := os.ReadDir(dir)
+	fds, err := f.heartbeatFDs(pid)
 	if err != nil {
 		return -1, err
 	}
+	if len(fds) == 0 {
+		return -1, fmt.Errorf("%s: no wgunicorn- file: %w", f.path(pid, "fd"), fs.ErrNotExist)
+	}
+	return fds[0], nil
+}
+
+// heartbeatFDs lists the fds of pid that are Gunicorn heartbeat files, ascending. A worker holds
+// one (its own); the master holds one per live worker, at the same fd number as in that worker.
+func (f FS) heartbeatFDs(pid int) ([]int, error) {
+	dir := f.path(pid, "fd")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, err
+	}
+	var out []int
 	for _, e := range ents {
 		target, err := os.Readlink(filepath.Join(dir, e.Name()))
 		if err != nil {
 			continue
 		}
-		if strings.Contains(filepath.Base(target), "wgunicorn-") {
-			n, err := strconv.Atoi(e.Name())
-			if err == nil {
-				return n, nil
+		if strings.HasPrefix(filepath.Base(target), "wgunicorn-") {
+			if n, err := strconv.Atoi(e.Name()); err == nil {
+				out = append(out, n)
 			}
 		}
 	}
-	return -1, fs.ErrNotExist
+	sort.Ints(out)
+	return out, nil
 }
 
 // heartbeat reads the heartbeat file's age and whether the worker ever beat.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"runtime"
 	"strconv"
 	"strings"
 )
@@ -263,7 +264,7 @@ func parseSyscall(b []byte) string {
 	if f[0] == "running" || f[0] == "-1" {
 		return f[0]
 	}
-	if n, ok := syscallNames[f[0]]; ok {
+	if n, ok := syscallNames[f[0]]; ok && runtime.GOARCH == "amd64" {
 		return n
 	}
 	return "syscall " + f[0]

@@ -2,6 +2,7 @@ package probes
 
 import (
 	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -158,5 +159,84 @@ func TestRing(t *testing.T) {
 	got := r.list()
 	if len(got) != 3 || got[0].Threads != 3 || got[2].Threads != 5 {
 		t.Errorf("ring %v", got)
+	}
+}
+
+func TestParseStatus(t *testing.T) {
+	for _, tc := range []struct {
+		name, in string
+		want     status
+	}{
+		{"worker", "Name:\tgunicorn\nThreads:\t3\nVmSwap:\t      8 kB\nRssAnon:\t    3200 kB\nRssFile:\t   10000 kB\nRssShmem:\t       4 kB\nvoluntary_ctxt_switches:\t120\nnonvoluntary_ctxt_switches:\t7\n",
+			status{rssAnon: 3200 << 10, rssFile: 10000 << 10, rssShmem: 4 << 10, swap: 8 << 10, threads: 3, volCtxt: 120, involCtxt: 7}},
+		{"kernel thread has no Rss lines", "Name:\tkthreadd\nThreads:\t1\n", status{threads: 1}},
+		{"no trailing newline", "RssAnon:\t1 kB", status{rssAnon: 1024}},
+		{"empty", "", status{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := parseStatus([]byte(tc.in)); got != tc.want {
+				t.Errorf("got %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseSchedstat(t *testing.T) {
+	for in, want := range map[string]uint64{"3740231 23388 2\n": 23388, "1 0 0": 0} {
+		if got, err := parseSchedstat([]byte(in)); err != nil || got != want {
+			t.Errorf("%q: %d %v, want %d", in, got, err, want)
+		}
+	}
+	if _, err := parseSchedstat([]byte("12\n")); err == nil {
+		t.Error("truncated schedstat accepted")
+	}
+}
+
+func TestParseSmapsRollup(t *testing.T) {
+	in := "55d0-7ffd ---p 00000000 00:00 0    [rollup]\nRss:  16000 kB\nPss:  13021 kB\nPrivate_Clean:  100 kB\nPrivate_Dirty:  3336 kB\nPrivate_Hugetlb:  9 kB\n"
+	if got := parseSmapsRollup([]byte(in)); got != (rollup{pss: 13021 << 10, uss: 3436 << 10}) {
+		t.Errorf("got %+v", got)
+	}
+}
+
+func TestParseNetTCP(t *testing.T) {
+	const in = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n" +
+		"   0: 0100007F:487B 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 32041 1 0 100 0 0 10 0\n" +
+		"   1: 0100007F:C350 0500000A:1538 02 00000000:00000000 00:00000000 00000000     0        0 777 1 0 100 0 0 10 0\n" +
+		"   2: 0100007F:C351 0500000A:1538 01 00000000:00000000 00:00000000 00000000     0        0 888 1 0 100 0 0 10 0\n" +
+		"   3: garbage\n"
+	got := parseNetTCP([]byte(in), "tcp", map[uint64]bool{32041: true, 777: true})
+	want := []Socket{
+		{Proto: "tcp", Local: "127.0.0.1:18555", State: "LISTEN", Inode: 32041},
+		{Proto: "tcp", Local: "127.0.0.1:50000", Remote: "10.0.0.5:5432", State: "SYN_SENT", Inode: 777},
+	}
+	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("got %+v, want %+v", got, want)
+	}
+	if wo := (Deep{Sockets: got}).WaitingOn(); len(wo) != 1 || wo[0] != "tcp 10.0.0.5:5432" {
+		t.Errorf("waiting on %v", wo)
+	}
+}
+
+func TestParseNetUnix(t *testing.T) {
+	const in = "Num       RefCount Protocol Flags    Type St Inode Path\n" +
+		"000000009db1805b: 00000003 00000000 00000000 0001 03  1056\n" +
+		"0000000074737cc6: 00000002 00000000 00010000 0001 01  1057 /run/app.sock\n"
+	got := parseNetUnix([]byte(in), map[uint64]bool{1056: true, 1057: true})
+	if len(got) != 2 || got[0] != (Socket{Proto: "unix", State: "CONNECTED", Inode: 1056}) ||
+		got[1] != (Socket{Proto: "unix", Local: "/run/app.sock", State: "UNCONNECTED", Inode: 1057}) {
+		t.Errorf("got %+v", got)
+	}
+}
+
+func TestParseSyscall(t *testing.T) {
+	cases := map[string]string{"running\n": "running", "-1 0x7ffd 0x0\n": "-1", "": "", "999 0x1\n": "syscall 999"}
+	if runtime.GOARCH == "amd64" {
+		cases["230 0x1 0x1 0x7fffe0febf70 0x0\n"] = "clock_nanosleep"
+	}
+	for in, want := range cases {
+		if got := parseSyscall([]byte(in)); got != want {
+			t.Errorf("%q: %q, want %q", in, got, want)
+		}
 	}
 }

@@ -57,8 +57,8 @@ func (s Sample) CPUPercent() float64 { return s.CPUUser + s.CPUSystem }
 // Socket is one of a worker's sockets with its peer.
 type Socket struct {
 	Proto  string `json:"proto"`            // tcp, tcp6, unix
-	Local  string `json:"local,omitempty"`  // 127.0.0.1:8000
-	Remote string `json:"remote,omitempty"` // 10.0.0.5:5432; for unix, the path when bound
+	Local  string `json:"local,omitempty"`  // 127.0.0.1:8000; for unix, the path when bound
+	Remote string `json:"remote,omitempty"` // 10.0.0.5:5432; empty for unix and listening sockets
 	State  string `json:"state"`            // ESTABLISHED, SYN_SENT, LISTEN…
 	Inode  uint64 `json:"inode"`
 }

@@ -175,12 +175,50 @@ func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, 
 		w.mu.Unlock()
 		emit(Event{Kind: EventBoot, ID: id, Time: now, Timeout: w.opt.Timeout})
 	}
+	w.heartbeatsFromMaster(master, workers)
 	for pid, t := range workers {
 		if !seen[pid] && err == nil {
 			w.vanish(pid, t, workers, now, emit)
 			continue
 		}
 		w.sampleOne(pid, t, workers, now, emit)
+	}
+}
+
+// heartbeatsFromMaster gives workers whose fd table is unreadable (switched to another uid by
+// --user) their heartbeat from the master's fd table, which holds every live worker's heartbeat
+// file at the same fd number as that worker. Which master fd belongs to which worker cannot be
+// read, so it is assigned only when unambiguous: exactly one of the master's heartbeat fds is
+// unclaimed and exactly one worker lacks a heartbeat. All workers forked in one sweep stay
+// unresolved (their heartbeat is Missing) until the others are resolved or replaced one by one.
+func (w *Watcher) heartbeatsFromMaster(master int, workers map[int]*tracked) {
+	var lacking []*worker
+	claimed := map[int]bool{}
+	for _, t := range workers {
+		t.w.findHeartbeat()
+		switch {
+		case t.w.hbFD >= 0: // the same number in the worker and in the master
+			claimed[t.w.hbFD] = true
+		case t.w.hbFD < 0 && t.w.fdDenied:
+			lacking = append(lacking, t.w)
+		}
+	}
+	if len(lacking) == 0 {
+		return
+	}
+	fds, err := w.fs.heartbeatFDs(master)
+	if err != nil {
+		w.warn("master-fd", fmt.Sprintf("the workers' fd tables are unreadable and so is the master's (%v): heartbeat ages are missing", err))
+		return
+	}
+	var free []int
+	for _, fd := range fds {
+		if !claimed[fd] {
+			free = append(free, fd)
+		}
+	}
+	if len(free) == 1 && len(lacking) == 1 {
+		lacking[0].hbPID, lacking[0].hbFD = master, free[0]
 	}
 }
 

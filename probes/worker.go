@@ -23,8 +23,10 @@ type worker struct {
 	stat, status, sched *os.File
 	buf                 []byte
 
-	hbFD    int  // heartbeat fd number, -1 unknown
-	hbTried bool // looked for it (the fd table may be unreadable)
+	hbPID    int  // whose fd table holds the heartbeat: the worker, or the master as a fallback
+	hbFD     int  // heartbeat fd number in hbPID, -1 unknown
+	hbTried  bool // looked for it in the worker's own fd table
+	fdDenied bool // the worker's fd table is unreadable (another uid): ask the master's
 
 	prevTime          time.Time
 	prevUser, prevSys uint64 // utime, stime at prevTime
@@ -117,14 +119,9 @@ func (w *worker) sample(now time.Time) (Sample, error) {
 		}
 	}
 	// Heartbeat.
-	if w.hbFD < 0 && !w.hbTried {
-		w.hbTried = true
-		if fd, err := w.fs.heartbeatFD(w.id.PID); err == nil {
-			w.hbFD = fd
-		}
-	}
+	w.findHeartbeat()
 	if w.hbFD >= 0 {
-		if age, beaten, err := w.fs.heartbeat(w.id.PID, w.hbFD, now); err == nil {
+		if age, beaten, err := w.fs.heartbeat(w.hbPID, w.hbFD, now); err == nil {
 			s.HeartbeatAge, s.Heartbeats = age, beaten
 		}
 		// A failure here is a worker closing its fds on the way out: not worth a warning.
@@ -133,6 +130,22 @@ func (w *worker) sample(now time.Time) (Sample, error) {
 	}
 	w.prevTime, w.prevUser, w.prevSys, w.prevWait, w.havePrev = now, st.utime, st.stime, wait, true
 	return s, nil
+}
+
+// findHeartbeat looks once for the heartbeat file in the worker's own fd table, noting when
+// the table is unreadable so the watcher can look in the master's instead.
+func (w *worker) findHeartbeat() {
+	if w.hbFD >= 0 || w.hbTried {
+		return
+	}
+	w.hbTried = true
+	fds, err := w.fs.heartbeatFDs(w.id.PID)
+	switch {
+	case err == nil && len(fds) > 0:
+		w.hbPID, w.hbFD = w.id.PID, fds[0]
+	case err != nil && !gone(err):
+		w.fdDenied = true // EACCES for a worker of another uid
+	}
 }
 
 // Deep takes the expensive sample of one process: PSS and USS, wait channel, current syscall,
