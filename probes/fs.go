@@ -157,9 +157,14 @@ func (f FS) heartbeatFDs(pid int) ([]int, error) {
 // (m, m)) where m is CLOCK_MONOTONIC seconds: st_mtime far below any wall-clock date means it
 // beat, and its age is monotonic now − mtime (immune to clock steps). Both move st_ctime.
 func (f FS) heartbeat(pid, fd int, now time.Time) (time.Duration, bool, error) {
+	return heartbeatAt(f.path(pid, "fd", strconv.Itoa(fd)), now)
+}
+
+// heartbeatAt is heartbeat for the path of the fd link, <proc>/<pid>/fd/<n>.
+func heartbeatAt(path string, now time.Time) (time.Duration, bool, error) {
 	var st unix.Stat_t
-	if err := unix.Stat(f.path(pid, "fd", strconv.Itoa(fd)), &st); err != nil {
-		return -1, false, err
+	if err := unix.Stat(path, &st); err != nil {
+		return -1, false, fmt.Errorf("heartbeat %s: %w", path, err)
 	}
 	return heartbeatAge(st, now, monotonicNow())
 }

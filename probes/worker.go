@@ -23,10 +23,11 @@ type worker struct {
 	stat, status, sched *os.File
 	buf                 []byte
 
-	hbPID    int  // whose fd table holds the heartbeat: the worker, or the master as a fallback
-	hbFD     int  // heartbeat fd number in hbPID, -1 unknown
-	hbTried  bool // looked for it in the worker's own fd table
-	fdDenied bool // the worker's fd table is unreadable (another uid): ask the master's
+	hbPID    int    // whose fd table holds the heartbeat: the worker, or the master as a fallback
+	hbFD     int    // heartbeat fd number in hbPID, -1 unknown
+	hbPath   string // <proc>/<hbPID>/fd/<hbFD>, built once
+	hbTried  bool   // looked for it in the worker's own fd table
+	fdDenied bool   // the worker's fd table is unreadable (another uid): ask the master's
 
 	prevTime          time.Time
 	prevUser, prevSys uint64 // utime, stime at prevTime
@@ -121,7 +122,10 @@ func (w *worker) sample(now time.Time) (Sample, error) {
 	// Heartbeat.
 	w.findHeartbeat()
 	if w.hbFD >= 0 {
-		if age, beaten, err := w.fs.heartbeat(w.hbPID, w.hbFD, now); err == nil {
+		if w.hbPath == "" {
+			w.hbPath = w.fs.path(w.hbPID, "fd", strconv.Itoa(w.hbFD))
+		}
+		if age, beaten, err := heartbeatAt(w.hbPath, now); err == nil {
 			s.HeartbeatAge, s.Heartbeats = age, beaten
 		}
 		// A failure here is a worker closing its fds on the way out: not worth a warning.
