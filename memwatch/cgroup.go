@@ -22,6 +22,9 @@ type Cgroup struct {
 	l    layout
 	proc string
 	now  func() time.Time
+	// watching, when set (tests), is called once WatchOOM has read the starting counter and set
+	// up its notification: a change after that is an OOM kill it must report.
+	watching func()
 }
 
 // Open finds the cgroup of opt.PID (default: the caller).

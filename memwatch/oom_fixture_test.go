@@ -29,6 +29,8 @@ func TestWatchOOMv2Inotify(t *testing.T) {
 		t.Fatal(err)
 	}
 	events := make(chan OOMEvent, 4)
+	ready := make(chan struct{})
+	c.watching = func() { close(ready) }
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	var warned []string
@@ -37,7 +39,7 @@ func TestWatchOOMv2Inotify(t *testing.T) {
 		close(done)
 	}()
 	// memory.events said oom_kill 3; two more kills.
-	time.Sleep(50 * time.Millisecond) // let the watcher read the starting value
+	<-ready // the watcher has read the starting value and watches the file
 	ev := filepath.Join(c.Dir(), "memory.events")
 	b, _ := os.ReadFile(ev)
 	start := time.Now()

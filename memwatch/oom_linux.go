@@ -21,11 +21,12 @@ const (
 
 // WatchOOM emits an OOMEvent each time the cgroup's oom_kill counter moves, until ctx is done.
 // Notifications wake it within milliseconds (v1: an eventfd on memory.oom_control; v2: inotify
-// on memory.events); the counter is also polled, every 10 s (every second without notifications). On v1 the counter moves only
-// after the victim is gone (LIBRARIES.md §2.6), so after a wake-up it is re-read until it moves,
-// for up to two seconds. When no notification can be set up (not root, no eventfd support) it
-// says so once through warn and keeps polling. It returns when ctx is done, with the notification
-// fd closed and no goroutine left.
+// on memory.events); the counter is also polled, every 10 s (every second without
+// notifications). On v1 the counter moves only after the victim is gone (LIBRARIES.md §2.6), so
+// after a wake-up it is re-read until it moves, for up to two seconds; a wake-up whose counter
+// never moves (rmdir of the cgroup also signals the eventfd) emits nothing. When no notification
+// can be set up (not root, no eventfd support) it says so once through warn and keeps polling. It
+// returns when ctx is done, with the notification fd closed and no goroutine left.
 func (c *Cgroup) WatchOOM(ctx context.Context, emit func(OOMEvent), warn func(string)) {
 	counter := c.oomKillFile()
 	last, _ := readCounter(counter)
@@ -52,6 +53,9 @@ func (c *Cgroup) WatchOOM(ctx context.Context, emit func(OOMEvent), warn func(st
 
 	tick := time.NewTicker(every)
 	defer tick.Stop()
+	if c.watching != nil {
+		c.watching()
+	}
 	check := func(wait time.Duration) {
 		deadline := time.Now().Add(wait)
 		for {
