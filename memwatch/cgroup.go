@@ -1,14 +1,13 @@
 package memwatch
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
 	"math"
-	"os"
 	"path/filepath"
-	"strconv"
-	"strings"
+	"sync"
 	"time"
 )
 
@@ -25,6 +24,9 @@ type Cgroup struct {
 	// watching, when set (tests), is called once WatchOOM has read the starting counter and set
 	// up its notification: a change after that is an OOM kill it must report.
 	watching func()
+
+	mu  sync.Mutex // Sample may be called from several goroutines; it reuses buf
+	buf []byte
 }
 
 // Open finds the cgroup of opt.PID (default: the caller).
@@ -60,22 +62,39 @@ const unlimitedAbove = 1 << 62
 
 // Sample reads the cgroup. It never fails: files it cannot read are named in Stats.Missing.
 func (c *Cgroup) Sample() Stats {
+	c.mu.Lock()
+	defer c.mu.Unlock()
 	st := Stats{Time: c.now(), Version: c.l.version}
-	r := reader{st: &st}
+	r := reader{st: &st, buf: c.buf}
 	if c.l.version == 1 {
 		c.sampleV1(&r)
 	} else {
 		c.sampleV2(&r)
 	}
 	c.samplePSI(&r)
+	c.buf = r.buf
 	return st
 }
 
-// reader reads files into Values, recording what is missing.
-type reader struct{ st *Stats }
+// reader reads files into Values, recording what is missing. The bytes a read returns are valid
+// until the next read: parse them first.
+type reader struct {
+	st  *Stats
+	buf []byte
+}
 
+// readRaw reads a file into the reused buffer.
+func (r *reader) readRaw(path string) ([]byte, error) {
+	b, err := readInto(path, r.buf)
+	if err == nil {
+		r.buf = b[:0]
+	}
+	return b, err
+}
+
+// read is readRaw that names an unreadable file in Stats.Missing.
 func (r *reader) read(path string) ([]byte, bool) {
-	b, err := os.ReadFile(path)
+	b, err := r.readRaw(path)
 	if err != nil {
 		reason := "unreadable"
 		if errors.Is(err, fs.ErrNotExist) {
@@ -102,36 +121,41 @@ func (r *reader) uint(path string) Value {
 	return Value{V: v, Known: true}
 }
 
-func (r *reader) kv(path string) map[string]uint64 {
-	b, ok := r.read(path)
-	if !ok {
-		return nil
+// kv reads "key value" lines into out, one Value per key (Known false for an absent key).
+func (r *reader) kv(path string, keys []string, out []Value) {
+	if b, ok := r.read(path); ok {
+		scanKV(b, keys, out)
 	}
-	return parseKV(b)
 }
 
-func known(m map[string]uint64, k string) Value {
-	v, ok := m[k]
-	return Value{V: v, Known: ok}
-}
+// The keys read from each "key value" file, in the order of the Values they fill.
+var (
+	v1MemStatKeys  = []string{"total_rss", "total_cache", "total_shmem", "total_swap", "total_inactive_file", "hierarchical_memory_limit"}
+	v2MemStatKeys  = []string{"anon", "file", "shmem", "inactive_file"}
+	v2EventsKeys   = []string{"max", "oom", "oom_kill"}
+	oomControlKeys = []string{"oom_kill"}
+	v1CPUStatKeys  = []string{"nr_periods", "nr_throttled", "throttled_time"}
+	v2CPUStatKeys  = []string{"nr_periods", "nr_throttled", "throttled_usec", "usage_usec"}
+)
 
 func (c *Cgroup) sampleV1(r *reader) {
 	st, d := r.st, c.l.memDir
 	st.Usage = r.uint(filepath.Join(d, "memory.usage_in_bytes"))
-	ms := r.kv(filepath.Join(d, "memory.stat"))
-	st.Anon, st.File = known(ms, "total_rss"), known(ms, "total_cache")
-	st.Shmem, st.Swap = known(ms, "total_shmem"), known(ms, "total_swap")
-	if inactive, ok := ms["total_inactive_file"]; ok && st.Usage.Known {
-		st.WorkingSet = Value{V: st.Usage.V - min(st.Usage.V, inactive), Known: true}
+	var ms [6]Value
+	r.kv(filepath.Join(d, "memory.stat"), v1MemStatKeys, ms[:])
+	st.Anon, st.File, st.Shmem, st.Swap = ms[0], ms[1], ms[2], ms[3]
+	if inactive := ms[4]; inactive.Known && st.Usage.Known {
+		st.WorkingSet = Value{V: st.Usage.V - min(st.Usage.V, inactive.V), Known: true}
 	}
 	// The effective limit: the smallest on the way up, and memory.stat's hierarchical limit.
 	st.Limit, st.LimitPath = c.walkLimit(r, "memory.limit_in_bytes", parseUint)
-	if h, ok := ms["hierarchical_memory_limit"]; ok && h < unlimitedAbove && (!st.Limit.Known || h < st.Limit.V) {
-		st.Limit, st.LimitPath = Value{V: h, Known: true}, "hierarchical_memory_limit"
+	if h := ms[5]; h.Known && h.V < unlimitedAbove && (!st.Limit.Known || h.V < st.Limit.V) {
+		st.Limit, st.LimitPath = h, "hierarchical_memory_limit"
 	}
 	st.LimitHits = r.uint(filepath.Join(d, "memory.failcnt"))
-	oc := r.kv(filepath.Join(d, "memory.oom_control"))
-	st.OOMKill = known(oc, "oom_kill")
+	var oc [1]Value
+	r.kv(filepath.Join(d, "memory.oom_control"), oomControlKeys, oc[:])
+	st.OOMKill = oc[0]
 	if c.l.cpuDir != "" {
 		c.cpuV1(r)
 	}
@@ -141,15 +165,16 @@ func (c *Cgroup) cpuV1(r *reader) {
 	st := r.st
 	// The quota: the smallest on the way up, in cores.
 	for dir := c.l.cpuDir; ; dir = filepath.Dir(dir) {
-		q, err1 := os.ReadFile(filepath.Join(dir, "cpu.cfs_quota_us"))
-		p, err2 := os.ReadFile(filepath.Join(dir, "cpu.cfs_period_us"))
-		if err1 == nil && err2 == nil {
-			qi, e1 := strconv.ParseInt(strings.TrimSpace(string(q)), 10, 64)
-			pi, e2 := strconv.ParseInt(strings.TrimSpace(string(p)), 10, 64)
-			if e1 == nil && e2 == nil && qi > 0 && pi > 0 {
-				cores := float64(qi) / float64(pi)
-				if st.CPUQuotaCores == 0 || cores < st.CPUQuotaCores {
-					st.CPUQuotaCores = cores
+		// -1 is no quota: parseUint fails on it, and the period is not read.
+		if q, err := r.readRaw(filepath.Join(dir, "cpu.cfs_quota_us")); err == nil {
+			if qi, err := parseUint(q); err == nil && qi > 0 {
+				if p, err := r.readRaw(filepath.Join(dir, "cpu.cfs_period_us")); err == nil {
+					if pi, err := parseUint(p); err == nil && pi > 0 {
+						cores := float64(qi) / float64(pi)
+						if st.CPUQuotaCores == 0 || cores < st.CPUQuotaCores {
+							st.CPUQuotaCores = cores
+						}
+					}
 				}
 			}
 		}
@@ -157,9 +182,10 @@ func (c *Cgroup) cpuV1(r *reader) {
 			break
 		}
 	}
-	cs := r.kv(filepath.Join(c.l.cpuDir, "cpu.stat"))
-	st.CPUPeriods, st.CPUThrottled = known(cs, "nr_periods"), known(cs, "nr_throttled")
-	st.ThrottledTime = known(cs, "throttled_time") // ns on v1
+	var cs [3]Value
+	r.kv(filepath.Join(c.l.cpuDir, "cpu.stat"), v1CPUStatKeys, cs[:])
+	st.CPUPeriods, st.CPUThrottled = cs[0], cs[1]
+	st.ThrottledTime = cs[2] // ns on v1
 	if c.l.cpuacctDir != "" {
 		st.CPUUsage = r.uint(filepath.Join(c.l.cpuacctDir, "cpuacct.usage"))
 	}
@@ -168,10 +194,11 @@ func (c *Cgroup) cpuV1(r *reader) {
 func (c *Cgroup) sampleV2(r *reader) {
 	st, d := r.st, c.l.memDir
 	st.Usage = r.uint(filepath.Join(d, "memory.current"))
-	ms := r.kv(filepath.Join(d, "memory.stat"))
-	st.Anon, st.File, st.Shmem = known(ms, "anon"), known(ms, "file"), known(ms, "shmem")
-	if inactive, ok := ms["inactive_file"]; ok && st.Usage.Known {
-		st.WorkingSet = Value{V: st.Usage.V - min(st.Usage.V, inactive), Known: true}
+	var ms [4]Value
+	r.kv(filepath.Join(d, "memory.stat"), v2MemStatKeys, ms[:])
+	st.Anon, st.File, st.Shmem = ms[0], ms[1], ms[2]
+	if inactive := ms[3]; inactive.Known && st.Usage.Known {
+		st.WorkingSet = Value{V: st.Usage.V - min(st.Usage.V, inactive.V), Known: true}
 	}
 	st.Swap = r.uint(filepath.Join(d, "memory.swap.current"))
 	st.Limit, st.LimitPath = c.walkLimit(r, "memory.max", parseMax)
@@ -180,12 +207,13 @@ func (c *Cgroup) sampleV2(r *reader) {
 			st.High = Value{V: v, Known: true}
 		}
 	}
-	ev := r.kv(filepath.Join(d, "memory.events"))
-	st.LimitHits, st.OOM, st.OOMKill = known(ev, "max"), known(ev, "oom"), known(ev, "oom_kill")
+	var ev [3]Value
+	r.kv(filepath.Join(d, "memory.events"), v2EventsKeys, ev[:])
+	st.LimitHits, st.OOM, st.OOMKill = ev[0], ev[1], ev[2]
 	st.OOMGroup = r.uint(filepath.Join(d, "memory.oom.group"))
 
 	for dir := c.l.cpuDir; ; dir = filepath.Dir(dir) {
-		if b, err := os.ReadFile(filepath.Join(dir, "cpu.max")); err == nil {
+		if b, err := r.readRaw(filepath.Join(dir, "cpu.max")); err == nil {
 			if cores, ok := parseCPUMax(b); ok && (st.CPUQuotaCores == 0 || cores < st.CPUQuotaCores) {
 				st.CPUQuotaCores = cores
 			}
@@ -194,13 +222,14 @@ func (c *Cgroup) sampleV2(r *reader) {
 			break
 		}
 	}
-	cs := r.kv(filepath.Join(c.l.cpuDir, "cpu.stat"))
-	st.CPUPeriods, st.CPUThrottled = known(cs, "nr_periods"), known(cs, "nr_throttled")
-	if us, ok := cs["throttled_usec"]; ok {
-		st.ThrottledTime = Value{V: us * 1000, Known: true} // µs on v2
+	var cs [4]Value
+	r.kv(filepath.Join(c.l.cpuDir, "cpu.stat"), v2CPUStatKeys, cs[:])
+	st.CPUPeriods, st.CPUThrottled = cs[0], cs[1]
+	if us := cs[2]; us.Known {
+		st.ThrottledTime = Value{V: us.V * 1000, Known: true} // µs on v2
 	}
-	if us, ok := cs["usage_usec"]; ok {
-		st.CPUUsage = Value{V: us * 1000, Known: true}
+	if us := cs[3]; us.Known {
+		st.CPUUsage = Value{V: us.V * 1000, Known: true}
 	}
 }
 
@@ -209,7 +238,7 @@ func (c *Cgroup) sampleV2(r *reader) {
 func (c *Cgroup) walkLimit(r *reader, file string, parse func([]byte) (uint64, error)) (Value, string) {
 	best, where := Value{}, ""
 	for dir := c.l.memDir; ; dir = filepath.Dir(dir) {
-		b, err := os.ReadFile(filepath.Join(dir, file))
+		b, err := r.readRaw(filepath.Join(dir, file))
 		if err == nil {
 			if v, perr := parse(b); perr == nil && v < unlimitedAbove && (!best.Known || v < best.V) {
 				best, where = Value{V: v, Known: true}, dir
@@ -230,19 +259,21 @@ func (c *Cgroup) samplePSI(r *reader) {
 	if dir == "" {
 		dir, host = filepath.Join(c.proc, "pressure"), true
 	}
-	mem, err1 := os.ReadFile(filepath.Join(dir, pressureFile("memory", host)))
-	cpu, err2 := os.ReadFile(filepath.Join(dir, pressureFile("cpu", host)))
+	var psi PSI
+	mem, err1 := r.readRaw(filepath.Join(dir, pressureFile("memory", host)))
+	if err1 == nil {
+		psi.MemorySome10, psi.MemoryFull10 = parsePSI(mem)
+	}
+	cpu, err2 := r.readRaw(filepath.Join(dir, pressureFile("cpu", host)))
+	if err2 == nil {
+		psi.CPUSome10, _ = parsePSI(cpu)
+	}
 	if err1 != nil && err2 != nil {
 		st.Missing = append(st.Missing, "pressure (PSI unavailable)")
 		return
 	}
-	st.PSI.Known, st.PSI.HostWide = true, host
-	if err1 == nil {
-		st.PSI.MemorySome10, st.PSI.MemoryFull10 = parsePSI(mem)
-	}
-	if err2 == nil {
-		st.PSI.CPUSome10, _ = parsePSI(cpu)
-	}
+	psi.Known, psi.HostWide = true, host
+	st.PSI = psi
 }
 
 func pressureFile(res string, host bool) string {
@@ -264,66 +295,151 @@ func Warnings(st Stats) []string {
 	return out
 }
 
-// parseUint reads one decimal number.
+// The parsers below work on the bytes as read, without converting them to strings: a sample runs
+// every second and strconv's errors would make every conversion allocate.
+
+// errNotNumber is parseUint's error: the content is not one unsigned decimal number.
+var errNotNumber = errors.New("not an unsigned decimal number")
+
+// parseUint reads one decimal number, surrounding white space allowed.
 func parseUint(b []byte) (uint64, error) {
-	return strconv.ParseUint(strings.TrimSpace(string(b)), 10, 64)
+	v, ok := decimal(bytes.TrimSpace(b))
+	if !ok {
+		return 0, errNotNumber
+	}
+	return v, nil
+}
+
+// decimal parses digits only, refusing overflow.
+func decimal(b []byte) (uint64, bool) {
+	if len(b) == 0 {
+		return 0, false
+	}
+	var v uint64
+	for _, c := range b {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		d := uint64(c - '0')
+		if v > (math.MaxUint64-d)/10 {
+			return 0, false
+		}
+		v = v*10 + d
+	}
+	return v, true
 }
 
 // parseMax reads v2's "max" or a number; "max" is math.MaxUint64.
 func parseMax(b []byte) (uint64, error) {
-	s := strings.TrimSpace(string(b))
-	if s == "max" {
+	if bytes.Equal(bytes.TrimSpace(b), []byte("max")) {
 		return math.MaxUint64, nil
 	}
-	return strconv.ParseUint(s, 10, 64)
+	return parseUint(b)
 }
 
-// parseKV reads "key value" lines (memory.stat, cpu.stat, memory.events, memory.oom_control).
+// lines calls f with each line of b, without its newline.
+func lines(b []byte, f func(line []byte)) {
+	for len(b) > 0 {
+		line, rest, _ := bytes.Cut(b, []byte{'\n'})
+		f(line)
+		b = rest
+	}
+}
+
+// scanKV reads "key value" lines (memory.stat, cpu.stat, memory.events, memory.oom_control) into
+// out: out[i] is the value of keys[i], Known false when the key is absent or not a number.
+func scanKV(b []byte, keys []string, out []Value) {
+	lines(b, func(line []byte) {
+		k, v, ok := bytes.Cut(line, []byte{' '})
+		if !ok {
+			return
+		}
+		for i, key := range keys {
+			if string(k) == key {
+				if n, ok := decimal(bytes.TrimSpace(v)); ok {
+					out[i] = Value{V: n, Known: true}
+				}
+				return
+			}
+		}
+	})
+}
+
+// parseKV reads every "key value" line with a number into a map.
 func parseKV(b []byte) map[string]uint64 {
 	m := map[string]uint64{}
-	for _, line := range strings.Split(string(b), "\n") {
-		k, v, ok := strings.Cut(line, " ")
+	lines(b, func(line []byte) {
+		k, v, ok := bytes.Cut(line, []byte{' '})
 		if !ok {
-			continue
+			return
 		}
-		if n, err := strconv.ParseUint(strings.TrimSpace(v), 10, 64); err == nil {
-			m[k] = n
+		if n, ok := decimal(bytes.TrimSpace(v)); ok {
+			m[string(k)] = n
 		}
-	}
+	})
 	return m
 }
 
 // parseCPUMax reads v2's cpu.max: "max 100000" (no quota) or "50000 100000" (0.5 cores).
 func parseCPUMax(b []byte) (float64, bool) {
-	f := strings.Fields(string(b))
-	if len(f) != 2 || f[0] == "max" {
+	q, p, ok := bytes.Cut(bytes.TrimSpace(b), []byte{' '})
+	if !ok {
 		return 0, false
 	}
-	q, err1 := strconv.ParseFloat(f[0], 64)
-	p, err2 := strconv.ParseFloat(f[1], 64)
-	if err1 != nil || err2 != nil || p <= 0 || q <= 0 {
+	qi, ok1 := decimal(q)
+	pi, ok2 := decimal(bytes.TrimSpace(p))
+	if !ok1 || !ok2 || qi == 0 || pi == 0 {
 		return 0, false
 	}
-	return q / p, true
+	return float64(qi) / float64(pi), true
 }
 
 // parsePSI reads "some avg10=1.50 avg60=… total=…" and "full …" lines: the avg10 of each.
 func parsePSI(b []byte) (some, full float64) {
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 2 || !strings.HasPrefix(f[1], "avg10=") {
-			continue
+	lines(b, func(line []byte) {
+		kind, rest, _ := bytes.Cut(line, []byte{' '})
+		avg, _, _ := bytes.Cut(rest, []byte{' '})
+		num, ok := bytes.CutPrefix(avg, []byte("avg10="))
+		if !ok {
+			return
 		}
-		v, err := strconv.ParseFloat(strings.TrimPrefix(f[1], "avg10="), 64)
-		if err != nil {
-			continue
+		v, ok := fixedPoint(num)
+		if !ok {
+			return
 		}
-		switch f[0] {
+		switch string(kind) {
 		case "some":
 			some = v
 		case "full":
 			full = v
 		}
-	}
+	})
 	return some, full
+}
+
+// fixedPoint parses "12.25" (the kernel prints PSI averages with two decimals): the digits as one
+// integer divided once by a power of ten, which rounds as strconv.ParseFloat does.
+func fixedPoint(b []byte) (float64, bool) {
+	whole, frac, _ := bytes.Cut(b, []byte{'.'})
+	if len(frac) > 6 {
+		return 0, false
+	}
+	w, ok := decimal(whole)
+	if !ok || w > 1<<32 {
+		return 0, false
+	}
+	scale := uint64(1)
+	for range frac {
+		scale *= 10
+	}
+	f := uint64(0)
+	if len(frac) > 0 {
+		if f, ok = decimal(frac); !ok {
+			return 0, false
+		}
+	}
+	if len(frac) == 0 {
+		return float64(w), true
+	}
+	return float64(w*scale+f) / float64(scale), true
 }

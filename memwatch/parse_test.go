@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"testing"
 )
 
@@ -189,5 +190,62 @@ func write(t *testing.T, path, s string) {
 	t.Helper()
 	if err := os.WriteFile(path, []byte(s), 0o644); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestDecimalAndFixedPoint(t *testing.T) {
+	for _, tc := range []struct {
+		in string
+		v  uint64
+		ok bool
+	}{
+		{"0", 0, true},
+		{"18446744073709551615", math.MaxUint64, true},
+		{"18446744073709551616", 0, false}, // overflow
+		{"12a", 0, false},
+		{"", 0, false},
+		{"-1", 0, false},
+	} {
+		if v, ok := decimal([]byte(tc.in)); v != tc.v || ok != tc.ok {
+			t.Errorf("decimal(%q) = %d, %v", tc.in, v, ok)
+		}
+	}
+	for _, s := range []string{"0.00", "1.25", "12.25", "99.99", "100.00", "0.01", "7", "33.33"} {
+		want, _ := strconv.ParseFloat(s, 64)
+		if got, ok := fixedPoint([]byte(s)); !ok || got != want {
+			t.Errorf("fixedPoint(%q) = %v, %v; strconv says %v", s, got, ok, want)
+		}
+	}
+	for _, s := range []string{"", "1.2.3", "x", "1.x", "1.1234567"} {
+		if _, ok := fixedPoint([]byte(s)); ok {
+			t.Errorf("fixedPoint(%q) accepted", s)
+		}
+	}
+	keys := []string{"a", "b", "c"}
+	out := make([]Value, 3)
+	scanKV([]byte("b 2\nab 9\na 1\nc x\n"), keys, out)
+	if want := []Value{{1, true}, {2, true}, {0, false}}; !reflect.DeepEqual(out, want) {
+		t.Errorf("scanKV %v, want %v", out, want)
+	}
+}
+
+// TestSampleConcurrently: Sample reuses a buffer; two callers at once must not share it (-race).
+func TestSampleConcurrently(t *testing.T) {
+	c := open(t, "v2-namespace")
+	want := c.Sample()
+	done := make(chan Stats, 2)
+	for range 2 {
+		go func() {
+			var st Stats
+			for range 50 {
+				st = c.Sample()
+			}
+			done <- st
+		}()
+	}
+	for range 2 {
+		if st := <-done; st.Usage != want.Usage || st.Limit != want.Limit || st.PSI != want.PSI || st.OOMKill != want.OOMKill {
+			t.Errorf("concurrent sample %+v, want %+v", st, want)
+		}
 	}
 }
