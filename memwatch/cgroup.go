@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"math"
 	"path/filepath"
+	"strings"
 	"sync"
 	"time"
 )
@@ -291,6 +292,26 @@ func Warnings(st Stats) []string {
 	}
 	if !st.Limit.Known {
 		out = append(out, "no memory limit is set on the container's cgroup: workers can use the whole host's memory and OOM kills come from the host, not the container; set a memory limit so gwrap can say how near it workers are")
+	}
+	if bad := unreadable(st.Missing); len(bad) > 0 {
+		out = append(out, "cannot read part of the container's cgroup ("+strings.Join(bad, ", ")+"): those values are reported as unknown, never as zero; check the cgroup mount and gwrap's permissions, or pass the cgroup path explicitly")
+	}
+	return out
+}
+
+// unreadable picks from Stats.Missing what is worth a start-up warning: files that exist but
+// could not be read or parsed, and the usage files every kernel has. Other absent files are
+// normal on some kernels (no swap accounting, no PSI) and stay silent.
+func unreadable(missing []string) []string {
+	var out []string
+	for _, m := range missing {
+		name, reason, _ := strings.Cut(m, " (")
+		core := name == "memory.usage_in_bytes" || name == "memory.current" || name == "memory.stat"
+		if reason != "missing)" || core {
+			if name != "pressure" {
+				out = append(out, m)
+			}
+		}
 	}
 	return out
 }

@@ -1,6 +1,7 @@
 package memwatch
 
 import (
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -96,8 +97,30 @@ func TestWarnings(t *testing.T) {
 	if !strings.Contains(w, "no memory limit") {
 		t.Errorf("no limit warning: %s", w)
 	}
-	if w := Warnings(open(t, "v1-docker").Sample()); len(w) != 0 {
-		t.Errorf("unexpected warnings: %v", w)
+	if !strings.Contains(w, "cannot read part of the container's cgroup (memory.stat (missing)") {
+		t.Errorf("no warning about the missing memory.stat: %s", w)
+	}
+	// No PSI, no swap or oom.group file: normal on some kernels, no warning.
+	for _, tree := range []string{"v1-docker", "v2-k8s-pod"} {
+		if w := Warnings(open(t, tree).Sample()); len(w) != 0 {
+			t.Errorf("%s: unexpected warnings: %v", tree, w)
+		}
+	}
+	// A file that is there but cannot be read is one clear message, and its values are unknown.
+	root := copyTree(t, "v1-docker")
+	cpuStat := filepath.Join(root, "sys", "cpu,cpuacct", "cpu.stat")
+	if err := os.Remove(cpuStat); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Mkdir(cpuStat, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	st := openAt(t, root).Sample()
+	if st.CPUThrottled.Known || st.CPUPeriods.Known {
+		t.Errorf("unreadable cpu.stat read as known: %+v", st)
+	}
+	if w := Warnings(st); len(w) != 1 || !strings.Contains(w[0], "cpu.stat (unreadable)") {
+		t.Errorf("warnings %v, want one naming cpu.stat", w)
 	}
 }
 
