@@ -18,6 +18,10 @@ type Cgroup struct {
 	Dir string // e.g. /sys/fs/cgroup/memory/<ours>/gwrap-test-123
 }
 
+// V1Root is where the v1 controllers are mounted, one directory each (memory, cpu): the default of
+// this machine and of most v1 hosts. Tests of other layouts use fixture trees instead.
+var V1Root = "/sys/fs/cgroup"
+
 // MemoryCgroup makes a child memory cgroup with a hard limit of limit bytes (no swap here).
 func MemoryCgroup(t testing.TB, limit int64) *Cgroup {
 	t.Helper()
@@ -59,7 +63,7 @@ func (c *Cgroup) write(t testing.TB, file, v string) {
 func child(t testing.TB, ctrl string) *Cgroup {
 	t.Helper()
 	RequireRoot(t)
-	mount := "/sys/fs/cgroup/" + ctrl
+	mount := filepath.Join(V1Root, ctrl)
 	if _, err := os.Stat(mount); err != nil {
 		Unavailable(t, "no cgroup v1 %s controller at %s", ctrl, mount)
 	}
