@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -121,31 +122,40 @@ func ReadSettings(ctx context.Context, in SettingsInput) Settings {
 	s.ConfigFile = cfgFile
 	s.App = cli.app
 
-	evaluated := false
 	if in.Python != "" {
-		if vals, err := evaluate(ctx, in); err == nil {
-			applyValues(&s, vals, SourceFile)
-			// The evaluation returns every setting; only those that differ from Gunicorn's
-			// defaults were set by someone (environment and command line are re-applied below).
-			d := Defaults()
-			for k, same := range map[string]bool{"timeout": s.Timeout == d.Timeout, "graceful_timeout": s.GracefulTimeout == d.GracefulTimeout,
-				"workers": s.Workers == d.Workers, "worker_class": s.WorkerClass == d.WorkerClass, "threads": s.Threads == d.Threads,
-				"errorlog": s.ErrorLog == d.ErrorLog, "loglevel": s.LogLevel == d.LogLevel} {
-				if same {
+		out, err := evaluate(ctx, in)
+		if err == nil {
+			// Gunicorn itself applied its precedence: take its values, and its word on sources.
+			workersFromEnv := s.Sources["workers"] == SourceEnv
+			applyValues(&s, out.Values, SourceDefault)
+			for k, src := range s.Sources {
+				if src != SourceUnknown {
 					delete(s.Sources, k)
 				}
 			}
-			evaluated = true
-		} else {
-			s.Problems = append(s.Problems, fmt.Sprintf("could not evaluate Gunicorn's settings with %s (%v); read statically", in.Python, err))
+			for k, src := range out.Sources {
+				s.Sources[k] = src
+			}
+			if _, set := s.Sources["workers"]; !set && workersFromEnv {
+				s.Sources["workers"] = SourceEnv // WEB_CONCURRENCY
+			}
+			return s
 		}
+		s.Problems = append(s.Problems, fmt.Sprintf("could not evaluate Gunicorn's settings with %s (%v); read statically", in.Python, err))
 	}
-	if !evaluated && cfgFile != "" {
-		vals, err := readConfigStatic(in.Dir, cfgFile)
+	if cfgFile != "" {
+		vals, unknown, err := readConfigStatic(in.Dir, cfgFile)
 		if err != nil {
 			s.Problems = append(s.Problems, err.Error())
+			unknown = tracked
 		}
 		applyValues(&s, vals, SourceFile)
+		for _, k := range unknown {
+			s.Sources[k] = SourceUnknown
+		}
+		if len(unknown) > 0 && err == nil {
+			s.Problems = append(s.Problems, fmt.Sprintf("%s computes %s: unknown without evaluating it with Python", cfgFile, strings.Join(unknown, ", ")))
+		}
 	}
 	applyValues(&s, fromEnv.values, SourceEnv)
 	applyValues(&s, cli.values, SourceCLI)
@@ -382,11 +392,16 @@ func splitArgs(s string) []string {
 	return out
 }
 
+// tracked are the settings gwrap reads, by Gunicorn's names.
+var tracked = []string{"timeout", "graceful_timeout", "workers", "worker_class", "threads", "worker_tmp_dir",
+	"bind", "errorlog", "accesslog", "loglevel", "logconfig", "logconfig_dict", "logconfig_json", "syslog",
+	"capture_output", "preload_app", "max_requests", "logger_class"}
+
 // readConfigStatic reads `name = literal` lines of a Python config file: what a static read can
-// know. Values computed by code are not seen; that is said as a Problem by the caller's use.
-func readConfigStatic(dir, name string) (map[string]any, error) {
+// know. unknown lists the tracked settings the file assigns with code (`timeout = 60 * 10`).
+func readConfigStatic(dir, name string) (vals map[string]any, unknown []string, err error) {
 	if strings.HasPrefix(name, "python:") {
-		return nil, fmt.Errorf("config %s is a Python module: its values are unknown without evaluating it", name)
+		return nil, nil, fmt.Errorf("config %s is a Python module: its values are unknown without evaluating it", name)
 	}
 	path := strings.TrimPrefix(name, "file:")
 	if !filepath.IsAbs(path) {
@@ -394,15 +409,18 @@ func readConfigStatic(dir, name string) (map[string]any, error) {
 	}
 	b, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("config file: %w", err)
+		return nil, nil, fmt.Errorf("config file: %w", err)
 	}
-	return parseConfigStatic(b), nil
+	vals, unknown = parseConfigStatic(b)
+	return vals, unknown, nil
 }
 
 // parseConfigStatic parses top-level `name = literal` assignments (ints, strings, booleans, lists
-// of strings). Anything else is skipped.
-func parseConfigStatic(b []byte) map[string]any {
-	vals := map[string]any{}
+// of strings). A tracked setting assigned anything else is listed in unknown (a later literal
+// assignment makes it known again, as Python would).
+func parseConfigStatic(b []byte) (vals map[string]any, unknown []string) {
+	vals = map[string]any{}
+	computed := map[string]bool{}
 	sc := bufio.NewScanner(bytes.NewReader(b))
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
@@ -426,9 +444,18 @@ func parseConfigStatic(b []byte) map[string]any {
 				}
 			}
 			vals[name] = v
+			delete(computed, name)
+		} else if slices.Contains(tracked, name) {
+			delete(vals, name)
+			computed[name] = true
 		}
 	}
-	return vals
+	for _, k := range tracked {
+		if computed[k] {
+			unknown = append(unknown, k)
+		}
+	}
+	return vals, unknown
 }
 
 // pyLiteral reads a Python int, string, bool or list of strings.
@@ -467,57 +494,82 @@ func pyLiteral(s string) (any, bool) {
 }
 
 // evaluator builds Gunicorn's own Config from the same arguments, environment and directory, as
-// Gunicorn's WSGIApplication does, without importing the app, and prints the settings as JSON.
+// Gunicorn's WSGIApplication does (defaults, config file, GUNICORN_CMD_ARGS, command line), without
+// importing the app, and prints the settings gwrap uses with where each came from: the command
+// line and GUNICORN_CMD_ARGS are parsed again with Gunicorn's own parser (an option given there is
+// not None), and a value that differs from a fresh Config's default came from the config file.
 const evaluator = `
-import json, sys
+import json, os, sys
 from gunicorn.app.wsgiapp import WSGIApplication
+from gunicorn.config import Config
 class Probe(WSGIApplication):
     def load(self):
         return None
-sys.argv = ["gunicorn"] + sys.argv[1:]
+argv = sys.argv[1:]
+sys.argv = ["gunicorn"] + argv
 app = Probe("%(prog)s [OPTIONS] [APP_MODULE]")
 c = app.cfg
-out = {}
-for k in ("timeout", "graceful_timeout", "workers", "threads", "worker_tmp_dir", "bind", "errorlog",
-          "accesslog", "loglevel", "logconfig", "logconfig_dict", "logconfig_json", "syslog",
-          "capture_output", "preload_app", "max_requests"):
-    if k in c.settings:
-        v = c.settings[k].get()
-        out[k] = v if isinstance(v, (int, str, bool, list, dict, type(None))) else str(v)
-out["worker_class"] = c.worker_class_str
-lc = c.settings["logger_class"].get()
-out["logger_class"] = lc if isinstance(lc, str) else "%s.%s" % (lc.__module__, lc.__name__)
-print("GWRAP-SETTINGS " + json.dumps(out, default=str))
+fresh = Config()
+parser = c.parser()
+given_cli = {k for k, v in vars(parser.parse_args(argv)).items() if v is not None}
+given_env = {k for k, v in vars(parser.parse_args(c.get_cmd_args_from_env())).items() if v is not None}
+def plain(v):
+    if isinstance(v, (int, str, bool, list, dict, type(None))):
+        return v
+    if isinstance(v, type):
+        return "%s.%s" % (v.__module__, v.__name__)
+    return str(v)
+values, sources = {}, {}
+for k in TRACKED:
+    if k not in c.settings:
+        continue
+    v = c.settings[k].get()
+    values[k] = plain(v)
+    if k in given_cli:
+        sources[k] = "command_line"
+    elif k in given_env:
+        sources[k] = "GUNICORN_CMD_ARGS"
+    elif plain(v) != plain(fresh.settings[k].get()):
+        sources[k] = "config_file"
+print("GWRAP-SETTINGS " + json.dumps({"values": values, "sources": sources}, default=str))
 `
 
-func evaluate(ctx context.Context, in SettingsInput) (map[string]any, error) {
+// evaluated is the evaluator's output.
+type evaluated struct {
+	Values  map[string]any    `json:"values"`
+	Sources map[string]Source `json:"sources"`
+}
+
+func evaluate(ctx context.Context, in SettingsInput) (evaluated, error) {
 	d := in.Timeout
 	if d <= 0 {
 		d = 5 * time.Second
 	}
 	ctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, in.Python, append([]string{"-c", evaluator}, in.Args...)...)
+	script := strings.Replace(evaluator, "TRACKED", `["`+strings.Join(tracked, `", "`)+`"]`, 1)
+	cmd := exec.CommandContext(ctx, in.Python, append([]string{"-c", script}, in.Args...)...)
 	cmd.Dir = in.Dir
+	cmd.WaitDelay = time.Second // a child the config file started must not hold the pipes open
 	cmd.Env = append(append([]string{}, in.Env...), "PYTHONDONTWRITEBYTECODE=1")
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
 	if ctx.Err() != nil {
-		return nil, fmt.Errorf("timed out after %v", d)
+		return evaluated{}, fmt.Errorf("timed out after %v", d)
 	}
 	for _, line := range strings.Split(stdout.String(), "\n") {
 		if js, ok := strings.CutPrefix(line, "GWRAP-SETTINGS "); ok {
-			var vals map[string]any
-			if jerr := json.Unmarshal([]byte(js), &vals); jerr != nil {
-				return nil, fmt.Errorf("reading its output: %w", jerr)
+			var out evaluated
+			if jerr := json.Unmarshal([]byte(js), &out); jerr != nil {
+				return evaluated{}, fmt.Errorf("reading its output: %w", jerr)
 			}
-			return vals, nil
+			return out, nil
 		}
 	}
 	msg := strings.TrimSpace(stderr.String())
 	if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
 		msg = msg[i+1:]
 	}
-	return nil, fmt.Errorf("%v: %s", err, msg)
+	return evaluated{}, fmt.Errorf("%v: %s", err, msg)
 }

@@ -5,6 +5,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -39,7 +40,7 @@ func TestSplitArgs(t *testing.T) {
 }
 
 func TestParseConfigStatic(t *testing.T) {
-	vals := parseConfigStatic([]byte(`
+	vals, unknown := parseConfigStatic([]byte(`
 import os
 timeout = 120  # seconds
 workers = 3
@@ -47,12 +48,19 @@ bind = "0.0.0.0:80"
 preload_app = True
 worker_class = 'gthread'
 max_requests = int(os.environ.get("MAX", "100"))
+graceful_timeout = 60 * 10
+threads = os.cpu_count()
+threads = 4
+my_helper = compute()
 def post_fork(server, worker):
     timeout = 5
 `))
-	want := map[string]any{"timeout": 120, "workers": 3, "bind": []string{"0.0.0.0:80"}, "preload_app": true, "worker_class": "gthread"}
+	want := map[string]any{"timeout": 120, "workers": 3, "bind": []string{"0.0.0.0:80"}, "preload_app": true, "worker_class": "gthread", "threads": 4}
 	if !reflect.DeepEqual(vals, want) {
 		t.Errorf("got %v", vals)
+	}
+	if !reflect.DeepEqual(unknown, []string{"graceful_timeout", "max_requests"}) {
+		t.Errorf("computed settings %v, want graceful_timeout and max_requests", unknown)
 	}
 }
 
@@ -85,9 +93,17 @@ func TestDefaultConfigFileAndPythonModule(t *testing.T) {
 	if s.Workers != 4 || s.ConfigFile != "gunicorn.conf.py" {
 		t.Errorf("./gunicorn.conf.py not read: %+v", s)
 	}
-	s = ReadSettings(context.Background(), SettingsInput{Args: []string{"-c", "python:myconf", "app:app"}, Dir: dir})
-	if len(s.Problems) == 0 {
+	s = ReadSettings(context.Background(), SettingsInput{Args: []string{"-c", "python:myconf", "app:app", "-w", "2"}, Dir: dir})
+	if len(s.Problems) == 0 || s.Sources["timeout"] != SourceUnknown || s.Sources["workers"] != SourceCLI {
 		t.Errorf("a python: config read statically must be reported unknown: %+v", s)
+	}
+	// A computed value read statically is unknown, unless the command line sets it.
+	if err := os.WriteFile(filepath.Join(dir, "gunicorn.conf.py"), []byte("timeout = 60 * 10\nworkers = 2 * 2\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s = ReadSettings(context.Background(), SettingsInput{Args: []string{"app:app", "-w3"}, Dir: dir})
+	if s.Sources["timeout"] != SourceUnknown || s.Timeout != 30 || s.Workers != 3 || s.Sources["workers"] != SourceCLI || len(s.Problems) != 1 {
+		t.Errorf("computed timeout: %+v", s)
 	}
 }
 
@@ -111,9 +127,40 @@ func TestEvaluateWithDebianGunicorn(t *testing.T) {
 	if s.Timeout != 600 || s.Workers != 6 || s.WorkerClass != "gthread" || s.Threads != 4 || s.GracefulTimeout != 9 || s.MaxRequests != 1000 || s.LogConfig != "logconfig_dict" {
 		t.Errorf("%+v", s)
 	}
-	if s.Sources["timeout"] != SourceFile || s.Sources["graceful_timeout"] != SourceCLI || s.Sources["max_requests"] != SourceEnv {
+	if s.Sources["timeout"] != SourceFile || s.Sources["graceful_timeout"] != SourceCLI || s.Sources["max_requests"] != SourceEnv ||
+		s.Sources["workers"] != SourceFile || s.Sources["loglevel"] != "" || s.Sources["errorlog"] != "" {
 		t.Errorf("sources %v", s.Sources)
 	}
+
+	// GUNICORN.md §4.2's observed case, evaluated by Gunicorn itself: timeout 600 (command
+	// line), workers 5 (GUNICORN_CMD_ARGS), graceful_timeout 7 (file); -c comes last.
+	if err := os.WriteFile(filepath.Join(dir, "startup.conf.py"), []byte("timeout=120\nworkers=3\ngraceful_timeout=7\nkeepalive=9\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s = ReadSettings(context.Background(), SettingsInput{
+		Args: []string{"app:app", "--timeout", "600", "--access-logfile", "-", "--error-logfile", "-", "-c", filepath.Join(dir, "startup.conf.py")},
+		Env:  []string{"GUNICORN_CMD_ARGS=--timeout 200 --workers 5 --keep-alive 11 --threads 3"},
+		Dir:  dir, Python: python, Timeout: 10 * time.Second,
+	})
+	if len(s.Problems) > 0 || s.Timeout != 600 || s.Workers != 5 || s.GracefulTimeout != 7 || s.AccessLog != "-" || s.ErrorLog != "-" {
+		t.Errorf("§4.2: %+v", s)
+	}
+	if s.Sources["timeout"] != SourceCLI || s.Sources["workers"] != SourceEnv || s.Sources["graceful_timeout"] != SourceFile {
+		t.Errorf("§4.2 sources %v", s.Sources)
+	}
+	// The python:module form, evaluated.
+	if err := os.WriteFile(filepath.Join(dir, "myconf.py"), []byte("timeout = 5 * 11\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s2 := ReadSettings(context.Background(), SettingsInput{Args: []string{"-c", "python:myconf", "app:app"}, Dir: dir, Python: python, Timeout: 10 * time.Second})
+	if len(s2.Problems) > 0 || s2.Timeout != 55 || s2.Sources["timeout"] != SourceFile {
+		t.Errorf("python:myconf: %+v", s2)
+	}
+	// sync with threads is reported as given ("sync"), not as 20.1's "threads" display name.
+	if s.WorkerClass != "sync" || s.Threads != 3 {
+		t.Errorf("worker class %q threads %d", s.WorkerClass, s.Threads)
+	}
+
 	// A config file that raises: Gunicorn would fail too; gwrap says so and reads statically.
 	if err := os.WriteFile(filepath.Join(dir, "gunicorn.conf.py"), []byte("timeout = 45\nraise SystemExit(3)\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -121,6 +168,15 @@ func TestEvaluateWithDebianGunicorn(t *testing.T) {
 	s = ReadSettings(context.Background(), SettingsInput{Args: []string{"app:app"}, Dir: dir, Python: python, Timeout: 10 * time.Second})
 	if len(s.Problems) == 0 || s.Timeout != 45 {
 		t.Errorf("fallback: %+v", s)
+	}
+	// A config file that hangs: the evaluation is bounded in time.
+	if err := os.WriteFile(filepath.Join(dir, "gunicorn.conf.py"), []byte("import time\ntime.sleep(60)\ntimeout = 45\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Now()
+	s = ReadSettings(context.Background(), SettingsInput{Args: []string{"app:app"}, Dir: dir, Python: python, Timeout: time.Second})
+	if len(s.Problems) == 0 || !strings.Contains(s.Problems[0], "timed out") || s.Timeout != 45 || time.Since(start) > 10*time.Second {
+		t.Errorf("hanging config: %v %+v", time.Since(start), s)
 	}
 }
 
