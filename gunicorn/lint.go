@@ -30,7 +30,10 @@ const appServiceIdle = 240
 func Platform(env []string) string {
 	m := envMap(env)
 	switch {
-	case m["WEBSITE_SITE_NAME"] != "" || m["WEBSITE_INSTANCE_ID"] != "" || m["APPSETTING_WEBSITE_SITE_NAME"] != "":
+	// App Service sets WEBSITE_SITE_NAME, WEBSITE_INSTANCE_ID, WEBSITE_HOSTNAME and
+	// WEBSITE_OWNER_NAME in every app's environment (its "app settings" reference).
+	case m["WEBSITE_SITE_NAME"] != "" || m["WEBSITE_INSTANCE_ID"] != "" || m["WEBSITE_HOSTNAME"] != "" ||
+		m["WEBSITE_OWNER_NAME"] != "" || m["APPSETTING_WEBSITE_SITE_NAME"] != "":
 		return "app_service"
 	case m["K_SERVICE"] != "":
 		return "cloud_run"
@@ -48,18 +51,22 @@ func Lint(in LintInput) []Warning {
 	var out []Warning
 	add := func(code, msg, fix string) { out = append(out, Warning{code, msg, fix}) }
 
-	// Blind spots first: without Gunicorn's lines gwrap cannot see timeouts.
+	// Blind spots first: without Gunicorn's lines gwrap cannot see timeouts. (--log-syslog adds
+	// a handler and leaves stderr as it is, so it blinds nothing: GUNICORN.md §1.4.)
 	if s.ErrorLog != "" && s.ErrorLog != "-" && s.ErrorLog != "/dev/stderr" && s.ErrorLog != "/dev/stdout" {
-		add("errorlog_not_visible", fmt.Sprintf("Gunicorn writes its error log to %s, not to stderr: gwrap cannot see WORKER TIMEOUT lines and can only infer kills from /proc and the cgroup", s.ErrorLog),
-			"use --error-logfile - (and read the file with gwrap explain when needed)")
+		msg := fmt.Sprintf("GWRAP IS BLIND: Gunicorn writes its error log to the file %s, not to stderr, so gwrap never sees WORKER TIMEOUT or any kill line and can only infer kills from /proc and the cgroup", s.ErrorLog)
+		if s.CaptureOutput {
+			msg += "; --capture-output sends the app's own output there too"
+		}
+		add("errorlog_not_visible", msg, "--error-logfile - (GUNICORN_CMD_ARGS=\"--error-logfile -\"); read an old file with gwrap explain FILE")
 	}
 	if s.LogConfig != "" {
-		add("logconfig", fmt.Sprintf("a logging configuration (%s) may move or reformat Gunicorn's lines: gwrap matches message texts on stdout and stderr, but lines sent elsewhere are lost to it", s.LogConfig),
-			"keep a handler for the gunicorn.error logger on stderr or stdout")
+		add("logconfig", fmt.Sprintf("GWRAP MAY BE BLIND: a logging configuration (%s) may move or reformat Gunicorn's lines; gwrap matches the message texts on stdout and stderr, but lines sent to a file, a socket or syslog only are lost to it", s.LogConfig),
+			"keep a StreamHandler (ext://sys.stderr) on the gunicorn.error logger in that configuration")
 	}
 	if s.LoggerClass != "" {
-		add("logger_class", fmt.Sprintf("a custom logger class (%s) decides where Gunicorn's lines go: make sure they reach stdout or stderr", s.LoggerClass),
-			"let the logger class keep a stream handler on stderr")
+		add("logger_class", fmt.Sprintf("GWRAP MAY BE BLIND: a custom logger class (%s) decides where Gunicorn's lines go; gwrap sees them only on stdout or stderr", s.LoggerClass),
+			"let the logger class keep Gunicorn's stream handler on stderr (subclass gunicorn.glogging.Logger)")
 	}
 	if lvl := strings.ToLower(s.LogLevel); lvl == "critical" {
 		add("loglevel", "--log-level critical hides the SIGKILL and exit lines: gwrap still sees WORKER TIMEOUT but must infer the rest", "use --log-level info or warning")
@@ -67,6 +74,8 @@ func Lint(in LintInput) []Warning {
 
 	platform := Platform(in.Env)
 	switch {
+	case s.Sources["timeout"] == SourceUnknown:
+		add("timeout_unknown", "the config file computes --timeout and gwrap could not evaluate it: the timeout gwrap reports against may be wrong", "set it on the command line or in GUNICORN_CMD_ARGS, e.g. --timeout 600, or let gwrap evaluate the config (--eval-config, a python that imports gunicorn)")
 	case s.Timeout == 0:
 		add("timeout_disabled", "--timeout 0 disables Gunicorn's worker timeout: a hung worker is never restarted (gwrap still reports late workers)", "set --timeout, e.g. --timeout 600")
 	case platform == "app_service" && s.Timeout < appServiceIdle:

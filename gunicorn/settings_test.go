@@ -224,4 +224,35 @@ func TestLint(t *testing.T) {
 	if !got["errorlog_not_visible"] || !got["logconfig"] || !got["workers_above_quota"] || got["timeout_default"] {
 		t.Errorf("blind, quota: %v", got)
 	}
+	for _, w := range Lint(LintInput{Settings: s}) {
+		if w.Code == "errorlog_not_visible" && !strings.HasPrefix(w.Message, "GWRAP IS BLIND") {
+			t.Errorf("a file error log must be said loudly: %q", w.Message)
+		}
+	}
+
+	// --log-syslog adds a handler and leaves stderr as it is: not a blind spot.
+	s = Defaults()
+	s.Timeout, s.Sources["timeout"], s.Syslog = 600, SourceFile, true
+	if ws := Lint(LintInput{Settings: s}); len(ws) != 0 {
+		t.Errorf("syslog, timeout 600: %+v", ws)
+	}
+	// A timeout the config file computes and gwrap could not evaluate is said, not guessed.
+	s.Sources["timeout"] = SourceUnknown
+	got = codes(Lint(LintInput{Settings: s, Env: []string{"WEBSITE_HOSTNAME=a.azurewebsites.net"}}))
+	if !got["timeout_unknown"] || len(got) != 1 {
+		t.Errorf("unknown timeout: %v", got)
+	}
+	// gthread: workers within the quota, threads far above it.
+	s = Defaults()
+	s.Timeout, s.Sources["timeout"], s.Workers, s.Threads = 60, SourceCLI, 3, 32
+	got = codes(Lint(LintInput{Settings: s, CPUQuotaCores: 1, HostCores: 64}))
+	if !got["threads_above_quota"] || len(got) != 1 {
+		t.Errorf("threads: %v", got)
+	}
+	if p := Platform([]string{"WEBSITE_INSTANCE_ID=abc"}); p != "app_service" {
+		t.Errorf("platform %q", p)
+	}
+	if p := Platform([]string{"HOME=/root"}); p != "" {
+		t.Errorf("platform %q", p)
+	}
 }
