@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -50,7 +51,7 @@ type WorkerTimeline struct {
 // a container timestamp), or gwrap's own JSON output (gunicorn.log events), mixed or not.
 func Explain(r io.Reader) (*Explanation, error) {
 	x := &explainer{ex: &Explanation{Counts: map[string]int{}, Incidents: []LogIncident{}, Workers: []WorkerTimeline{}, Warnings: []string{}},
-		open: map[int]*LogIncident{}, timelines: map[int]*WorkerTimeline{}, boots: map[int]time.Time{}}
+		open: map[int]*LogIncident{}, timelines: map[int]*WorkerTimeline{}, boots: map[int]time.Time{}, ended: map[int]bool{}}
 	a := NewAssembler(200, 64<<10)
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
@@ -106,6 +107,9 @@ type explainer struct {
 	boots     map[int]time.Time
 	order     []int
 	made      []*LogIncident // every incident, in the order made
+	ended     map[int]bool   // workers whose end the log tells (exiting, a signal, an exit code)
+	shutdown  bool           // the master logged "Shutting down"
+	modern    bool           // a 21+ reap line ("Worker (pid:N) …") was seen
 }
 
 func (x *explainer) timeline(pid int, at time.Time, what string) {
@@ -137,6 +141,13 @@ func (x *explainer) incident(pid int, at time.Time, kind string, line string) *L
 
 func (x *explainer) event(ev Event) {
 	pid := ev.WorkerPID
+	switch ev.Kind {
+	case KindWorkerExiting, KindSignaled, KindExited:
+		x.ended[pid] = true
+		x.modern = x.modern || strings.Contains(ev.Message, "Worker (pid:")
+	case KindShuttingDown:
+		x.shutdown = true
+	}
 	switch ev.Kind {
 	case KindStarting:
 		x.ex.Version = ev.Version
@@ -242,9 +253,51 @@ func (x *explainer) finish() {
 			x.ex.Warnings = append(x.ex.Warnings, fmt.Sprintf("worker %d failed to boot: see its traceback; Gunicorn stops when a worker cannot load the app", inc.PID))
 		}
 	}
+	x.vanished()
 	for _, pid := range x.order {
 		x.ex.Workers = append(x.ex.Workers, *x.timelines[pid])
 	}
+}
+
+// vanished finds the workers that died without a line. When the master shut down in the log,
+// every worker still alive said "Worker exiting"; a worker that booted and said nothing more
+// died before, unlogged: Gunicorn ≤ 20.1 logs no exit code, 19.9 not even a signal. (21+ logs
+// both, and its workers may end quietly with code 0: no inference there.)
+func (x *explainer) vanished() {
+	if !x.shutdown || x.modern || !before21(x.ex.Version) {
+		return
+	}
+	for _, pid := range x.order {
+		if _, booted := x.boots[pid]; !booted || x.ended[pid] || x.open[pid] != nil {
+			continue
+		}
+		x.ex.Counts["vanished"]++
+		x.timelines[pid].Events = append(x.timelines[pid].Events, "--:--:-- died, unlogged")
+		x.ex.Warnings = append(x.ex.Warnings, fmt.Sprintf("worker %d booted at %s and died before the shutdown without a line: Gunicorn %s does not log a worker's non-zero exit code (an exception that escaped, os._exit, sys.exit)%s; a supervised run would have seen it", pid, clock(x.boots[pid]), x.versionOr("up to 20.1"), x.signalNote()))
+	}
+}
+
+func (x *explainer) versionOr(s string) string {
+	if x.ex.Version != "" {
+		return x.ex.Version
+	}
+	return s
+}
+
+// before21 says whether a release (as "Starting gunicorn" prints it) is older than 21.0; an
+// unknown one ("") may be.
+func before21(v string) bool {
+	major, _, _ := strings.Cut(v, ".")
+	n, err := strconv.Atoi(major)
+	return v == "" || (err == nil && n < 21)
+}
+
+// signalNote adds what else a silent death may be, by release.
+func (x *explainer) signalNote() string {
+	if v := x.ex.Version; v == "" || strings.HasPrefix(v, "19.") || strings.HasPrefix(v, "20.0") {
+		return " nor, before 20.1, a death by signal (a SIGKILL from the OOM killer, a segfault)"
+	}
+	return ""
 }
 
 // explainIncident says in plain words what the log alone tells about one kill.

@@ -128,3 +128,30 @@ func TestExplainReadsGwrapJSON(t *testing.T) {
 		t.Errorf("JSON input explained differently:\n%s\n%s", ja, jb)
 	}
 }
+
+// TestExplainVanished: 20.1 logs no exit code, but a worker that booted and said nothing before
+// the master's shutdown died unlogged (the os._exit(7) worker of the real 20.1 run); 21+ logs
+// every death, so its quiet workers are not called dead.
+func TestExplainVanished(t *testing.T) {
+	for _, tc := range []struct {
+		log  string
+		want int
+		pid  string
+	}{
+		{"gunicorn-20.1.0-sync.log", 1, "worker 3727 "},
+		{"gunicorn-19.9.0-written.log", 0, ""},
+		{"gunicorn-26.1.0-written.log", 0, ""},
+	} {
+		b, err := os.ReadFile(filepath.Join("testdata", "logs", tc.log))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ex, err := Explain(bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ex.Counts["vanished"] != tc.want || (tc.pid != "" && !strings.Contains(strings.Join(ex.Warnings, "\n"), tc.pid)) {
+			t.Errorf("%s: vanished %d, warnings %q", tc.log, ex.Counts["vanished"], ex.Warnings)
+		}
+	}
+}
