@@ -121,52 +121,76 @@ func leadingInt(s string) (int, bool) {
 	return n, true
 }
 
-// after returns what follows the first occurrence of marker in s.
-func after(s, marker string) (string, bool) {
-	i := strings.Index(s, marker)
-	if i < 0 {
-		return "", false
-	}
-	return s[i+len(marker):], true
+// markers are the texts that identify the messages of every release (GUNICORN.md §1.2 lists
+// them, with versions), by their first byte: one pass over a line finds the leftmost marker, so
+// a line that holds none costs a table lookup a byte.
+var markers = [256][]string{
+	'W': {"WORKER TIMEOUT (pid:", "Worker exiting (pid: ", "Worker with pid ", "Worker (pid:", "Worker graceful timeout (pid:"},
+	'B': {"Booting worker with pid: "},
+	'E': {"Error handling request", "Exception in worker process"},
+	'S': {"Starting gunicorn ", "Shutting down: "},
+	'L': {"Listening at: "},
+	'U': {"Using worker: ", "Unhandled exception in main loop"},
+	'H': {"Handling signal: ", "Hang up: "},
+	'R': {"Reason: "},
+	'A': {"Autorestarting worker after current request"},
 }
 
-// match recognises the messages of every release (GUNICORN.md §1.2 lists them, with versions).
+var markerStart = func() (t [256]bool) {
+	for b, ms := range markers {
+		t[b] = len(ms) > 0
+	}
+	return t
+}()
+
+// match recognises the message in msg: the leftmost marker whose message parses wins.
 func match(ev *Event, msg string) {
-	if rest, ok := after(msg, "WORKER TIMEOUT (pid:"); ok {
-		if pid, ok := leadingInt(rest); ok {
-			ev.Kind, ev.WorkerPID = KindTimeout, pid
+	for i := 0; i < len(msg); i++ {
+		if !markerStart[msg[i]] {
+			continue
 		}
-		return
-	}
-	if rest, ok := after(msg, "Booting worker with pid: "); ok {
-		if pid, ok := leadingInt(rest); ok {
-			ev.Kind, ev.WorkerPID = KindBooting, pid
+		for _, m := range markers[msg[i]] {
+			if strings.HasPrefix(msg[i:], m) && matchAt(ev, m, msg[i+len(m):], i == 0) {
+				return
+			}
 		}
-		return
 	}
-	if rest, ok := after(msg, "Worker exiting (pid: "); ok {
-		if pid, ok := leadingInt(rest); ok {
-			ev.Kind, ev.WorkerPID = KindWorkerExiting, pid
-		}
-		return
-	}
-	// 20.1 only: Worker with pid N was terminated due to signal S
-	if rest, ok := after(msg, "Worker with pid "); ok {
-		pid, ok1 := leadingInt(rest)
-		sig, ok2 := after(rest, " was terminated due to signal ")
-		if n, ok3 := leadingInt(sig); ok1 && ok2 && ok3 {
-			ev.Kind, ev.WorkerPID, ev.Signal, ev.SignalName = KindSignaled, pid, n, signalName(n)
-		}
-		return
-	}
-	// 21+: Worker (pid:N) was sent SIGX! [Perhaps out of memory?] / was sent code 134! /
-	// exited with code C[.]
-	if rest, ok := after(msg, "Worker (pid:"); ok {
+}
+
+// matchAt fills ev from the text that follows marker m; false if it does not parse.
+func matchAt(ev *Event, m, rest string, atStart bool) bool {
+	switch m {
+	case "WORKER TIMEOUT (pid:", "Booting worker with pid: ", "Worker exiting (pid: ", "Worker graceful timeout (pid:":
 		pid, ok := leadingInt(rest)
 		if !ok {
-			return
+			return false
 		}
-		if sent, ok := after(rest, ") was sent "); ok {
+		ev.WorkerPID = pid
+		switch m {
+		case "WORKER TIMEOUT (pid:":
+			ev.Kind = KindTimeout
+		case "Booting worker with pid: ":
+			ev.Kind = KindBooting
+		case "Worker exiting (pid: ":
+			ev.Kind = KindWorkerExiting
+		default:
+			ev.Kind = KindGracefulTimeout
+		}
+	case "Worker with pid ": // 20.1 only: Worker with pid N was terminated due to signal S
+		pid, ok1 := leadingInt(rest)
+		sig, ok2 := strings.CutPrefix(rest[len(strconv.Itoa(pid)):], " was terminated due to signal ")
+		n, ok3 := leadingInt(sig)
+		if !ok1 || !ok2 || !ok3 {
+			return false
+		}
+		ev.Kind, ev.WorkerPID, ev.Signal, ev.SignalName = KindSignaled, pid, n, signalName(n)
+	case "Worker (pid:": // 21+: was sent SIGX! [Perhaps out of memory?] / was sent code 134! / exited with code C[.]
+		pid, ok := leadingInt(rest)
+		if !ok {
+			return false
+		}
+		rest = rest[len(strconv.Itoa(pid)):]
+		if sent, ok := strings.CutPrefix(rest, ") was sent "); ok {
 			name, _, _ := strings.Cut(sent, "!")
 			ev.Kind, ev.WorkerPID = KindSignaled, pid
 			if code, ok := strings.CutPrefix(name, "code "); ok {
@@ -181,77 +205,57 @@ func match(ev *Event, msg string) {
 				ev.Signal = signalNumber(name)
 			}
 			ev.OOMHint = strings.Contains(sent, "Perhaps out of memory?")
-			return
+			return true
 		}
-		if code, ok := after(rest, ") exited with code "); ok {
-			if n, ok := leadingInt(code); ok {
-				ev.Kind, ev.WorkerPID, ev.ExitCode = KindExited, pid, n
-			}
+		code, ok := strings.CutPrefix(rest, ") exited with code ")
+		n, ok2 := leadingInt(code)
+		if !ok || !ok2 {
+			return false
 		}
-		return
-	}
-	if rest, ok := after(msg, "Error handling request"); ok {
+		ev.Kind, ev.WorkerPID, ev.ExitCode = KindExited, pid, n
+	case "Error handling request":
 		ev.Kind = KindRequestError
 		rest = strings.TrimSpace(rest)
 		if rest == "(no URI read)" || rest == "" {
-			return
+			return true
 		}
 		if m, u, ok := strings.Cut(rest, " "); ok && m == strings.ToUpper(m) && !strings.Contains(u, " ") {
 			ev.Method, ev.URI = m, u
-			return
+			return true
 		}
 		ev.URI = rest
-		return
-	}
-	if rest, ok := after(msg, "Starting gunicorn "); ok {
+	case "Starting gunicorn ":
 		ev.Kind, ev.Version = KindStarting, strings.TrimSpace(rest)
-		return
-	}
-	if rest, ok := after(msg, "Listening at: "); ok {
+	case "Listening at: ":
 		ev.Kind = KindListening
 		if i := strings.LastIndex(rest, " ("); i >= 0 && strings.HasSuffix(rest, ")") {
 			rest = rest[:i]
 		}
 		ev.Listeners = strings.Split(rest, ",")
-		return
-	}
-	if rest, ok := after(msg, "Using worker: "); ok {
+	case "Using worker: ":
 		ev.Kind, ev.WorkerClass = KindUsingWorker, strings.TrimSpace(rest)
-		return
-	}
-	if rest, ok := after(msg, "Handling signal: "); ok {
+	case "Handling signal: ":
 		ev.Kind, ev.SignalIn = KindHandlingSignal, strings.TrimSpace(rest)
-		return
-	}
-	if _, ok := after(msg, "Hang up: "); ok {
+	case "Hang up: ":
 		ev.Kind = KindHangUp
-		return
-	}
-	if _, ok := after(msg, "Shutting down: "); ok {
+	case "Shutting down: ":
 		ev.Kind = KindShuttingDown
-		return
-	}
-	if rest, ok := strings.CutPrefix(msg, "Reason: "); ok {
-		ev.Kind, ev.Reason = KindReason, strings.TrimSpace(rest)
-		return
-	}
-	if strings.Contains(msg, "Exception in worker process") {
-		ev.Kind = KindWorkerError
-		return
-	}
-	if strings.Contains(msg, "Unhandled exception in main loop") {
-		ev.Kind = KindMasterError
-		return
-	}
-	if strings.Contains(msg, "Autorestarting worker after current request") {
-		ev.Kind = KindAutorestart
-		return
-	}
-	if rest, ok := after(msg, "Worker graceful timeout (pid:"); ok {
-		if pid, ok := leadingInt(rest); ok {
-			ev.Kind, ev.WorkerPID = KindGracefulTimeout, pid
+	case "Reason: ":
+		// Anywhere for Gunicorn's own reasons, else only as the whole message.
+		if !atStart && !strings.HasPrefix(rest, "Worker failed to boot.") && !strings.HasPrefix(rest, "App failed to load.") {
+			return false
 		}
+		ev.Kind, ev.Reason = KindReason, strings.TrimSpace(rest)
+	case "Exception in worker process":
+		ev.Kind = KindWorkerError
+	case "Unhandled exception in main loop":
+		ev.Kind = KindMasterError
+	case "Autorestarting worker after current request":
+		ev.Kind = KindAutorestart
+	default:
+		return false
 	}
+	return true
 }
 
 // Linux signal numbers by name, for the names Gunicorn prints.

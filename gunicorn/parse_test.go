@@ -77,6 +77,16 @@ func TestParseLineForms(t *testing.T) {
 		{"prefix only", "[2026-11-25 03:42:36 +0000] [1] [INFO] ", KindRaw, 0},
 		{"bad pid", pfx + "[CRITICAL] WORKER TIMEOUT (pid:abc)", KindRaw, 0},
 		{"bad date", "[2026-13-45 99:42:36 +0000] [1] [INFO] Booting worker with pid: 5", KindBooting, 5},
+		// The leftmost message wins: a request path cannot turn an error into a timeout.
+		{"uri holds a marker", pfx + "[ERROR] Error handling request /x?WORKER TIMEOUT (pid:1)", KindRequestError, 0},
+		// A marker that does not parse lets a later one count.
+		{"broken then good", "WORKER TIMEOUT (pid:?) then Worker exiting (pid: 8)", KindWorkerExiting, 8},
+		{"20.1 form broken", pfx + "[WARNING] Worker with pid 12 was stopped", KindRaw, 0},
+		{"21 form broken", pfx + "[ERROR] Worker (pid:12) did something", KindRaw, 0},
+		// Gunicorn's own reasons anywhere (a JSON log config), any other "Reason: " only alone.
+		{"json reason", `{"level": "ERROR", "msg": "Reason: App failed to load."}`, KindReason, 0},
+		{"app text reason", "the app said Reason: none", KindRaw, 0},
+		{"reason alone", "Reason: Worker failed to boot.", KindReason, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			got := ParseLine([]byte(tc.line))
