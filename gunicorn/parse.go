@@ -110,15 +110,21 @@ func isDigit(b byte) bool { return b >= '0' && b <= '9' }
 
 // leadingInt parses the decimal number at the start of s.
 func leadingInt(s string) (int, bool) {
+	n, _, ok := cutInt(s)
+	return n, ok
+}
+
+// cutInt parses the decimal number at the start of s and returns what follows it.
+func cutInt(s string) (int, string, bool) {
 	end := 0
 	for end < len(s) && isDigit(s[end]) {
 		end++
 	}
 	if end == 0 || end > 9 {
-		return 0, false
+		return 0, s, false
 	}
 	n, _ := strconv.Atoi(s[:end])
-	return n, true
+	return n, s[end:], true
 }
 
 // markers are the texts that identify the messages of every release (GUNICORN.md §1.2 lists
@@ -177,19 +183,21 @@ func matchAt(ev *Event, m, rest string, atStart bool) bool {
 			ev.Kind = KindGracefulTimeout
 		}
 	case "Worker with pid ": // 20.1 only: Worker with pid N was terminated due to signal S
-		pid, ok1 := leadingInt(rest)
-		sig, ok2 := strings.CutPrefix(rest[len(strconv.Itoa(pid)):], " was terminated due to signal ")
-		n, ok3 := leadingInt(sig)
-		if !ok1 || !ok2 || !ok3 {
+		pid, after, ok := cutInt(rest)
+		if !ok {
+			return false
+		}
+		sig, ok := strings.CutPrefix(after, " was terminated due to signal ")
+		n, ok2 := leadingInt(sig)
+		if !ok || !ok2 {
 			return false
 		}
 		ev.Kind, ev.WorkerPID, ev.Signal, ev.SignalName = KindSignaled, pid, n, signalName(n)
 	case "Worker (pid:": // 21+: was sent SIGX! [Perhaps out of memory?] / was sent code 134! / exited with code C[.]
-		pid, ok := leadingInt(rest)
+		pid, rest, ok := cutInt(rest)
 		if !ok {
 			return false
 		}
-		rest = rest[len(strconv.Itoa(pid)):]
 		if sent, ok := strings.CutPrefix(rest, ") was sent "); ok {
 			name, _, _ := strings.Cut(sent, "!")
 			ev.Kind, ev.WorkerPID = KindSignaled, pid

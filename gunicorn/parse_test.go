@@ -83,6 +83,10 @@ func TestParseLineForms(t *testing.T) {
 		{"broken then good", "WORKER TIMEOUT (pid:?) then Worker exiting (pid: 8)", KindWorkerExiting, 8},
 		{"20.1 form broken", pfx + "[WARNING] Worker with pid 12 was stopped", KindRaw, 0},
 		{"21 form broken", pfx + "[ERROR] Worker (pid:12) did something", KindRaw, 0},
+		{"20.1 form cut", "Worker with pid ", KindRaw, 0},
+		{"21 form cut", "Worker (pid:", KindRaw, 0},
+		{"leading zeros", "Worker with pid 007 was terminated due to signal 9", KindSignaled, 7},
+		{"leading zeros 21", "Worker (pid:0042) exited with code 3.", KindExited, 42},
 		// Gunicorn's own reasons anywhere (a JSON log config), any other "Reason: " only alone.
 		{"json reason", `{"level": "ERROR", "msg": "Reason: App failed to load."}`, KindReason, 0},
 		{"app text reason", "the app said Reason: none", KindRaw, 0},
@@ -168,7 +172,7 @@ func FuzzParseLine(f *testing.F) {
 		pfx + "[ERROR] Error handling request GET /x",
 		pfx + "[INFO] Listening at: http://127.0.0.1:1 (1)",
 		`127.0.0.1 - - [25/Nov/2026:03:42:30 +0000] "GET / HTTP/1.1" 200 3 "-" "curl/8"`,
-		"[", "[2", "Worker (pid:", "] [", "",
+		"[", "[2", "Worker (pid:", "] [", "", "Traceback (most recent call last):", "Reason: App failed to load.",
 	} {
 		f.Add([]byte(s))
 	}
@@ -178,10 +182,17 @@ func FuzzParseLine(f *testing.F) {
 		if ev.Line != string(line) {
 			t.Fatalf("line not kept")
 		}
+		if ev.Kind == KindTimeout && ev.WorkerPID == 0 || ev.Kind == KindAccess && ev.PID != 0 {
+			t.Fatalf("inconsistent event %+v", ev)
+		}
 		_, done := a.Add(line)
 		for _, d := range done {
-			if len(d.Traceback) > 50 {
-				t.Fatalf("unbounded traceback")
+			size := 0
+			for _, l := range d.Traceback {
+				size += len(l)
+			}
+			if len(d.Traceback) > 50 || size > 4096 {
+				t.Fatalf("unbounded traceback: %d lines, %d bytes", len(d.Traceback), size)
 			}
 		}
 	})
