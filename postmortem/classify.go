@@ -61,6 +61,7 @@ type window struct {
 	throttled  uint64 // nr_throttled increase
 	quota      float64
 	haveCgroup bool
+	oomKnown   bool // the cgroup's oom_kill counter could be read: "it did not move" means something
 }
 
 // measure picks the samples of the last silence: those within the longest heartbeat age before
@@ -114,6 +115,7 @@ func measure(e Evidence) window {
 	}
 	var firstThrottled *uint64
 	for _, st := range e.Container {
+		w.oomKnown = w.oomKnown || st.OOMKill.Known
 		if st.Time.Before(from) || st.Time.After(e.Incident.At.Add(2*time.Second)) {
 			continue
 		}
@@ -156,6 +158,7 @@ func Classify(e Evidence, th Thresholds) Verdict {
 	// The two facts the user asked for, always filled.
 	v.NearMemoryLimit = w.limit > 0 && w.wsFrac >= th.NearLimit
 	v.RanLong = inc.Timeout || inc.BootStuck || (timeout > 0 && w.silence >= time.Duration(th.LongShare*float64(timeout)))
+	oomKilled := inc.OOMKillDelta > 0 && (inc.Signal == "" || inc.Signal == "SIGKILL") && !inc.HandledAbort && inc.ExitCode == nil
 
 	if w.limit > 0 {
 		fact("container working set at its peak", fmt.Sprintf("%s of %s (%.0f%%)", mib(w.wsMax), mib(w.limit), 100*w.wsFrac), fmt.Sprintf("near at ≥ %.0f%%", 100*th.NearLimit))
@@ -165,7 +168,7 @@ func Classify(e Evidence, th Thresholds) Verdict {
 		v.Missing = append(v.Missing, "container memory (cgroup unreadable)")
 	}
 	if w.silence >= 0 {
-		fact("worker silent (heartbeat age) before the kill", secs(w.silence), "timeout "+secs(timeout))
+		fact("worker silent (heartbeat age) before the kill", secs(w.silence), fmt.Sprintf("timeout %s; ran long at ≥ %.0f%% of it", secs(timeout), 100*th.LongShare))
 	} else {
 		v.Missing = append(v.Missing, "heartbeat age")
 	}
@@ -199,7 +202,15 @@ func Classify(e Evidence, th Thresholds) Verdict {
 	if inc.ExitCode != nil {
 		fact("the worker exited with code", fmt.Sprint(*inc.ExitCode), "")
 	}
-	fact("cgroup oom_kill counter moved by", fmt.Sprint(inc.OOMKillDelta), "")
+	if w.oomKnown || inc.OOMKillDelta > 0 {
+		fact("cgroup oom_kill counter moved by", fmt.Sprint(inc.OOMKillDelta), "")
+	} else {
+		v.Missing = append(v.Missing, "the cgroup's oom_kill counter")
+	}
+	exception := lastException(inc.Traceback)
+	if exception != "" {
+		fact("exception", exception, "")
+	}
 	waiting := []string{}
 	if e.Deep != nil {
 		waiting = e.Deep.WaitingOn()
@@ -218,7 +229,7 @@ func Classify(e Evidence, th Thresholds) Verdict {
 	starved := w.runDelay >= th.RunDelay || (w.throttled > 0 && w.runnable >= 0.5 && w.cpu < th.CPUBound)
 	who := fmt.Sprintf("Worker %d", inc.PID)
 	switch {
-	case inc.OOMKillDelta > 0 && (inc.Signal == "" || inc.Signal == "SIGKILL") && !inc.HandledAbort:
+	case oomKilled:
 		v.Cause = CauseOOMKilled
 		// It reached the limit by definition, even when a 1 Hz sample missed the last spike.
 		v.NearMemoryLimit = true
@@ -237,20 +248,51 @@ func Classify(e Evidence, th Thresholds) Verdict {
 	case inc.Kind == KindSignal || inc.Kind == KindExit || (!inc.Timeout && !inc.BootStuck):
 		v.Cause = CauseCrashed
 		switch {
-		case inc.Signal == "SIGKILL":
-			v.Summary = fmt.Sprintf("%s was SIGKILLed without a Gunicorn timeout and without the cgroup's OOM killer: something else sent SIGKILL (the platform, a person, or an OOM kill outside this container's cgroup).", who)
+		case inc.Signal == "SIGKILL" && !w.oomKnown:
+			v.Cause = CauseUnknown
+			v.Summary = fmt.Sprintf("%s was SIGKILLed with no Gunicorn timeout before it, and gwrap could not read the cgroup's oom_kill counter: it cannot tell an OOM kill from someone else's SIGKILL.", who)
 			v.Confidence = "low"
+			v.Advice = append(v.Advice, fmt.Sprintf("check the platform's memory metrics or the kernel log (\"Killed process %d\") for an OOM kill", inc.PID))
+		case inc.Signal == "SIGKILL":
+			v.Summary = fmt.Sprintf("%s was SIGKILLed without a Gunicorn timeout and without the cgroup's OOM killer: something else sent SIGKILL (the platform, a person, another supervisor, or an OOM kill outside this container's cgroup).", who)
+			if inc.OOMHint {
+				v.Summary += " Gunicorn's \"Perhaps out of memory?\" is a guess it adds to every SIGKILL; the oom_kill counter did not move."
+			}
+			v.Confidence = "medium"
 		case inc.Signal != "":
 			v.Summary = fmt.Sprintf("%s crashed: it died of %s (a fault in C code or an abort), with no timeout before it.", who, inc.Signal)
 			v.Confidence = "high"
+		case inc.ExitCode != nil && (*inc.ExitCode == 3 || *inc.ExitCode == 4):
+			what := map[int]string{3: "failed to boot", 4: "could not load the app"}[*inc.ExitCode]
+			v.Summary = fmt.Sprintf("%s %s (exit code %d)", who, what, *inc.ExitCode)
+			if exception != "" {
+				v.Summary += ": " + exception
+			}
+			v.Summary += "; Gunicorn stops when a worker cannot boot."
+			v.Confidence = "high"
+			v.Advice = append(v.Advice, "run the app's import by hand (python -c 'import yourapp') with the container's environment to see the error")
 		case inc.ExitCode != nil:
-			v.Summary = fmt.Sprintf("%s exited with code %d: the app or a library ended the process.", who, *inc.ExitCode)
+			v.Summary = fmt.Sprintf("%s exited with code %d: the app or a library ended the process", who, *inc.ExitCode)
+			if exception != "" {
+				v.Summary += " (" + exception + ")"
+			}
+			v.Summary += "."
 			v.Confidence = "high"
 		default:
 			v.Summary = fmt.Sprintf("%s disappeared without a Gunicorn line saying why and without an OOM kill.", who)
 			v.Confidence = "low"
+			v.Missing = append(v.Missing, "a Gunicorn line about the worker's end (--log-level info or lower shows them; Gunicorn ≤ 19.9 logs none)")
 		}
-		v.Advice = append(v.Advice, "look at the worker's last log lines and traceback; a SIGSEGV or SIGABRT points at a C extension (run with faulthandler: PYTHONFAULTHANDLER=1)")
+		switch inc.Signal {
+		case "SIGSEGV", "SIGABRT", "SIGBUS", "SIGILL", "SIGFPE":
+			v.Advice = append(v.Advice, "a "+inc.Signal+" points at a C extension: run with PYTHONFAULTHANDLER=1 to get the Python stack of the crash in the log")
+		case "SIGKILL":
+			if v.Cause == CauseCrashed {
+				v.Advice = append(v.Advice, "find who sent SIGKILL: the platform restarting or scaling the instance, an operator's kill -9, or a memory limit on a parent cgroup (check the platform's memory metrics)")
+			}
+		default:
+			v.Advice = append(v.Advice, "look at the worker's last log lines and its traceback in this report")
+		}
 	case v.NearMemoryLimit || psiHigh || (len(w.samples) > 0 && w.samples[len(w.samples)-1].Swap > 0 && w.blockedIO > 0.3):
 		v.Cause = CauseMemoryPressure
 		v.Summary = fmt.Sprintf("%s timed out while the container was near its memory limit%s: the kernel was reclaiming memory, which slows everything.", who, atLimit(w))
@@ -297,6 +339,16 @@ func Classify(e Evidence, th Thresholds) Verdict {
 		v.Confidence = confidence(v, w)
 	}
 	return v
+}
+
+// lastException is the exception line that ends a Python traceback ("ValueError: …").
+func lastException(tb []string) string {
+	for i := len(tb) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(tb[i]); l != "" && !strings.HasPrefix(l, "^") && !strings.HasPrefix(tb[i], " ") {
+			return l
+		}
+	}
+	return ""
 }
 
 func confidence(v Verdict, w window) string {

@@ -74,8 +74,8 @@ func TestCorrelateRealLogs(t *testing.T) {
 		log  string
 		want []got
 	}{
-		{"../gunicorn/testdata/logs/gunicorn-22.0.0-sync.log", []got{{3681, KindTimeout, CauseUnknown}, {3682, KindSignal, CauseCrashed}, {3688, KindExit, CauseCrashed}, {3690, KindSignal, CauseCrashed}}},
-		{"../gunicorn/testdata/logs/gunicorn-20.1.0-sync.log", []got{{3724, KindTimeout, CauseUnknown}, {3723, KindSignal, CauseCrashed}, {3730, KindSignal, CauseCrashed}}},
+		{"../gunicorn/testdata/logs/gunicorn-22.0.0-sync.log", []got{{3681, KindTimeout, CauseUnknown}, {3682, KindSignal, CauseUnknown}, {3688, KindExit, CauseCrashed}, {3690, KindSignal, CauseCrashed}}},
+		{"../gunicorn/testdata/logs/gunicorn-20.1.0-sync.log", []got{{3724, KindTimeout, CauseUnknown}, {3723, KindSignal, CauseUnknown}, {3730, KindSignal, CauseCrashed}}},
 	} {
 		t.Run(tc.log, func(t *testing.T) {
 			c := NewCorrelator(gunicorn.Defaults(), DefaultThresholds(), Sources{})

@@ -188,10 +188,9 @@ func ExampleWriteText() {
 	//
 	// Evidence:
 	//   - the worker exited with code: 7
-	//   - cgroup oom_kill counter moved by: 0
 	//
-	// Missing evidence: container memory (cgroup unreadable); heartbeat age; worker samples
+	// Missing evidence: container memory (cgroup unreadable); heartbeat age; worker samples; the cgroup's oom_kill counter
 	//
 	// Advice:
-	//   - look at the worker's last log lines and traceback; a SIGSEGV or SIGABRT points at a C extension (run with faulthandler: PYTHONFAULTHANDLER=1)
+	//   - look at the worker's last log lines and its traceback in this report
 }
