@@ -202,6 +202,9 @@ func Classify(e Evidence, th Thresholds) Verdict {
 	if inc.ExitCode != nil {
 		fact("the worker exited with code", fmt.Sprint(*inc.ExitCode), "")
 	}
+	if inc.Vanished && inc.Signal == "" && inc.ExitCode == nil {
+		fact("gwrap saw the process disappear", "with no Gunicorn line about its end", "")
+	}
 	if w.oomKnown || inc.OOMKillDelta > 0 {
 		fact("cgroup oom_kill counter moved by", fmt.Sprint(inc.OOMKillDelta), "")
 	} else {
@@ -248,9 +251,13 @@ func Classify(e Evidence, th Thresholds) Verdict {
 	case inc.Kind == KindSignal || inc.Kind == KindExit || (!inc.Timeout && !inc.BootStuck):
 		v.Cause = CauseCrashed
 		switch {
-		case inc.Signal == "SIGKILL" && !w.oomKnown:
+		case (inc.Signal == "SIGKILL" || inc.Signal == "" && inc.ExitCode == nil) && !w.oomKnown:
 			v.Cause = CauseUnknown
-			v.Summary = fmt.Sprintf("%s was SIGKILLed with no Gunicorn timeout before it, and gwrap could not read the cgroup's oom_kill counter: it cannot tell an OOM kill from someone else's SIGKILL.", who)
+			how := "was SIGKILLed with no Gunicorn timeout before it"
+			if inc.Signal == "" {
+				how = "disappeared without a Gunicorn line saying why"
+			}
+			v.Summary = fmt.Sprintf("%s %s, and gwrap could not read the cgroup's oom_kill counter: it cannot tell an OOM kill from anything else.", who, how)
 			v.Confidence = "low"
 			v.Advice = append(v.Advice, fmt.Sprintf("check the platform's memory metrics or the kernel log (\"Killed process %d\") for an OOM kill", inc.PID))
 		case inc.Signal == "SIGKILL":

@@ -146,6 +146,7 @@ func TestClassify(t *testing.T) {
 		// unknown
 		{"no samples → unknown", Evidence{Incident: timeout}, CauseUnknown, false, true, "no samples", "low"},
 		{"sigkill, oom_kill unreadable → unknown", Evidence{Incident: kill}, CauseUnknown, false, false, "could not read the cgroup's oom_kill counter", "low"},
+		{"vanished, oom_kill unreadable → unknown", Evidence{Incident: gone}, CauseUnknown, false, false, "could not read the cgroup's oom_kill counter", "low"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.e.Settings = settings

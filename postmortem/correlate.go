@@ -37,11 +37,25 @@ type Correlator struct {
 	oomPending []memwatch.OOMEvent // OOM kills not yet tied to a worker
 	container  []memwatch.Stats    // bounded ring of cgroup samples
 	version    string
+	host       Host
+
+	// tracebacks holds a worker's last "Exception in worker process" traceback until the line
+	// that ends the worker (a boot failure's exit code 3 comes after it).
+	tracebacks map[int]traceback
+}
+
+type traceback struct {
+	lines []string
+	at    time.Time
 }
 
 type pending struct {
 	inc Incident
 	due time.Time
+	// tentative: the worker died while Gunicorn was stopping, reloading or scaling down (a
+	// vanish, or its SIGKILL after graceful_timeout). It is reported only if the cgroup's
+	// oom_kill counter moved with it; otherwise it was part of the stop.
+	tentative bool
 }
 
 // containerKeep bounds the cgroup samples kept (10 minutes at 1 Hz).
@@ -54,8 +68,20 @@ func NewCorrelator(s gunicorn.Settings, th Thresholds, src Sources) *Correlator 
 	}
 	return &Correlator{settings: s, th: th, src: src, open: map[int]*pending{}, ids: map[int]probes.ID{},
 		booted: map[int]time.Time{}, lastEvent: map[int]probes.Event{}, done: map[probes.ID]bool{},
-		doneLog: map[int]time.Time{}, calm: map[int]time.Time{}}
+		doneLog: map[int]time.Time{}, calm: map[int]time.Time{}, tracebacks: map[int]traceback{}}
 }
+
+// Host is what a report says about where it was written.
+type Host struct {
+	Hostname     string `json:"hostname,omitempty"`
+	GwrapVersion string `json:"gwrap_version,omitempty"`
+	// Instance names the platform's instance where one is known (App Service's
+	// WEBSITE_INSTANCE_ID, a Kubernetes pod name); never a secret.
+	Instance string `json:"instance,omitempty"`
+}
+
+// SetHost sets what the reports say about the host and gwrap.
+func (c *Correlator) SetHost(h Host) { c.host = h }
 
 // get returns the open incident of a pid, opening one of the given kind when there is none and
 // the worker was not reported already.
@@ -72,6 +98,10 @@ func (c *Correlator) get(pid int, kind Kind, now time.Time) *pending {
 	p := &pending{inc: Incident{Kind: kind, PID: pid, At: now, BootedAt: c.booted[pid]}, due: now.Add(c.th.FollowUpWindow)}
 	if id, ok := c.ids[pid]; ok {
 		p.inc.StartTime = id.StartTime
+	}
+	if tb, ok := c.tracebacks[pid]; ok {
+		p.inc.Traceback = tb.lines
+		delete(c.tracebacks, pid)
 	}
 	c.open[pid] = p
 	return p
@@ -124,12 +154,18 @@ func (c *Correlator) Gunicorn(ev gunicorn.Event, now time.Time) {
 	case gunicorn.KindWorkerError:
 		if p := c.open[ev.PID]; p != nil {
 			p.inc.Traceback = redactAll(ev.Traceback)
+		} else if ev.PID != 0 && len(ev.Traceback) > 0 {
+			c.tracebacks[ev.PID] = traceback{redactAll(ev.Traceback), now}
 		}
 	case gunicorn.KindSignaled:
 		if ev.Signal == 15 && c.open[pid] == nil {
 			return // Gunicorn's own SIGTERM to an old worker: a reload or scale-down
 		}
+		// Gunicorn SIGKILLs the workers still running graceful_timeout after a stop (21.0+ logs
+		// it as "Perhaps out of memory?"): part of the stop, unless the OOM killer moved.
+		quiet := c.open[pid] == nil && now.Before(c.quietTill)
 		if p := c.get(pid, KindSignal, now); p != nil {
+			p.tentative = p.tentative || quiet
 			if p.inc.Timeout && ev.Signal == 9 {
 				p.inc.Escalated = true
 			}
@@ -183,15 +219,17 @@ func (c *Correlator) Probe(ev probes.Event, now time.Time) {
 			p.extend(now, 700*time.Millisecond)
 			return
 		}
-		if _, ok := c.calm[pid]; ok || now.Before(c.quietTill) || c.done[ev.ID] {
+		if _, ok := c.calm[pid]; ok || c.done[ev.ID] {
 			delete(c.calm, pid)
 			return
 		}
 		// Gone without a line (log level, ≤ 20.0, or the line comes later): an incident of its
-		// own, which the lines and counters arriving in the window complete.
+		// own, which the lines and counters arriving in the window complete. During a stop or
+		// reload it counts only if the OOM killer took it.
 		if p := c.get(pid, KindSignal, now); p != nil {
 			p.inc.Vanished = true
 			p.inc.StartTime = ev.ID.StartTime
+			p.tentative = now.Before(c.quietTill)
 		}
 	}
 }
@@ -232,7 +270,14 @@ func (c *Correlator) finish(now time.Time, all bool) []Report {
 	sort.Slice(ready, func(i, j int) bool { return ready[i].inc.At.Before(ready[j].inc.At) })
 	var out []Report
 	for _, p := range ready {
-		out = append(out, c.report(p.inc, now))
+		if r, ok := c.report(p, now); ok {
+			out = append(out, r)
+		}
+	}
+	for pid, tb := range c.tracebacks {
+		if now.Sub(tb.at) > time.Minute {
+			delete(c.tracebacks, pid)
+		}
 	}
 	// OOM events no incident claimed within a minute are dropped (a non-worker process died).
 	kept := c.oomPending[:0]
@@ -245,13 +290,15 @@ func (c *Correlator) finish(now time.Time, all bool) []Report {
 	return out
 }
 
-func (c *Correlator) report(inc Incident, now time.Time) Report {
+// report classifies one incident; ok is false for a tentative one the OOM killer did not take.
+func (c *Correlator) report(p *pending, now time.Time) (r Report, ok bool) {
+	inc := p.inc
 	id, known := c.ids[inc.PID]
 	if known && id.StartTime != inc.StartTime && inc.StartTime != 0 {
 		id = probes.ID{PID: inc.PID, StartTime: inc.StartTime}
 	}
 	// Claim an OOM kill that happened around this worker's end.
-	if inc.OOMKillDelta == 0 && (inc.Signal == "" || inc.Signal == "SIGKILL") && !inc.HandledAbort {
+	if inc.OOMKillDelta == 0 && (inc.Signal == "" || inc.Signal == "SIGKILL") && !inc.HandledAbort && inc.ExitCode == nil {
 		for i, ev := range c.oomPending {
 			if d := ev.Time.Sub(inc.At); d > -5*time.Second && d < 5*time.Second {
 				inc.OOMKillDelta = ev.Count
@@ -263,9 +310,16 @@ func (c *Correlator) report(inc Incident, now time.Time) Report {
 	if inc.OOMKillDelta > 0 && !inc.Timeout {
 		inc.Kind = KindOOMKill
 	}
-	ev := Evidence{Incident: inc, Settings: c.settings}
 	if known {
 		c.done[id] = true
+	} else {
+		c.doneLog[inc.PID] = now
+	}
+	if p.tentative && inc.OOMKillDelta == 0 {
+		return Report{}, false
+	}
+	ev := Evidence{Incident: inc, Settings: c.settings}
+	if known {
 		if c.src.History != nil {
 			ev.Timeline = c.src.History(id)
 		}
@@ -274,8 +328,6 @@ func (c *Correlator) report(inc Incident, now time.Time) Report {
 				ev.Deep = &d
 			}
 		}
-	} else {
-		c.doneLog[inc.PID] = now
 	}
 	if ev.Deep == nil {
 		if last, ok := c.lastEvent[inc.PID]; ok && last.Deep != nil {
@@ -283,8 +335,9 @@ func (c *Correlator) report(inc Incident, now time.Time) Report {
 		}
 	}
 	ev.Container = c.containerAround(inc.At)
-	v := Classify(ev, c.th)
-	return newReport(ev, v, c.version)
+	r = newReport(ev, Classify(ev, c.th), c.version, now)
+	r.Host = c.host
+	return r, true
 }
 
 // containerAround returns the cgroup samples of the minutes before t.

@@ -22,6 +22,7 @@ type Report struct {
 	Deep      *probes.Deep   `json:"deep,omitempty"`
 	Container ContainerState `json:"container"`
 	Gunicorn  GunicornState  `json:"gunicorn"`
+	Host      Host           `json:"host"`
 }
 
 // Point is one of the worker's samples, in the units people read.
@@ -69,12 +70,13 @@ type GunicornState struct {
 	PreloadApp      bool   `json:"preload_app"`
 }
 
-func newReport(e Evidence, v Verdict, version string) Report {
+// newReport assembles a report; now is when it is made.
+func newReport(e Evidence, v Verdict, version string, now time.Time) Report {
 	inc := e.Incident
 	r := Report{
 		Schema:   Schema,
 		ID:       fmt.Sprintf("%s-%d", inc.At.UTC().Format("20060102T150405.000Z"), inc.PID),
-		Created:  time.Now().UTC(),
+		Created:  now.UTC(),
 		Incident: inc,
 		Verdict:  v,
 		Timeline: []Point{},

@@ -21,7 +21,7 @@ func sampleReport(pid int, at time.Time) Report {
 	inc := Incident{Kind: KindTimeout, PID: pid, At: at, Timeout: true, Vanished: true,
 		Lines: []string{"[2026-11-25 03:42:36 +0000] [1] [CRITICAL] WORKER TIMEOUT (pid:7)"}}
 	e := Evidence{Incident: inc, Settings: s, Timeline: silence(11, 99, "R", 80<<20), Container: cgroup(11, 300<<20, 512<<20, 0, 0)}
-	return newReport(e, Classify(e, DefaultThresholds()), "22.0.0")
+	return newReport(e, Classify(e, DefaultThresholds()), "22.0.0", at)
 }
 
 func TestStoreWriteReadRetention(t *testing.T) {
@@ -175,7 +175,7 @@ func ExampleWriteText() {
 	s.Timeout = 10
 	code := 7
 	e := Evidence{Incident: Incident{Kind: KindExit, PID: 42, At: t0, ExitCode: &code}, Settings: s}
-	r := newReport(e, Classify(e, DefaultThresholds()), "")
+	r := newReport(e, Classify(e, DefaultThresholds()), "", t0)
 	WriteText(os.Stdout, r)
 	// Output:
 	// Report 20261125T034236.000Z-42
