@@ -13,30 +13,37 @@ import (
 
 // Explanation is what a Gunicorn log alone says about its worker kills (gwrap explain).
 type Explanation struct {
-	Version     string           `json:"gunicorn_version,omitempty"`
-	WorkerClass string           `json:"worker_class,omitempty"`
-	Lines       int              `json:"lines"`
-	Counts      map[string]int   `json:"counts"`
-	Incidents   []LogIncident    `json:"incidents"`
-	Workers     []WorkerTimeline `json:"workers"`
-	Warnings    []string         `json:"warnings"`
+	Version     string `json:"gunicorn_version,omitempty"`
+	WorkerClass string `json:"worker_class,omitempty"`
+	// Timeout is --timeout as the log's own configuration dump (--log-level debug) shows it, 0
+	// when the log does not say.
+	Timeout   int              `json:"timeout,omitempty"`
+	Lines     int              `json:"lines"`
+	Counts    map[string]int   `json:"counts"`
+	Incidents []LogIncident    `json:"incidents"`
+	Workers   []WorkerTimeline `json:"workers"`
+	Warnings  []string         `json:"warnings"`
 }
 
 // LogIncident is one worker kill seen in a log. The JSON names of PID, At, Kind, Signal,
 // TimeoutEscalation and PossibleOOM are a stable contract.
 type LogIncident struct {
-	PID               int      `json:"pid"`
-	At                string   `json:"at"`   // Gunicorn's timestamp, RFC 3339
-	Kind              string   `json:"kind"` // timeout, signal, exit, boot_failure
-	Signal            string   `json:"signal,omitempty"`
-	ExitCode          *int     `json:"exit_code,omitempty"`
-	TimeoutEscalation bool     `json:"timeout_escalation"` // the SIGKILL came from Gunicorn after its WORKER TIMEOUT
-	PossibleOOM       bool     `json:"possible_oom"`       // a SIGKILL with no timeout before it
-	HandledAbort      bool     `json:"handled_abort,omitempty"`
-	StuckAt           string   `json:"stuck_at,omitempty"` // the app's frame in the abort traceback (22+)
-	Explanation       string   `json:"explanation"`
-	Lines             []string `json:"lines"`
-	Traceback         []string `json:"traceback,omitempty"`
+	PID               int    `json:"pid"`
+	At                string `json:"at"`   // Gunicorn's timestamp, RFC 3339
+	Kind              string `json:"kind"` // timeout, signal, exit, boot_failure
+	Signal            string `json:"signal,omitempty"`
+	ExitCode          *int   `json:"exit_code,omitempty"`
+	TimeoutEscalation bool   `json:"timeout_escalation"` // the SIGKILL came from Gunicorn after its WORKER TIMEOUT
+	PossibleOOM       bool   `json:"possible_oom"`       // a SIGKILL with no timeout before it
+	HandledAbort      bool   `json:"handled_abort,omitempty"`
+	StuckAt           string `json:"stuck_at,omitempty"` // the app's frame in the abort traceback (22+)
+	// Request is the request the worker was serving when it timed out, and RequestSeconds how
+	// long it had run, when --log-level debug logged its start ("GET /path").
+	Request        string   `json:"request,omitempty"`
+	RequestSeconds int      `json:"request_seconds,omitempty"`
+	Explanation    string   `json:"explanation"`
+	Lines          []string `json:"lines"`
+	Traceback      []string `json:"traceback,omitempty"`
 
 	at time.Time
 }
@@ -51,7 +58,7 @@ type WorkerTimeline struct {
 // a container timestamp), or gwrap's own JSON output (gunicorn.log events), mixed or not.
 func Explain(r io.Reader) (*Explanation, error) {
 	x := &explainer{ex: &Explanation{Counts: map[string]int{}, Incidents: []LogIncident{}, Workers: []WorkerTimeline{}, Warnings: []string{}},
-		open: map[int]*LogIncident{}, timelines: map[int]*WorkerTimeline{}, boots: map[int]time.Time{}, ended: map[int]bool{}}
+		open: map[int]*LogIncident{}, timelines: map[int]*WorkerTimeline{}, boots: map[int]time.Time{}, ended: map[int]bool{}, requests: map[int]Event{}}
 	a := NewAssembler(200, 64<<10)
 	br := bufio.NewReaderSize(r, 64<<10)
 	for {
@@ -59,7 +66,11 @@ func Explain(r io.Reader) (*Explanation, error) {
 		if len(line) > 0 {
 			line = trimEOL(line)
 			x.ex.Lines++
-			_, done := a.Add(unwrapJSON(line))
+			ev, done := a.Add(unwrapJSON(line))
+			if ev.Kind == KindRaw {
+				x.configLine(ev.Line)
+				x.debugRequest(ev)
+			}
 			for _, ev := range done {
 				x.event(ev)
 			}
@@ -110,6 +121,7 @@ type explainer struct {
 	ended     map[int]bool   // workers whose end the log tells (exiting, a signal, an exit code)
 	shutdown  bool           // the master logged "Shutting down"
 	modern    bool           // a 21+ reap line ("Worker (pid:N) …") was seen
+	requests  map[int]Event  // the last request each worker logged at debug level
 }
 
 func (x *explainer) timeline(pid int, at time.Time, what string) {
@@ -160,7 +172,10 @@ func (x *explainer) event(ev Event) {
 	case KindTimeout:
 		x.ex.Counts["timeout"]++
 		x.timeline(pid, ev.Time, "WORKER TIMEOUT (SIGABRT sent)")
-		x.incident(pid, ev.Time, "timeout", ev.Line)
+		inc := x.incident(pid, ev.Time, "timeout", ev.Line)
+		if r, ok := x.requests[pid]; ok && !r.Time.IsZero() && !ev.Time.IsZero() {
+			inc.Request, inc.RequestSeconds = r.Message, int(ev.Time.Sub(r.Time)/time.Second)
+		}
 	case KindWorkerExiting:
 		x.timeline(pid, ev.Time, "exiting")
 		if inc := x.open[pid]; inc != nil && inc.Kind == "timeout" {
@@ -238,11 +253,44 @@ func StuckAt(tb []string) string {
 	return last
 }
 
+// configLine reads the timeout from the "Current configuration:" dump that --log-level debug
+// writes at start-up, one "  name: value" line per setting.
+func (x *explainer) configLine(line string) {
+	if v, ok := strings.CutPrefix(line, "  timeout: "); ok {
+		if n, err := strconv.Atoi(strings.TrimSpace(v)); err == nil {
+			x.ex.Timeout = n
+		}
+	}
+}
+
+// debugRequest remembers the request line a worker logs at debug level ("GET /sleep") when it
+// starts serving a request: the one a later WORKER TIMEOUT interrupted.
+func (x *explainer) debugRequest(ev Event) {
+	if ev.Level != "DEBUG" || ev.PID == 0 {
+		return
+	}
+	method, path, ok := strings.Cut(ev.Message, " ")
+	if !ok || len(method) < 3 || len(method) > 7 || strings.ToUpper(method) != method || !strings.HasPrefix(path, "/") {
+		return
+	}
+	x.requests[ev.PID] = ev
+}
+
 func (x *explainer) finish() {
+	atDefault := 0
+	for _, inc := range x.made {
+		if inc.Kind == "timeout" && inc.Request != "" && inc.RequestSeconds >= 30 && inc.RequestSeconds <= 32 && (x.ex.Timeout == 0 || x.ex.Timeout == 30) {
+			atDefault++
+			x.ex.Warnings = append(x.ex.Warnings, fmt.Sprintf("worker %d timed out %d s into %s: that is Gunicorn's default 30 s timeout, so --timeout was probably never set; set it to what the slowest request needs (e.g. --timeout 120), or move the work out of the request", inc.PID, inc.RequestSeconds, inc.Request))
+		}
+	}
+	if x.ex.Timeout == 30 && x.ex.Counts["timeout"] > 0 && atDefault == 0 {
+		x.ex.Warnings = append(x.ex.Warnings, fmt.Sprintf("%d worker timeout(s) at Gunicorn's default --timeout 30 (the log's configuration dump says timeout: 30): it was never set; set it to what the slowest request or boot needs, e.g. --timeout 120", x.ex.Counts["timeout"]))
+	}
 	for _, inc := range x.made {
 		inc.Explanation = explainIncident(inc, x.ex.Version)
 		x.ex.Incidents = append(x.ex.Incidents, *inc)
-		if inc.Kind == "timeout" {
+		if inc.Kind == "timeout" && inc.Request == "" { // a worker serving a request had booted
 			if boot, ok := x.boots[inc.PID]; ok && !boot.IsZero() && !inc.at.IsZero() {
 				if d := inc.at.Sub(boot); d >= 30*time.Second && d <= 33*time.Second {
 					x.ex.Warnings = append(x.ex.Warnings, fmt.Sprintf("worker %d timed out %v after booting: that is Gunicorn's default 30 s timeout, and perhaps a slow boot (app import, model load); set --timeout, or --preload to load the app once in the master", inc.PID, d))
@@ -384,6 +432,9 @@ func (e *Explanation) WriteText(w io.Writer) error {
 			label += " " + inc.Signal
 		}
 		fmt.Fprintf(bw, "\n  pid %d at %s: %s\n", inc.PID, at, label)
+		if inc.Request != "" {
+			fmt.Fprintf(bw, "    serving %s for %d s\n", inc.Request, inc.RequestSeconds)
+		}
 		fmt.Fprintf(bw, "    %s\n", inc.Explanation)
 		for _, l := range inc.Lines {
 			fmt.Fprintf(bw, "    | %s\n", l)

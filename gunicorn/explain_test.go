@@ -155,3 +155,33 @@ func TestExplainVanished(t *testing.T) {
 		}
 	}
 }
+
+// TestExplainDebugLog: --log-level debug logs the configuration and each request's start, so a
+// timeout exactly at the 30 s default is seen (a real 20.1 run: GET /sleep, killed 31 s later).
+func TestExplainDebugLog(t *testing.T) {
+	b, err := os.ReadFile("testdata/logs/gunicorn-20.1.0-debug.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex, err := Explain(bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ex.Timeout != 30 || len(ex.Incidents) != 1 || ex.Incidents[0].Request != "GET /sleep" || ex.Incidents[0].RequestSeconds != 31 {
+		t.Fatalf("timeout %d incidents %+v", ex.Timeout, ex.Incidents)
+	}
+	if len(ex.Warnings) != 1 || !strings.Contains(ex.Warnings[0], "default 30 s timeout") {
+		t.Errorf("warnings %q", ex.Warnings)
+	}
+	// Without the request line, the configuration dump alone still says it.
+	var noReq bytes.Buffer
+	for _, l := range strings.SplitAfter(string(b), "\n") {
+		if !strings.Contains(l, "[DEBUG] GET ") {
+			noReq.WriteString(l)
+		}
+	}
+	ex, _ = Explain(&noReq)
+	if len(ex.Warnings) != 2 || !strings.Contains(ex.Warnings[0], "timeout: 30") {
+		t.Errorf("warnings %q", ex.Warnings)
+	}
+}

@@ -114,6 +114,12 @@ func leadingInt(s string) (int, bool) {
 	return n, ok
 }
 
+// cutPID parses a pid (a positive number: 0 would mean "unknown" in an Event) at the start of s.
+func cutPID(s string) (int, string, bool) {
+	n, rest, ok := cutInt(s)
+	return n, rest, ok && n > 0
+}
+
 // cutInt parses the decimal number at the start of s and returns what follows it.
 func cutInt(s string) (int, string, bool) {
 	end := 0
@@ -167,7 +173,7 @@ func match(ev *Event, msg string) {
 func matchAt(ev *Event, m, rest string, atStart bool) bool {
 	switch m {
 	case "WORKER TIMEOUT (pid:", "Booting worker with pid: ", "Worker exiting (pid: ", "Worker graceful timeout (pid:":
-		pid, ok := leadingInt(rest)
+		pid, _, ok := cutPID(rest)
 		if !ok {
 			return false
 		}
@@ -183,7 +189,7 @@ func matchAt(ev *Event, m, rest string, atStart bool) bool {
 			ev.Kind = KindGracefulTimeout
 		}
 	case "Worker with pid ": // 20.1 only: Worker with pid N was terminated due to signal S
-		pid, after, ok := cutInt(rest)
+		pid, after, ok := cutPID(rest)
 		if !ok {
 			return false
 		}
@@ -194,7 +200,7 @@ func matchAt(ev *Event, m, rest string, atStart bool) bool {
 		}
 		ev.Kind, ev.WorkerPID, ev.Signal, ev.SignalName = KindSignaled, pid, n, signalName(n)
 	case "Worker (pid:": // 21+: was sent SIGX! [Perhaps out of memory?] / was sent code 134! / exited with code C[.]
-		pid, rest, ok := cutInt(rest)
+		pid, rest, ok := cutPID(rest)
 		if !ok {
 			return false
 		}
