@@ -337,7 +337,22 @@ func (c *Correlator) report(p *pending, now time.Time) (r Report, ok bool) {
 	ev.Container = c.containerAround(inc.At)
 	r = newReport(ev, Classify(ev, c.th), c.version, now)
 	r.Host = c.host
+	if h := idSafe(c.host.Hostname); h != "" {
+		// Instances of one App Service app share /home: the host keeps their ids apart.
+		r.ID += "-" + h
+	}
 	return r, true
+}
+
+// idSafe keeps the characters of s that are safe in a file name, at most 40.
+func idSafe(s string) string {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s) && len(b) < 40; i++ {
+		if c := s[i]; c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
+			b = append(b, c)
+		}
+	}
+	return string(b)
 }
 
 // containerAround returns the cgroup samples of the minutes before t.

@@ -23,10 +23,11 @@ type Retention struct {
 type Store struct {
 	dir string
 	ret Retention
+	now func() time.Time // for the age of leftovers
 }
 
 // NewStore uses dir (created on first write, mode 0750).
-func NewStore(dir string, r Retention) *Store { return &Store{dir: dir, ret: r} }
+func NewStore(dir string, r Retention) *Store { return &Store{dir: dir, ret: r, now: time.Now} }
 
 // Dir is the store's directory.
 func (s *Store) Dir() string { return s.dir }
@@ -45,11 +46,13 @@ func DefaultDir(exists func(string) bool) string {
 var ErrNotFound = errors.New("no such report")
 
 // Write stores the report as JSON and HTML, each written atomically (a temp file in the same
-// directory, fsync, rename; the temp file is removed on error), then applies retention. It
-// returns the JSON file's path.
+// directory, fsync, rename; the temp file is removed on error), then applies retention. The HTML
+// is written first: a report is listed by its JSON file, so a failed write leaves neither (and
+// never a JSON without its page). It returns the JSON file's path; on error, the path is empty
+// unless the report was stored and only retention failed.
 func (s *Store) Write(r Report) (string, error) {
-	if err := os.MkdirAll(s.dir, 0o750); err != nil {
-		return "", fmt.Errorf("report dir: %w", err)
+	if err := s.mkdir(); err != nil {
+		return "", err
 	}
 	js, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
@@ -60,13 +63,33 @@ func (s *Store) Write(r Report) (string, error) {
 		return "", fmt.Errorf("rendering report %s: %w", r.ID, err)
 	}
 	path := filepath.Join(s.dir, r.ID+".json")
-	if err := writeAtomic(path, append(js, '\n')); err != nil {
+	htmlPath := filepath.Join(s.dir, r.ID+".html")
+	if err := writeAtomic(htmlPath, html.Bytes()); err != nil {
 		return "", err
 	}
-	if err := writeAtomic(filepath.Join(s.dir, r.ID+".html"), html.Bytes()); err != nil {
+	if err := writeAtomic(path, append(js, '\n')); err != nil {
+		os.Remove(htmlPath)
+		return "", err
+	}
+	if err := s.retain(); err != nil {
 		return path, err
 	}
-	return path, s.retain()
+	return path, nil
+}
+
+// mkdir creates the report directory, mode 0750 whatever the umask; an existing one is left
+// as it is.
+func (s *Store) mkdir() error {
+	if st, err := os.Stat(s.dir); err == nil && st.IsDir() {
+		return nil
+	}
+	if err := os.MkdirAll(s.dir, 0o750); err != nil {
+		return fmt.Errorf("creating report dir: %w", err)
+	}
+	if err := os.Chmod(s.dir, 0o750); err != nil {
+		return fmt.Errorf("creating report dir: %w", err)
+	}
+	return nil
 }
 
 func writeAtomic(path string, data []byte) (err error) {
@@ -100,25 +123,54 @@ func writeAtomic(path string, data []byte) (err error) {
 
 // ids lists the report ids in the store, oldest first (ids start with the incident's time).
 func (s *Store) ids() ([]string, error) {
+	ids, _, err := s.scan()
+	return ids, err
+}
+
+// leftoverAge is how old a temp file or a page without its JSON must be before retention
+// removes it: App Service shares /home between instances, so another gwrap may be writing it.
+const leftoverAge = 10 * time.Minute
+
+// scan lists the report ids, oldest first, and the leftovers: temp files of a write that was
+// cut short (gwrap killed mid-write) and pages whose JSON is gone, older than leftoverAge.
+func (s *Store) scan() (ids, leftovers []string, err error) {
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", s.dir, err)
+		return nil, nil, fmt.Errorf("reading %s: %w", s.dir, err)
 	}
-	var ids []string
+	json := map[string]bool{}
 	for _, e := range ents {
 		if n := e.Name(); strings.HasSuffix(n, ".json") && !strings.HasPrefix(n, ".") {
 			ids = append(ids, strings.TrimSuffix(n, ".json"))
+			json[strings.TrimSuffix(n, ".json")] = true
+		}
+	}
+	for _, e := range ents {
+		n := e.Name()
+		if info, err := e.Info(); err != nil || s.now().Sub(info.ModTime()) < leftoverAge {
+			continue
+		}
+		switch {
+		case strings.HasPrefix(n, ".") && strings.Contains(n, ".tmp-") && e.Type().IsRegular():
+			leftovers = append(leftovers, n)
+		case strings.HasSuffix(n, ".html") && !strings.HasPrefix(n, ".") && !json[strings.TrimSuffix(n, ".html")]:
+			leftovers = append(leftovers, n)
 		}
 	}
 	sort.Strings(ids)
-	return ids, nil
+	return ids, leftovers, nil
 }
 
 // retain removes the oldest reports beyond the retention bounds.
 func (s *Store) retain() error {
-	ids, err := s.ids()
+	ids, leftovers, err := s.scan()
 	if err != nil {
 		return err
+	}
+	for _, n := range leftovers {
+		if err := os.Remove(filepath.Join(s.dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("retention: %w", err)
+		}
 	}
 	sizes := make([]int64, len(ids))
 	var total int64

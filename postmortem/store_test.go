@@ -194,3 +194,69 @@ func ExampleWriteText() {
 	// Advice:
 	//   - look at the worker's last log lines and its traceback in this report
 }
+
+// TestStoreFailedWriteLeavesNothing: when the JSON (or the page) cannot be renamed into place,
+// Write fails and leaves no temp file, and no page without its JSON.
+func TestStoreFailedWriteLeavesNothing(t *testing.T) {
+	for _, blocked := range []string{".json", ".html"} {
+		t.Run(blocked, func(t *testing.T) {
+			dir := t.TempDir()
+			r := sampleReport(7, t0)
+			if err := os.Mkdir(filepath.Join(dir, r.ID+blocked), 0o750); err != nil {
+				t.Fatal(err)
+			}
+			path, err := NewStore(dir, Retention{}).Write(r)
+			if err == nil || path != "" {
+				t.Fatalf("write over a directory: %q, %v", path, err)
+			}
+			if !strings.Contains(err.Error(), dir) {
+				t.Errorf("the error does not name the path: %v", err)
+			}
+			ents, _ := os.ReadDir(dir)
+			if len(ents) != 1 || ents[0].Name() != r.ID+blocked {
+				var names []string
+				for _, e := range ents {
+					names = append(names, e.Name())
+				}
+				t.Errorf("left behind: %q", names)
+			}
+		})
+	}
+}
+
+// TestStoreRemovesOldLeftovers: temp files of a cut-short write and pages without their JSON go
+// once they are old; fresh ones (another instance writing to a shared dir) stay.
+func TestStoreRemovesOldLeftovers(t *testing.T) {
+	dir := t.TempDir()
+	s := NewStore(dir, Retention{})
+	now := time.Now()
+	s.now = func() time.Time { return now }
+	old := now.Add(-leftoverAge - time.Minute)
+	files := map[string]bool{ // name → should survive
+		".20261125T000000.000Z-1.json.tmp-123": false,
+		"20261125T000000.000Z-2.html":          false,
+		".20261125T000000.000Z-3.json.tmp-456": true,
+		"20261125T000000.000Z-4.html":          true,
+		"notes.txt":                            true,
+	}
+	for n, fresh := range files {
+		p := filepath.Join(dir, n)
+		if err := os.WriteFile(p, []byte("x"), 0o640); err != nil {
+			t.Fatal(err)
+		}
+		if !fresh || n == "notes.txt" {
+			if err := os.Chtimes(p, old, old); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if _, err := s.Write(sampleReport(9, t0)); err != nil {
+		t.Fatal(err)
+	}
+	for n, keep := range files {
+		_, err := os.Stat(filepath.Join(dir, n))
+		if (err == nil) != keep {
+			t.Errorf("%s: kept %v, want %v", n, err == nil, keep)
+		}
+	}
+}
