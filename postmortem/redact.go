@@ -5,17 +5,25 @@ import (
 	"strings"
 )
 
-// Secrets never reach a report: values of password/secret/token/key-like options and the
-// password part of credentials in URLs are replaced.
+// Secrets never reach a report: values of password/secret/token/key-like options and fields, the
+// password part of credentials in URLs, bearer tokens, and the signature parameters of signed
+// URLs (Azure SAS sig=, Functions code=) are replaced. Redaction errs on the side of hiding: a
+// name that merely looks like a secret loses its value too.
 var (
-	secretFlag = regexp.MustCompile(`(?i)^--?[a-z0-9_-]*(password|passwd|pwd|secret|token|apikey|api-key|api_key|credential|auth|private-key|keyfile)[a-z0-9_-]*$`)
-	secretKV   = regexp.MustCompile(`(?i)\b([a-z0-9_-]*(?:password|passwd|pwd|secret|token|apikey|api_key|credential)[a-z0-9_-]*)(=|: ?)("[^"]*"|'[^']*'|[^\s&,;]+)`)
-	urlCreds   = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]+):[^/\s@]+@`)
+	secretName = `[a-z0-9_-]*(?:password|passwd|pwd|secret|token|apikey|api_key|api-key|credential|auth|key|private)[a-z0-9_-]*`
+	secretFlag = regexp.MustCompile(`(?i)^--?` + secretName + `$`)
+	// name=value, name: value, "name": "value", 'name': 'value'
+	secretKV    = regexp.MustCompile(`(?i)\b(` + secretName + `)(["']?\s*(?:=|:)\s*)("[^"]*"|'[^']*'|[^\s&,;'"]+)`)
+	urlCreds    = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s@]+@`)
+	bearer      = regexp.MustCompile(`(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}`)
+	exceptionName = regexp.MustCompile(`(Error|Exception|Warning|Exit|Interrupt)$`)
+	signedQuery   = regexp.MustCompile(`(?i)([?&](?:sig|signature|code|x-amz-signature|x-goog-signature)=)[^&\s"']+`)
 )
 
 const hidden = "[REDACTED]"
 
-// RedactArgs hides secrets in a command line: `--db-password x`, `--token=x`, URL credentials.
+// RedactArgs hides secrets in a command line: `--db-password x`, `--token=x`, `--env KEY=x`,
+// URL credentials.
 func RedactArgs(args []string) []string {
 	out := make([]string, len(args))
 	for i := 0; i < len(args); i++ {
@@ -35,13 +43,21 @@ func RedactArgs(args []string) []string {
 	return out
 }
 
-// redact hides secrets in free text (a log line, a traceback line).
+// redact hides secrets in free text (a log line, a traceback line, an argument).
 func redact(s string) string {
 	if s == "" {
 		return s
 	}
 	s = urlCreds.ReplaceAllString(s, "$1:"+hidden+"@")
-	return secretKV.ReplaceAllString(s, "$1$2"+hidden)
+	s = signedQuery.ReplaceAllString(s, "${1}"+hidden)
+	s = bearer.ReplaceAllString(s, "$1 "+hidden)
+	return secretKV.ReplaceAllStringFunc(s, func(m string) string {
+		sub := secretKV.FindStringSubmatch(m)
+		if strings.HasPrefix(sub[3], hidden) || exceptionName.MatchString(sub[1]) {
+			return m // already hidden; "KeyError: 'user_id'" is an exception, not a key
+		}
+		return sub[1] + sub[2] + hidden
+	})
 }
 
 func redactAll(ss []string) []string {

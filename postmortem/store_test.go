@@ -13,6 +13,7 @@ import (
 
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/internal/testkit"
+	"github.com/gwrap/gwrap/probes"
 )
 
 func sampleReport(pid int, at time.Time) Report {
@@ -107,15 +108,77 @@ func TestStoreReadOnlyDir(t *testing.T) {
 	}
 }
 
-func TestRedaction(t *testing.T) {
-	got := RedactArgs([]string{"gunicorn", "--db-password", "hunter2", "--api-token=abc", "--bind", "0.0.0.0:80", "postgres://u:pw@db/x"})
-	want := []string{"gunicorn", "--db-password", hidden, "--api-token=" + hidden, "--bind", "0.0.0.0:80", "postgres://u:" + hidden + "@db/x"}
+func TestRedactArgs(t *testing.T) {
+	got := RedactArgs([]string{"gunicorn", "--db-password", "hunter2", "--api-token=abc", "--bind", "0.0.0.0:80",
+		"postgres://u:pw@db/x", "--env", "STRIPE_KEY=sk_live_1", "-e", "DATABASE_URL=redis://:pw2@cache:6379/0", "--secret-key", "s3",
+		"--keep-alive", "5", "--workers", "3", "app:app"})
+	want := []string{"gunicorn", "--db-password", hidden, "--api-token=" + hidden, "--bind", "0.0.0.0:80",
+		"postgres://u:" + hidden + "@db/x", "--env", "STRIPE_KEY=" + hidden, "-e", "DATABASE_URL=redis://:" + hidden + "@cache:6379/0", "--secret-key", hidden,
+		"--keep-alive", "5", "--workers", "3", "app:app"}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
-		t.Errorf("got %q", got)
+		t.Errorf("got  %q\nwant %q", got, want)
 	}
-	line := redact(`connect failed password=s3cret url=https://bob:pw@example.com/a token: xyz`)
-	if strings.Contains(line, "s3cret") || strings.Contains(line, ":pw@") || strings.Contains(line, "xyz") {
-		t.Errorf("leaked: %s", line)
+}
+
+func TestRedactText(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"connect failed password=s3cret host=db", "connect failed password=" + hidden + " host=db"},
+		{"url=https://bob:pw@example.com/a", "url=https://bob:" + hidden + "@example.com/a"},
+		{"token: xyz", "token: " + hidden},
+		{`conf = {'password': 'hunter2', 'user': 'bob'}`, `conf = {'password': ` + hidden + `, 'user': 'bob'}`},
+		{`{"api_key":"abc123","n":1}`, `{"api_key":` + hidden + `,"n":1}`},
+		{"Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", "Authorization: " + hidden + " " + hidden},
+		{"GET https://acct.blob.core.windows.net/c/b?sv=2022&sig=AbC%2Bd&se=1", "GET https://acct.blob.core.windows.net/c/b?sv=2022&sig=" + hidden + "&se=1"},
+		{"POST /api/hook?code=fnkey123==", "POST /api/hook?code=" + hidden},
+		// not secrets: left as they are
+		{"KeyError: 'user_id'", "KeyError: 'user_id'"},
+		{"psycopg2.OperationalError: FATAL:  password authentication failed for user \"app\"", "psycopg2.OperationalError: FATAL:  password authentication failed for user \"app\""},
+		{"[2026-11-25 03:42:36 +0000] [1] [CRITICAL] WORKER TIMEOUT (pid:7)", "[2026-11-25 03:42:36 +0000] [1] [CRITICAL] WORKER TIMEOUT (pid:7)"},
+		{`  File "/srv/app/keys.py", line 4, in auth_check`, `  File "/srv/app/keys.py", line 4, in auth_check`},
+	} {
+		if got := redact(tc.in); got != tc.want {
+			t.Errorf("redact(%q)\n got %q\nwant %q", tc.in, got, tc.want)
+		}
+	}
+}
+
+// TestNoSecretReachesAReport: secrets in the lines and traceback of a dead worker appear in
+// neither the JSON nor the HTML of its report.
+func TestNoSecretReachesAReport(t *testing.T) {
+	c := NewCorrelator(gunicorn.Defaults(), DefaultThresholds(), Sources{})
+	lines := []string{
+		"[2026-11-25 03:42:36 +0000] [1] [CRITICAL] WORKER TIMEOUT (pid:7)",
+		"[2026-11-25 03:42:36 +0000] [7] [ERROR] Error handling request /login?token=tok-SECRET-1",
+		"Traceback (most recent call last):",
+		`  File "/srv/app/app.py", line 9, in app`,
+		`    db = connect("postgresql://app:pw-SECRET-2@db:5432/app", password="pw-SECRET-3")`,
+		"SystemExit: 1",
+		"[2026-11-25 03:42:36 +0000] [7] [INFO] Worker exiting (pid: 7)",
+	}
+	rs := feed(t, c, lines, func(i int, now time.Time) {
+		if i == len(lines)-1 {
+			c.Probe(probes.Event{Kind: probes.EventVanish, ID: probes.ID{PID: 7, StartTime: 1}}, now)
+		}
+	})
+	if len(rs) != 1 {
+		t.Fatalf("%d reports", len(rs))
+	}
+	dir := t.TempDir()
+	path, err := NewStore(dir, Retention{}).Write(rs[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, strings.TrimSuffix(path, ".json") + ".html"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "SECRET") {
+			t.Errorf("%s leaks a secret", filepath.Base(p))
+		}
+		if !strings.Contains(string(b), "app.py") {
+			t.Errorf("%s lost the traceback", filepath.Base(p))
+		}
 	}
 }
 
