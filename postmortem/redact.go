@@ -13,9 +13,9 @@ var (
 	secretName = `[a-z0-9_-]*(?:password|passwd|pwd|secret|token|apikey|api_key|api-key|credential|auth|key|private)[a-z0-9_-]*`
 	secretFlag = regexp.MustCompile(`(?i)^--?` + secretName + `$`)
 	// name=value, name: value, "name": "value", 'name': 'value'
-	secretKV    = regexp.MustCompile(`(?i)\b(` + secretName + `)(["']?\s*(?:=|:)\s*)("[^"]*"|'[^']*'|[^\s&,;'"]+)`)
-	urlCreds    = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s@]+@`)
-	bearer      = regexp.MustCompile(`(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}`)
+	secretKV      = regexp.MustCompile(`(?i)\b(` + secretName + `)(["']?\s*(?:=|:)\s*)("[^"]*"|'[^']*'|[^\s&,;'"]+)`)
+	urlCreds      = regexp.MustCompile(`([a-zA-Z][a-zA-Z0-9+.-]*://[^/\s:@]*):[^/\s@]+@`)
+	bearer        = regexp.MustCompile(`(?i)\b(bearer|basic|token)\s+[A-Za-z0-9._~+/=-]{8,}`)
 	exceptionName = regexp.MustCompile(`(Error|Exception|Warning|Exit|Interrupt)$`)
 	signedQuery   = regexp.MustCompile(`(?i)([?&](?:sig|signature|code|x-amz-signature|x-goog-signature)=)[^&\s"']+`)
 )
