@@ -244,7 +244,7 @@ func Classify(e Evidence, th Thresholds) Verdict {
 		v.Cause = CauseBootTimeout
 		v.Summary = fmt.Sprintf("%s never finished booting within the %s timeout (it never sent a heartbeat): the app's import or start-up is too slow.", who, secs(timeout))
 		if inc.BootStuck && !inc.Timeout {
-			v.Summary += " Gunicorn ≥ 22 does not time out a booting worker, so it would have stayed stuck."
+			v.Summary = also(v.Summary, "Gunicorn ≥ 22 does not time out a booting worker, so it would have stayed stuck")
 		}
 		v.Advice = append(v.Advice, "raise --timeout above the boot time, or load the app once in the master with --preload",
 			"move slow start-up work (model loads, connections) out of import time")
@@ -263,7 +263,7 @@ func Classify(e Evidence, th Thresholds) Verdict {
 		case inc.Signal == "SIGKILL":
 			v.Summary = fmt.Sprintf("%s was SIGKILLed without a Gunicorn timeout and without the cgroup's OOM killer: something else sent SIGKILL (the platform, a person, another supervisor, or an OOM kill outside this container's cgroup).", who)
 			if inc.OOMHint {
-				v.Summary += " Gunicorn's \"Perhaps out of memory?\" is a guess it adds to every SIGKILL; the oom_kill counter did not move."
+				v.Summary = also(v.Summary, "Gunicorn's \"Perhaps out of memory?\" is a guess it adds to every SIGKILL, and the oom_kill counter did not move")
 			}
 			v.Confidence = "medium"
 		case inc.Signal != "":
@@ -337,7 +337,7 @@ func Classify(e Evidence, th Thresholds) Verdict {
 		v.Missing = append(v.Missing, "worker samples during the silence")
 	}
 	if inc.Escalated && inc.OOMHint && inc.OOMKillDelta == 0 {
-		v.Summary += " Gunicorn's \"Perhaps out of memory?\" was its own SIGKILL after the timeout, not an OOM kill: the cgroup's oom_kill counter did not move."
+		v.Summary = also(v.Summary, "Gunicorn's \"Perhaps out of memory?\" was its own SIGKILL after the timeout, not an OOM kill (the cgroup's oom_kill counter did not move)")
 	}
 	if timeout > 0 && timeout < 240*time.Second && (v.Cause == CauseBlocked || v.Cause == CauseCPUBound) {
 		v.Advice = append(v.Advice, "on Azure App Service the front end waits 240 s: a --timeout of 600 lets the platform, not Gunicorn, cut long requests")
@@ -346,6 +346,11 @@ func Classify(e Evidence, th Thresholds) Verdict {
 		v.Confidence = confidence(v, w)
 	}
 	return v
+}
+
+// also joins a clause to a one-sentence summary.
+func also(summary, clause string) string {
+	return strings.TrimSuffix(summary, ".") + "; " + clause + "."
 }
 
 // lastException is the exception line that ends a Python traceback ("ValueError: …").

@@ -160,7 +160,7 @@ func TestClassify(t *testing.T) {
 			if tc.confidence != "" && v.Confidence != tc.confidence {
 				t.Errorf("confidence %s, want %s", v.Confidence, tc.confidence)
 			}
-			if v.Summary == "" || strings.Count(v.Summary, ". ") > 1 || len(v.Evidence) == 0 || len(v.Advice) == 0 && v.Cause != CauseUnknown {
+			if v.Summary == "" || strings.Contains(v.Summary, ". ") || !strings.HasSuffix(v.Summary, ".") || len(v.Evidence) == 0 || len(v.Advice) == 0 && v.Cause != CauseUnknown {
 				t.Errorf("incomplete verdict %+v", v)
 			}
 			if v.Cause == CauseUnknown && len(v.Missing) == 0 {

@@ -38,6 +38,12 @@ func WriteText(w io.Writer, r Report) error {
 			fmt.Fprintf(b, "  - %s\n", a)
 		}
 	}
+	if g := r.Gunicorn; g.Timeout > 0 || g.WorkerClass != "" {
+		fmt.Fprintf(b, "\nGunicorn %s: timeout %d s, workers %d, class %s\n", or(g.Version, "(version unknown)"), g.Timeout, g.Workers, g.WorkerClass)
+	}
+	if h := r.Host; h.Hostname != "" || h.GwrapVersion != "" {
+		fmt.Fprintf(b, "Host %s, gwrap %s\n", or(h.Hostname, "unknown"), or(h.GwrapVersion, "unknown"))
+	}
 	if len(inc.Lines) > 0 {
 		fmt.Fprintf(b, "\nGunicorn said:\n")
 		for _, l := range inc.Lines {
@@ -51,6 +57,13 @@ func WriteText(w io.Writer, r Report) error {
 		}
 	}
 	return b.Flush()
+}
+
+func or(s, dflt string) string {
+	if s == "" {
+		return dflt
+	}
+	return s
 }
 
 func yesNo(b bool) string {
@@ -86,11 +99,29 @@ type chart struct {
 	Unit  string
 	X     []time.Time
 	Lines []series
+	Mark  time.Time // the incident, drawn as a vertical line; zero = none
+	Floor float64   // the y axis reaches at least this (100 for CPU percent)
 }
 
-const chartW, chartH, padL, padB, padT = 720.0, 200.0, 64.0, 28.0, 12.0
+const chartW, chartH, padL, padR, padB, padT = 720.0, 210.0, 56.0, 12.0, 26.0, 30.0
 
-// SVG renders the chart: axes, a max label, the time span, one polyline per series.
+// niceMax rounds v up to a value whose quarters read well (1, 1.2, 1.6, 2, 2.4, 3.2, 4, 5, 6 or
+// 8 times a power of ten), for a grid of four steps.
+func niceMax(v float64) float64 {
+	if v <= 0 || math.IsNaN(v) {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 1.2, 1.6, 2, 2.4, 3.2, 4, 5, 6, 8, 10} {
+		if m*p >= v {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+// SVG renders the chart: a legend row, a grid with labelled steps, the time span, the incident
+// marker and one polyline per series.
 func (c chart) SVG() template.HTML {
 	var b strings.Builder
 	fmt.Fprintf(&b, `<svg class="chart" viewBox="0 0 %.0f %.0f" width="%.0f" height="%.0f" role="img" aria-label="%s">`, chartW, chartH, chartW, chartH, template.HTMLEscapeString(c.Title))
@@ -102,29 +133,41 @@ func (c chart) SVG() template.HTML {
 			}
 		}
 	}
-	if ymax == 0 {
-		ymax = 1
+	if ymax <= c.Floor {
+		ymax = c.Floor
+	} else {
+		ymax = niceMax(ymax * 1.05)
 	}
-	ymax *= 1.1
 	x0, x1 := time.Time{}, time.Time{}
 	if len(c.X) > 0 {
 		x0, x1 = c.X[0], c.X[len(c.X)-1]
+	}
+	if !c.Mark.IsZero() && len(c.X) > 0 && c.Mark.After(x1) {
+		x1 = c.Mark
 	}
 	span := x1.Sub(x0).Seconds()
 	if span <= 0 {
 		span = 1
 	}
-	px := func(t time.Time) float64 { return padL + (chartW-padL-8)*t.Sub(x0).Seconds()/span }
+	px := func(t time.Time) float64 { return padL + (chartW-padL-padR)*t.Sub(x0).Seconds()/span }
 	py := func(y float64) float64 { return chartH - padB - (chartH-padB-padT)*y/ymax }
-	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/>`, padL, chartH-padB, chartW-8, chartH-padB)
+	for k := 0; k <= 4; k++ {
+		y := ymax * float64(k) / 4
+		fmt.Fprintf(&b, `<line x1="%.0f" y1="%.1f" x2="%.0f" y2="%.1f" stroke="%s"/>`, padL, py(y), chartW-padR, py(y), map[bool]string{true: "#888", false: "#e6e6e6"}[k == 0])
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.1f" class="ax" text-anchor="end">%s</text>`, padL-6, py(y)+4, template.HTMLEscapeString(fmtNum(y)))
+	}
 	fmt.Fprintf(&b, `<line x1="%.0f" y1="%.0f" x2="%.0f" y2="%.0f" stroke="#888"/>`, padL, padT, padL, chartH-padB)
-	fmt.Fprintf(&b, `<text x="4" y="%.0f" class="ax">%s</text>`, padT+10, template.HTMLEscapeString(fmtNum(ymax)))
-	fmt.Fprintf(&b, `<text x="4" y="%.0f" class="ax">0</text>`, chartH-padB)
 	if len(c.X) > 0 {
 		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="ax">%s</text>`, padL, chartH-8, x0.UTC().Format("15:04:05"))
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="ax" text-anchor="end">%s (%.0f s)</text>`, chartW-8, chartH-8, x1.UTC().Format("15:04:05"), span)
+		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="ax" text-anchor="end">%s (%.0f s)</text>`, chartW-padR, chartH-8, x1.UTC().Format("15:04:05"), span)
 	}
-	for i, s := range c.Lines {
+	if !c.Mark.IsZero() && len(c.X) > 0 && !c.Mark.Before(x0) {
+		x := px(c.Mark)
+		fmt.Fprintf(&b, `<line class="mark" x1="%.1f" y1="%.0f" x2="%.1f" y2="%.0f" stroke="#444" stroke-dasharray="2 3"/>`, x, padT, x, chartH-padB)
+		fmt.Fprintf(&b, `<text x="%.1f" y="%.0f" class="ax" text-anchor="end">incident</text>`, x-4, padT+12)
+	}
+	lx := padL
+	for _, s := range c.Lines {
 		var pts []string
 		for j, y := range s.Y {
 			if j < len(c.X) && !math.IsNaN(y) {
@@ -135,15 +178,17 @@ func (c chart) SVG() template.HTML {
 		if s.Dash {
 			dash = ` stroke-dasharray="6 4"`
 		}
-		fmt.Fprintf(&b, `<polyline class="series" fill="none" stroke="%s" stroke-width="2"%s points="%s"/>`, s.Color, dash, strings.Join(pts, " "))
-		fmt.Fprintf(&b, `<text x="%.0f" y="%.0f" class="lg" fill="%s">%s</text>`, padL+8+float64(i)*200, padT+10, s.Color, template.HTMLEscapeString(s.Name))
+		fmt.Fprintf(&b, `<polyline class="series" fill="none" stroke="%s" stroke-width="2"%s stroke-linejoin="round" points="%s"/>`, s.Color, dash, strings.Join(pts, " "))
+		fmt.Fprintf(&b, `<line x1="%.0f" y1="12" x2="%.0f" y2="12" stroke="%s" stroke-width="3"%s/>`, lx, lx+18, s.Color, dash)
+		fmt.Fprintf(&b, `<text x="%.0f" y="16" class="lg">%s</text>`, lx+24, template.HTMLEscapeString(s.Name))
+		lx += 24 + 7.5*float64(len(s.Name)) + 24
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())
 }
 
 func fmtNum(f float64) string {
-	if f >= 100 {
+	if f >= 10 || f == math.Trunc(f) {
 		return fmt.Sprintf("%.0f", f)
 	}
 	return fmt.Sprintf("%.1f", f)
@@ -153,7 +198,7 @@ func fmtNum(f float64) string {
 // against the timeout.
 func charts(r Report) []chart {
 	var xs []time.Time
-	var rss, cpu, age, limit, timeout []float64
+	var rss, cpu, runDelay, age, limit, timeout []float64
 	lim := math.NaN()
 	if r.Container.LimitBytes != nil {
 		lim = float64(*r.Container.LimitBytes) / (1 << 20)
@@ -162,6 +207,7 @@ func charts(r Report) []chart {
 		xs = append(xs, p.T)
 		rss = append(rss, float64(p.RSSBytes)/(1<<20))
 		cpu = append(cpu, p.CPUPercent)
+		runDelay = append(runDelay, p.RunDelayPct)
 		a := p.HeartbeatAge
 		if a < 0 {
 			a = math.NaN()
@@ -184,11 +230,26 @@ func charts(r Report) []chart {
 	if !math.IsNaN(lim) {
 		mem.Lines = append(mem.Lines, series{Name: "container limit", Color: "#d62728", Y: limit, Dash: true})
 	}
+	mark := r.Incident.At
+	mem.Mark = mark
+	cpuChart := chart{Title: "CPU", Unit: "% of one core", X: xs, Mark: mark, Floor: 100, Lines: []series{{Name: "worker CPU", Color: "#ff7f0e", Y: cpu}}}
+	if anyValue(runDelay) {
+		cpuChart.Lines = append(cpuChart.Lines, series{Name: "waiting for a CPU (run queue)", Color: "#8c564b", Y: runDelay})
+	}
 	return []chart{
 		mem,
-		{Title: "CPU", Unit: "% of a core", X: xs, Lines: []series{{Name: "worker CPU", Color: "#ff7f0e", Y: cpu}}},
-		{Title: "Heartbeat age", Unit: "s", X: xs, Lines: []series{{Name: "silence", Color: "#2ca02c", Y: age}, {Name: "timeout", Color: "#d62728", Y: timeout, Dash: true}}},
+		cpuChart,
+		{Title: "Heartbeat age", Unit: "s", X: xs, Mark: mark, Lines: []series{{Name: "silence (heartbeat age)", Color: "#2ca02c", Y: age}, {Name: "Gunicorn timeout", Color: "#d62728", Y: timeout, Dash: true}}},
 	}
+}
+
+func anyValue(ys []float64) bool {
+	for _, y := range ys {
+		if y > 0 {
+			return true
+		}
+	}
+	return false
 }
 
 var page = template.Must(template.New("report").Parse(`<!doctype html>
@@ -198,7 +259,7 @@ var page = template.Must(template.New("report").Parse(`<!doctype html>
 body{font:15px/1.45 system-ui,sans-serif;margin:2em auto;max-width:780px;color:#222;padding:0 1em}
 h1{font-size:1.4em;margin-bottom:.2em} .cause{display:inline-block;padding:.15em .6em;border-radius:.3em;background:#fde2e1;color:#8a1c1c;font-weight:600}
 .meta{color:#666} table{border-collapse:collapse;width:100%;margin:.5em 0} td,th{text-align:left;padding:.25em .5em;border-bottom:1px solid #eee;vertical-align:top}
-.chart{display:block;margin:.4em 0 1.2em;background:#fafafa;border:1px solid #eee} .ax{font-size:11px;fill:#666} .lg{font-size:12px}
+.chart{display:block;width:100%;height:auto;margin:.4em 0 1.2em;background:#fcfcfc;border:1px solid #eee;border-radius:4px} .ax{font-size:11px;fill:#666} .lg{font-size:12px;fill:#333}
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}
 </style></head><body>
 <h1>Worker {{.R.Incident.PID}}: <span class="cause">{{.R.Verdict.Cause}}</span></h1>
@@ -211,11 +272,12 @@ pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}
 <table><tr><th>fact</th><th>value</th><th>threshold</th></tr>{{range .R.Verdict.Evidence}}<tr><td>{{.Fact}}</td><td>{{.Value}}</td><td>{{.Threshold}}</td></tr>{{end}}</table>
 {{if .R.Verdict.Missing}}<p class="meta">Missing evidence: {{range .R.Verdict.Missing}}{{.}}; {{end}}</p>{{end}}
 <h2>Gunicorn</h2>
-<p>version {{or .R.Gunicorn.Version "unknown"}} · timeout {{.R.Gunicorn.Timeout}} s · {{.R.Gunicorn.Workers}} workers · class {{.R.Gunicorn.WorkerClass}}</p>
+<p>version {{or .R.Gunicorn.Version "unknown"}} · timeout {{.R.Gunicorn.Timeout}} s · {{.R.Gunicorn.Workers}} workers · class {{.R.Gunicorn.WorkerClass}}{{if .R.Gunicorn.MaxRequests}} · max requests {{.R.Gunicorn.MaxRequests}}{{end}}{{if .R.Gunicorn.PreloadApp}} · preload{{end}}</p>
 {{if .R.Incident.Lines}}<pre>{{range .R.Incident.Lines}}{{.}}
 {{end}}</pre>{{end}}
 {{if .R.Incident.Traceback}}<h3>Traceback</h3><pre>{{range .R.Incident.Traceback}}{{.}}
 {{end}}</pre>{{end}}
+<p class="meta">{{with .R.Host.Hostname}}host {{.}} · {{end}}{{with .R.Host.Instance}}instance {{.}} · {{end}}{{with .R.Host.GwrapVersion}}gwrap {{.}} · {{end}}written {{.Created}}</p>
 </body></html>
 `))
 
@@ -226,9 +288,10 @@ func WriteHTML(w io.Writer, r Report) error {
 		span = fmt.Sprintf("%.0f seconds", r.Timeline[n-1].T.Sub(r.Timeline[0].T).Seconds())
 	}
 	return page.Execute(w, struct {
-		R      Report
-		At     string
-		Span   string
-		Charts []chart
-	}{r, r.Incident.At.UTC().Format(time.RFC3339), span, charts(r)})
+		R       Report
+		At      string
+		Created string
+		Span    string
+		Charts  []chart
+	}{r, r.Incident.At.UTC().Format(time.RFC3339), r.Created.UTC().Format(time.RFC3339), span, charts(r)})
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/internal/testkit"
+	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/probes"
 )
 
@@ -23,6 +24,32 @@ func sampleReport(pid int, at time.Time) Report {
 		Lines: []string{"[2026-11-25 03:42:36 +0000] [1] [CRITICAL] WORKER TIMEOUT (pid:7)"}}
 	e := Evidence{Incident: inc, Settings: s, Timeline: silence(11, 99, "R", 80<<20), Container: cgroup(11, 300<<20, 512<<20, 0, 0)}
 	return newReport(e, Classify(e, DefaultThresholds()), "22.0.0", at)
+}
+
+// pressureReport is a worker that grew towards the container's limit and timed out there: its
+// charts have something to show.
+func pressureReport() Report {
+	s := gunicorn.Defaults()
+	s.Timeout, s.Workers = 30, 3
+	const mb = 1 << 20
+	var tl []probes.Sample
+	var cg []memwatch.Stats
+	for i := 0; i <= 60; i++ {
+		at := t0.Add(time.Duration(i-60) * time.Second)
+		age := time.Duration(max(0, i-29)) * time.Second
+		tl = append(tl, probes.Sample{Time: at, RSSAnon: uint64(200+12*i) * mb, CPUUser: 20 + float64(i%7)*4, State: "D",
+			HeartbeatAge: age, Heartbeats: true, RunDelayPct: float64(i % 5)})
+		cg = append(cg, memwatch.Stats{Time: at, Version: 1, Usage: memwatch.Value{V: uint64(400+9*i) * mb, Known: true},
+			WorkingSet: memwatch.Value{V: uint64(380+9*i) * mb, Known: true}, Limit: memwatch.Value{V: 1000 * mb, Known: true},
+			OOMKill: memwatch.Value{V: 0, Known: true}})
+	}
+	inc := Incident{Kind: KindTimeout, PID: 4242, At: t0, Timeout: true, Vanished: true, Escalated: true, Signal: "SIGKILL", OOMHint: true,
+		Lines: []string{"[2026-11-25 03:42:36 +0000] [1] [CRITICAL] WORKER TIMEOUT (pid:4242)",
+			"[2026-11-25 03:42:37 +0000] [1] [ERROR] Worker (pid:4242) was sent SIGKILL! Perhaps out of memory?"}}
+	e := Evidence{Incident: inc, Settings: s, Timeline: tl, Container: cg}
+	r := newReport(e, Classify(e, DefaultThresholds()), "23.0.0", t0)
+	r.Host = Host{Hostname: "web-1", GwrapVersion: "0.1.0"}
+	return r
 }
 
 func TestStoreWriteReadRetention(t *testing.T) {
@@ -206,7 +233,7 @@ func TestHTMLRendersInChromium(t *testing.T) {
 		testkit.Unavailable(t, "chromium is not installed (apt-get install chromium)")
 	}
 	dir := t.TempDir()
-	path, err := NewStore(dir, Retention{}).Write(sampleReport(7, t0))
+	path, err := NewStore(dir, Retention{}).Write(pressureReport())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -218,14 +245,14 @@ func TestHTMLRendersInChromium(t *testing.T) {
 		t.Fatalf("chromium --dump-dom: %v", err)
 	}
 	dom := string(out)
-	if strings.Count(dom, "<svg") != 3 || !strings.Contains(dom, "cpu_bound") || !strings.Contains(dom, "polyline") {
+	if strings.Count(dom, "<svg") != 3 || !strings.Contains(dom, "memory_pressure") || strings.Count(dom, "<polyline") < 6 {
 		t.Errorf("rendered DOM lacks the charts or verdict:\n%.500s", dom)
 	}
 	shot := os.Getenv("GWRAP_SCREENSHOT")
 	if shot == "" {
 		shot = filepath.Join(dir, "report.png")
 	}
-	if err := exec.Command(chromium, append(flags, "--screenshot="+shot, "--window-size=900,1400", html)...).Run(); err != nil {
+	if err := exec.Command(chromium, append(flags, "--screenshot="+shot, "--window-size=1200,1600", html)...).Run(); err != nil {
 		t.Fatalf("screenshot: %v", err)
 	}
 	if st, err := os.Stat(shot); err != nil || st.Size() < 10000 {
@@ -238,7 +265,8 @@ func ExampleWriteText() {
 	s.Timeout = 10
 	code := 7
 	e := Evidence{Incident: Incident{Kind: KindExit, PID: 42, At: t0, ExitCode: &code}, Settings: s}
-	r := newReport(e, Classify(e, DefaultThresholds()), "", t0)
+	r := newReport(e, Classify(e, DefaultThresholds()), "22.0.0", t0)
+	r.Host = Host{Hostname: "web-1", GwrapVersion: "0.1.0"}
 	WriteText(os.Stdout, r)
 	// Output:
 	// Report 20261125T034236.000Z-42
@@ -256,6 +284,9 @@ func ExampleWriteText() {
 	//
 	// Advice:
 	//   - look at the worker's last log lines and its traceback in this report
+	//
+	// Gunicorn 22.0.0: timeout 10 s, workers 1, class sync
+	// Host web-1, gwrap 0.1.0
 }
 
 // TestStoreFailedWriteLeavesNothing: when the JSON (or the page) cannot be renamed into place,
