@@ -29,7 +29,7 @@ type Correlator struct {
 	ids       map[int]probes.ID    // pid → identity, from the watcher
 	booted    map[int]time.Time    // pid → boot time
 	lastEvent map[int]probes.Event // pid → the watcher's last event about it (for a vanish)
-	done      map[probes.ID]bool   // workers already reported: never two incidents for one
+	done      map[probes.ID]time.Time // workers already reported (when): never two incidents for one
 	doneLog   map[int]time.Time    // pids reported without an identity
 	calm      map[int]time.Time    // pids that exited normally (Worker exiting without a timeout)
 	quietTill time.Time            // a stop, reload or scale-down is under way: vanishes are normal
@@ -67,7 +67,7 @@ func NewCorrelator(s gunicorn.Settings, th Thresholds, src Sources) *Correlator 
 		th.FollowUpWindow = DefaultThresholds().FollowUpWindow
 	}
 	return &Correlator{settings: s, th: th, src: src, open: map[int]*pending{}, ids: map[int]probes.ID{},
-		booted: map[int]time.Time{}, lastEvent: map[int]probes.Event{}, done: map[probes.ID]bool{},
+		booted: map[int]time.Time{}, lastEvent: map[int]probes.Event{}, done: map[probes.ID]time.Time{},
 		doneLog: map[int]time.Time{}, calm: map[int]time.Time{}, tracebacks: map[int]traceback{}}
 }
 
@@ -89,10 +89,13 @@ func (c *Correlator) get(pid int, kind Kind, now time.Time) *pending {
 	if p := c.open[pid]; p != nil {
 		return p
 	}
-	if id, ok := c.ids[pid]; ok && c.done[id] {
-		return nil
-	}
-	if at, ok := c.doneLog[pid]; ok && now.Sub(at) < time.Minute {
+	// A worker is known by its identity while the watcher knows it; after that (or without the
+	// watcher), by its pid for a minute.
+	if id, ok := c.ids[pid]; ok {
+		if !c.done[id].IsZero() {
+			return nil
+		}
+	} else if at, ok := c.doneLog[pid]; ok && now.Sub(at) < time.Minute {
 		return nil
 	}
 	p := &pending{inc: Incident{Kind: kind, PID: pid, At: now, BootedAt: c.booted[pid]}, due: now.Add(c.th.FollowUpWindow)}
@@ -219,8 +222,9 @@ func (c *Correlator) Probe(ev probes.Event, now time.Time) {
 			p.extend(now, 700*time.Millisecond)
 			return
 		}
-		if _, ok := c.calm[pid]; ok || c.done[ev.ID] {
+		if _, ok := c.calm[pid]; ok || !c.done[ev.ID].IsZero() {
 			delete(c.calm, pid)
+			c.forget(ev.ID)
 			return
 		}
 		// Gone without a line (log level, ≤ 20.0, or the line comes later): an incident of its
@@ -274,11 +278,7 @@ func (c *Correlator) finish(now time.Time, all bool) []Report {
 			out = append(out, r)
 		}
 	}
-	for pid, tb := range c.tracebacks {
-		if now.Sub(tb.at) > time.Minute {
-			delete(c.tracebacks, pid)
-		}
-	}
+	c.prune(now)
 	// OOM events no incident claimed within a minute are dropped (a non-worker process died).
 	kept := c.oomPending[:0]
 	for _, ev := range c.oomPending {
@@ -288,6 +288,45 @@ func (c *Correlator) finish(now time.Time, all bool) []Report {
 	}
 	c.oomPending = kept
 	return out
+}
+
+// memory bounds what the correlator remembers of workers that are gone: long enough for the
+// late lines about them, short enough that max-requests recycling thousands of workers a day
+// does not grow gwrap.
+const memory = 5 * time.Minute
+
+// forget drops what is known of a worker that is gone (unless its pid is already another's).
+func (c *Correlator) forget(id probes.ID) {
+	if cur, ok := c.ids[id.PID]; ok && cur != id {
+		return
+	}
+	delete(c.ids, id.PID)
+	delete(c.booted, id.PID)
+	delete(c.lastEvent, id.PID)
+}
+
+// prune drops the memories older than their use.
+func (c *Correlator) prune(now time.Time) {
+	for id, at := range c.done {
+		if now.Sub(at) > memory {
+			delete(c.done, id)
+		}
+	}
+	for pid, at := range c.doneLog {
+		if now.Sub(at) > time.Minute {
+			delete(c.doneLog, pid)
+		}
+	}
+	for pid, at := range c.calm {
+		if now.Sub(at) > memory {
+			delete(c.calm, pid)
+		}
+	}
+	for pid, tb := range c.tracebacks {
+		if now.Sub(tb.at) > time.Minute {
+			delete(c.tracebacks, pid)
+		}
+	}
 }
 
 // report classifies one incident; ok is false for a tentative one the OOM killer did not take.
@@ -310,10 +349,10 @@ func (c *Correlator) report(p *pending, now time.Time) (r Report, ok bool) {
 	if inc.OOMKillDelta > 0 && !inc.Timeout {
 		inc.Kind = KindOOMKill
 	}
+	c.doneLog[inc.PID] = now
 	if known {
-		c.done[id] = true
-	} else {
-		c.doneLog[inc.PID] = now
+		c.done[id] = now
+		defer c.forget(id)
 	}
 	if p.tentative && inc.OOMKillDelta == 0 {
 		return Report{}, false

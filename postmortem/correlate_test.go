@@ -445,3 +445,37 @@ func TestStuckBootReportedOnce(t *testing.T) {
 		t.Errorf("the stuck worker was reported twice: %+v", summarize(rs))
 	}
 }
+
+// TestCorrelatorForgetsRecycledWorkers: max-requests recycling ten thousand workers leaves the
+// correlator's memory as small as its live workers, and makes no incident.
+func TestCorrelatorForgetsRecycledWorkers(t *testing.T) {
+	c := NewCorrelator(gunicorn.Defaults(), DefaultThresholds(), Sources{})
+	now := t0
+	for i := 0; i < 10000; i++ {
+		id := probes.ID{PID: 1000 + i%30000, StartTime: uint64(i)}
+		c.Probe(probes.Event{Kind: probes.EventBoot, ID: id}, now)
+		c.Gunicorn(gunicorn.Event{Kind: gunicorn.KindBooting, WorkerPID: id.PID, PID: id.PID}, now)
+		c.Gunicorn(gunicorn.Event{Kind: gunicorn.KindAutorestart, PID: id.PID}, now)
+		c.Gunicorn(gunicorn.Event{Kind: gunicorn.KindWorkerExiting, WorkerPID: id.PID, PID: id.PID}, now)
+		c.Probe(probes.Event{Kind: probes.EventVanish, ID: id}, now)
+		if rs := c.Due(now); len(rs) != 0 {
+			t.Fatalf("incident for a recycled worker: %+v", summarize(rs))
+		}
+		now = now.Add(100 * time.Millisecond)
+	}
+	// …and a few that died, reported and then forgotten.
+	for i := 0; i < 50; i++ {
+		id := probes.ID{PID: 50000 + i, StartTime: 1}
+		c.Probe(probes.Event{Kind: probes.EventBoot, ID: id}, now)
+		c.Gunicorn(gunicorn.Event{Kind: gunicorn.KindSignaled, WorkerPID: id.PID, Signal: 11, SignalName: "SIGSEGV"}, now)
+		c.Probe(probes.Event{Kind: probes.EventVanish, ID: id}, now)
+	}
+	if rs := c.Due(now.Add(time.Minute)); len(rs) != 50 {
+		t.Fatalf("%d reports, want 50", len(rs))
+	}
+	c.Due(now.Add(memory + 2*time.Minute))
+	if n := len(c.ids) + len(c.booted) + len(c.lastEvent) + len(c.done) + len(c.doneLog) + len(c.calm) + len(c.open); n != 0 {
+		t.Errorf("remembers %d things: ids %d booted %d lastEvent %d done %d doneLog %d calm %d open %d", n,
+			len(c.ids), len(c.booted), len(c.lastEvent), len(c.done), len(c.doneLog), len(c.calm), len(c.open))
+	}
+}
