@@ -25,14 +25,14 @@ type Correlator struct {
 	th       Thresholds
 	src      Sources
 
-	open      map[int]*pending     // by worker pid
-	ids       map[int]probes.ID    // pid → identity, from the watcher
-	booted    map[int]time.Time    // pid → boot time
-	lastEvent map[int]probes.Event // pid → the watcher's last event about it (for a vanish)
+	open      map[int]*pending        // by worker pid
+	ids       map[int]probes.ID       // pid → identity, from the watcher
+	booted    map[int]time.Time       // pid → boot time
+	lastEvent map[int]probes.Event    // pid → the watcher's last event about it (for a vanish)
 	done      map[probes.ID]time.Time // workers already reported (when): never two incidents for one
-	doneLog   map[int]time.Time    // pids reported without an identity
-	calm      map[int]time.Time    // pids that exited normally (Worker exiting without a timeout)
-	quietTill time.Time            // a stop, reload or scale-down is under way: vanishes are normal
+	doneLog   map[int]time.Time       // pids reported without an identity
+	calm      map[int]time.Time       // pids that exited normally (Worker exiting without a timeout)
+	quietTill time.Time               // a stop, reload or scale-down is under way: vanishes are normal
 
 	oomPending []memwatch.OOMEvent // OOM kills not yet tied to a worker
 	container  []memwatch.Stats    // bounded ring of cgroup samples
