@@ -248,10 +248,11 @@ func (c *Correlator) OOM(ev memwatch.OOMEvent, now time.Time) {
 
 // Container takes a cgroup sample.
 func (c *Correlator) Container(st memwatch.Stats) {
-	c.container = append(c.container, st)
-	if len(c.container) > containerKeep {
-		c.container = append(c.container[:0], c.container[len(c.container)-containerKeep:]...)
+	// Compact only when twice the bound is reached: one copy per containerKeep samples.
+	if len(c.container) >= 2*containerKeep {
+		c.container = append(c.container[:0], c.container[len(c.container)-containerKeep+1:]...)
 	}
+	c.container = append(c.container, st)
 }
 
 // Due classifies the incidents whose window has passed.

@@ -479,3 +479,23 @@ func TestCorrelatorForgetsRecycledWorkers(t *testing.T) {
 			len(c.ids), len(c.booted), len(c.lastEvent), len(c.done), len(c.doneLog), len(c.calm), len(c.open))
 	}
 }
+
+// TestContainerRingIsBounded: an hour of cgroup samples keeps at most twice the bound, the newest
+// last, and a report gets the samples of the minutes before its incident.
+func TestContainerRingIsBounded(t *testing.T) {
+	c := NewCorrelator(gunicorn.Defaults(), DefaultThresholds(), Sources{})
+	var last time.Time
+	for i := 0; i < 3600; i++ {
+		last = t0.Add(time.Duration(i) * time.Second)
+		c.Container(memwatch.Stats{Time: last})
+		if len(c.container) > 2*containerKeep {
+			t.Fatalf("%d samples kept", len(c.container))
+		}
+	}
+	if got := c.container[len(c.container)-1].Time; !got.Equal(last) {
+		t.Errorf("newest sample %v, want %v", got, last)
+	}
+	if n := len(c.containerAround(last)); n != 300 {
+		t.Errorf("%d samples around the incident, want the 5 minutes before it (300)", n)
+	}
+}
