@@ -337,7 +337,11 @@ func Classify(e Evidence, th Thresholds) Verdict {
 		v.Missing = append(v.Missing, "worker samples during the silence")
 	}
 	if inc.Escalated && inc.OOMHint && inc.OOMKillDelta == 0 {
-		v.Summary = also(v.Summary, "Gunicorn's \"Perhaps out of memory?\" was its own SIGKILL after the timeout, not an OOM kill (the cgroup's oom_kill counter did not move)")
+		if w.oomKnown {
+			v.Summary = also(v.Summary, "Gunicorn's \"Perhaps out of memory?\" was its own SIGKILL after the timeout, not an OOM kill (the cgroup's oom_kill counter did not move)")
+		} else {
+			v.Summary = also(v.Summary, "Gunicorn's \"Perhaps out of memory?\" came right after its own timeout, so Gunicorn itself sent that SIGKILL when the worker ignored SIGABRT (the oom_kill counter could not be read to rule out an OOM kill as well)")
+		}
 	}
 	if timeout > 0 && timeout < 240*time.Second && (v.Cause == CauseBlocked || v.Cause == CauseCPUBound) {
 		v.Advice = append(v.Advice, "on Azure App Service the front end waits 240 s: a --timeout of 600 lets the platform, not Gunicorn, cut long requests")

@@ -134,6 +134,7 @@ func TestClassify(t *testing.T) {
 		{"an exit code is not the OOM kill", Evidence{Incident: exitOOM, Container: cg()}, CauseCrashed, false, false, "code 7", ""},
 		// Gunicorn's own escalation
 		{"escalation is not an OOM", Evidence{Incident: escalated, Timeline: silence(11, 99, "R", 50*mb), Container: cg()}, CauseCPUBound, false, true, `"Perhaps out of memory?" was its own SIGKILL after the timeout, not an OOM kill`, ""},
+		{"escalation without the cgroup says what it knows", Evidence{Incident: escalated, Timeline: silence(11, 99, "R", 50*mb)}, CauseCPUBound, false, true, "Gunicorn itself sent that SIGKILL when the worker ignored SIGABRT", ""},
 		// boot_timeout
 		{"boot stuck (≥22)", Evidence{Incident: stuck, Timeline: neverBeat}, CauseBootTimeout, false, true, "Gunicorn ≥ 22 does not time out a booting worker", "high"},
 		{"timeout of a worker that never beat (≤21)", Evidence{Incident: timeout, Timeline: neverBeat}, CauseBootTimeout, false, true, "--preload", ""},

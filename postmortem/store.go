@@ -32,9 +32,11 @@ func NewStore(dir string, r Retention) *Store { return &Store{dir: dir, ret: r, 
 // Dir is the store's directory.
 func (s *Store) Dir() string { return s.dir }
 
-// DefaultDir is /home/LogFiles/gwrap when /home/LogFiles exists (Azure App Service's storage that
-// survives restarts and is visible in its log stream tools), else /var/log/gwrap (mount a volume
-// there to keep reports).
+// DefaultDir is /home/LogFiles/gwrap when /home/LogFiles exists (Azure App Service's storage
+// that survives restarts, is shared by the app's instances and is visible in its Kudu and log
+// tools), else /var/log/gwrap: where operators look for logs and mount a volume to keep them,
+// and not /tmp, which is often a tmpfs cleared on restart, costing the container memory it may be
+// short of. exists is the caller's check (os.Stat), so the choice is testable.
 func DefaultDir(exists func(string) bool) string {
 	if exists("/home/LogFiles") {
 		return "/home/LogFiles/gwrap"

@@ -354,3 +354,14 @@ func TestStoreRemovesOldLeftovers(t *testing.T) {
 		}
 	}
 }
+
+func TestDefaultDir(t *testing.T) {
+	appService := func(p string) bool { return p == "/home/LogFiles" }
+	nothing := func(string) bool { return false }
+	if d := DefaultDir(appService); d != "/home/LogFiles/gwrap" {
+		t.Errorf("on App Service: %s", d)
+	}
+	if d := DefaultDir(nothing); d != "/var/log/gwrap" {
+		t.Errorf("elsewhere: %s", d)
+	}
+}
