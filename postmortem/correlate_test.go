@@ -370,6 +370,9 @@ func TestEscalationWithSamples(t *testing.T) {
 		},
 	})
 	c.Probe(probes.Event{Kind: probes.EventBoot, ID: id}, t0.Add(-40*time.Second))
+	for _, st := range cgroup(31, 100<<20, 1<<30, 0, 0) { // oom_kill read, not moving
+		c.Container(st)
+	}
 	lines := []string{
 		"[2026-11-25 03:20:40 +0000] [200] [CRITICAL] WORKER TIMEOUT (pid:202)",
 		"[2026-11-25 03:20:41 +0000] [200] [ERROR] Worker (pid:202) was sent SIGKILL! Perhaps out of memory?",
