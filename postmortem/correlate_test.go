@@ -502,3 +502,23 @@ func TestContainerRingIsBounded(t *testing.T) {
 		t.Errorf("%d samples around the incident, want the 5 minutes before it (300)", n)
 	}
 }
+
+// TestFollowUpWindow: an incident is classified exactly when its window has passed, not before;
+// Flush classifies what is pending at once.
+func TestFollowUpWindow(t *testing.T) {
+	th := DefaultThresholds()
+	th.FollowUpWindow = 2 * time.Second
+	c := NewCorrelator(gunicorn.Defaults(), th, Sources{})
+	segv := gunicorn.ParseLine([]byte("[2026-11-25 03:20:55 +0000] [200] [ERROR] Worker (pid:204) was sent SIGSEGV!"))
+	c.Gunicorn(segv, t0)
+	if rs := c.Due(t0.Add(th.FollowUpWindow - time.Nanosecond)); len(rs) != 0 {
+		t.Fatalf("classified before the window passed: %+v", summarize(rs))
+	}
+	if rs := c.Due(t0.Add(th.FollowUpWindow)); len(rs) != 1 {
+		t.Fatalf("%d reports when the window passed", len(rs))
+	}
+	c.Gunicorn(gunicorn.ParseLine([]byte("[2026-11-25 03:20:58 +0000] [200] [ERROR] Worker (pid:205) was sent SIGSEGV!")), t0)
+	if rs := c.Flush(t0); len(rs) != 1 || rs[0].Incident.PID != 205 {
+		t.Fatalf("flush: %+v", summarize(rs))
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"html/template"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -210,17 +211,28 @@ func TestNoSecretReachesAReport(t *testing.T) {
 }
 
 func TestHTMLSelfContained(t *testing.T) {
+	r := pressureReport()
+	r.Incident.Lines = append(r.Incident.Lines, `[2026-11-25 03:42:36 +0000] [7] [ERROR] Error handling request /x?q=<script>alert(1)</script>`)
 	var b bytes.Buffer
-	if err := WriteHTML(&b, sampleReport(7, t0)); err != nil {
+	if err := WriteHTML(&b, r); err != nil {
 		t.Fatal(err)
 	}
 	h := b.String()
-	if strings.Count(h, "<svg") != 3 || strings.Count(h, "<polyline") < 5 {
-		t.Errorf("charts missing: %d svg, %d polylines", strings.Count(h, "<svg"), strings.Count(h, "<polyline"))
+	if !strings.HasPrefix(h, "<!doctype html>") || !strings.HasSuffix(strings.TrimSpace(h), "</html>") {
+		t.Error("not a whole page")
 	}
-	for _, bad := range []string{"http://", "https://", "<script src", "<link"} {
-		if strings.Contains(h, bad) {
-			t.Errorf("external reference %q in the HTML", bad)
+	if strings.Count(h, "<svg") != 3 || strings.Count(h, "</svg>") != 3 || strings.Count(h, "<polyline") != 7 {
+		t.Errorf("charts: %d svg, %d polylines; want 3 and 7 (RSS, working set, limit; CPU, run queue; silence, timeout)",
+			strings.Count(h, "<svg"), strings.Count(h, "<polyline"))
+	}
+	for _, want := range []string{"memory_pressure", r.Verdict.Summary[:40], "incident", "Gunicorn timeout", "container limit"} {
+		if !strings.Contains(h, template.HTMLEscapeString(want)) {
+			t.Errorf("the page lacks %q", want)
+		}
+	}
+	for _, bad := range []string{"src=", "href=", "url(", "@import", "<script", "<link"} {
+		if strings.Contains(strings.ToLower(h), bad) {
+			t.Errorf("%q in the page: it must need nothing from outside and run nothing", bad)
 		}
 	}
 }
