@@ -84,6 +84,7 @@ type status struct {
 	rssAnon, rssFile, rssShmem, swap uint64 // bytes
 	threads                          int
 	volCtxt, involCtxt               uint64
+	killPending                      bool // SIGKILL in SigPnd or ShdPnd
 }
 
 // parseStatus reads /proc/<pid>/status ("Name:\tvalue kB" lines).
@@ -117,6 +118,11 @@ func parseStatus(b []byte) status {
 			s.volCtxt = atou(val)
 		case "nonvoluntary_ctxt_switches":
 			s.involCtxt = atou(val)
+		case "SigPnd", "ShdPnd":
+			// SIGKILL is bit 9 (mask 0x100): the third hex digit from the right.
+			if v := bytes.TrimSpace(val); len(v) >= 3 && hexVal(v[len(v)-3])&1 != 0 {
+				s.killPending = true
+			}
 		}
 	}
 	return s

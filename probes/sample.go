@@ -44,6 +44,9 @@ type Sample struct {
 	// Heartbeats says whether the worker has touched its heartbeat file at least once since it
 	// was created (a worker that never did is still booting).
 	Heartbeats bool `json:"heartbeats"`
+	// KillPending says a SIGKILL was pending when the sample was taken: the process was already
+	// being killed (the OOM killer, Gunicorn's escalation), so its figures are not the worker's.
+	KillPending bool `json:"kill_pending,omitempty"`
 
 	Missing []string `json:"missing,omitempty"`
 }
@@ -111,6 +114,8 @@ type EventKind string
 
 // The watcher's events.
 const (
+	EventMaster    EventKind = "master"     // the Gunicorn master was found (ID.PID); its children are the workers
+	EventSample    EventKind = "sample"     // a hot sample of a worker (every sweep)
 	EventBoot      EventKind = "boot"       // a new child of the master appeared
 	EventVanish    EventKind = "vanish"     // a worker is gone (its pid vanished or was reused)
 	EventLate      EventKind = "late"       // heartbeat age crossed a share of the timeout (Share says which)
@@ -119,8 +124,7 @@ const (
 )
 
 // Event is one thing the watcher noticed. Sample is the worker's latest hot sample; Deep is set
-// when the watcher took a deep sample for the event (late, stuck boot, and the last one it had
-// before a vanish).
+// when the watcher took a deep sample for the event (late, stuck boot).
 type Event struct {
 	Kind    EventKind     `json:"kind"`
 	ID      ID            `json:"id"`

@@ -89,6 +89,7 @@ func (w *worker) sample(now time.Time) (Sample, error) {
 			ps := parseStatus(b)
 			s.RSSAnon, s.RSSFile, s.RSSShmem, s.Swap = ps.rssAnon, ps.rssFile, ps.rssShmem, ps.swap
 			s.VoluntaryCtxt, s.InvoluntaryCtxt = ps.volCtxt, ps.involCtxt
+			s.KillPending = ps.killPending
 		} else {
 			s.Missing = append(s.Missing, "status")
 		}
