@@ -120,14 +120,11 @@ func TestHeartbeatFromMaster(t *testing.T) {
 					tr.w.close()
 				}
 			})
-			if len(events) != 1 || events[0].Kind != EventBoot || events[0].ID.PID != worker {
-				t.Fatalf("events %+v", events)
+			if len(events) != 2 || events[0].Kind != EventBoot || events[0].ID.PID != worker ||
+				events[1].Kind != EventSample || events[1].ID != events[0].ID {
+				t.Fatalf("events %+v, want the boot and one sample", events)
 			}
-			h := w.History(events[0].ID)
-			if len(h) != 1 {
-				t.Fatalf("history %+v", h)
-			}
-			s := h[0]
+			s := events[1].Sample
 			if !tc.want {
 				if s.HeartbeatAge >= 0 || len(s.Missing) == 0 || len(warns) == 0 {
 					t.Errorf("ambiguous heartbeat was assigned: %+v, warnings %q", s, warns)

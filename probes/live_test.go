@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -62,22 +63,55 @@ func startGunicorn(t *testing.T, timeout int) (int, int) {
 	return 0, 0
 }
 
-// watch runs a Watcher on the master and returns its events and a stop function.
-func watch(t *testing.T, master int, timeout int) (*Watcher, chan Event) {
+// history collects the samples a Watcher emits, per worker (what the engine's records keep).
+type history struct {
+	mu sync.Mutex
+	m  map[ID][]Sample
+}
+
+func (h *history) of(id ID) []Sample {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]Sample(nil), h.m[id]...)
+}
+
+func (h *history) all() map[ID][]Sample {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := map[ID][]Sample{}
+	for id, s := range h.m {
+		out[id] = append([]Sample(nil), s...)
+	}
+	return out
+}
+
+// watch runs a Watcher on the master and returns the samples it emits and its other events.
+func watch(t *testing.T, master int, timeout int) (*history, chan Event) {
 	t.Helper()
 	w := NewWatcher(NewFS("/proc"), Options{Interval: 200 * time.Millisecond, FastInterval: 50 * time.Millisecond,
 		Timeout: time.Duration(timeout) * time.Second, WorkerClass: "sync"})
 	events := make(chan Event, 256)
+	h := &history{m: map[ID][]Sample{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
-	go func() { done <- w.Run(ctx, master, func(e Event) { events <- e }) }()
+	go func() {
+		done <- w.Run(ctx, master, func(e Event) {
+			if e.Kind == EventSample {
+				h.mu.Lock()
+				h.m[e.ID] = append(h.m[e.ID], e.Sample)
+				h.mu.Unlock()
+				return
+			}
+			events <- e
+		})
+	}()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-done; err != nil {
 			t.Errorf("Run: %v", err)
 		}
 	})
-	return w, events
+	return h, events
 }
 
 func waitEvent(t *testing.T, events chan Event, d time.Duration, pred func(Event) bool) Event {
@@ -99,7 +133,7 @@ func isLate(e Event) bool { return e.Kind == EventLate }
 
 func TestLiveSleepingWorker(t *testing.T) {
 	master, port := startGunicorn(t, 4)
-	w, events := watch(t, master, 4)
+	hist, events := watch(t, master, 4)
 	waitEvent(t, events, 5*time.Second, func(e Event) bool { return e.Kind == EventBoot })
 	go http.Get(fmt.Sprintf("http://127.0.0.1:%d/sleep?30", port))
 	e := waitEvent(t, events, 10*time.Second, isLate)
@@ -110,7 +144,7 @@ func TestLiveSleepingWorker(t *testing.T) {
 		t.Errorf("deep %+v", e.Deep)
 	}
 	// The history shows the silence growing.
-	h := w.History(e.ID)
+	h := hist.of(e.ID)
 	var rising int
 	for i := 1; i < len(h); i++ {
 		if h[i].HeartbeatAge > h[i-1].HeartbeatAge {
@@ -121,9 +155,6 @@ func TestLiveSleepingWorker(t *testing.T) {
 		t.Errorf("heartbeat age did not rise over %d samples", len(h))
 	}
 	waitEvent(t, events, 10*time.Second, func(ev Event) bool { return ev.Kind == EventVanish && ev.ID == e.ID })
-	if len(w.History(e.ID)) == 0 {
-		t.Error("history not kept after the worker vanished")
-	}
 }
 
 func TestLiveSpinningWorker(t *testing.T) {
@@ -168,7 +199,7 @@ func TestLiveWorkerWaitingOnTCPPeer(t *testing.T) {
 // than that, it is never called late.
 func TestLiveIdleWorkerNeverLate(t *testing.T) {
 	master, _ := startGunicorn(t, 4)
-	w, events := watch(t, master, 4)
+	hist, events := watch(t, master, 4)
 	deadline := time.After(5 * time.Second)
 	var maxAge time.Duration
 	for {
@@ -178,8 +209,8 @@ func TestLiveIdleWorkerNeverLate(t *testing.T) {
 				t.Fatalf("an idle worker was called %s: %+v", e.Kind, e.Sample)
 			}
 		case <-deadline:
-			for _, id := range w.Workers() {
-				for _, s := range w.History(id) {
+			for _, samples := range hist.all() {
+				for _, s := range samples {
 					maxAge = max(maxAge, s.HeartbeatAge)
 				}
 			}

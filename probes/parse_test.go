@@ -151,17 +151,6 @@ func TestLateThresholds(t *testing.T) {
 	}
 }
 
-func TestRing(t *testing.T) {
-	r := newRing(3)
-	for i := 1; i <= 5; i++ {
-		r.add(Sample{Threads: i})
-	}
-	got := r.list()
-	if len(got) != 3 || got[0].Threads != 3 || got[2].Threads != 5 {
-		t.Errorf("ring %v", got)
-	}
-}
-
 func TestParseStatus(t *testing.T) {
 	for _, tc := range []struct {
 		name, in string

@@ -7,6 +7,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -17,24 +18,21 @@ type Options struct {
 	Timeout      time.Duration // Gunicorn's --timeout; 0 disables lateness
 	WorkerClass  string        // decides the normal heartbeat period
 	LateShares   []float64     // shares of the timeout that make a worker late ({0.5, 0.8})
-	History      time.Duration // per-worker history span (5 min)
-	Retain       time.Duration // how long a vanished worker's history is kept (2 min)
 	Now          func() time.Time
 	// Warn is told once per kind of degradation (an unreadable file, a missing heartbeat).
 	Warn func(msg string)
 }
 
-// Watcher samples a Gunicorn master's workers. Run drives it; History, LastDeep and Workers may
-// be called from other goroutines.
+// Watcher samples a Gunicorn master's workers and hands every sample and every change it sees to
+// emit; it keeps only what sampling needs (open files, the previous CPU times, how late each
+// worker is). The history of each worker is the receiver's (the engine's worker record).
 type Watcher struct {
 	fs  FS
 	opt Options
 
+	class atomic.Pointer[string] // the worker class, once Gunicorn's log names it
+
 	mu     sync.Mutex
-	hist   map[ID]*ring
-	deep   map[ID]Deep
-	live   map[ID]bool
-	goneAt map[ID]time.Time
 	warned map[string]bool
 }
 
@@ -50,24 +48,17 @@ func NewWatcher(fs FS, opt Options) *Watcher {
 		opt.LateShares = []float64{0.5, 0.8}
 	}
 	sort.Float64s(opt.LateShares)
-	if opt.History <= 0 {
-		opt.History = 5 * time.Minute
-	}
-	if opt.Retain <= 0 {
-		opt.Retain = 2 * time.Minute
-	}
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	return &Watcher{fs: fs, opt: opt, hist: map[ID]*ring{}, deep: map[ID]Deep{}, live: map[ID]bool{},
-		goneAt: map[ID]time.Time{}, warned: map[string]bool{}}
+	w := &Watcher{fs: fs, opt: opt, warned: map[string]bool{}}
+	w.class.Store(&opt.WorkerClass)
+	return w
 }
 
-// ringCap bounds each worker's history: the span at the normal rate, plus room for 30 s of fast
-// samples of a late spell. Memory is bounded by workers × ringCap × sizeof(Sample).
-func (w *Watcher) ringCap() int {
-	return max(60, int(w.opt.History/w.opt.Interval)+int(30*time.Second/w.opt.FastInterval))
-}
+// SetWorkerClass changes the class that decides the workers' normal heartbeat (Gunicorn's "Using
+// worker:" line is the truth when the settings could not be read). Safe from any goroutine.
+func (w *Watcher) SetWorkerClass(class string) { w.class.Store(&class) }
 
 // NormalBeat is how long a healthy worker of this class may stay silent: an idle sync or Uvicorn
 // worker beats only every timeout/2 (it waits in select for that long); gthread, gevent,
@@ -86,7 +77,7 @@ func NormalBeat(class string, timeout time.Duration) time.Duration {
 func (w *Watcher) lateAfter(share float64) time.Duration {
 	t := w.opt.Timeout
 	grace := min(2*time.Second, max(500*time.Millisecond, t/10))
-	return max(time.Duration(share*float64(t)), NormalBeat(w.opt.WorkerClass, t)+grace)
+	return max(time.Duration(share*float64(t)), NormalBeat(*w.class.Load(), t)+grace)
 }
 
 type tracked struct {
@@ -98,24 +89,23 @@ type tracked struct {
 
 func (t *tracked) fast() bool { return t.crossed > 0 || t.stuck }
 
-// Run samples the master's children until ctx is done. It returns an error only when the master
-// cannot be read at all; everything else degrades the samples and is said once through Warn.
-func (w *Watcher) Run(ctx context.Context, master int, emit func(Event)) error {
-	if _, err := os.Stat(w.fs.path(master)); err != nil {
-		return fmt.Errorf("master %d: %w", master, err)
+// Run samples the Gunicorn master's children until ctx is done. root is the supervised command:
+// the master is root itself or found below it (probes.FS.FindMaster), and until it is found
+// nothing is a worker (a shell running a migration before `exec gunicorn` has children that are
+// not). Run returns an error only when root cannot be read at all; everything else degrades the
+// samples and is said once through Warn.
+func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
+	if _, err := os.Stat(w.fs.path(root)); err != nil {
+		return fmt.Errorf("command %d: %w", root, err)
 	}
 	workers := map[int]*tracked{}
 	defer func() {
-		// Stopped (or following a new master): these workers are no longer watched.
-		now := w.opt.Now()
-		w.mu.Lock()
 		for _, t := range workers {
 			t.w.close()
-			delete(w.live, t.w.id)
-			w.goneAt[t.w.id] = now
 		}
-		w.mu.Unlock()
 	}()
+	master := 0
+	findEvery := w.opt.FastInterval
 	// One timer: the next full sweep, or sooner while a worker is late. An idle gwrap wakes once
 	// per Interval here, not ten times.
 	timer := time.NewTimer(0)
@@ -124,9 +114,17 @@ func (w *Watcher) Run(ctx context.Context, master int, emit func(Event)) error {
 	var lastFull time.Time
 	for {
 		now := w.opt.Now()
-		if now.Sub(lastFull) >= w.opt.Interval-w.opt.FastInterval/2 {
+		if master == 0 || now.Sub(lastFull) >= w.opt.Interval-w.opt.FastInterval/2 {
 			lastFull = now
-			w.discover(master, workers, now, emit)
+			if master == 0 {
+				if pid, ok := w.fs.FindMaster(root); ok {
+					master = pid
+					emit(Event{Kind: EventMaster, ID: ID{PID: pid}, Time: now})
+				}
+			}
+			if master != 0 {
+				w.discover(master, workers, now, emit)
+			}
 		} else {
 			for pid, t := range workers {
 				if t.fast() {
@@ -134,13 +132,16 @@ func (w *Watcher) Run(ctx context.Context, master int, emit func(Event)) error {
 				}
 			}
 		}
-		w.prune(now)
 		next := lastFull.Add(w.opt.Interval).Sub(w.opt.Now())
 		for _, t := range workers {
 			if t.fast() {
 				next = min(next, w.opt.FastInterval)
 				break
 			}
+		}
+		if master == 0 {
+			// Until the command has exec'd Gunicorn, look again soon, backing off to the sweep.
+			next, findEvery = min(next, findEvery), min(2*findEvery, w.opt.Interval)
 		}
 		timer.Reset(max(next, time.Millisecond))
 		select {
@@ -169,10 +170,6 @@ func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, 
 			continue
 		}
 		workers[id.PID] = &tracked{w: wk}
-		w.mu.Lock()
-		w.live[id] = true
-		w.hist[id] = newRing(w.ringCap())
-		w.mu.Unlock()
 		emit(Event{Kind: EventBoot, ID: id, Time: now, Timeout: w.opt.Timeout})
 	}
 	w.heartbeatsFromMaster(master, workers)
@@ -233,11 +230,7 @@ func (w *Watcher) sampleOne(pid int, t *tracked, workers map[int]*tracked, now t
 	}
 	prevAge := t.last.HeartbeatAge
 	t.last = s
-	w.mu.Lock()
-	if r := w.hist[t.w.id]; r != nil {
-		r.add(s)
-	}
-	w.mu.Unlock()
+	emit(Event{Kind: EventSample, ID: t.w.id, Time: now, Sample: s, Timeout: w.opt.Timeout})
 	w.judge(t, s, prevAge, now, emit)
 }
 
@@ -255,7 +248,10 @@ func (w *Watcher) judge(t *tracked, s Sample, prevAge time.Duration, now time.Ti
 		return
 	}
 	if t.stuck {
-		t.stuck = false // it finished booting
+		// It finished booting after all (Gunicorn ≥ 22 never times out a booting worker).
+		t.stuck = false
+		emit(Event{Kind: EventRecovered, ID: id, Time: now, Sample: s, Timeout: w.opt.Timeout})
+		return
 	}
 	if t.crossed > 0 && s.HeartbeatAge < prevAge {
 		// The age fell: the worker beat again.
@@ -278,37 +274,13 @@ func (w *Watcher) takeDeep(id ID, now time.Time) *Deep {
 	for _, m := range d.Missing {
 		w.warn("deep-"+m, fmt.Sprintf("cannot read the workers' %s; deep samples lack it", m))
 	}
-	w.mu.Lock()
-	w.deep[id] = d
-	w.mu.Unlock()
 	return &d
 }
 
 func (w *Watcher) vanish(pid int, t *tracked, workers map[int]*tracked, now time.Time, emit func(Event)) {
 	t.w.close()
 	delete(workers, pid)
-	id := t.w.id
-	w.mu.Lock()
-	delete(w.live, id)
-	w.goneAt[id] = now
-	var deep *Deep
-	if d, ok := w.deep[id]; ok {
-		deep = &d
-	}
-	w.mu.Unlock()
-	emit(Event{Kind: EventVanish, ID: id, Time: now, Sample: t.last, Deep: deep, Timeout: w.opt.Timeout})
-}
-
-func (w *Watcher) prune(now time.Time) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	for id, at := range w.goneAt {
-		if now.Sub(at) > w.opt.Retain {
-			delete(w.goneAt, id)
-			delete(w.hist, id)
-			delete(w.deep, id)
-		}
-	}
+	emit(Event{Kind: EventVanish, ID: t.w.id, Time: now, Sample: t.last, Timeout: w.opt.Timeout})
 }
 
 func (w *Watcher) warn(key, msg string) {
@@ -319,59 +291,4 @@ func (w *Watcher) warn(key, msg string) {
 	if !seen && w.opt.Warn != nil {
 		w.opt.Warn(msg)
 	}
-}
-
-// History returns a copy of a worker's samples, oldest first (also for a vanished worker, for
-// Options.Retain).
-func (w *Watcher) History(id ID) []Sample {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	if r := w.hist[id]; r != nil {
-		return r.list()
-	}
-	return nil
-}
-
-// LastDeep returns the last deep sample taken of a worker.
-func (w *Watcher) LastDeep(id ID) (Deep, bool) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	d, ok := w.deep[id]
-	return d, ok
-}
-
-// Workers lists the live workers.
-func (w *Watcher) Workers() []ID {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make([]ID, 0, len(w.live))
-	for id := range w.live {
-		out = append(out, id)
-	}
-	sort.Slice(out, func(i, j int) bool { return out[i].PID < out[j].PID })
-	return out
-}
-
-// ring is a fixed-size history of samples.
-type ring struct {
-	buf  []Sample
-	next int
-	full bool
-}
-
-func newRing(n int) *ring { return &ring{buf: make([]Sample, n)} }
-
-func (r *ring) add(s Sample) {
-	r.buf[r.next] = s
-	r.next = (r.next + 1) % len(r.buf)
-	if r.next == 0 {
-		r.full = true
-	}
-}
-
-func (r *ring) list() []Sample {
-	if !r.full {
-		return append([]Sample(nil), r.buf[:r.next]...)
-	}
-	return append(append([]Sample(nil), r.buf[r.next:]...), r.buf[:r.next]...)
 }
