@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/gwrap/gwrap/gunicorn"
-	"github.com/gwrap/gwrap/memwatch"
 )
 
 // BenchmarkClassify: one verdict from a minute of worker and cgroup samples.
@@ -46,17 +45,5 @@ func BenchmarkStoreWrite(b *testing.B) {
 			b.Fatal(err)
 		}
 		i++
-	}
-}
-
-// BenchmarkCorrelatorContainer: the per-second cost of keeping a cgroup sample and checking
-// for due incidents with none open.
-func BenchmarkCorrelatorContainer(b *testing.B) {
-	c := NewCorrelator(gunicorn.Defaults(), DefaultThresholds(), Sources{})
-	st := memwatch.Stats{Time: t0}
-	b.ReportAllocs()
-	for b.Loop() {
-		c.Container(st)
-		c.Due(t0)
 	}
 }

@@ -67,3 +67,9 @@ func redactAll(ss []string) []string {
 	}
 	return out
 }
+
+// Redact hides secrets in one line (what reports quote of Gunicorn's output).
+func Redact(s string) string { return redact(s) }
+
+// RedactAll is Redact for every line.
+func RedactAll(ss []string) []string { return redactAll(ss) }

@@ -71,7 +71,8 @@ type GunicornState struct {
 }
 
 // newReport assembles a report; now is when it is made.
-func newReport(e Evidence, v Verdict, version string, now time.Time) Report {
+// NewReport makes the report of one classified incident.
+func NewReport(e Evidence, v Verdict, version string, now time.Time) Report {
 	inc := e.Incident
 	r := Report{
 		Schema:   Schema,
@@ -118,4 +119,13 @@ func containerState(sts []memwatch.Stats) ContainerState {
 			Throttled: st.CPUThrottled.V, MemoryPSI: st.PSI.MemorySome10})
 	}
 	return c
+}
+
+// Host is what a report says about where it was written.
+type Host struct {
+	Hostname     string `json:"hostname,omitempty"`
+	GwrapVersion string `json:"gwrap_version,omitempty"`
+	// Instance names the platform's instance where one is known (App Service's
+	// WEBSITE_INSTANCE_ID, a Kubernetes pod name); never a secret.
+	Instance string `json:"instance,omitempty"`
 }

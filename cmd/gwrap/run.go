@@ -9,10 +9,12 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/gwrap/gwrap/engine"
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/internal/group"
 	"github.com/gwrap/gwrap/memwatch"
@@ -68,19 +70,33 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 	lintAtStart(out, cfg, cg, cgStats, settings)
 
 	store := postmortem.NewStore(cfg.ReportDir, postmortem.Retention{MaxCount: cfg.ReportMaxCount, MaxBytes: cfg.ReportMaxBytes})
-	watcher := probes.NewWatcher(probes.NewFS(cfg.ProcRoot), probes.Options{
+	proc := probes.NewFS(cfg.ProcRoot)
+	watcher := probes.NewWatcher(proc, probes.Options{
 		Interval:     cfg.Interval,
 		FastInterval: cfg.FastInterval,
 		Timeout:      time.Duration(settings.Timeout) * time.Second,
-		WorkerClass:  workerClass(settings),
-		History:      cfg.History,
+		WorkerClass:  engine.WorkerClass(settings),
 		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
 	})
-	loop := newLoop(cfg, out, store, watcher, cg, settings)
+	hostname, _ := os.Hostname()
+	eng := engine.New(engine.Config{
+		Settings:      settings,
+		Thresholds:    cfg.Thresholds,
+		Host:          postmortem.Host{Hostname: hostname, GwrapVersion: version, Instance: os.Getenv("WEBSITE_INSTANCE_ID")},
+		Reports:       store,
+		Dying:         proc.Dying,
+		OnWorkerClass: watcher.SetWorkerClass,
+		History:       cfg.History,
+		Interval:      cfg.Interval,
+	}, out)
+	ectx, ecancel := context.WithCancel(context.Background())
+	engineDone := make(chan struct{})
+	go func() { eng.Run(ectx); close(engineDone) }()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	// The master's pid: from the start, and again if a USR2 upgrade hands over to a new master.
+	// The supervised command's pid: from the start, and again if a USR2 upgrade hands over to a
+	// new master. The watcher finds the Gunicorn master at or below it.
 	master := make(chan int, 4)
 	var result supervisor.Result
 	var runErr error
@@ -91,7 +107,10 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 		result, runErr = supervisor.Run(ctx, supervisor.Config{
 			Argv:       cfg.Command,
 			StopBudget: cfg.StopBudget,
-			OnStart:    func(pid int) { master <- pid },
+			OnStart: func(pid int) {
+				eng.Started(pid)
+				master <- pid
+			},
 			OnAdopt: func(pid int) {
 				out.event(zerolog.WarnLevel, "gunicorn.new_master").Int("pid", pid).
 					Msg(fmt.Sprintf("the old Gunicorn master exited after USR2; gwrap now follows the new master %d", pid))
@@ -100,36 +119,40 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 				default:
 				}
 			},
-			OnSignal: loop.signal,
-			OnLine:   loop.line,
+			OnSignal: func(sig os.Signal, forwarded bool) {
+				if s, ok := sig.(syscall.Signal); ok {
+					eng.Signal(s, forwarded)
+				}
+			},
+			OnLine: func(s supervisor.Stream, line []byte) { eng.Line(string(s), line) },
 		})
 		return errChildExited
 	}, func(error) { cancel() })
 
-	// The worker watcher follows the master: it starts when the master runs and starts over on
+	// The worker watcher follows the master: it starts when the command runs and starts over on
 	// the new master after a USR2 upgrade.
 	wctx, wcancel := context.WithCancel(ctx)
 	g.Add(func() error {
-		watchMasters(wctx, master, func(ctx context.Context, pid int) error { return watcher.Run(ctx, pid, loop.probe) },
+		watchMasters(wctx, master, func(ctx context.Context, pid int) error { return watcher.Run(ctx, pid, eng.Probe) },
 			func(err error) { out.warnOnce("probes", "config.warning", "worker monitoring stopped: "+err.Error()) })
 		return nil
 	}, func(error) { wcancel() })
 
-	// OOM notifications.
 	if cg != nil {
+		// OOM notifications.
 		octx, ocancel := context.WithCancel(ctx)
 		g.Add(func() error {
-			cg.WatchOOM(octx, loop.oom, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
+			cg.WatchOOM(octx, eng.OOM, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
 			return nil
 		}, func(error) { ocancel() })
+		// The container's cgroup, once an interval.
+		sctx, scancel := context.WithCancel(ctx)
+		g.Add(func() error { sampleCgroup(sctx, cg, cfg.Interval, eng.Container, out); return nil }, func(error) { scancel() })
 	}
-
-	// The event loop owns the correlator and the report store.
-	lctx, lcancel := context.WithCancel(context.Background())
-	g.Add(func() error { loop.run(lctx); return nil }, func(error) { lcancel() })
 
 	_ = g.Run()
 
+	// The producers have stopped: the engine takes what they left, decides what is open, and stops.
 	code := result.ExitCode
 	reason := result.Reason
 	if runErr != nil {
@@ -138,10 +161,34 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 			code = 1
 		}
 	}
+	if runErr == nil {
+		eng.ChildExit(engine.ExitInfo{Code: result.ExitCode, Reason: result.Reason, Forced: result.Forced})
+	}
+	ecancel()
+	<-engineDone
 	out.event(exitLevel(code), "gwrap.exit").Int("exit_code", code).Str("reason", reason).
-		Int("incidents", loop.incidents).Msg("gwrap exits: " + reason)
+		Int("incidents", eng.Reported()).Msg("gwrap exits: " + reason)
 	// A command that could not start is also said on stderr, where people look first.
 	return code, runErr
+}
+
+// sampleCgroup hands the engine a cgroup sample every interval until ctx is done; a file that
+// cannot be read is said once.
+func sampleCgroup(ctx context.Context, cg *memwatch.Cgroup, every time.Duration, to func(memwatch.Stats), out *output) {
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			st := cg.Sample()
+			for _, m := range st.Missing {
+				out.warnOnce("cgroup-missing-"+m, "config.warning", "cannot read the cgroup's "+m+"; that evidence will be missing")
+			}
+			to(st)
+		}
+	}
 }
 
 // watchMasters runs run on each master pid received, restarting it when a new one arrives,
@@ -241,12 +288,4 @@ func lintAtStart(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats
 			out.event(zerolog.WarnLevel, "config.warning").Str("code", "cgroup").Msg(w)
 		}
 	}
-}
-
-// workerClass is the class that decides a worker's heartbeat rhythm: sync with threads is gthread.
-func workerClass(s gunicorn.Settings) string {
-	if (s.WorkerClass == "sync" || s.WorkerClass == "") && s.Threads > 1 {
-		return "gthread"
-	}
-	return s.WorkerClass
 }

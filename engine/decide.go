@@ -1,0 +1,66 @@
+package engine
+
+import (
+	"syscall"
+
+	"github.com/gwrap/gwrap/postmortem"
+)
+
+// facts are what decide looks at: everything gathered about one worker's end by the time its
+// follow-up window closed.
+type facts struct {
+	OOMKilled    bool // the cgroup's oom_kill counter moved with this death
+	Timeout      bool // a WORKER TIMEOUT from the master, with the heartbeat really stale
+	StuckBoot    bool // it never beat, past the timeout
+	Died         bool // it vanished (or is dying)
+	Signal       int  // the master logged its death by this signal (0: no such line)
+	ExitCode     *int // the master logged its exit code
+	Exiting      bool // it logged "Worker exiting" (a Python-level exit)
+	Stopping     bool // it was told to stop: a signal to Gunicorn, max-requests, a shutdown
+	ExitsVisible bool // the log level shows INFO lines: a normal exit would have said so
+	BootFailure  bool // the master said a worker failed to boot or the app failed to load
+	Final        bool // gwrap is stopping: this is the last word on it
+}
+
+// decide says whether an incident happened and of what kind. A death is reported only when
+// something says it was not an ordinary exit: an OOM kill, a timeout, a stuck boot, a signal or
+// a non-zero exit that no stop explains, or — at a log level that would have shown a normal
+// exit — a silent vanish.
+func decide(f facts) (confirmed bool, kind postmortem.Kind) {
+	switch {
+	case f.OOMKilled && f.Timeout:
+		return true, postmortem.KindTimeout
+	case f.OOMKilled:
+		return true, postmortem.KindOOMKill
+	case f.Timeout:
+		return true, postmortem.KindTimeout
+	case f.StuckBoot && (f.Died || f.Final):
+		return true, postmortem.KindTimeout
+	case f.StuckBoot:
+		return false, "" // still booting: worker.boot or its death will say
+	case f.BootFailure && f.ExitCode != nil && *f.ExitCode != 0:
+		return true, postmortem.KindBootFailure
+	case f.Signal != 0 && !stopSignal(f.Signal, f.Stopping):
+		return true, postmortem.KindSignal
+	case f.ExitCode != nil && *f.ExitCode != 0 && !f.Stopping:
+		return true, postmortem.KindExit
+	case f.Signal != 0 || f.ExitCode != nil || f.Exiting || f.Stopping:
+		return false, ""
+	case f.Died && f.ExitsVisible:
+		return true, postmortem.KindSignal
+	}
+	return false, ""
+}
+
+// stopSignal reports whether a worker's death by sig is part of a stop: Gunicorn's own SIGTERM
+// to an old worker, and — once a worker was told to stop — the SIGKILL after graceful_timeout and
+// the QUIT/INT of a fast shutdown.
+func stopSignal(sig int, stopping bool) bool {
+	switch syscall.Signal(sig) {
+	case syscall.SIGTERM:
+		return true
+	case syscall.SIGKILL, syscall.SIGQUIT, syscall.SIGINT:
+		return stopping
+	}
+	return false
+}

@@ -1,0 +1,202 @@
+// Package engine is gwrap's middle: everything between the producers (the relay's lines, the worker
+// watcher's samples and events, the cgroup sampler, the OOM watcher, the supervisor's signals and
+// exit) and the outputs (the contract's JSON events and the post-mortem reports).
+//
+// One goroutine owns all of it. Each worker has one record, keyed by (pid, start time), holding
+// its samples, its late spells and its incident, and forgotten at one expiry. An incident is
+// opened by the first sign of a death (a line, a vanish, an OOM kill, a stuck boot), stays
+// tentative while the follow-up window is open, and is then confirmed (and reported) or dismissed
+// by decide, a pure function of all the evidence gathered — never of the order it arrived in.
+// Lines that look like Gunicorn's are believed only when /proc agrees: a kill line must come from
+// the master and name a worker gwrap knows, a WORKER TIMEOUT must find that worker's heartbeat
+// stale.
+//
+// Shutdown is ordered by the caller: producers stop first, then Run's context is cancelled; Run
+// takes what they left queued, decides every open incident and returns.
+package engine
+
+import (
+	"context"
+	"syscall"
+	"time"
+
+	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/postmortem"
+	"github.com/gwrap/gwrap/probes"
+)
+
+// Reporter stores a post-mortem and returns where it went.
+type Reporter interface {
+	Write(postmortem.Report) (string, error)
+}
+
+// Config is what the engine is told at start.
+type Config struct {
+	Settings   gunicorn.Settings // as read at start-up; the log's own lines refine them
+	Thresholds postmortem.Thresholds
+	Host       postmortem.Host
+	Platform   string // "app_service", "kubernetes" or "" (for the advice)
+
+	Reports Reporter
+	// Dying reports whether a worker is gone, a zombie or has a SIGKILL pending (probes.FS.Dying).
+	Dying func(probes.ID) bool
+	// OnWorkerClass is told the worker class when Gunicorn's log names it (the watcher's normal
+	// heartbeat depends on it).
+	OnWorkerClass func(string)
+
+	History  time.Duration // per-worker history kept (5 min)
+	Interval time.Duration // the watcher's sweep period (1 s): sizes the history and the tick
+	Now      func() time.Time
+}
+
+// Engine is gwrap's event loop. Producers call Line, Probe, OOM, Container, Signal and ChildExit
+// from their own goroutines; Run owns everything else.
+type Engine struct {
+	cfg Config
+	st  *state
+
+	// in carries every producer's input in the order it was handed over (one channel, so that
+	// the watcher's "this worker exists" is taken before a line that came after it).
+	in   chan input
+	done chan struct{}
+}
+
+// input is one producer's input: exactly one field is set.
+type input struct {
+	line   *lineIn
+	probe  *probes.Event
+	oom    *memwatch.OOMEvent
+	stats  *memwatch.Stats
+	signal *signalIn
+	exit   *ExitInfo
+	root   int
+}
+
+// ExitInfo is how the supervised command ended.
+type ExitInfo struct {
+	Code   int
+	Reason string
+	Forced bool // the stop budget ran out
+}
+
+type lineIn struct {
+	stream string
+	line   []byte
+	at     time.Time
+}
+
+type signalIn struct {
+	sig       syscall.Signal
+	forwarded bool
+	at        time.Time
+}
+
+// inBuffer bounds what producers may queue: the relay waits when it is full (Gunicorn's pipe
+// fills, as it would with a slow reader), so no line is lost.
+const inBuffer = 4096
+
+// New makes an engine; nothing runs until Run.
+func New(cfg Config, out Emitter) *Engine {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.History <= 0 {
+		cfg.History = 5 * time.Minute
+	}
+	if cfg.Thresholds.FollowUpWindow <= 0 {
+		cfg.Thresholds.FollowUpWindow = postmortem.DefaultThresholds().FollowUpWindow
+	}
+	return &Engine{cfg: cfg, st: newState(cfg, out), in: make(chan input, inBuffer), done: make(chan struct{})}
+}
+
+func (e *Engine) send(in input) {
+	select {
+	case e.in <- in:
+	case <-e.done:
+	}
+}
+
+// Line hands the engine one line of the child's output (copied: the caller may reuse it).
+func (e *Engine) Line(stream string, line []byte) {
+	e.send(input{line: &lineIn{stream: stream, line: append([]byte(nil), line...), at: e.cfg.Now()}})
+}
+
+// Probe hands the engine one of the worker watcher's events.
+func (e *Engine) Probe(ev probes.Event) { e.send(input{probe: &ev}) }
+
+// OOM hands the engine an OOM-kill event of the container's cgroup.
+func (e *Engine) OOM(ev memwatch.OOMEvent) { e.send(input{oom: &ev}) }
+
+// Container hands the engine a cgroup sample.
+func (e *Engine) Container(st memwatch.Stats) { e.send(input{stats: &st}) }
+
+// Signal tells the engine a signal was received (and forwarded to Gunicorn or not).
+func (e *Engine) Signal(sig syscall.Signal, forwarded bool) {
+	e.send(input{signal: &signalIn{sig: sig, forwarded: forwarded, at: e.cfg.Now()}})
+}
+
+// ChildExit tells the engine how the supervised command ended (after its output was drained).
+func (e *Engine) ChildExit(x ExitInfo) { e.send(input{exit: &x}) }
+
+// Started tells the engine the supervised command's pid: when Gunicorn is the command (or exec'd
+// by it), its master's lines come from that pid before the watcher's first sweep finds it.
+func (e *Engine) Started(pid int) { e.send(input{root: pid}) }
+
+// Master tells the engine the Gunicorn master's pid learnt outside the watcher (a USR2 upgrade).
+func (e *Engine) Master(pid int) {
+	e.Probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: pid}, Time: e.cfg.Now()})
+}
+
+// Reported is the number of post-mortems made; read it after Run returns.
+func (e *Engine) Reported() int { return e.st.reported }
+
+// Run owns the engine's state until ctx is done; then it takes what is still queued, decides every
+// open incident and returns. Cancel ctx only after the producers have stopped.
+func (e *Engine) Run(ctx context.Context) {
+	defer close(e.done)
+	tick := time.NewTicker(e.cfg.Interval)
+	defer tick.Stop()
+	for {
+		select {
+		case in := <-e.in:
+			e.take(in)
+		case <-tick.C:
+			e.st.tick(e.cfg.Now())
+		case <-ctx.Done():
+			for {
+				select {
+				case in := <-e.in:
+					e.take(in)
+					continue
+				default:
+				}
+				break
+			}
+			e.st.flush(e.cfg.Now())
+			return
+		}
+	}
+}
+
+func (e *Engine) take(in input) {
+	switch {
+	case in.line != nil:
+		e.st.line(in.line.stream, in.line.line, in.line.at)
+	case in.probe != nil:
+		e.st.probe(*in.probe)
+	case in.oom != nil:
+		e.st.oom(*in.oom)
+	case in.stats != nil:
+		e.st.containerSample(*in.stats)
+	case in.signal != nil:
+		e.st.signal(in.signal.sig, in.signal.forwarded, in.signal.at)
+	case in.exit != nil:
+		e.st.childExit(*in.exit, e.cfg.Now())
+	case in.root != 0:
+		e.st.root = in.root
+	}
+}

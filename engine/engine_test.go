@@ -1,0 +1,362 @@
+package engine
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/postmortem"
+	"github.com/gwrap/gwrap/probes"
+)
+
+var t0 = time.Date(2026, 11, 25, 6, 0, 0, 0, time.UTC)
+
+// bootWorker makes the master known and one worker watched, sampled healthy for 10 s.
+func bootWorker(st *state, master int, id probes.ID) time.Time {
+	st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: master}, Time: t0})
+	st.probe(probes.Event{Kind: probes.EventBoot, ID: id, Time: t0})
+	for _, s := range healthy(t0, t0.Add(10*time.Second)) {
+		st.probe(probes.Event{Kind: probes.EventSample, ID: id, Time: s.Time, Sample: s})
+	}
+	return t0.Add(10 * time.Second)
+}
+
+func lateEvent(id probes.ID, at time.Time, share float64) probes.Event {
+	return probes.Event{Kind: probes.EventLate, ID: id, Time: at, Share: share, Timeout: 30 * time.Second,
+		Sample: probes.Sample{Time: at, State: "S", HeartbeatAge: time.Duration(share * float64(30*time.Second)), Heartbeats: true},
+		Deep:   &probes.Deep{Wchan: "hrtimer_nanosleep"}}
+}
+
+func TestLateIsNotSaidForAWorkerToldToStop(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		before func(st *state, at time.Time)
+		want   int
+	}{
+		{"running", func(*state, time.Time) {}, 2},
+		{"after gwrap forwarded TERM", func(st *state, at time.Time) { st.signal(syscall.SIGTERM, true, at) }, 0},
+		{"after a HUP reload", func(st *state, at time.Time) { st.signal(syscall.SIGHUP, true, at) }, 0},
+		{"after the master said Handling signal: quit", func(st *state, at time.Time) {
+			st.line("stderr", []byte("[2026-11-25 06:00:10 +0000] [100] [INFO] Handling signal: quit"), at)
+		}, 0},
+		{"after max-requests", func(st *state, at time.Time) {
+			st.line("stderr", []byte("[2026-11-25 06:00:10 +0000] [101] [INFO] Autorestarting worker after current request."), at)
+		}, 0},
+		{"a TTIN adds a worker, it does not stop one", func(st *state, at time.Time) { st.signal(syscall.SIGTTIN, true, at) }, 2},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			st, rec := testState(gunicorn.Settings{Timeout: 30, WorkerClass: "gthread", LogLevel: "info"})
+			id := probes.ID{PID: 101, StartTime: 7}
+			at := bootWorker(st, 100, id)
+			c.before(st, at)
+			st.probe(lateEvent(id, at.Add(15*time.Second), 0.5))
+			st.probe(lateEvent(id, at.Add(15*time.Second), 0.5)) // said once per share
+			st.probe(lateEvent(id, at.Add(24*time.Second), 0.8))
+			late := rec.named("worker.late")
+			if len(late) != c.want {
+				t.Fatalf("%d worker.late events, want %d", len(late), c.want)
+			}
+			if c.want > 0 {
+				e := late[0]
+				for _, k := range []string{"pid", "heartbeat_age_s", "timeout_s", "cpu_percent", "state", "waiting_on"} {
+					if _, ok := e.Get(k); !ok {
+						t.Errorf("worker.late lacks %s", k)
+					}
+				}
+				if wo, _ := e.Get("waiting_on"); fmt.Sprint(wo) != "[wchan hrtimer_nanosleep]" {
+					t.Errorf("waiting_on %v", wo)
+				}
+			}
+		})
+	}
+}
+
+func TestStuckBootThatFinishesIsNotAnIncident(t *testing.T) {
+	st, rec := testState(gunicorn.Settings{Timeout: 3, WorkerClass: "sync", LogLevel: "info"})
+	id := probes.ID{PID: 201, StartTime: 3}
+	st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 200}, Time: t0})
+	st.probe(probes.Event{Kind: probes.EventBoot, ID: id, Time: t0})
+	stuck := probes.Event{Kind: probes.EventStuckBoot, ID: id, Time: t0.Add(4 * time.Second), Timeout: 3 * time.Second,
+		Sample: probes.Sample{HeartbeatAge: 4 * time.Second}}
+	st.probe(stuck)
+	st.tick(t0.Add(30 * time.Second)) // the window closed long ago: still booting, still open
+	st.probe(probes.Event{Kind: probes.EventRecovered, ID: id, Time: t0.Add(12 * time.Second)})
+	st.tick(t0.Add(40 * time.Second))
+	st.flush(t0.Add(50 * time.Second))
+	if n := len(rec.named("worker.stuck_boot")); n != 1 {
+		t.Errorf("%d worker.stuck_boot", n)
+	}
+	boots := rec.named("worker.boot")
+	if len(boots) != 2 || !strings.Contains(boots[1].Message, "finished booting after 12.0s") {
+		t.Errorf("worker.boot events: %+v", boots)
+	}
+	if len(rec.reports) != 0 {
+		t.Errorf("a boot that finished was reported: %s", rec.reports[0].Verdict.Summary)
+	}
+}
+
+func TestStuckBootThatDiesIsBootTimeout(t *testing.T) {
+	st, rec := testState(gunicorn.Settings{Timeout: 3, WorkerClass: "sync", LogLevel: "warning"})
+	id := probes.ID{PID: 301, StartTime: 3}
+	st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 300}, Time: t0})
+	st.probe(probes.Event{Kind: probes.EventBoot, ID: id, Time: t0})
+	st.probe(probes.Event{Kind: probes.EventStuckBoot, ID: id, Time: t0.Add(4 * time.Second), Timeout: 3 * time.Second})
+	st.probe(probes.Event{Kind: probes.EventVanish, ID: id, Time: t0.Add(20 * time.Second)})
+	st.tick(t0.Add(30 * time.Second))
+	if len(rec.reports) != 1 || rec.reports[0].Verdict.Cause != postmortem.CauseBootTimeout {
+		t.Fatalf("reports %+v", rec.reports)
+	}
+}
+
+func TestOOMKillNamesTheDyingVictim(t *testing.T) {
+	st, rec := testState(gunicorn.Settings{Timeout: 30, WorkerClass: "sync", LogLevel: "info"})
+	victim, other := probes.ID{PID: 401, StartTime: 1}, probes.ID{PID: 402, StartTime: 1}
+	st.cfg.Dying = func(id probes.ID) bool { return id == victim }
+	at := bootWorker(st, 400, victim)
+	st.probe(probes.Event{Kind: probes.EventBoot, ID: other, Time: t0})
+	st.oom(memwatch.OOMEvent{Time: at, Count: 1, Total: 1})
+	oom := rec.named("oom.kill")
+	if len(oom) != 1 {
+		t.Fatalf("%d oom.kill", len(oom))
+	}
+	if pids, _ := oom[0].Get("pids"); fmt.Sprint(pids) != "[401]" {
+		t.Errorf("oom.kill pids %v, want [401]", pids)
+	}
+	st.probe(probes.Event{Kind: probes.EventVanish, ID: victim, Time: at.Add(400 * time.Millisecond)})
+	st.line("stderr", []byte("[2026-11-25 06:00:11 +0000] [400] [ERROR] Worker (pid:401) was sent SIGKILL! Perhaps out of memory?"), at.Add(500*time.Millisecond))
+	st.tick(at.Add(10 * time.Second))
+	if len(rec.reports) != 1 || rec.reports[0].Incident.PID != 401 || rec.reports[0].Verdict.Cause != postmortem.CauseOOMKilled {
+		t.Fatalf("reports %+v", rec.reports)
+	}
+}
+
+func TestOOMKillBeforeTheVictimIsKnown(t *testing.T) {
+	st, rec := testState(gunicorn.Settings{Timeout: 30, WorkerClass: "sync", LogLevel: "warning"})
+	id := probes.ID{PID: 501, StartTime: 1}
+	st.cfg.Dying = func(probes.ID) bool { return false }
+	at := bootWorker(st, 500, id)
+	st.oom(memwatch.OOMEvent{Time: at, Count: 1, Total: 1})
+	oom := rec.named("oom.kill")
+	if pids, _ := oom[0].Get("pids"); len(oom) != 1 || fmt.Sprint(pids) != "[]" || !strings.Contains(oom[0].Message, "not identified yet") {
+		t.Fatalf("oom.kill %+v", oom)
+	}
+	st.probe(probes.Event{Kind: probes.EventVanish, ID: id, Time: at.Add(900 * time.Millisecond)})
+	st.tick(at.Add(10 * time.Second))
+	if len(rec.reports) != 1 || rec.reports[0].Incident.PID != 501 || rec.reports[0].Incident.Kind != postmortem.KindOOMKill {
+		t.Fatalf("reports %+v", rec.reports)
+	}
+}
+
+func TestGunicornExitAndBootFailure(t *testing.T) {
+	st, rec := testState(gunicorn.Settings{Timeout: 30, WorkerClass: "sync", LogLevel: "info"})
+	st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 600}, Time: t0})
+	for i, l := range []string{
+		"[2026-11-25 06:00:00 +0000] [600] [INFO] Starting gunicorn 23.0.0",
+		"[2026-11-25 06:00:00 +0000] [601] [INFO] Booting worker with pid: 601",
+		"[2026-11-25 06:00:00 +0000] [601] [ERROR] Exception in worker process",
+		"Traceback (most recent call last):",
+		`  File "/app/app.py", line 1, in <module>`,
+		"    import nosuchmodule",
+		"ModuleNotFoundError: No module named 'nosuchmodule'",
+		"[2026-11-25 06:00:00 +0000] [601] [INFO] Worker exiting (pid: 601)",
+		"[2026-11-25 06:00:01 +0000] [600] [ERROR] Worker (pid:601) exited with code 3",
+		"[2026-11-25 06:00:01 +0000] [600] [ERROR] Shutting down: Master",
+		"[2026-11-25 06:00:01 +0000] [600] [ERROR] Reason: Worker failed to boot.",
+	} {
+		st.line("stderr", []byte(l), t0.Add(time.Duration(i)*10*time.Millisecond))
+	}
+	st.childExit(ExitInfo{Code: 3, Reason: "gunicorn exited with code 3"}, t0.Add(time.Second))
+	st.flush(t0.Add(2 * time.Second))
+	exits := rec.named("gunicorn.exit")
+	if len(exits) != 1 {
+		t.Fatalf("%d gunicorn.exit", len(exits))
+	}
+	if code, _ := exits[0].Get("exit_code"); code != 3 {
+		t.Errorf("exit_code %v", code)
+	}
+	if len(rec.reports) != 1 {
+		t.Fatalf("%d reports", len(rec.reports))
+	}
+	r := rec.reports[0]
+	if r.Incident.Kind != postmortem.KindBootFailure || !strings.Contains(r.Verdict.Summary, "ModuleNotFoundError") {
+		t.Errorf("boot failure: %s %s", r.Incident.Kind, r.Verdict.Summary)
+	}
+	if n := len(rec.named("worker.exit")); n != 1 {
+		t.Errorf("%d worker.exit", n)
+	}
+}
+
+// TestEveryEventHasTheContractFields: a whole run's events carry a time, a name and a message.
+func TestEveryEventHasTheContractFields(t *testing.T) {
+	_, rec := scenario{log: "gunicorn-21.2.0-written.log", ooms: []string{"03:20:50.400"}}.run(t)
+	seen := map[string]bool{}
+	for _, e := range rec.events {
+		seen[e.Name] = true
+		if e.Time.IsZero() || e.Name == "" || e.Message == "" {
+			t.Errorf("incomplete event %+v", e)
+		}
+	}
+	for _, name := range []string{"gunicorn.start", "worker.boot", "worker.timeout", "worker.killed", "worker.exit", "worker.gone", "oom.kill", "postmortem"} {
+		if !seen[name] {
+			t.Errorf("no %s event", name)
+		}
+	}
+}
+
+// TestRecycledWorkersAreForgotten: max-requests recycling ten thousand workers leaves the engine's
+// memory as small as its live workers, and makes no incident.
+func TestRecycledWorkersAreForgotten(t *testing.T) {
+	st, rec := testState(gunicorn.Settings{Timeout: 30, WorkerClass: "sync", LogLevel: "info"})
+	st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 1}, Time: t0})
+	now := t0
+	for i := 0; i < 10000; i++ {
+		pid := 1000 + i%30000
+		id := probes.ID{PID: pid, StartTime: uint64(i)}
+		st.line("stderr", []byte(fmt.Sprintf("[2026-11-25 06:00:00 +0000] [%d] [INFO] Booting worker with pid: %d", pid, pid)), now)
+		if i%2 == 0 { // half of them live long enough for the watcher to see them
+			st.probe(probes.Event{Kind: probes.EventBoot, ID: id, Time: now})
+			st.probe(probes.Event{Kind: probes.EventSample, ID: id, Time: now, Sample: probes.Sample{Time: now, HeartbeatAge: 0}})
+		}
+		st.line("stderr", []byte(fmt.Sprintf("[2026-11-25 06:00:00 +0000] [%d] [INFO] Autorestarting worker after current request.", pid)), now)
+		st.line("stderr", []byte(fmt.Sprintf("[2026-11-25 06:00:00 +0000] [%d] [INFO] Worker exiting (pid: %d)", pid, pid)), now)
+		if i%2 == 0 {
+			st.probe(probes.Event{Kind: probes.EventVanish, ID: id, Time: now.Add(50 * time.Millisecond)})
+		}
+		now = now.Add(100 * time.Millisecond)
+		st.tick(now)
+	}
+	st.tick(now.Add(keepGone + time.Minute))
+	if len(rec.reports) != 0 {
+		t.Fatalf("%d reports for recycled workers, first: %s", len(rec.reports), rec.reports[0].Verdict.Summary)
+	}
+	if n := len(st.w.byID) + len(st.w.byPID) + len(st.open); n != 0 {
+		t.Errorf("remembers %d things: byID %d byPID %d open %d", n, len(st.w.byID), len(st.w.byPID), len(st.open))
+	}
+}
+
+// TestRunDrainsAtShutdown: lines queued when the producers stop are all relayed, and what they
+// said is decided before Run returns.
+func TestRunDrainsAtShutdown(t *testing.T) {
+	rec := &recorder{}
+	e := New(Config{Settings: gunicorn.Settings{Timeout: 30, LogLevel: "info"}, Reports: rec, Interval: time.Hour}, rec)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx); close(done) }()
+	e.Probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 10}, Time: time.Now()})
+	e.Probe(probes.Event{Kind: probes.EventBoot, ID: probes.ID{PID: 11, StartTime: 1}, Time: time.Now()})
+	for i := 0; i < 1000; i++ {
+		e.Line("stdout", []byte(fmt.Sprintf("line %d", i)))
+	}
+	e.Line("stderr", []byte("[2026-11-25 06:00:00 +0000] [10] [ERROR] Worker (pid:11) was sent SIGSEGV!"))
+	e.ChildExit(ExitInfo{Code: 0})
+	cancel()
+	<-done
+	if rec.relayed != 1001 {
+		t.Errorf("%d lines relayed, want 1001", rec.relayed)
+	}
+	if len(rec.reports) != 1 || rec.reports[0].Verdict.Cause != postmortem.CauseCrashed {
+		t.Errorf("reports %+v", rec.reports)
+	}
+	if e.Reported() != 1 || len(rec.named("gunicorn.exit")) != 1 {
+		t.Errorf("reported %d, gunicorn.exit %d", e.Reported(), len(rec.named("gunicorn.exit")))
+	}
+}
+
+func TestDecide(t *testing.T) {
+	code := func(c int) *int { return &c }
+	for _, c := range []struct {
+		name string
+		f    facts
+		ok   bool
+		kind postmortem.Kind
+	}{
+		{"recycle at warning level", facts{Died: true}, false, ""},
+		{"recycle at info level", facts{Died: true, Exiting: true, Stopping: true, ExitsVisible: true}, false, ""},
+		{"silent vanish at info level", facts{Died: true, ExitsVisible: true}, true, postmortem.KindSignal},
+		{"exit 0", facts{Died: true, ExitCode: code(0)}, false, ""},
+		{"exit 1", facts{Died: true, ExitCode: code(1)}, true, postmortem.KindExit},
+		{"exit 1 during a stop", facts{Died: true, ExitCode: code(1), Stopping: true}, false, ""},
+		{"boot failure", facts{Died: true, ExitCode: code(3), BootFailure: true}, true, postmortem.KindBootFailure},
+		{"SIGSEGV", facts{Died: true, Signal: 11}, true, postmortem.KindSignal},
+		{"SIGSEGV during a stop", facts{Died: true, Signal: 11, Stopping: true}, true, postmortem.KindSignal},
+		{"SIGTERM", facts{Died: true, Signal: 15}, false, ""},
+		{"SIGKILL", facts{Died: true, Signal: 9}, true, postmortem.KindSignal},
+		{"SIGKILL after graceful_timeout", facts{Died: true, Signal: 9, Stopping: true}, false, ""},
+		{"SIGKILL during a stop by the OOM killer", facts{Died: true, Signal: 9, Stopping: true, OOMKilled: true}, true, postmortem.KindOOMKill},
+		{"timeout escalation", facts{Died: true, Signal: 9, Timeout: true}, true, postmortem.KindTimeout},
+		{"timeout and OOM", facts{Died: true, Timeout: true, OOMKilled: true}, true, postmortem.KindTimeout},
+		{"stuck boot still booting", facts{StuckBoot: true}, false, ""},
+		{"stuck boot died", facts{StuckBoot: true, Died: true}, true, postmortem.KindTimeout},
+		{"stuck boot at the end", facts{StuckBoot: true, Final: true}, true, postmortem.KindTimeout},
+	} {
+		ok, kind := decide(c.f)
+		if ok != c.ok || kind != c.kind {
+			t.Errorf("%s: decide = %v %q, want %v %q", c.name, ok, kind, c.ok, c.kind)
+		}
+	}
+}
+
+// BenchmarkIdleSecond: the engine's per-second cost with 8 healthy workers and nothing open: a
+// cgroup sample, 8 worker samples and a tick.
+func BenchmarkIdleSecond(b *testing.B) {
+	st, _ := testState(gunicorn.Settings{Timeout: 30, WorkerClass: "sync", LogLevel: "info"})
+	var ids []probes.ID
+	for i := 0; i < 8; i++ {
+		id := probes.ID{PID: 100 + i, StartTime: 1}
+		ids = append(ids, id)
+		st.probe(probes.Event{Kind: probes.EventBoot, ID: id, Time: t0})
+	}
+	now := t0
+	b.ReportAllocs()
+	for b.Loop() {
+		now = now.Add(time.Second)
+		st.containerSample(memwatch.Stats{Time: now})
+		for _, id := range ids {
+			st.probe(probes.Event{Kind: probes.EventSample, ID: id, Time: now, Sample: probes.Sample{Time: now}})
+		}
+		st.tick(now)
+	}
+}
+
+// TestNoSecretReachesAReport: secrets in the lines and traceback of a dead worker appear in
+// neither the JSON nor the HTML of its report.
+func TestNoSecretReachesAReport(t *testing.T) {
+	rs, _ := scenario{lines: []string{
+		"[2026-11-25 03:42:00 +0000] [1] [INFO] Starting gunicorn 22.0.0",
+		"[2026-11-25 03:42:05 +0000] [7] [INFO] Booting worker with pid: 7",
+		"[2026-11-25 03:42:36 +0000] [1] [CRITICAL] WORKER TIMEOUT (pid:7)",
+		"[2026-11-25 03:42:36 +0000] [7] [ERROR] Error handling request /login?token=tok-SECRET-1",
+		"Traceback (most recent call last):",
+		`  File "/srv/app/app.py", line 9, in app`,
+		`    db = connect("postgresql://app:pw-SECRET-2@db:5432/app", password="pw-SECRET-3")`,
+		"SystemExit: 1",
+		"[2026-11-25 03:42:36 +0000] [7] [INFO] Worker exiting (pid: 7)",
+	}}.run(t)
+	if len(rs) != 1 {
+		t.Fatalf("%d reports", len(rs))
+	}
+	dir := t.TempDir()
+	path, err := postmortem.NewStore(dir, postmortem.Retention{}).Write(rs[7])
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range []string{path, strings.TrimSuffix(path, ".json") + ".html"} {
+		b, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(string(b), "SECRET") {
+			t.Errorf("%s leaks a secret", filepath.Base(p))
+		}
+		if !strings.Contains(string(b), "app.py") {
+			t.Errorf("%s lost the traceback", filepath.Base(p))
+		}
+	}
+}

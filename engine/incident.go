@@ -1,0 +1,224 @@
+package engine
+
+import (
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/postmortem"
+)
+
+// incident is one worker's end (or stuck boot) while it is tentative: opened by the first sign,
+// completed by what follows within the window, then confirmed and reported, or dismissed.
+type incident struct {
+	w      *worker
+	at     time.Time // the first sign
+	due    time.Time // when the window closes
+	opened time.Time
+
+	timeout    bool // a verified WORKER TIMEOUT
+	stuck      bool // seen stuck booting
+	signal     int
+	signalName string
+	oomHint    bool
+	exitCode   *int
+	oomKills   uint64
+
+	lines     []string
+	traceback []string
+	stuckAt   string // the app's frame in an aborted request's traceback
+}
+
+func (inc *incident) died() bool { return inc.w.gone() || inc.signal != 0 || inc.exitCode != nil }
+
+func (inc *incident) extend(now time.Time, d time.Duration) {
+	if t := now.Add(d); t.After(inc.due) {
+		inc.due = t
+	}
+}
+
+// incidentFor returns the worker's open incident, opening one at the first sign.
+func (s *state) incidentFor(w *worker, at time.Time) *incident {
+	if w.inc != nil {
+		return w.inc
+	}
+	inc := &incident{w: w, at: at, opened: at, due: at.Add(s.cfg.Thresholds.FollowUpWindow)}
+	w.inc = inc
+	s.open = append(s.open, inc)
+	return inc
+}
+
+// traceback keeps a worker's traceback for its incident (which may open only with the exit line).
+func (s *state) traceback(w *worker, e gunicorn.Event, at time.Time) {
+	inc := w.inc
+	if inc == nil {
+		if e.Kind != gunicorn.KindWorkerError || len(e.Traceback) == 0 {
+			return
+		}
+		// A boot failure: the traceback comes first, the exit code after it.
+		inc = s.incidentFor(w, at)
+	}
+	inc.lines = append(inc.lines, e.Line)
+	inc.traceback = e.Traceback
+	if e.Kind == gunicorn.KindRequestError {
+		inc.stuckAt = gunicorn.StuckAt(e.Traceback)
+	}
+}
+
+// facts gathers what decide looks at.
+func (s *state) facts(inc *incident, final bool) facts {
+	w := inc.w
+	lvl := strings.ToLower(s.settings.LogLevel)
+	if lvl == "" {
+		lvl = "info"
+	}
+	stopping := !w.stopAt.IsZero() && (!w.gone() || !w.stopAt.After(w.goneAt))
+	return facts{
+		OOMKilled:    inc.oomKills > 0,
+		Timeout:      inc.timeout,
+		StuckBoot:    inc.stuck,
+		Died:         w.gone(),
+		Signal:       inc.signal,
+		ExitCode:     inc.exitCode,
+		Exiting:      w.exiting,
+		Stopping:     stopping || (!s.shutdown.IsZero() && (!w.gone() || !s.shutdown.After(w.goneAt))),
+		ExitsVisible: (lvl == "info" || lvl == "debug") && s.settings.LogConfig == "",
+		BootFailure:  s.bootFailure != "" || (inc.exitCode != nil && (*inc.exitCode == 3 || *inc.exitCode == 4) && len(inc.traceback) > 0),
+		Final:        final,
+	}
+}
+
+// waiting reports whether an incident's window must stay open past its due time: a timed-out
+// worker Gunicorn has not finished off yet (for up to three windows), a worker still stuck booting.
+func (s *state) waiting(inc *incident, now time.Time) bool {
+	if inc.w.gone() {
+		return false
+	}
+	if inc.timeout && inc.signal == 0 && inc.exitCode == nil {
+		return now.Before(inc.at.Add(3 * s.cfg.Thresholds.FollowUpWindow))
+	}
+	return inc.stuck && !inc.timeout
+}
+
+// decideDue decides the incidents whose window has closed (all of them when final).
+func (s *state) decideDue(now time.Time, final bool) {
+	var ready []*incident
+	kept := s.open[:0]
+	for _, inc := range s.open {
+		if final || (!now.Before(inc.due) && !s.waiting(inc, now)) {
+			ready = append(ready, inc)
+		} else {
+			kept = append(kept, inc)
+		}
+	}
+	for i := len(kept); i < len(s.open); i++ {
+		s.open[i] = nil
+	}
+	s.open = kept
+	sort.Slice(ready, func(i, j int) bool { return ready[i].at.Before(ready[j].at) })
+	for _, inc := range ready {
+		s.claimOOM(inc)
+		confirmed, kind := decide(s.facts(inc, final))
+		if inc.stuck && !confirmed && !final {
+			s.open = append(s.open, inc) // still booting: stays open
+			continue
+		}
+		inc.w.inc = nil
+		if confirmed && !inc.w.reported {
+			inc.w.reported = true
+			s.report(inc, kind, now)
+		}
+	}
+}
+
+// dismiss drops an open incident before its window closed (a stuck boot that finished).
+func (s *state) dismiss(inc *incident) {
+	inc.w.inc = nil
+	for i, o := range s.open {
+		if o == inc {
+			s.open = append(s.open[:i], s.open[i+1:]...)
+			return
+		}
+	}
+}
+
+// claimOOM ties an OOM kill nobody claimed to a worker that died around it.
+func (s *state) claimOOM(inc *incident) {
+	if inc.oomKills > 0 || !inc.w.gone() || inc.exitCode != nil || (inc.signal != 0 && inc.signal != 9) {
+		return
+	}
+	for i := range s.ooms {
+		e := &s.ooms[i]
+		if d := e.Time.Sub(inc.w.goneAt); e.Count > 0 && d > -5*time.Second && d < 5*time.Second {
+			inc.oomKills = 1
+			e.Count--
+			if e.Count == 0 {
+				s.ooms = append(s.ooms[:i], s.ooms[i+1:]...)
+			}
+			return
+		}
+	}
+}
+
+// report classifies a confirmed incident, writes its report and announces it.
+func (s *state) report(inc *incident, kind postmortem.Kind, now time.Time) {
+	w := inc.w
+	pi := postmortem.Incident{Kind: kind, PID: w.id.PID, StartTime: w.id.StartTime, At: inc.at, BootedAt: w.bootedAt,
+		Signal: inc.signalName, ExitCode: inc.exitCode, Timeout: inc.timeout, HandledAbort: inc.timeout && w.exiting,
+		Escalated: inc.timeout && inc.signal == 9, OOMHint: inc.oomHint, OOMKillDelta: inc.oomKills,
+		BootStuck: inc.stuck, Vanished: w.gone(),
+		Lines: postmortem.RedactAll(inc.lines), Traceback: postmortem.RedactAll(inc.traceback), StuckAt: postmortem.Redact(inc.stuckAt)}
+	evidence := postmortem.Evidence{Incident: pi, Settings: s.settings, Timeline: w.samples.list(), Deep: w.deep,
+		Container: s.containerAround(inc.at)}
+	r := postmortem.NewReport(evidence, postmortem.Classify(evidence, s.cfg.Thresholds), s.version, now)
+	r.Host = s.cfg.Host
+	if h := idSafe(s.cfg.Host.Hostname); h != "" {
+		// Instances of one App Service app share /home: the host keeps their ids apart.
+		r.ID += "-" + h
+	}
+	s.reported++
+	path := ""
+	if s.cfg.Reports != nil {
+		p, err := s.cfg.Reports.Write(r)
+		if err != nil {
+			s.warnOnce("report-write", now, "report_write", "cannot write post-mortem reports: "+err.Error()+" (they still appear on stdout)")
+		}
+		path = p
+	}
+	v := r.Verdict
+	s.emit(ev(now, Error, "postmortem", v.Summary, f("cause", string(v.Cause)), f("pid", w.id.PID),
+		f("kind", string(kind)), f("near_memory_limit", v.NearMemoryLimit), f("ran_long", v.RanLong),
+		f("confidence", v.Confidence), f("summary", v.Summary), f("report", path), f("id", r.ID)))
+}
+
+// containerAround returns the cgroup samples of the minutes before t (and a few seconds after).
+func (s *state) containerAround(t time.Time) []memwatch.Stats {
+	var out []memwatch.Stats
+	for _, st := range s.cgroup {
+		if st.Time.After(t.Add(-5*time.Minute)) && st.Time.Before(t.Add(5*time.Second)) {
+			out = append(out, st)
+		}
+	}
+	return out
+}
+
+// idSafe keeps the characters of s that are safe in a file name, at most 40.
+func idSafe(s string) string {
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s) && len(b) < 40; i++ {
+		if c := s[i]; c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+// WorkerClass is the class that decides a worker's heartbeat rhythm: sync with threads is gthread.
+func WorkerClass(s gunicorn.Settings) string {
+	if (s.WorkerClass == "sync" || s.WorkerClass == "") && s.Threads > 1 {
+		return "gthread"
+	}
+	return s.WorkerClass
+}

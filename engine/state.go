@@ -1,0 +1,451 @@
+package engine
+
+import (
+	"fmt"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/probes"
+)
+
+// state is everything the engine's goroutine owns. Its methods take the time things happened;
+// they never read a clock, so tests drive them with any times they like.
+type state struct {
+	cfg      Config
+	out      Emitter
+	settings gunicorn.Settings
+	version  string // Gunicorn's, from its "Starting gunicorn" line
+
+	root     int // the supervised command's pid
+	master   int // the Gunicorn master's pid (0 until the watcher or the root's own lines show it)
+	w        workers
+	open     []*incident
+	asm      map[string]*gunicorn.Assembler
+	cgroup   []memwatch.Stats    // the last containerKeep cgroup samples
+	ooms     []memwatch.OOMEvent // OOM kills no worker has claimed yet
+	shutdown time.Time           // Gunicorn was told to stop (TERM, INT, QUIT) or said it is
+
+	bootFailure string // the master's "Reason:" line (Worker failed to boot, App failed to load)
+	warned      map[string]bool
+	reported    int
+}
+
+// containerKeep bounds the cgroup samples kept (10 minutes at 1 Hz).
+const containerKeep = 600
+
+func newState(cfg Config, out Emitter) *state {
+	// Room for the whole history at the normal rate plus 30 s of a late worker's fast samples.
+	capacity := int(cfg.History/cfg.Interval) + 300
+	return &state{cfg: cfg, out: out, settings: cfg.Settings, w: newWorkers(capacity),
+		asm: map[string]*gunicorn.Assembler{}, warned: map[string]bool{}}
+}
+
+func (s *state) emit(e Event) { s.out.Emit(e) }
+
+// warnOnce says a degradation once.
+func (s *state) warnOnce(key string, at time.Time, code, msg string) {
+	if s.warned[key] {
+		return
+	}
+	s.warned[key] = true
+	s.emit(ev(at, Warn, "config.warning", msg, f("code", code)))
+}
+
+func (s *state) timeout() time.Duration { return time.Duration(s.settings.Timeout) * time.Second }
+
+// line relays one line of the child's output and takes in what it says.
+func (s *state) line(stream string, b []byte, at time.Time) {
+	a := s.asm[stream]
+	if a == nil {
+		a = gunicorn.NewAssembler(200, 64<<10)
+		s.asm[stream] = a
+	}
+	parsed, done := a.Add(b)
+	s.out.Relay(stream, b, parsed, at)
+	for _, e := range done {
+		s.gunicorn(e, at)
+	}
+}
+
+// fromMaster reports whether a line was written by the Gunicorn master.
+func (s *state) fromMaster(e gunicorn.Event) bool { return s.master != 0 && e.PID == s.master }
+
+// gunicorn takes one complete event of Gunicorn's log.
+func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
+	if s.master == 0 && s.root != 0 && e.PID == s.root && (e.Kind == gunicorn.KindStarting || e.Kind == gunicorn.KindListening) {
+		s.master = s.root // Gunicorn itself is the command: its master speaks before the first sweep
+	}
+	switch e.Kind {
+	case gunicorn.KindStarting:
+		if s.master == 0 || s.fromMaster(e) {
+			s.version = e.Version
+			s.emit(ev(at, Info, "gunicorn.start", "Gunicorn "+e.Version+" starting", f("gunicorn_version", e.Version)))
+		}
+	case gunicorn.KindUsingWorker:
+		if (s.master == 0 || s.fromMaster(e)) && e.WorkerClass != "" && e.WorkerClass != s.settings.WorkerClass {
+			s.settings.WorkerClass = e.WorkerClass
+			if s.cfg.OnWorkerClass != nil {
+				s.cfg.OnWorkerClass(WorkerClass(s.settings))
+			}
+		}
+	case gunicorn.KindBooting:
+		// A worker announces itself; the watcher may not have seen it yet (a boot failure can be
+		// over before the next sweep).
+		if e.PID > 0 && e.PID == e.WorkerPID {
+			s.w.logged(e.PID, at)
+		}
+	case gunicorn.KindHandlingSignal:
+		if s.fromMaster(e) {
+			s.told(e.SignalIn, at)
+		}
+	case gunicorn.KindShuttingDown:
+		if s.fromMaster(e) {
+			s.told("term", at)
+		}
+	case gunicorn.KindReason:
+		if s.fromMaster(e) {
+			s.bootFailure = e.Reason
+		}
+	case gunicorn.KindAutorestart, gunicorn.KindWorkerExiting:
+		pid := e.PID
+		if e.Kind == gunicorn.KindWorkerExiting && e.WorkerPID != 0 {
+			if e.PID != 0 && e.PID != e.WorkerPID {
+				return // a worker speaks only for itself
+			}
+			pid = e.WorkerPID
+		}
+		if w := s.w.known(pid); w != nil {
+			if w.stopAt.IsZero() {
+				w.stopAt = at
+			}
+			if e.Kind == gunicorn.KindWorkerExiting {
+				w.exiting = true
+			}
+			s.addLine(w, e)
+		}
+	case gunicorn.KindGracefulTimeout:
+		if w := s.w.known(e.WorkerPID); w != nil && s.fromMaster(e) && w.stopAt.IsZero() {
+			w.stopAt = at
+		}
+	case gunicorn.KindRequestError, gunicorn.KindWorkerError:
+		// The worker's own traceback: where an aborted request was stuck (22+), or why it could
+		// not boot. Kept on the record: its incident may open only with the exit line.
+		if w := s.w.known(e.PID); w != nil {
+			s.traceback(w, e, at)
+		}
+	case gunicorn.KindTimeout, gunicorn.KindSignaled, gunicorn.KindExited:
+		s.killLine(e, at)
+	}
+}
+
+// told marks the workers that Gunicorn was told to stop or replace: their deaths and their
+// silence from now on are part of that, not incidents.
+func (s *state) told(sig string, at time.Time) {
+	switch strings.ToLower(strings.TrimPrefix(strings.ToUpper(sig), "SIG")) {
+	case "term", "int", "quit":
+		if s.shutdown.IsZero() {
+			s.shutdown = at
+		}
+	case "hup", "ttou", "usr2", "winch":
+	default:
+		return
+	}
+	for _, w := range s.w.live() {
+		if w.stopAt.IsZero() {
+			w.stopAt = at
+		}
+	}
+}
+
+// killLine takes a WORKER TIMEOUT, a death by signal or an exit code: believed only when the
+// master wrote it about a worker gwrap knows (and, for a timeout, the heartbeat was stale).
+func (s *state) killLine(e gunicorn.Event, at time.Time) {
+	if e.Kind == gunicorn.KindExited && e.Repeat {
+		return
+	}
+	w := s.w.known(e.WorkerPID)
+	attributed := s.fromMaster(e)
+	// A line without Gunicorn's prefix (a custom log format) cannot be attributed: it may
+	// complete what /proc already showed, never start an incident.
+	unprefixed := e.PID == 0 && w != nil && w.inc != nil
+	if w == nil || !(attributed || unprefixed) {
+		s.unverified(e, at, "it does not come from the Gunicorn master about one of its workers")
+		return
+	}
+	switch e.Kind {
+	case gunicorn.KindTimeout:
+		if stale, known := s.heartbeatStale(w, at); !stale && (known || !attributed) {
+			s.unverified(e, at, "the worker's heartbeat was not stale")
+			return
+		}
+		inc := s.incidentFor(w, at)
+		inc.timeout = true
+		s.addLine(w, e)
+		s.emit(ev(at, Error, "worker.timeout", fmt.Sprintf("Gunicorn timed out worker %d (SIGABRT sent)", w.id.PID),
+			f("pid", w.id.PID), f("timeout_s", s.settings.Timeout)))
+	case gunicorn.KindSignaled:
+		inc := s.incidentFor(w, at)
+		inc.signal, inc.signalName, inc.oomHint = e.Signal, e.SignalName, e.OOMHint
+		s.addLine(w, e)
+		fields := []Field{f("pid", w.id.PID), f("signal", e.SignalName)}
+		if e.OOMHint {
+			fields = append(fields, f("gunicorn_oom_hint", true))
+		}
+		s.emit(ev(at, Error, "worker.killed", fmt.Sprintf("worker %d died of %s", w.id.PID, e.SignalName), fields...))
+	case gunicorn.KindExited:
+		inc := s.incidentFor(w, at)
+		code := e.ExitCode
+		inc.exitCode = &code
+		s.addLine(w, e)
+		s.emit(ev(at, Warn, "worker.exit", fmt.Sprintf("worker %d exited with code %d", w.id.PID, code),
+			f("pid", w.id.PID), f("exit_code", code)))
+	}
+}
+
+// unverified ignores a line that looks like one of Gunicorn's kill lines but that /proc does not
+// back, and says so once.
+func (s *state) unverified(e gunicorn.Event, at time.Time, why string) {
+	s.warnOnce("unverified", at, "unverified_line", fmt.Sprintf(
+		"ignored a line that looks like Gunicorn's %q because %s; lines like it are ignored from now on without a word (the app's own output cannot make an incident)",
+		truncate(e.Message, 120), why))
+}
+
+// heartbeatStale reports whether the worker's heartbeat, in its samples of the last few seconds,
+// was older than three quarters of the timeout (Gunicorn times out past the whole timeout, and a
+// late worker is sampled ten times a second). known is false when no heartbeat could be read.
+func (s *state) heartbeatStale(w *worker, at time.Time) (stale, known bool) {
+	t := s.timeout()
+	samples := w.samples.list()
+	for i := len(samples) - 1; i >= 0; i-- {
+		sm := samples[i]
+		if at.Sub(sm.Time) > 5*time.Second {
+			break
+		}
+		if sm.HeartbeatAge < 0 {
+			continue
+		}
+		known = true
+		if t > 0 && sm.HeartbeatAge >= t*3/4 {
+			return true, true
+		}
+	}
+	return false, known && t > 0
+}
+
+// probe takes one of the watcher's events.
+func (s *state) probe(e probes.Event) {
+	at := e.Time
+	switch e.Kind {
+	case probes.EventMaster:
+		s.master = e.ID.PID
+	case probes.EventBoot:
+		if w, isNew := s.w.watched(e.ID, at); isNew {
+			w.bootedAt = minTime(w.bootedAt, at)
+			s.emit(ev(at, Info, "worker.boot", fmt.Sprintf("worker %d booted", e.ID.PID),
+				f("pid", e.ID.PID), f("start_ticks", e.ID.StartTime)))
+		}
+	case probes.EventSample:
+		w, _ := s.w.watched(e.ID, at)
+		w.samples.add(e.Sample, s.w.cap)
+	case probes.EventLate:
+		w, _ := s.w.watched(e.ID, at)
+		if e.Deep != nil {
+			w.deep = e.Deep
+		}
+		if w.stopping() || !s.shutdown.IsZero() || e.Share <= w.lateSeen {
+			return // a worker told to stop is draining, not late
+		}
+		w.lateSeen = e.Share
+		s.late(w, e, "worker.late")
+	case probes.EventStuckBoot:
+		w, _ := s.w.watched(e.ID, at)
+		if e.Deep != nil {
+			w.deep = e.Deep
+		}
+		if w.stopping() || !s.shutdown.IsZero() || !w.stuckAt.IsZero() {
+			return
+		}
+		w.stuckAt = at
+		s.late(w, e, "worker.stuck_boot")
+		inc := s.incidentFor(w, at)
+		inc.stuck = true
+	case probes.EventRecovered:
+		w, _ := s.w.watched(e.ID, at)
+		w.lateSeen = 0
+		if !w.stuckAt.IsZero() {
+			took := at.Sub(w.bootedAt)
+			w.stuckAt = time.Time{}
+			s.emit(ev(at, Info, "worker.boot", fmt.Sprintf("worker %d finished booting after %.1fs (past the %ds timeout; nothing was killed)", w.id.PID, took.Seconds(), s.settings.Timeout),
+				f("pid", w.id.PID), f("start_ticks", w.id.StartTime), f("boot_seconds", round1(took.Seconds()))))
+			if inc := w.inc; inc != nil && !inc.timeout && !inc.died() {
+				s.dismiss(inc)
+			}
+			return
+		}
+		s.emit(ev(at, Info, "worker.recovered", fmt.Sprintf("worker %d heartbeats again", w.id.PID), f("pid", w.id.PID)))
+	case probes.EventVanish:
+		w, _ := s.w.watched(e.ID, at)
+		if w.gone() {
+			return
+		}
+		w.goneAt = at
+		s.emit(ev(at, Info, "worker.gone", fmt.Sprintf("worker %d is gone", w.id.PID), f("pid", w.id.PID)))
+		inc := s.incidentFor(w, at)
+		// The v1 oom_kill counter moves only once the victim is reaped: give it a moment.
+		inc.extend(at, 700*time.Millisecond)
+	}
+}
+
+// late emits worker.late or worker.stuck_boot.
+func (s *state) late(w *worker, e probes.Event, name string) {
+	sm := e.Sample
+	waiting := []string{}
+	if e.Deep != nil {
+		if wo := e.Deep.WaitingOn(); wo != nil {
+			waiting = wo
+		}
+	}
+	msg := fmt.Sprintf("worker %d silent for %.1fs of a %ds timeout (%.0f%% CPU, state %s)", w.id.PID,
+		sm.HeartbeatAge.Seconds(), int(e.Timeout.Seconds()), sm.CPUPercent(), sm.State)
+	if name == "worker.stuck_boot" {
+		msg = fmt.Sprintf("worker %d has not finished booting after %ds (timeout %ds)", w.id.PID, int(sm.HeartbeatAge.Seconds()), int(e.Timeout.Seconds()))
+	}
+	s.emit(ev(e.Time, Warn, name, msg, f("pid", w.id.PID),
+		f("heartbeat_age_s", round1(sm.HeartbeatAge.Seconds())), f("timeout_s", e.Timeout.Seconds()),
+		f("share", e.Share), f("cpu_percent", round1(sm.CPUPercent())), f("state", sm.State),
+		f("waiting_on", waiting), f("rss_bytes", sm.RSS())))
+}
+
+// oom takes an OOM kill: its victims are the workers gone or dying as the counter moved.
+func (s *state) oom(e memwatch.OOMEvent) {
+	at := e.Time
+	left := e.Count
+	var pids []int
+	for _, w := range s.w.byID {
+		if left == 0 {
+			break
+		}
+		if w.reported || (w.inc != nil && w.inc.oomKills > 0) {
+			continue
+		}
+		recent := w.gone() && at.Sub(w.goneAt) < 5*time.Second
+		if !recent && (w.gone() || !w.watched || s.cfg.Dying == nil || !s.cfg.Dying(w.id)) {
+			continue
+		}
+		inc := s.incidentFor(w, at)
+		inc.oomKills = 1
+		left--
+		pids = append(pids, w.id.PID)
+	}
+	for _, inc := range s.open {
+		inc.extend(at, 500*time.Millisecond)
+	}
+	msg := fmt.Sprintf("the kernel OOM killer killed %d process(es) in the container", e.Count)
+	if len(pids) == 0 {
+		msg += "; the victim is not identified yet (its post-mortem will name it)"
+	}
+	if left > 0 {
+		s.ooms = append(s.ooms, memwatch.OOMEvent{Time: at, Count: left, Total: e.Total})
+	}
+	if pids == nil {
+		pids = []int{}
+	}
+	s.emit(ev(at, Error, "oom.kill", msg, f("count", e.Count), f("total", e.Total), f("pids", pids)))
+}
+
+// containerSample keeps a cgroup sample.
+func (s *state) containerSample(st memwatch.Stats) {
+	// Compact only when twice the bound is reached: one copy per containerKeep samples.
+	if len(s.cgroup) >= 2*containerKeep {
+		s.cgroup = append(s.cgroup[:0], s.cgroup[len(s.cgroup)-containerKeep+1:]...)
+	}
+	s.cgroup = append(s.cgroup, st)
+}
+
+// signal takes a signal gwrap received.
+func (s *state) signal(sig syscall.Signal, forwarded bool, at time.Time) {
+	name := unix.SignalName(sig)
+	msg := "forwarded " + name + " to gunicorn"
+	if !forwarded {
+		msg = "received " + name + ", not forwarded"
+	}
+	s.emit(ev(at, Info, "signal", msg, f("signal", name), f("forwarded", forwarded)))
+	if forwarded {
+		s.told(name, at)
+	}
+}
+
+// childExit takes the end of the supervised command.
+func (s *state) childExit(x ExitInfo, at time.Time) {
+	level := Info
+	if x.Code != 0 {
+		level = Error
+	}
+	msg := fmt.Sprintf("gunicorn exited with code %d", x.Code)
+	if x.Reason != "" {
+		msg += ": " + x.Reason
+	}
+	if s.bootFailure != "" {
+		msg += " (" + s.bootFailure + ")"
+	}
+	s.emit(ev(at, level, "gunicorn.exit", msg, f("exit_code", x.Code), f("reason", x.Reason), f("forced", x.Forced)))
+	if s.shutdown.IsZero() {
+		s.shutdown = at
+	}
+}
+
+// tick completes quiet tracebacks, decides the incidents whose window closed, and forgets what
+// expired.
+func (s *state) tick(now time.Time) {
+	for _, a := range s.asm {
+		for _, e := range a.FlushIdle() {
+			s.gunicorn(e, now)
+		}
+	}
+	s.decideDue(now, false)
+	s.w.expire(now)
+	kept := s.ooms[:0]
+	for _, e := range s.ooms {
+		if now.Sub(e.Time) < time.Minute {
+			kept = append(kept, e)
+		}
+	}
+	s.ooms = kept
+}
+
+// flush decides everything still open: gwrap is stopping.
+func (s *state) flush(now time.Time) {
+	for _, a := range s.asm {
+		for _, e := range a.Flush() {
+			s.gunicorn(e, now)
+		}
+	}
+	s.decideDue(now, true)
+}
+
+func (s *state) addLine(w *worker, e gunicorn.Event) {
+	if w.inc != nil {
+		w.inc.lines = append(w.inc.lines, e.Line)
+	}
+}
+
+func round1(x float64) float64 { return float64(int64(x*10+0.5)) / 10 }
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func minTime(a, b time.Time) time.Time {
+	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
