@@ -146,12 +146,16 @@ func (s *state) dismiss(inc *incident) {
 
 // claimOOM ties an OOM kill nobody claimed to a worker that died around it.
 func (s *state) claimOOM(inc *incident) {
-	if inc.oomKills > 0 || !inc.w.gone() || inc.exitCode != nil || (inc.signal != 0 && inc.signal != 9) {
+	if inc.oomKills > 0 || inc.exitCode != nil || (inc.signal != 0 && inc.signal != 9) || (!inc.w.gone() && inc.signal == 0) {
 		return
+	}
+	died := inc.w.goneAt
+	if died.IsZero() {
+		died = inc.at // the master's SIGKILL line about a worker the watcher never saw
 	}
 	for i := range s.ooms {
 		e := &s.ooms[i]
-		if d := e.Time.Sub(inc.w.goneAt); e.Count > 0 && d > -5*time.Second && d < 5*time.Second {
+		if d := e.Time.Sub(died); e.Count > 0 && d > -5*time.Second && d < 5*time.Second {
 			inc.oomKills = 1
 			e.Count--
 			if e.Count == 0 {

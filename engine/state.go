@@ -334,7 +334,7 @@ func (s *state) oom(e memwatch.OOMEvent) {
 			continue
 		}
 		recent := w.gone() && at.Sub(w.goneAt) < 5*time.Second
-		if !recent && (w.gone() || !w.watched || s.cfg.Dying == nil || !s.cfg.Dying(w.id)) {
+		if !recent && (w.gone() || s.cfg.Dying == nil || !s.cfg.Dying(w.id)) {
 			continue
 		}
 		inc := s.incidentFor(w, at)

@@ -75,14 +75,15 @@ func IsGunicornCmdline(b []byte) bool {
 
 // Dying reports whether the process identified is gone or on its way out: vanished, its pid
 // reused, a zombie, or with a SIGKILL pending (what the OOM killer and Gunicorn's escalation
-// leave between the kill and the reaping).
+// leave between the kill and the reaping). A zero StartTime (a worker known only from its log
+// line) matches whatever process has the pid.
 func (f FS) Dying(id ID) bool {
 	b, err := os.ReadFile(f.path(id.PID, "stat"))
 	if err != nil {
 		return true
 	}
 	s, err := parseStat(b)
-	if err != nil || s.starttime != id.StartTime || s.state == "Z" || s.state == "X" {
+	if err != nil || (id.StartTime != 0 && s.starttime != id.StartTime) || s.state == "Z" || s.state == "X" {
 		return true
 	}
 	b, err = os.ReadFile(f.path(id.PID, "status"))

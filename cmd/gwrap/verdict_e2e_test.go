@@ -51,6 +51,11 @@ func runScenario(t *testing.T, sc scenario) (map[string]any, map[string]any) {
 	pm := p.stdout.waitEvent(t, time.Duration(sc.timeout+40)*time.Second, "a postmortem event", isEvent("postmortem"))
 	p.signal(t, syscall.SIGTERM)
 	p.wait(t, 20*time.Second)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("gwrap's output:\n%s", strings.Join(p.stdout.snapshot(), "\n"))
+		}
+	})
 
 	path, _ := pm["report"].(string)
 	if path == "" {
