@@ -18,7 +18,7 @@ type facts struct {
 	Exiting      bool // it logged "Worker exiting" (a Python-level exit)
 	Stopping     bool // it was told to stop: a signal to Gunicorn, max-requests, a shutdown
 	ExitsVisible bool // the log level shows INFO lines: a normal exit would have said so
-	BootFailure  bool // the master said a worker failed to boot or the app failed to load
+	BootFailure  bool // the worker's "Exception in worker process", confirmed by the master (its Reason line or exit code 3/4)
 	Final        bool // gwrap is stopping: this is the last word on it
 }
 
@@ -38,7 +38,7 @@ func decide(f facts) (confirmed bool, kind postmortem.Kind) {
 		return true, postmortem.KindTimeout
 	case f.StuckBoot:
 		return false, "" // still booting: worker.boot or its death will say
-	case f.BootFailure && f.ExitCode != nil && *f.ExitCode != 0:
+	case f.BootFailure:
 		return true, postmortem.KindBootFailure
 	case f.Signal != 0 && !stopSignal(f.Signal, f.Stopping):
 		return true, postmortem.KindSignal

@@ -284,6 +284,7 @@ func TestDecide(t *testing.T) {
 		{"exit 1", facts{Died: true, ExitCode: code(1)}, true, postmortem.KindExit},
 		{"exit 1 during a stop", facts{Died: true, ExitCode: code(1), Stopping: true}, false, ""},
 		{"boot failure", facts{Died: true, ExitCode: code(3), BootFailure: true}, true, postmortem.KindBootFailure},
+		{"boot failure on 20.1 (no exit line; the worker said it was exiting)", facts{Exiting: true, Stopping: true, BootFailure: true}, true, postmortem.KindBootFailure},
 		{"SIGSEGV", facts{Died: true, Signal: 11}, true, postmortem.KindSignal},
 		{"SIGSEGV during a stop", facts{Died: true, Signal: 11, Stopping: true}, true, postmortem.KindSignal},
 		{"SIGTERM", facts{Died: true, Signal: 15}, false, ""},

@@ -28,6 +28,7 @@ type incident struct {
 
 	lines     []string
 	traceback []string
+	bootError bool   // the traceback is the worker's "Exception in worker process"
 	stuckAt   string // the app's frame in an aborted request's traceback
 }
 
@@ -62,6 +63,7 @@ func (s *state) traceback(w *worker, e gunicorn.Event, at time.Time) {
 	}
 	inc.lines = append(inc.lines, e.Line)
 	inc.traceback = e.Traceback
+	inc.bootError = e.Kind == gunicorn.KindWorkerError
 	if e.Kind == gunicorn.KindRequestError {
 		inc.stuckAt = gunicorn.StuckAt(e.Traceback)
 	}
@@ -85,7 +87,7 @@ func (s *state) facts(inc *incident, final bool) facts {
 		Exiting:      w.exiting,
 		Stopping:     stopping || (!s.shutdown.IsZero() && (!w.gone() || !s.shutdown.After(w.goneAt))),
 		ExitsVisible: (lvl == "info" || lvl == "debug") && s.settings.LogConfig == "",
-		BootFailure:  s.bootFailure != "" || (inc.exitCode != nil && (*inc.exitCode == 3 || *inc.exitCode == 4) && len(inc.traceback) > 0),
+		BootFailure:  inc.bootError && (s.bootFailure != "" || inc.exitCode != nil && (*inc.exitCode == 3 || *inc.exitCode == 4)),
 		Final:        final,
 	}
 }

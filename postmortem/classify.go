@@ -251,6 +251,17 @@ func Classify(e Evidence, th Thresholds) Verdict {
 	case inc.Kind == KindSignal || inc.Kind == KindExit || (!inc.Timeout && !inc.BootStuck):
 		v.Cause = CauseCrashed
 		switch {
+		case inc.Kind == KindBootFailure && (inc.ExitCode == nil || *inc.ExitCode == 3 || *inc.ExitCode == 4):
+			v.Summary = fmt.Sprintf("%s failed to boot", who)
+			if inc.ExitCode != nil {
+				v.Summary += fmt.Sprintf(" (exit code %d)", *inc.ExitCode)
+			}
+			if exception != "" {
+				v.Summary += ": " + exception
+			}
+			v.Summary += "; Gunicorn stops when a worker cannot boot."
+			v.Confidence = "high"
+			v.Advice = append(v.Advice, "run the app's import by hand (python -c 'import yourapp') with the container's environment to see the error")
 		case (inc.Signal == "SIGKILL" || inc.Signal == "" && inc.ExitCode == nil) && !w.oomKnown:
 			v.Cause = CauseUnknown
 			how := "was SIGKILLed with no Gunicorn timeout before it"

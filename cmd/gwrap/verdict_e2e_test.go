@@ -237,3 +237,35 @@ func TestReportReadBack(t *testing.T) {
 		t.Errorf("report show %s: %v\n%s", id, err, show)
 	}
 }
+
+// TestVerdictBootFailure: a worker that cannot import the app makes Gunicorn exit 3; gwrap says
+// so live (a boot_failure post-mortem naming the exception, gunicorn.exit with the code) and
+// exits with Gunicorn's code.
+func TestVerdictBootFailure(t *testing.T) {
+	gunicorn := testkit.Gunicorn(t)
+	dir := writeApp(t, "import nosuchmodule_for_gwrap\n")
+	reports := t.TempDir()
+	p := startCmd(t, exec.Command(gwrapBin, "--report-dir", reports, "--", gunicorn, "--chdir", dir, "app:app",
+		"--workers", "1", "--bind", fmt.Sprintf("127.0.0.1:%d", freePort(t))), nil)
+	if code := p.wait(t, 30*time.Second); code != 3 {
+		t.Errorf("gwrap exited %d, want Gunicorn's 3", code)
+	}
+	var pm, exit map[string]any
+	for _, e := range p.stdout.events(t) {
+		switch e["event"] {
+		case "postmortem":
+			if pm != nil {
+				t.Errorf("a second post-mortem: %v", e)
+			}
+			pm = e
+		case "gunicorn.exit":
+			exit = e
+		}
+	}
+	if pm == nil || pm["kind"] != "boot_failure" || !strings.Contains(fmt.Sprint(pm["summary"]), "ModuleNotFoundError") {
+		t.Errorf("post-mortem %v", pm)
+	}
+	if exit == nil || exit["exit_code"] != float64(3) {
+		t.Errorf("gunicorn.exit %v", exit)
+	}
+}
