@@ -64,13 +64,14 @@ type Engine struct {
 
 // input is one producer's input: exactly one field is set.
 type input struct {
-	line   *lineIn
-	probe  *probes.Event
-	oom    *memwatch.OOMEvent
-	stats  *memwatch.Stats
-	signal *signalIn
-	exit   *ExitInfo
-	root   int
+	line     *lineIn
+	probe    *probes.Event
+	oom      *memwatch.OOMEvent
+	stats    *memwatch.Stats
+	signal   *signalIn
+	exit     *ExitInfo
+	root     int
+	settings *gunicorn.Settings
 }
 
 // ExitInfo is how the supervised command ended.
@@ -146,6 +147,10 @@ func (e *Engine) ChildExit(x ExitInfo) { e.send(input{exit: &x}) }
 // by it), its master's lines come from that pid before the watcher's first sweep finds it.
 func (e *Engine) Started(pid int) { e.send(input{root: pid}) }
 
+// Settings gives the engine Gunicorn's settings read again once its master was found (the
+// command was a shell or a script that ran Gunicorn).
+func (e *Engine) Settings(s gunicorn.Settings) { e.send(input{settings: &s}) }
+
 // Master tells the engine the Gunicorn master's pid learnt outside the watcher (a USR2 upgrade).
 func (e *Engine) Master(pid int) {
 	e.Probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: pid}, Time: e.cfg.Now()})
@@ -198,5 +203,7 @@ func (e *Engine) take(in input) {
 		e.st.childExit(*in.exit, e.cfg.Now())
 	case in.root != 0:
 		e.st.root = in.root
+	case in.settings != nil:
+		e.st.setSettings(*in.settings)
 	}
 }

@@ -21,6 +21,8 @@ type state struct {
 	settings gunicorn.Settings
 	version  string // Gunicorn's, from its "Starting gunicorn" line
 
+	classFromLog string // the worker class Gunicorn's "Using worker:" line named
+
 	root     int // the supervised command's pid
 	master   int // the Gunicorn master's pid (0 until the watcher or the root's own lines show it)
 	w        workers
@@ -56,6 +58,17 @@ func (s *state) warnOnce(key string, at time.Time, code, msg string) {
 	s.emit(ev(at, Warn, "config.warning", msg, f("code", code)))
 }
 
+// setSettings takes Gunicorn's settings read from its master; a worker class its log named wins.
+func (s *state) setSettings(n gunicorn.Settings) {
+	if s.classFromLog != "" {
+		n.WorkerClass = s.classFromLog
+	}
+	s.settings = n
+	if s.cfg.OnWorkerClass != nil {
+		s.cfg.OnWorkerClass(WorkerClass(n))
+	}
+}
+
 func (s *state) timeout() time.Duration { return time.Duration(s.settings.Timeout) * time.Second }
 
 // line relays one line of the child's output and takes in what it says.
@@ -89,6 +102,7 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 	case gunicorn.KindUsingWorker:
 		if (s.master == 0 || s.fromMaster(e)) && e.WorkerClass != "" && e.WorkerClass != s.settings.WorkerClass {
 			s.settings.WorkerClass = e.WorkerClass
+			s.classFromLog = e.WorkerClass
 			if s.cfg.OnWorkerClass != nil {
 				s.cfg.OnWorkerClass(WorkerClass(s.settings))
 			}
@@ -179,7 +193,12 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 	}
 	switch e.Kind {
 	case gunicorn.KindTimeout:
-		if stale, known := s.heartbeatStale(w, at); !stale && (known || !attributed) {
+		// A worker younger than the timeout cannot have timed out; one whose heartbeat gwrap
+		// reads must have been silent. Only when the heartbeat cannot be read (workers under
+		// another uid) is the master's word taken alone.
+		stale, known := s.heartbeatStale(w, at)
+		old := s.timeout() > 0 && at.Sub(w.bootedAt) >= s.timeout()-time.Second
+		if !stale && (known || !attributed || !old) {
 			s.unverified(e, at, "the worker's heartbeat was not stale")
 			return
 		}

@@ -42,6 +42,9 @@ func CommandArgs(argv []string) ([]string, bool) {
 	if strings.HasPrefix(filepath.Base(argv[0]), "python") && len(argv) >= 3 && argv[1] == "-m" && argv[2] == "gunicorn" {
 		return argv[3:], true
 	}
+	if strings.HasPrefix(filepath.Base(argv[0]), "python") && len(argv) >= 2 && filepath.Base(argv[1]) == "gunicorn" {
+		return argv[2:], true // the master as /proc shows it: python3 /usr/bin/gunicorn …
+	}
 	return nil, false
 }
 

@@ -190,6 +190,12 @@ func TestFindPython(t *testing.T) {
 	if args, ok := CommandArgs([]string{"/usr/bin/python3", "-m", "gunicorn", "app:app"}); !ok || args[0] != "app:app" {
 		t.Errorf("python -m gunicorn: %v %v", args, ok)
 	}
+	if args, ok := CommandArgs([]string{"/usr/bin/python3", "/usr/bin/gunicorn", "app:app"}); !ok || args[0] != "app:app" {
+		t.Errorf("the master's own argv in /proc: %v %v", args, ok)
+	}
+	if _, ok := CommandArgs([]string{"python3", "migrate.py"}); ok {
+		t.Error("a python script that is not gunicorn")
+	}
 	if _, ok := CommandArgs([]string{"uwsgi"}); ok {
 		t.Error("uwsgi is not gunicorn")
 	}

@@ -108,3 +108,26 @@ func hexVal(c byte) byte {
 	}
 	return 0
 }
+
+// Command reads a process's argv, environment and working directory (/proc/<pid>/cmdline,
+// environ and cwd): what Gunicorn's settings are read from when it was not gwrap's own command.
+func (f FS) Command(pid int) (argv, env []string, dir string, err error) {
+	b, err := os.ReadFile(f.path(pid, "cmdline"))
+	if err != nil {
+		return nil, nil, "", err
+	}
+	argv = splitNUL(b)
+	if b, err := os.ReadFile(f.path(pid, "environ")); err == nil {
+		env = splitNUL(b)
+	}
+	dir, _ = os.Readlink(f.path(pid, "cwd"))
+	return argv, env, dir, nil
+}
+
+func splitNUL(b []byte) []string {
+	s := strings.TrimRight(string(b), "\x00")
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, "\x00")
+}

@@ -30,7 +30,8 @@ type Watcher struct {
 	fs  FS
 	opt Options
 
-	class atomic.Pointer[string] // the worker class, once Gunicorn's log names it
+	class     atomic.Pointer[string] // the worker class, once Gunicorn's log names it
+	timeoutNS atomic.Int64           // Gunicorn's timeout (ns), once the master's own settings are read
 
 	mu     sync.Mutex
 	warned map[string]bool
@@ -53,8 +54,15 @@ func NewWatcher(fs FS, opt Options) *Watcher {
 	}
 	w := &Watcher{fs: fs, opt: opt, warned: map[string]bool{}}
 	w.class.Store(&opt.WorkerClass)
+	w.timeoutNS.Store(int64(opt.Timeout))
 	return w
 }
+
+// SetTimeout changes Gunicorn's timeout the lateness is judged against (the command was a shell
+// or a script, and the master's own settings were read once it was found). Safe from any goroutine.
+func (w *Watcher) SetTimeout(d time.Duration) { w.timeoutNS.Store(int64(d)) }
+
+func (w *Watcher) timeout() time.Duration { return time.Duration(w.timeoutNS.Load()) }
 
 // SetWorkerClass changes the class that decides the workers' normal heartbeat (Gunicorn's "Using
 // worker:" line is the truth when the settings could not be read). Safe from any goroutine.
@@ -75,7 +83,7 @@ func NormalBeat(class string, timeout time.Duration) time.Duration {
 // before its normal beat plus a grace (a tenth of the timeout, between 0.5 s and 2 s), so a
 // healthy idle worker is never called late.
 func (w *Watcher) lateAfter(share float64) time.Duration {
-	t := w.opt.Timeout
+	t := w.timeout()
 	grace := min(2*time.Second, max(500*time.Millisecond, t/10))
 	return max(time.Duration(share*float64(t)), NormalBeat(*w.class.Load(), t)+grace)
 }
@@ -170,7 +178,7 @@ func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, 
 			continue
 		}
 		workers[id.PID] = &tracked{w: wk}
-		emit(Event{Kind: EventBoot, ID: id, Time: now, Timeout: w.opt.Timeout})
+		emit(Event{Kind: EventBoot, ID: id, Time: now, Timeout: w.timeout()})
 	}
 	w.heartbeatsFromMaster(master, workers)
 	for pid, t := range workers {
@@ -230,39 +238,39 @@ func (w *Watcher) sampleOne(pid int, t *tracked, workers map[int]*tracked, now t
 	}
 	prevAge := t.last.HeartbeatAge
 	t.last = s
-	emit(Event{Kind: EventSample, ID: t.w.id, Time: now, Sample: s, Timeout: w.opt.Timeout})
+	emit(Event{Kind: EventSample, ID: t.w.id, Time: now, Sample: s, Timeout: w.timeout()})
 	w.judge(t, s, prevAge, now, emit)
 }
 
 // judge emits late, recovered and stuck-boot events.
 func (w *Watcher) judge(t *tracked, s Sample, prevAge time.Duration, now time.Time, emit func(Event)) {
-	if w.opt.Timeout <= 0 || s.HeartbeatAge < 0 {
+	if w.timeout() <= 0 || s.HeartbeatAge < 0 {
 		return
 	}
 	id := t.w.id
 	if !s.Heartbeats {
-		if s.HeartbeatAge > w.opt.Timeout && !t.stuck {
+		if s.HeartbeatAge > w.timeout() && !t.stuck {
 			t.stuck = true
-			emit(Event{Kind: EventStuckBoot, ID: id, Time: now, Sample: s, Deep: w.takeDeep(id, now), Timeout: w.opt.Timeout})
+			emit(Event{Kind: EventStuckBoot, ID: id, Time: now, Sample: s, Deep: w.takeDeep(id, now), Timeout: w.timeout()})
 		}
 		return
 	}
 	if t.stuck {
 		// It finished booting after all (Gunicorn ≥ 22 never times out a booting worker).
 		t.stuck = false
-		emit(Event{Kind: EventRecovered, ID: id, Time: now, Sample: s, Timeout: w.opt.Timeout})
+		emit(Event{Kind: EventRecovered, ID: id, Time: now, Sample: s, Timeout: w.timeout()})
 		return
 	}
 	if t.crossed > 0 && s.HeartbeatAge < prevAge {
 		// The age fell: the worker beat again.
 		t.crossed = 0
-		emit(Event{Kind: EventRecovered, ID: id, Time: now, Sample: s, Timeout: w.opt.Timeout})
+		emit(Event{Kind: EventRecovered, ID: id, Time: now, Sample: s, Timeout: w.timeout()})
 		return
 	}
 	for t.crossed < len(w.opt.LateShares) && s.HeartbeatAge >= w.lateAfter(w.opt.LateShares[t.crossed]) {
 		share := w.opt.LateShares[t.crossed]
 		t.crossed++
-		emit(Event{Kind: EventLate, ID: id, Time: now, Sample: s, Deep: w.takeDeep(id, now), Share: share, Timeout: w.opt.Timeout})
+		emit(Event{Kind: EventLate, ID: id, Time: now, Sample: s, Deep: w.takeDeep(id, now), Share: share, Timeout: w.timeout()})
 	}
 }
 
@@ -280,7 +288,7 @@ func (w *Watcher) takeDeep(id ID, now time.Time) *Deep {
 func (w *Watcher) vanish(pid int, t *tracked, workers map[int]*tracked, now time.Time, emit func(Event)) {
 	t.w.close()
 	delete(workers, pid)
-	emit(Event{Kind: EventVanish, ID: t.w.id, Time: now, Sample: t.last, Timeout: w.opt.Timeout})
+	emit(Event{Kind: EventVanish, ID: t.w.id, Time: now, Sample: t.last, Timeout: w.timeout()})
 }
 
 func (w *Watcher) warn(key, msg string) {

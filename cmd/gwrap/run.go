@@ -133,7 +133,21 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 	// the new master after a USR2 upgrade.
 	wctx, wcancel := context.WithCancel(ctx)
 	g.Add(func() error {
-		watchMasters(wctx, master, func(ctx context.Context, pid int) error { return watcher.Run(ctx, pid, eng.Probe) },
+		emit := eng.Probe
+		if _, ok := gunicorn.CommandArgs(cfg.Command); !ok {
+			// The command is a shell or a script: Gunicorn's settings are those of the master
+			// it runs, read once the watcher finds it.
+			emit = func(ev probes.Event) {
+				if ev.Kind == probes.EventMaster {
+					go masterSettings(wctx, cfg, proc, ev.ID.PID, func(s gunicorn.Settings) {
+						watcher.SetTimeout(time.Duration(s.Timeout) * time.Second)
+						eng.Settings(s)
+					})
+				}
+				eng.Probe(ev)
+			}
+		}
+		watchMasters(wctx, master, func(ctx context.Context, pid int) error { return watcher.Run(ctx, pid, emit) },
 			func(err error) { out.warnOnce("probes", "config.warning", "worker monitoring stopped: "+err.Error()) })
 		return nil
 	}, func(error) { wcancel() })
@@ -254,6 +268,29 @@ func readSettings(cfg config) gunicorn.Settings {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	return gunicorn.ReadSettings(ctx, gunicorn.SettingsInput{Args: args, Env: os.Environ(), Dir: dir, Python: python, Timeout: 4 * time.Second})
+}
+
+// masterSettings reads the settings of a Gunicorn master gwrap did not start itself (its argv,
+// environment and working directory from /proc) and hands them to use.
+func masterSettings(ctx context.Context, cfg config, proc probes.FS, pid int, use func(gunicorn.Settings)) {
+	argv, env, dir, err := proc.Command(pid)
+	if err != nil {
+		return
+	}
+	args, ok := gunicorn.CommandArgs(argv)
+	if !ok {
+		return
+	}
+	python := ""
+	if cfg.EvalConfig {
+		python = cfg.Python
+		if python == "" {
+			python = gunicorn.FindPython(argv)
+		}
+	}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	use(gunicorn.ReadSettings(ctx, gunicorn.SettingsInput{Args: args, Env: env, Dir: dir, Python: python, Timeout: 4 * time.Second}))
 }
 
 func startEvent(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {
