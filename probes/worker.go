@@ -202,7 +202,15 @@ func (f FS) Deep(pid int, now time.Time) (Deep, error) {
 		}
 	}
 	if b, err := os.ReadFile(f.path(pid, "net", "unix")); err == nil {
+		first := len(d.Sockets)
 		d.Sockets = append(d.Sockets, parseNetUnix(b, inodes)...)
+		if want := connectedUnix(d.Sockets[first:]); want != nil && f.peers != nil {
+			if peers, err := f.peers.Peers(want); err == nil {
+				resolveUnixPeers(d.Sockets[first:], peers, unixPaths(b))
+			} else {
+				d.Missing = append(d.Missing, "unix peers ("+err.Error()+")")
+			}
+		}
 	}
 	return d, nil
 }
