@@ -44,6 +44,9 @@ type Sample struct {
 	// Heartbeats says whether the worker has touched its heartbeat file at least once since it
 	// was created (a worker that never did is still booting).
 	Heartbeats bool `json:"heartbeats"`
+	// NoRates marks a worker's first sample: CPUUser, CPUSystem and RunDelayPct are rates since
+	// the previous sample, so this one has none (they are unknown, not zero).
+	NoRates bool `json:"no_rates,omitempty"`
 
 	Missing []string `json:"missing,omitempty"`
 }

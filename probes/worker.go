@@ -108,6 +108,7 @@ func (w *worker) sample(now time.Time) (Sample, error) {
 	if !haveWait {
 		s.Missing = append(s.Missing, "schedstat")
 	}
+	s.NoRates = !w.havePrev
 	if w.havePrev {
 		if dt := now.Sub(w.prevTime).Seconds(); dt > 0 {
 			user := float64(st.utime) - float64(w.prevUser)
