@@ -28,7 +28,7 @@ func evidence(f Facts, th Thresholds) []Fact {
 		fact("the cgroup's recorded peak usage (kernel)", val, "")
 	}
 	if f.Silence >= 0 {
-		fact("worker silent (heartbeat age) at its last sample", secs(f.Silence), fmt.Sprintf("timeout %s; ran long at ≥ %.0f%% of it", secs(f.Timeout), 100*th.LongShare))
+		fact("worker silent (heartbeat age) before its end", secs(f.Silence), fmt.Sprintf("timeout %s; ran long at ≥ %.0f%% of it", secs(f.Timeout), 100*th.LongShare))
 	}
 	if f.Samples > 0 {
 		if f.CPUKnown {

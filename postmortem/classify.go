@@ -54,8 +54,8 @@ type Evidence struct {
 	Timeline  []probes.Sample // the worker's last samples, oldest first (those at or after Incident.At are ignored)
 	Deep      *probes.Deep    // the last deep sample, if one was taken
 	Container []memwatch.Stats
-	// Platform is where the container runs: "app_service", "kubernetes", or "" when unknown
-	// (gunicorn.Platform reads it from the environment).
+	// Platform is where the container runs, as gunicorn.Platform reads it from the environment:
+	// "app_service", "kubernetes", "cloud_run", "ecs", or "" when unknown.
 	Platform string
 	// Saturation is the server's load during the silence; nil when it was not measured.
 	Saturation *Saturation

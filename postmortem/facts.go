@@ -46,7 +46,7 @@ type Facts struct {
 	Growth    *Growth // its memory grew markedly over the timeline
 
 	// The container over the silence, up to the death.
-	HaveCgroup   bool   // some cgroup sample fell in the silence
+	HaveCgroup   bool   // the cgroup was sampled
 	WSPeak       uint64 // the largest working set sampled (WSKnown false: none readable)
 	WSKnown      bool
 	Limit        uint64  // the memory limit, 0 when none or unreadable
@@ -95,6 +95,9 @@ func live(s probes.Sample, at time.Time) bool {
 	return s.Time.Before(at) && s.State != "Z" && s.State != "X"
 }
 
+// minWindow is the shortest span measured before a death.
+const minWindow = 5 * time.Second
+
 // measure takes the facts of one incident.
 func measure(e Evidence) Facts {
 	inc := e.Incident
@@ -128,6 +131,9 @@ func measure(e Evidence) Facts {
 	if span <= 0 {
 		span = 30 * time.Second
 	}
+	// A worker that died while beating (an OOM kill mid-request) was silent for less than a
+	// sample interval: its last moments are the last few seconds.
+	span = max(span, minWindow)
 	from := inc.At.Add(-span - time.Second)
 	var window []probes.Sample
 	for _, s := range alive {
@@ -223,18 +229,21 @@ func (f *Facts) measureContainer(sts []memwatch.Stats, from, at time.Time) {
 	var firstThrottled *uint64
 	for _, st := range sts {
 		f.OOMKnown = f.OOMKnown || st.OOMKill.Known
+		if st.Time.After(at.Add(2 * time.Second)) {
+			continue
+		}
+		f.HaveCgroup = true
+		if st.Limit.Known {
+			f.Limit = st.Limit.V // the limit rarely changes: the latest known, even before the silence
+		}
 		if st.Peak.Known && !st.Time.Before(from) && !st.Time.After(at.Add(2*time.Second)) {
 			f.RecordedPeak, f.PeakKnown = max(f.RecordedPeak, st.Peak.V), true
 		}
 		if st.Time.Before(from) || st.Time.After(at) {
 			continue
 		}
-		f.HaveCgroup = true
 		if st.WorkingSet.Known {
 			f.WSPeak, f.WSKnown = max(f.WSPeak, st.WorkingSet.V), true
-		}
-		if st.Limit.Known {
-			f.Limit = st.Limit.V
 		}
 		if st.PSI.Known && st.PSI.MemorySome10 > f.MemPSI {
 			f.MemPSI, f.PSIHost = st.PSI.MemorySome10, st.PSI.HostWide

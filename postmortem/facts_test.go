@@ -137,3 +137,27 @@ func fmtFacts(fs []Fact) string {
 	}
 	return b.String()
 }
+
+// TestFactsOfABusyWorkerKilledMidRequest: a worker that beat until it was OOM-killed (silence
+// under a second) is still measured over its last seconds: the limit and the peaks are quoted.
+func TestFactsOfABusyWorkerKilledMidRequest(t *testing.T) {
+	s := gunicorn.Defaults()
+	tl := with(silence(10, 80, "R", 0), func(x *probes.Sample) { x.HeartbeatAge = 300 * time.Millisecond })
+	for i := range tl {
+		tl[i].RSSAnon = uint64(100+25*i) * mb
+	}
+	cg := cgroup(10, 0, 400*mb, 0, 0)
+	for i := range cg {
+		cg[i].Time = cg[i].Time.Add(-1500 * time.Millisecond) // the cgroup sampled off the worker's beat
+		cg[i].WorkingSet = known(uint64(150+25*i) * mb)
+	}
+	e := Evidence{Incident: Incident{Kind: KindOOMKill, PID: 7, At: t0, Signal: "SIGKILL", OOMKillDelta: 1}, Settings: s, Timeline: tl, Container: cg}
+	f := measure(e)
+	if f.PeakRSS != 325*mb || !f.WSKnown || f.WSPeak != 375*mb || f.Limit != 400*mb || !f.HaveCgroup {
+		t.Errorf("peak rss %s, ws %s (known %v) of %s", mib(f.PeakRSS), mib(f.WSPeak), f.WSKnown, mib(f.Limit))
+	}
+	v := Classify(e, DefaultThresholds())
+	if !strings.Contains(v.Summary, "reached its 400.0 MiB memory limit (working set up to 375.0 MiB") || !strings.Contains(v.Summary, "the worker held up to 325.0 MiB") || len(v.Missing) != 0 {
+		t.Errorf("%s\nmissing %v", v.Summary, v.Missing)
+	}
+}

@@ -18,7 +18,7 @@ func words(f Facts, d Decision, th Thresholds) Verdict {
 	return v
 }
 
-// who names the worker, with its class when it is not sync.
+// who names the worker.
 func who(f Facts) string { return fmt.Sprintf("Worker %d", f.PID) }
 
 // in says where in the app the worker was, when a Python stack was taken.
