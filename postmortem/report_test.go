@@ -228,3 +228,19 @@ func TestChartsLeaveGaps(t *testing.T) {
 }
 
 func nan() float64 { var z float64; return z / z }
+
+// TestDeepSampleUnknownIsNull: a deep sample that could not read smaps_rollup or the fd table
+// reports null PSS, USS and open files, not 0.
+func TestDeepSampleUnknownIsNull(t *testing.T) {
+	d := deepSample(probes.Deep{Wchan: "ep_poll", Missing: []string{"smaps_rollup", "fd"}})
+	js, _ := json.Marshal(d)
+	for _, want := range []string{`"pss":null`, `"uss":null`, `"open_files":null`, `"waiting_on":["wchan ep_poll"]`, `"sockets":[]`} {
+		if !strings.Contains(string(js), want) {
+			t.Errorf("%s lacks %s", js, want)
+		}
+	}
+	d = deepSample(probes.Deep{PSS: 0, USS: 0, OpenFiles: 0})
+	if d.PSS == nil || *d.PSS != 0 || d.OpenFiles == nil {
+		t.Errorf("a read 0 is not null: %+v", d)
+	}
+}
