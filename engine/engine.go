@@ -36,7 +36,7 @@ type Config struct {
 	Settings   gunicorn.Settings // as read at start-up; the log's own lines refine them
 	Thresholds postmortem.Thresholds
 	Host       postmortem.Host
-	Platform   string // "app_service", "kubernetes" or "" (for the advice)
+	Platform   string // gunicorn.Platform: "app_service", "kubernetes", "cloud_run", "ecs" or "" (for the advice)
 
 	Reports Reporter
 	// Dying reports whether a worker is gone, a zombie or has a SIGKILL pending (probes.FS.Dying).

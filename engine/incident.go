@@ -177,7 +177,7 @@ func (s *state) report(inc *incident, kind postmortem.Kind, now time.Time) {
 		BootStuck: inc.stuck, Vanished: w.gone(),
 		Lines: postmortem.RedactAll(inc.lines), Traceback: postmortem.RedactAll(inc.traceback), StuckAt: postmortem.Redact(inc.stuckAt)}
 	evidence := postmortem.Evidence{Incident: pi, Settings: s.settings, Timeline: w.samples.list(), Deep: w.deep,
-		Container: s.containerAround(inc.at)}
+		Container: s.containerAround(inc.at), Platform: s.cfg.Platform}
 	r := postmortem.NewReport(evidence, postmortem.Classify(evidence, s.cfg.Thresholds), s.version, now)
 	r.Host = s.cfg.Host
 	if h := idSafe(s.cfg.Host.Hostname); h != "" {

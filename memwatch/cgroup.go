@@ -142,6 +142,7 @@ var (
 func (c *Cgroup) sampleV1(r *reader) {
 	st, d := r.st, c.l.memDir
 	st.Usage = r.uint(filepath.Join(d, "memory.usage_in_bytes"))
+	st.Peak = r.uint(filepath.Join(d, "memory.max_usage_in_bytes"))
 	var ms [6]Value
 	r.kv(filepath.Join(d, "memory.stat"), v1MemStatKeys, ms[:])
 	st.Anon, st.File, st.Shmem, st.Swap = ms[0], ms[1], ms[2], ms[3]
@@ -195,6 +196,7 @@ func (c *Cgroup) cpuV1(r *reader) {
 func (c *Cgroup) sampleV2(r *reader) {
 	st, d := r.st, c.l.memDir
 	st.Usage = r.uint(filepath.Join(d, "memory.current"))
+	st.Peak = r.uint(filepath.Join(d, "memory.peak")) // absent before 5.19: Known false, no warning
 	var ms [4]Value
 	r.kv(filepath.Join(d, "memory.stat"), v2MemStatKeys, ms[:])
 	st.Anon, st.File, st.Shmem = ms[0], ms[1], ms[2]

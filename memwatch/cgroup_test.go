@@ -29,12 +29,13 @@ func TestFixtureTrees(t *testing.T) {
 		throttledNS      uint64
 		psiHost          bool
 		psiMem           float64
+		peak             Value // the kernel's recorded peak; v2 before 5.19 has none
 	}{
-		{"v1-hybrid", 1, 498331648, 512 * mib, 498331648 - 221376512, true, 2, 0.5, 2500000000, true, 1.5},
-		{"v1-docker", 1, 100 * mib, 256 * mib, 100*mib - 5*mib, true, 0, 2, 0, true, 0},
-		{"v2-namespace", 2, 900 * mib, 1024 * mib, 900*mib - 40*mib, true, 3, 1.5, 4500000000, false, 22},
-		{"v2-k8s-pod", 2, 200 * mib, 512 * mib, 200*mib - 8*mib, true, 0, 1, 0, true, 0},
-		{"v2-unlimited-missing", 2, 1 * mib, 0, 0, false, 0, 0, 0, false, 0},
+		{"v1-hybrid", 1, 498331648, 512 * mib, 498331648 - 221376512, true, 2, 0.5, 2500000000, true, 1.5, Value{536866816, true}},
+		{"v1-docker", 1, 100 * mib, 256 * mib, 100*mib - 5*mib, true, 0, 2, 0, true, 0, Value{250 * mib, true}},
+		{"v2-namespace", 2, 900 * mib, 1024 * mib, 900*mib - 40*mib, true, 3, 1.5, 4500000000, false, 22, Value{1024 * mib, true}},
+		{"v2-k8s-pod", 2, 200 * mib, 512 * mib, 200*mib - 8*mib, true, 0, 1, 0, true, 0, Value{}},
+		{"v2-unlimited-missing", 2, 1 * mib, 0, 0, false, 0, 0, 0, false, 0, Value{}},
 	} {
 		t.Run(tc.tree, func(t *testing.T) {
 			c := open(t, tc.tree)
@@ -59,6 +60,12 @@ func TestFixtureTrees(t *testing.T) {
 			}
 			if st.ThrottledTime.V != tc.throttledNS {
 				t.Errorf("throttled %+v ns, want %d", st.ThrottledTime, tc.throttledNS)
+			}
+			if st.Peak != tc.peak {
+				t.Errorf("peak %+v, want %+v", st.Peak, tc.peak)
+			}
+			if !tc.peak.Known && strings.Contains(strings.Join(Warnings(st), " "), "peak") {
+				t.Errorf("a kernel without memory.peak is warned about: %v", Warnings(st))
 			}
 			if st.PSI.Known && (st.PSI.HostWide != tc.psiHost || st.PSI.MemorySome10 != tc.psiMem) {
 				t.Errorf("psi %+v", st.PSI)

@@ -69,6 +69,9 @@ func TestRealOOMKill(t *testing.T) {
 	}
 	if st := c.Sample(); !st.OOMKill.Known || st.OOMKill.V != 1 || !st.Limit.Known || st.Limit.V != 64<<20 {
 		t.Errorf("sample after the kill: oom_kill %+v limit %+v", st.OOMKill, st.Limit)
+	} else if !st.Peak.Known || st.Peak.V < 60<<20 || st.Peak.V > 64<<20 {
+		// The victim's memory is freed, but the kernel's peak still says it reached the limit.
+		t.Errorf("peak after the kill %+v, want the 64 MiB limit reached (usage now %+v)", st.Peak, st.Usage)
 	}
 	cancel()
 	<-watchDone

@@ -23,15 +23,19 @@ type Stats struct {
 	Limit      Value  `json:"limit"`                // effective limit: the nearest one on the way up; Known false = no limit
 	LimitPath  string `json:"limit_path,omitempty"` // the cgroup that sets Limit
 	WorkingSet Value  `json:"working_set"`          // usage − inactive file
-	Anon       Value  `json:"anon"`
-	File       Value  `json:"file"`
-	Shmem      Value  `json:"shmem"`
-	Swap       Value  `json:"swap"`
-	High       Value  `json:"high"`       // memory.high (v2)
-	LimitHits  Value  `json:"limit_hits"` // failcnt (v1) / memory.events max (v2)
-	OOM        Value  `json:"oom"`        // memory.events oom (v2); under_oom is not a counter on v1
-	OOMKill    Value  `json:"oom_kill"`   // oom_kill counter
-	OOMGroup   Value  `json:"oom_group"`  // memory.oom.group (v2): 1 = one OOM kills the whole cgroup
+	// Peak is the kernel's own record of the cgroup's highest usage since it was created (or
+	// reset): memory.max_usage_in_bytes on v1, memory.peak on v2 (kernel ≥ 5.19). It catches a
+	// spike between two samples, such as the allocation that met the limit.
+	Peak      Value `json:"peak"`
+	Anon      Value `json:"anon"`
+	File      Value `json:"file"`
+	Shmem     Value `json:"shmem"`
+	Swap      Value `json:"swap"`
+	High      Value `json:"high"`       // memory.high (v2)
+	LimitHits Value `json:"limit_hits"` // failcnt (v1) / memory.events max (v2)
+	OOM       Value `json:"oom"`        // memory.events oom (v2); under_oom is not a counter on v1
+	OOMKill   Value `json:"oom_kill"`   // oom_kill counter
+	OOMGroup  Value `json:"oom_group"`  // memory.oom.group (v2): 1 = one OOM kills the whole cgroup
 
 	CPUQuotaCores float64 `json:"cpu_quota_cores"` // 0 = no quota
 	CPUPeriods    Value   `json:"cpu_periods"`     // nr_periods

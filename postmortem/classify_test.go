@@ -12,12 +12,12 @@ import (
 
 var t0 = time.Date(2026, 11, 25, 3, 42, 36, 0, time.UTC)
 
-// silence builds a worker timeline: n samples a second apart up to t0, heartbeat age rising from
-// 0, each with the given CPU percent and state.
+// silence builds a worker timeline: n samples a second apart, the last one live a second before
+// the incident at t0, heartbeat age rising from 0, each with the given CPU percent and state.
 func silence(n int, cpu float64, state string, rss uint64) []probes.Sample {
 	var out []probes.Sample
 	for i := 0; i < n; i++ {
-		out = append(out, probes.Sample{Time: t0.Add(time.Duration(i-n+1) * time.Second), CPUUser: cpu, State: state,
+		out = append(out, probes.Sample{Time: t0.Add(time.Duration(i-n) * time.Second), CPUUser: cpu, State: state,
 			RSSAnon: rss, HeartbeatAge: time.Duration(i) * time.Second, Heartbeats: true})
 	}
 	return out
@@ -106,7 +106,7 @@ func TestClassify(t *testing.T) {
 		{"db call → blocked naming the peer", Evidence{Incident: timeout, Timeline: silence(11, 1, "S", 50*mb), Deep: deep}, CauseBlocked, false, true, "tcp 10.0.0.5:5432", "medium"},
 		{"peer named in the advice", Evidence{Incident: timeout, Timeline: silence(11, 1, "S", 50*mb), Deep: deep}, CauseBlocked, false, true, "the peer 10.0.0.5:5432 did not answer", ""},
 		{"wait channel in words", Evidence{Incident: timeout, Timeline: silence(11, 1, "S", 50*mb), Deep: sleeping}, CauseBlocked, false, true, "a timed sleep (kernel wait hrtimer_nanosleep)", ""},
-		{"App Service advice under 240 s", Evidence{Incident: timeout, Timeline: silence(11, 1, "S", 50*mb)}, CauseBlocked, false, true, "240 s", ""},
+		{"App Service advice under 240 s", Evidence{Incident: timeout, Timeline: silence(11, 1, "S", 50*mb), Platform: "app_service"}, CauseBlocked, false, true, "240 s", ""},
 		// cpu_bound, threshold 70 %
 		{"spin → cpu_bound", Evidence{Incident: timeout, Timeline: silence(11, 99, "R", 50*mb), Container: cg()}, CauseCPUBound, false, true, "computing", "high"},
 		{"cpu at the threshold → cpu_bound", Evidence{Incident: timeout, Timeline: silence(11, 70, "R", 50*mb)}, CauseCPUBound, false, true, "", ""},
@@ -180,7 +180,7 @@ func TestClassifyNoAppServiceAdviceAboveItsLimit(t *testing.T) {
 	s := gunicorn.Defaults()
 	s.Timeout = 300
 	ss := silence(301, 1, "S", 1)
-	v := Classify(Evidence{Incident: Incident{Kind: KindTimeout, PID: 7, At: t0, Timeout: true}, Settings: s, Timeline: ss}, DefaultThresholds())
+	v := Classify(Evidence{Incident: Incident{Kind: KindTimeout, PID: 7, At: t0, Timeout: true}, Settings: s, Timeline: ss, Platform: "app_service"}, DefaultThresholds())
 	if v.Cause != CauseBlocked || strings.Contains(strings.Join(v.Advice, " "), "240 s") {
 		t.Errorf("%s %q", v.Cause, v.Advice)
 	}

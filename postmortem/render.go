@@ -50,6 +50,16 @@ func WriteText(w io.Writer, r Report) error {
 			fmt.Fprintf(b, "  | %s\n", l)
 		}
 	}
+	if len(inc.PythonStack) > 0 {
+		fmt.Fprintf(b, "\nPython stack")
+		if inc.StackThread != "" {
+			fmt.Fprintf(b, " (thread %s)", inc.StackThread)
+		}
+		fmt.Fprintf(b, ", innermost last:\n")
+		for _, l := range inc.PythonStack {
+			fmt.Fprintf(b, "  %s\n", l)
+		}
+	}
 	if len(inc.Traceback) > 0 {
 		fmt.Fprintf(b, "\nTraceback:\n")
 		for _, l := range inc.Traceback {
@@ -168,23 +178,55 @@ func (c chart) SVG() template.HTML {
 	}
 	lx := padL
 	for _, s := range c.Lines {
-		var pts []string
-		for j, y := range s.Y {
-			if j < len(c.X) && !math.IsNaN(y) {
-				pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(c.X[j]), py(y)))
-			}
-		}
 		dash := ""
 		if s.Dash {
 			dash = ` stroke-dasharray="6 4"`
 		}
-		fmt.Fprintf(&b, `<polyline class="series" fill="none" stroke="%s" stroke-width="2"%s stroke-linejoin="round" points="%s"/>`, s.Color, dash, strings.Join(pts, " "))
+		// One polyline per run of known values: an unreadable value is a gap, not a zero.
+		for _, run := range runs(s.Y, len(c.X)) {
+			var pts []string
+			for j := run[0]; j < run[1]; j++ {
+				pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(c.X[j]), py(s.Y[j])))
+			}
+			fmt.Fprintf(&b, `<polyline class="series" fill="none" stroke="%s" stroke-width="2"%s stroke-linejoin="round" points="%s"/>`, s.Color, dash, strings.Join(pts, " "))
+		}
 		fmt.Fprintf(&b, `<line x1="%.0f" y1="12" x2="%.0f" y2="12" stroke="%s" stroke-width="3"%s/>`, lx, lx+18, s.Color, dash)
 		fmt.Fprintf(&b, `<text x="%.0f" y="16" class="lg">%s</text>`, lx+24, template.HTMLEscapeString(s.Name))
 		lx += 24 + 7.5*float64(len(s.Name)) + 24
 	}
 	b.WriteString(`</svg>`)
 	return template.HTML(b.String())
+}
+
+// runs are the [start, end) index ranges of ys (up to n) without NaN.
+func runs(ys []float64, n int) [][2]int {
+	var out [][2]int
+	start := -1
+	for j := 0; j <= min(n, len(ys)); j++ {
+		known := j < min(n, len(ys)) && !math.IsNaN(ys[j])
+		switch {
+		case known && start < 0:
+			start = j
+		case !known && start >= 0:
+			out = append(out, [2]int{start, j})
+			start = -1
+		}
+	}
+	return out
+}
+
+func orNaN(p *float64) float64 {
+	if p == nil {
+		return math.NaN()
+	}
+	return *p
+}
+
+func mibOrNaN(p *uint64) float64 {
+	if p == nil {
+		return math.NaN()
+	}
+	return float64(*p) / (1 << 20)
 }
 
 func fmtNum(f float64) string {
@@ -205,24 +247,25 @@ func charts(r Report) []chart {
 	}
 	for _, p := range r.Timeline {
 		xs = append(xs, p.T)
-		rss = append(rss, float64(p.RSSBytes)/(1<<20))
-		cpu = append(cpu, p.CPUPercent)
-		runDelay = append(runDelay, p.RunDelayPct)
-		a := p.HeartbeatAge
-		if a < 0 {
+		rss = append(rss, mibOrNaN(p.RSSBytes))
+		cpu = append(cpu, orNaN(p.CPUPercent))
+		runDelay = append(runDelay, orNaN(p.RunDelayPct))
+		a := orNaN(p.HeartbeatAge)
+		if a < 0 { // reports written before unknown ages were null said -1
 			a = math.NaN()
 		}
 		age = append(age, a)
 		limit = append(limit, lim)
 		timeout = append(timeout, float64(r.Gunicorn.Timeout))
 	}
-	// The container's working set, on the worker's time axis (nearest earlier sample).
+	// The container's working set, on the worker's time axis (nearest earlier sample); a gap
+	// where that sample could not read it.
 	ws := make([]float64, len(xs))
 	for i, t := range xs {
 		ws[i] = math.NaN()
 		for _, c := range r.Container.Samples {
 			if !c.T.After(t) {
-				ws[i] = float64(c.WorkingSetBytes) / (1 << 20)
+				ws[i] = mibOrNaN(c.WorkingSetBytes)
 			}
 		}
 	}
@@ -245,7 +288,7 @@ func charts(r Report) []chart {
 
 func anyValue(ys []float64) bool {
 	for _, y := range ys {
-		if y > 0 {
+		if y > 0 && !math.IsNaN(y) {
 			return true
 		}
 	}
@@ -274,6 +317,8 @@ pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}
 <h2>Gunicorn</h2>
 <p>version {{or .R.Gunicorn.Version "unknown"}} · timeout {{.R.Gunicorn.Timeout}} s · {{.R.Gunicorn.Workers}} workers · class {{.R.Gunicorn.WorkerClass}}{{if .R.Gunicorn.MaxRequests}} · max requests {{.R.Gunicorn.MaxRequests}}{{end}}{{if .R.Gunicorn.PreloadApp}} · preload{{end}}</p>
 {{if .R.Incident.Lines}}<pre>{{range .R.Incident.Lines}}{{.}}
+{{end}}</pre>{{end}}
+{{if .R.Incident.PythonStack}}<h3>Python stack{{with .R.Incident.StackThread}} (thread {{.}}){{end}}, innermost last</h3><pre>{{range .R.Incident.PythonStack}}{{.}}
 {{end}}</pre>{{end}}
 {{if .R.Incident.Traceback}}<h3>Traceback</h3><pre>{{range .R.Incident.Traceback}}{{.}}
 {{end}}</pre>{{end}}

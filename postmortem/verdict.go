@@ -16,8 +16,10 @@ const (
 	KindOOMKill Kind = "oom_kill" // the worker vanished as the cgroup's oom_kill counter moved
 	KindSignal  Kind = "signal"   // died by a signal with no timeout before it
 	KindExit    Kind = "exit"     // exited with a non-zero code
-	// KindBootFailure: the worker could not boot (its traceback, then Gunicorn exiting 3 or 4).
+	// KindBootFailure: a worker could not boot (its traceback, then Gunicorn exiting 3 or 4).
 	KindBootFailure Kind = "boot_failure"
+	// KindPreviousRun: the whole container died; explained from the flight record at the next start.
+	KindPreviousRun Kind = "previous_run"
 )
 
 // Cause is the verdict: exactly one per incident.

@@ -16,10 +16,14 @@ import (
 )
 
 // FS reads processes under a /proc root.
-type FS struct{ root string }
+type FS struct {
+	root  string
+	peers unixPeers // finds unix sockets' peers; nil: unix peers stay unnamed
+}
 
-// NewFS reads under procRoot (normally /proc).
-func NewFS(procRoot string) FS { return FS{root: procRoot} }
+// NewFS reads under procRoot (normally /proc). Unix sockets' peers are found through the
+// kernel's sock_diag netlink interface of gwrap's network namespace.
+func NewFS(procRoot string) FS { return FS{root: procRoot, peers: defaultUnixPeers()} }
 
 func (f FS) path(pid int, name ...string) string {
 	return filepath.Join(append([]string{f.root, strconv.Itoa(pid)}, name...)...)

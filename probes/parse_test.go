@@ -212,8 +212,8 @@ func TestParseNetUnix(t *testing.T) {
 		"000000009db1805b: 00000003 00000000 00000000 0001 03  1056\n" +
 		"0000000074737cc6: 00000002 00000000 00010000 0001 01  1057 /run/app.sock\n"
 	got := parseNetUnix([]byte(in), map[uint64]bool{1056: true, 1057: true})
-	if len(got) != 2 || got[0] != (Socket{Proto: "unix", State: "CONNECTED", Inode: 1056}) ||
-		got[1] != (Socket{Proto: "unix", Local: "/run/app.sock", State: "UNCONNECTED", Inode: 1057}) {
+	if len(got) != 2 || got[0] != (Socket{Proto: "unix", Type: "stream", State: "CONNECTED", Inode: 1056}) ||
+		got[1] != (Socket{Proto: "unix", Type: "stream", Local: "/run/app.sock", State: "LISTEN", Inode: 1057}) {
 		t.Errorf("got %+v", got)
 	}
 }

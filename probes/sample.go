@@ -47,6 +47,9 @@ type Sample struct {
 	// KillPending says a SIGKILL was pending when the sample was taken: the process was already
 	// being killed (the OOM killer, Gunicorn's escalation), so its figures are not the worker's.
 	KillPending bool `json:"kill_pending,omitempty"`
+	// NoRates marks a worker's first sample: CPUUser, CPUSystem and RunDelayPct are rates since
+	// the previous sample, so this one has none (they are unknown, not zero).
+	NoRates bool `json:"no_rates,omitempty"`
 
 	Missing []string `json:"missing,omitempty"`
 }
@@ -60,8 +63,9 @@ func (s Sample) CPUPercent() float64 { return s.CPUUser + s.CPUSystem }
 // Socket is one of a worker's sockets with its peer.
 type Socket struct {
 	Proto  string `json:"proto"`            // tcp, tcp6, unix
-	Local  string `json:"local,omitempty"`  // 127.0.0.1:8000; for unix, the path when bound
-	Remote string `json:"remote,omitempty"` // 10.0.0.5:5432; empty for unix and listening sockets
+	Type   string `json:"type,omitempty"`   // unix only: stream, dgram, seqpacket
+	Local  string `json:"local,omitempty"`  // 127.0.0.1:8000; for unix, the path when bound (or its listener's, when accepted)
+	Remote string `json:"remote,omitempty"` // 10.0.0.5:5432; for a connected unix stream, the peer's path when it has one; empty for listening sockets
 	State  string `json:"state"`            // ESTABLISHED, SYN_SENT, LISTEN…
 	Inode  uint64 `json:"inode"`
 }
@@ -80,13 +84,19 @@ type Deep struct {
 
 // WaitingOn names what the worker waits on, most telling first: the TCP peers it is connected
 // or connecting to, leaving out listening sockets and the client connections it accepted (their
-// local port is one it listens on), then the kernel wait channel. Strings have the form
-// "tcp 127.0.0.1:5432" and "wchan hrtimer_nanosleep".
+// local port is one it listens on), the paths of the unix stream sockets it is connected to
+// (leaving out connections accepted on a path it listens on), then the kernel wait channel.
+// Strings have the form "tcp 127.0.0.1:5432", "unix /var/run/postgresql/.s.PGSQL.5432" and
+// "wchan hrtimer_nanosleep".
 func (d Deep) WaitingOn() []string {
-	listening := map[string]bool{}
+	listening, listeningUnix := map[string]bool{}, map[string]bool{}
 	for _, s := range d.Sockets {
 		if s.State == "LISTEN" {
-			listening[port(s.Local)] = true
+			if s.Proto == "unix" {
+				listeningUnix[s.Local] = true
+			} else {
+				listening[port(s.Local)] = true
+			}
 		}
 	}
 	var out []string
@@ -95,6 +105,12 @@ func (d Deep) WaitingOn() []string {
 			continue
 		}
 		out = append(out, s.Proto+" "+s.Remote)
+	}
+	for _, s := range d.Sockets {
+		if s.Proto != "unix" || s.Remote == "" || s.State == "LISTEN" || (s.Local != "" && listeningUnix[s.Local]) {
+			continue
+		}
+		out = append(out, "unix "+s.Remote)
 	}
 	if d.Wchan != "" && d.Wchan != "0" {
 		out = append(out, "wchan "+d.Wchan)

@@ -109,6 +109,7 @@ func (w *worker) sample(now time.Time) (Sample, error) {
 	if !haveWait {
 		s.Missing = append(s.Missing, "schedstat")
 	}
+	s.NoRates = !w.havePrev
 	if w.havePrev {
 		if dt := now.Sub(w.prevTime).Seconds(); dt > 0 {
 			user := float64(st.utime) - float64(w.prevUser)
@@ -203,7 +204,15 @@ func (f FS) Deep(pid int, now time.Time) (Deep, error) {
 		}
 	}
 	if b, err := os.ReadFile(f.path(pid, "net", "unix")); err == nil {
+		first := len(d.Sockets)
 		d.Sockets = append(d.Sockets, parseNetUnix(b, inodes)...)
+		if want := connectedUnix(d.Sockets[first:]); want != nil && f.peers != nil {
+			if peers, err := f.peers.Peers(want); err == nil {
+				resolveUnixPeers(d.Sockets[first:], peers, unixPaths(b))
+			} else {
+				d.Missing = append(d.Missing, "unix peers ("+err.Error()+")")
+			}
+		}
 	}
 	return d, nil
 }

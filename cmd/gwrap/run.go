@@ -83,6 +83,7 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 		Settings:      settings,
 		Thresholds:    cfg.Thresholds,
 		Host:          postmortem.Host{Hostname: hostname, GwrapVersion: version, Instance: os.Getenv("WEBSITE_INSTANCE_ID")},
+		Platform:      gunicorn.Platform(os.Environ()),
 		Reports:       store,
 		Dying:         proc.Dying,
 		OnWorkerClass: watcher.SetWorkerClass,

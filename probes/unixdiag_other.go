@@ -1,0 +1,5 @@
+//go:build !linux
+
+package probes
+
+func defaultUnixPeers() unixPeers { return nil }
