@@ -41,6 +41,8 @@ type Config struct {
 	Reports Reporter
 	// Dying reports whether a worker is gone, a zombie or has a SIGKILL pending (probes.FS.Dying).
 	Dying func(probes.ID) bool
+	// CrashStack returns the Python stack a worker that died of a signal left behind, if any.
+	CrashStack func(pid int) *probes.PyStack
 	// OnWorkerClass is told the worker class when Gunicorn's log names it (the watcher's normal
 	// heartbeat depends on it).
 	OnWorkerClass func(string)

@@ -361,3 +361,35 @@ func TestNoSecretReachesAReport(t *testing.T) {
 		}
 	}
 }
+
+// TestStackInLateAndReport: the stack taken with a late worker's deep sample names the app's frame
+// in worker.late and goes whole into the post-mortem; a later deep sample without one keeps it.
+func TestStackInLateAndReport(t *testing.T) {
+	st, rec := testState(gunicorn.Settings{Timeout: 30, WorkerClass: "sync", LogLevel: "info"})
+	id := probes.ID{PID: 701, StartTime: 1}
+	at := bootWorker(st, 700, id)
+	late := lateEvent(id, at.Add(15*time.Second), 0.5)
+	late.Deep.Stack = &probes.PyStack{Frames: []string{`gunicorn/workers/sync.py:135 in handle`, `app.py:42 in report`}, Thread: "MainThread", Top: "app.py:42 in report"}
+	st.probe(late)
+	st.probe(lateEvent(id, at.Add(24*time.Second), 0.8))
+	for _, s := range busy(1, "S", true)(at, at.Add(30*time.Second)) {
+		st.probe(probes.Event{Kind: probes.EventSample, ID: id, Time: s.Time, Sample: s})
+	}
+	st.line("stderr", []byte("[2026-11-25 06:00:40 +0000] [700] [CRITICAL] WORKER TIMEOUT (pid:701)"), at.Add(31*time.Second))
+	st.probe(probes.Event{Kind: probes.EventVanish, ID: id, Time: at.Add(32 * time.Second)})
+	st.tick(at.Add(time.Minute))
+	lates := rec.named("worker.late")
+	if top, _ := lates[0].Get("stack_top"); len(lates) != 2 || top != "app.py:42 in report" {
+		t.Errorf("worker.late %+v", lates)
+	}
+	if len(rec.reports) != 1 {
+		t.Fatalf("%d reports", len(rec.reports))
+	}
+	inc := rec.reports[0].Incident
+	if inc.StackTop != "app.py:42 in report" || len(inc.PythonStack) != 2 || inc.StackThread != "MainThread" {
+		t.Errorf("report stack %q %v %q", inc.StackTop, inc.PythonStack, inc.StackThread)
+	}
+	if !strings.Contains(rec.reports[0].Verdict.Summary, "app.py:42 in report") {
+		t.Errorf("summary does not quote the frame: %s", rec.reports[0].Verdict.Summary)
+	}
+}

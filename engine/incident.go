@@ -8,6 +8,7 @@ import (
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/postmortem"
+	"github.com/gwrap/gwrap/probes"
 )
 
 // incident is one worker's end (or stuck boot) while it is tentative: opened by the first sign,
@@ -176,6 +177,12 @@ func (s *state) report(inc *incident, kind postmortem.Kind, now time.Time) {
 		Escalated: inc.timeout && inc.signal == 9, OOMHint: inc.oomHint, OOMKillDelta: inc.oomKills,
 		BootStuck: inc.stuck, Vanished: w.gone(),
 		Lines: postmortem.RedactAll(inc.lines), Traceback: postmortem.RedactAll(inc.traceback), StuckAt: postmortem.Redact(inc.stuckAt)}
+	if st := s.stackOf(inc); st != nil {
+		pi.PythonStack, pi.StackThread, pi.StackTop = st.Frames, st.Thread, st.Top
+		if len(st.Frames) == 0 && st.Err != "" {
+			pi.StackError = "no stack: " + st.Err
+		}
+	}
 	evidence := postmortem.Evidence{Incident: pi, Settings: s.settings, Timeline: w.samples.list(), Deep: w.deep,
 		Container: s.containerAround(inc.at), Platform: s.cfg.Platform}
 	r := postmortem.NewReport(evidence, postmortem.Classify(evidence, s.cfg.Thresholds), s.version, now)
@@ -197,6 +204,20 @@ func (s *state) report(inc *incident, kind postmortem.Kind, now time.Time) {
 	s.emit(ev(now, Error, "postmortem", v.Summary, f("cause", string(v.Cause)), f("pid", w.id.PID),
 		f("kind", string(kind)), f("near_memory_limit", v.NearMemoryLimit), f("ran_long", v.RanLong),
 		f("confidence", v.Confidence), f("summary", v.Summary), f("report", path), f("id", r.ID)))
+}
+
+// stackOf is the Python stack for a report: the one taken while the worker was late or stuck, or
+// the dump a crashing worker left.
+func (s *state) stackOf(inc *incident) *probes.PyStack {
+	if st := inc.w.stack; st != nil && len(st.Frames) > 0 {
+		return st
+	}
+	if inc.signal != 0 && inc.signal != 9 && s.cfg.CrashStack != nil {
+		if st := s.cfg.CrashStack(inc.w.id.PID); st != nil && len(st.Frames) > 0 {
+			return st
+		}
+	}
+	return inc.w.stack
 }
 
 // containerAround returns the cgroup samples of the minutes before t (and a few seconds after).

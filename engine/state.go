@@ -273,9 +273,7 @@ func (s *state) probe(e probes.Event) {
 		w.samples.add(e.Sample, s.w.cap)
 	case probes.EventLate:
 		w, _ := s.w.watched(e.ID, at)
-		if e.Deep != nil {
-			w.deep = e.Deep
-		}
+		s.keepDeep(w, e.Deep)
 		if w.stopping() || !s.shutdown.IsZero() || e.Share <= w.lateSeen {
 			return // a worker told to stop is draining, not late
 		}
@@ -283,9 +281,7 @@ func (s *state) probe(e probes.Event) {
 		s.late(w, e, "worker.late")
 	case probes.EventStuckBoot:
 		w, _ := s.w.watched(e.ID, at)
-		if e.Deep != nil {
-			w.deep = e.Deep
-		}
+		s.keepDeep(w, e.Deep)
 		if w.stopping() || !s.shutdown.IsZero() || !w.stuckAt.IsZero() {
 			return
 		}
@@ -320,6 +316,17 @@ func (s *state) probe(e probes.Event) {
 	}
 }
 
+// keepDeep keeps a worker's last deep sample, and the Python stack taken with it.
+func (s *state) keepDeep(w *worker, d *probes.Deep) {
+	if d == nil {
+		return
+	}
+	w.deep = d
+	if d.Stack != nil {
+		w.stack = d.Stack
+	}
+}
+
 // late emits worker.late or worker.stuck_boot.
 func (s *state) late(w *worker, e probes.Event, name string) {
 	sm := e.Sample
@@ -334,10 +341,15 @@ func (s *state) late(w *worker, e probes.Event, name string) {
 	if name == "worker.stuck_boot" {
 		msg = fmt.Sprintf("worker %d has not finished booting after %ds (timeout %ds)", w.id.PID, int(sm.HeartbeatAge.Seconds()), int(e.Timeout.Seconds()))
 	}
-	s.emit(ev(e.Time, Warn, name, msg, f("pid", w.id.PID),
+	fields := []Field{f("pid", w.id.PID),
 		f("heartbeat_age_s", round1(sm.HeartbeatAge.Seconds())), f("timeout_s", e.Timeout.Seconds()),
 		f("share", e.Share), f("cpu_percent", round1(sm.CPUPercent())), f("state", sm.State),
-		f("waiting_on", waiting), f("rss_bytes", sm.RSS())))
+		f("waiting_on", waiting), f("rss_bytes", sm.RSS())}
+	if st := w.stack; st != nil && st.Top != "" {
+		fields = append(fields, f("stack_top", st.Top))
+		msg += " in " + st.Top
+	}
+	s.emit(ev(e.Time, Warn, name, msg, fields...))
 }
 
 // oom takes an OOM kill: its victims are the workers gone or dying as the counter moved.

@@ -37,6 +37,8 @@ type Incident struct {
 	PythonStack []string `json:"python_stack,omitempty"`
 	StackThread string   `json:"stack_thread,omitempty"`
 	StackTop    string   `json:"stack_top,omitempty"`
+	// StackError says why there is no stack ("no stack: …") when one was tried and failed.
+	StackError string `json:"stack_error,omitempty"`
 }
 
 // Saturation is how busy the whole server was during the worker's silence.

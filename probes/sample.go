@@ -80,6 +80,18 @@ type Deep struct {
 	Sockets   []Socket  `json:"sockets"`
 	OpenFiles int       `json:"open_files"`
 	Missing   []string  `json:"missing,omitempty"`
+	// Stack is the worker's Python stack taken with the deep sample (Options.Stack), nil when
+	// none was asked for.
+	Stack *PyStack `json:"python_stack,omitempty"`
+}
+
+// PyStack is a worker's Python stack as the stack taker gave it.
+type PyStack struct {
+	Frames []string `json:"frames,omitempty"` // one string per frame, innermost last
+	Thread string   `json:"thread,omitempty"` // the thread the frames are of
+	Top    string   `json:"top,omitempty"`    // the app's innermost frame: "app.py:42 in report"
+	Call   string   `json:"call,omitempty"`   // the app's source line there, naming the C call it made
+	Err    string   `json:"error,omitempty"`  // why there is no stack ("no stack: …")
 }
 
 // WaitingOn names what the worker waits on, most telling first: the TCP peers it is connected

@@ -21,6 +21,10 @@ type Options struct {
 	Now          func() time.Time
 	// Warn is told once per kind of degradation (an unreadable file, a missing heartbeat).
 	Warn func(msg string)
+	// Stack, when set, takes a late or stuck worker's Python stack with its deep sample (once
+	// per silence: the first late share, or the stuck boot). It is called on the watcher's
+	// goroutine and must be bounded (a second at most).
+	Stack func(pid int) *PyStack
 }
 
 // Watcher samples a Gunicorn master's workers and hands every sample and every change it sees to
@@ -251,7 +255,9 @@ func (w *Watcher) judge(t *tracked, s Sample, prevAge time.Duration, now time.Ti
 	if !s.Heartbeats {
 		if s.HeartbeatAge > w.timeout() && !t.stuck {
 			t.stuck = true
-			emit(Event{Kind: EventStuckBoot, ID: id, Time: now, Sample: s, Deep: w.takeDeep(id, now), Timeout: w.timeout()})
+			d := w.takeDeep(id, now)
+			w.takeStack(id, d)
+			emit(Event{Kind: EventStuckBoot, ID: id, Time: now, Sample: s, Deep: d, Timeout: w.timeout()})
 		}
 		return
 	}
@@ -270,7 +276,11 @@ func (w *Watcher) judge(t *tracked, s Sample, prevAge time.Duration, now time.Ti
 	for t.crossed < len(w.opt.LateShares) && s.HeartbeatAge >= w.lateAfter(w.opt.LateShares[t.crossed]) {
 		share := w.opt.LateShares[t.crossed]
 		t.crossed++
-		emit(Event{Kind: EventLate, ID: id, Time: now, Sample: s, Deep: w.takeDeep(id, now), Share: share, Timeout: w.timeout()})
+		d := w.takeDeep(id, now)
+		if t.crossed == 1 {
+			w.takeStack(id, d)
+		}
+		emit(Event{Kind: EventLate, ID: id, Time: now, Sample: s, Deep: d, Share: share, Timeout: w.timeout()})
 	}
 }
 
@@ -283,6 +293,14 @@ func (w *Watcher) takeDeep(id ID, now time.Time) *Deep {
 		w.warn("deep-"+m, fmt.Sprintf("cannot read the workers' %s; deep samples lack it", m))
 	}
 	return &d
+}
+
+// takeStack adds the worker's Python stack to its deep sample, when a stack taker is set.
+func (w *Watcher) takeStack(id ID, d *Deep) {
+	if w.opt.Stack == nil || d == nil {
+		return
+	}
+	d.Stack = w.opt.Stack(id.PID)
 }
 
 func (w *Watcher) vanish(pid int, t *tracked, workers map[int]*tracked, now time.Time, emit func(Event)) {
