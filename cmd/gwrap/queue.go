@@ -41,7 +41,7 @@ type lineQueue struct {
 	failed    atomic.Uint64 // lines whose write failed
 	dropOnce  sync.Once
 	failOnce  sync.Once
-	bigSince  int // bytes of giant lines written since memory was last given back
+	bigSince  int // bytes of giant lines written since memory was last given back (writer only)
 	lastFreed time.Time
 }
 
@@ -93,8 +93,7 @@ func (q *lineQueue) writer() {
 				return
 			}
 			q.mu.Unlock()
-			q.giveBack()
-			<-q.wake
+			q.waitGivingBack()
 			q.mu.Lock()
 		}
 		q.writing = true
@@ -128,14 +127,31 @@ func (q *lineQueue) writer() {
 	}
 }
 
-// giveBack returns the memory of giant lines to the system once they are written, at most every
-// few seconds: without it, one 64 MiB line keeps gwrap's RSS up for minutes.
-func (q *lineQueue) giveBack() {
-	if q.bigSince < 8<<20 || time.Since(q.lastFreed) < 5*time.Second {
+// quietBeforeFree is how long output must be quiet after giant lines before their memory is
+// given back, and freeEvery how often at most (debug.FreeOSMemory is a full GC).
+const (
+	quietBeforeFree = time.Second
+	freeEvery       = 5 * time.Second
+)
+
+// waitGivingBack waits for the next line; when giant lines were written and output stays quiet
+// a while, it returns their memory to the system: without it, one 64 MiB line keeps gwrap's RSS
+// up for minutes (the runtime scavenges slowly).
+func (q *lineQueue) waitGivingBack() {
+	if q.bigSince == 0 {
+		<-q.wake
 		return
 	}
-	q.bigSince, q.lastFreed = 0, time.Now()
-	debug.FreeOSMemory()
+	wait := max(quietBeforeFree, freeEvery-time.Since(q.lastFreed))
+	timer := time.NewTimer(wait)
+	defer timer.Stop()
+	select {
+	case <-q.wake:
+	case <-timer.C:
+		q.bigSince, q.lastFreed = 0, time.Now()
+		debug.FreeOSMemory()
+		<-q.wake
+	}
 }
 
 func writeFailure(err error) string {
