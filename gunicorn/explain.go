@@ -60,9 +60,17 @@ func Explain(r io.Reader) (*Explanation, error) {
 	x := &explainer{ex: &Explanation{Counts: map[string]int{}, Incidents: []LogIncident{}, Workers: []WorkerTimeline{}, Warnings: []string{}},
 		open: map[int]*LogIncident{}, timelines: map[int]*WorkerTimeline{}, boots: map[int]time.Time{}, ended: map[int]bool{}, requests: map[int]Event{}}
 	a := NewAssembler(200, 64<<10)
-	br := bufio.NewReaderSize(r, 64<<10)
+	lr := lineReader{br: bufio.NewReaderSize(r, 64<<10), max: MaxExplainLine}
+	cuts := 0
 	for {
-		line, err := br.ReadBytes('\n')
+		line, cut, err := lr.next()
+		if cut > 0 {
+			cuts++
+			if cuts <= maxCutWarnings {
+				x.ex.Warnings = append(x.ex.Warnings, fmt.Sprintf("line %d is longer than %d bytes: its last %d bytes were not read", x.ex.Lines+1, MaxExplainLine, cut))
+			}
+			line = append(line, cutMark...)
+		}
 		if len(line) > 0 {
 			line = trimEOL(line)
 			x.ex.Lines++
@@ -82,11 +90,56 @@ func Explain(r io.Reader) (*Explanation, error) {
 			return nil, fmt.Errorf("reading the log: %w", err)
 		}
 	}
+	if cuts > maxCutWarnings {
+		x.ex.Warnings = append(x.ex.Warnings, fmt.Sprintf("%d lines in all were longer than %d bytes and cut", cuts, MaxExplainLine))
+	}
 	for _, ev := range a.Flush() {
 		x.event(ev)
 	}
 	x.finish()
 	return x.ex, nil
+}
+
+// MaxExplainLine is the longest line explain reads whole: Gunicorn's lines are short, and a log
+// with an endless line (or /dev/zero) must cost explain no more memory than this.
+const MaxExplainLine = 1 << 20
+
+const maxCutWarnings = 5
+
+// cutMark ends a line that was cut.
+const cutMark = " [gwrap: line cut]"
+
+// lineReader reads lines of any length in bounded memory: a line longer than max is cut there
+// and the rest of it skipped (counted).
+type lineReader struct {
+	br  *bufio.Reader
+	max int
+	buf []byte
+}
+
+// next returns the next line with its end, valid until the next call; cut is how many bytes of
+// it were skipped; err is io.EOF after the last line.
+func (l *lineReader) next() (line []byte, cut int64, err error) {
+	if cap(l.buf) > 64<<10 {
+		l.buf = nil // a long line's buffer is not kept
+	}
+	l.buf = l.buf[:0]
+	for {
+		chunk, err := l.br.ReadSlice('\n')
+		room := l.max - len(l.buf)
+		if len(chunk) > room {
+			cut += int64(len(chunk) - room)
+			chunk = chunk[:room]
+		}
+		l.buf = append(l.buf, chunk...)
+		if err == bufio.ErrBufferFull {
+			continue
+		}
+		if err == nil && cut > 0 {
+			cut-- // the newline is not the line's
+		}
+		return l.buf, cut, err
+	}
 }
 
 func trimEOL(b []byte) []byte {

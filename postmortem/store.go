@@ -8,6 +8,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"time"
@@ -20,10 +21,22 @@ type Retention struct {
 }
 
 // Store keeps reports in a directory: <id>.json and <id>.html.
+//
+// The directory may hold other people's files (a report dir pointed at a shared volume or a web
+// root), so the store touches only what it can prove is its own. A file is a report when all of
+// these hold: its name is a report id (20261125T034236.123Z-4242) with .json, it is a regular
+// file (never followed through a symlink, never a FIFO or a device), it is at most maxReportSize,
+// and it begins with gwrap's schema field. Only such reports are listed, counted for retention or
+// deleted (with their page, <id>.html, when that is a regular file too). A page without its JSON
+// is removed only when its name is a report id and it begins as gwrap's page does; a temp file
+// only when its name is that of gwrap's temp files for a report id. The report just written is
+// never deleted by retention.
 type Store struct {
 	dir string
 	ret Retention
 	now func() time.Time // for the age of leftovers
+
+	refused error // a symlinked or non-directory report dir: nothing is written there
 }
 
 // NewStore uses dir (created on first write, mode 0750).
@@ -47,12 +60,55 @@ func DefaultDir(exists func(string) bool) string {
 // ErrNotFound is returned for a report id that is not in the store.
 var ErrNotFound = errors.New("no such report")
 
+// ErrRefused is returned for a report dir gwrap will not use: a symlink or not a directory.
+var ErrRefused = errors.New("report dir refused")
+
+// maxReportSize bounds what is read as a report: gwrap's are tens of KiB; anything bigger is not
+// one of them, and must not cost the reader its memory.
+const maxReportSize = 16 << 20
+
+// idPattern is a report id: the incident's time and the worker's pid (newReport).
+var idPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9]{1,10}$`)
+
+// tempPattern is a temp file of writeAtomic for a report's JSON or page.
+var tempPattern = regexp.MustCompile(`^\.([0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9]{1,10})\.(?:json|html)\.tmp-[0-9]+$`)
+
+// schemaPrefix is how every report's JSON begins (json.MarshalIndent, Schema the first field);
+// any version of the schema is gwrap's.
+var schemaPrefix = regexp.MustCompile(`^\{\s*"schema":\s*"gwrap\.postmortem/v[0-9]+"`)
+
+// pageMark is in the first lines of every report's page (render.go).
+const pageMark = "<title>gwrap post-mortem:"
+
+// Check is what gwrap calls at start-up, so that a report dir that cannot be used is said once,
+// then, instead of at the first incident: it refuses (for good: Write fails with ErrRefused) a
+// dir that is a symlink or not a directory, creates a missing one, and tries to create and remove
+// a file there.
+func (s *Store) Check() error {
+	if err := s.mkdir(); err != nil {
+		return err
+	}
+	f, err := os.CreateTemp(s.dir, ".gwrap-check.tmp-*")
+	if err != nil {
+		return fmt.Errorf("report dir %s is not writable, post-mortems will be lost: %w", s.dir, err)
+	}
+	name := f.Name()
+	f.Close()
+	if err := os.Remove(name); err != nil {
+		return fmt.Errorf("report dir %s: removing %s: %w", s.dir, name, err)
+	}
+	return nil
+}
+
 // Write stores the report as JSON and HTML, each written atomically (a temp file in the same
 // directory, fsync, rename; the temp file is removed on error), then applies retention. The HTML
 // is written first: a report is listed by its JSON file, so a failed write leaves neither (and
 // never a JSON without its page). It returns the JSON file's path; on error, the path is empty
 // unless the report was stored and only retention failed.
 func (s *Store) Write(r Report) (string, error) {
+	if !idPattern.MatchString(r.ID) {
+		return "", fmt.Errorf("report id %q is not one gwrap makes", r.ID)
+	}
 	if err := s.mkdir(); err != nil {
 		return "", err
 	}
@@ -66,6 +122,12 @@ func (s *Store) Write(r Report) (string, error) {
 	}
 	path := filepath.Join(s.dir, r.ID+".json")
 	htmlPath := filepath.Join(s.dir, r.ID+".html")
+	if err := s.replaceable(path); err != nil {
+		return "", err
+	}
+	if err := s.replaceable(htmlPath); err != nil {
+		return "", err
+	}
 	if err := writeAtomic(htmlPath, html.Bytes()); err != nil {
 		return "", err
 	}
@@ -73,17 +135,45 @@ func (s *Store) Write(r Report) (string, error) {
 		os.Remove(htmlPath)
 		return "", err
 	}
-	if err := s.retain(); err != nil {
+	if err := s.retain(r.ID); err != nil {
 		return path, err
 	}
 	return path, nil
 }
 
-// mkdir creates the report directory, mode 0750 whatever the umask; an existing one is left
-// as it is.
-func (s *Store) mkdir() error {
-	if st, err := os.Stat(s.dir); err == nil && st.IsDir() {
+// replaceable refuses to rename over something at path that is not a regular file (a directory,
+// a symlink someone placed there): only a previous report of the same id is replaced.
+func (s *Store) replaceable(path string) error {
+	st, err := os.Lstat(path)
+	if errors.Is(err, fs.ErrNotExist) {
 		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if !st.Mode().IsRegular() {
+		return fmt.Errorf("writing %s: %w: something that is not a regular file is in the way", path, ErrRefused)
+	}
+	return nil
+}
+
+// mkdir creates the report directory, mode 0750 whatever the umask; an existing one is left
+// as it is. A symlink or a non-directory is refused: a report dir pointing at /etc must not be
+// followed silently.
+func (s *Store) mkdir() error {
+	if s.refused != nil {
+		return s.refused
+	}
+	if st, err := os.Lstat(s.dir); err == nil {
+		switch {
+		case st.Mode()&fs.ModeSymlink != 0:
+			s.refused = fmt.Errorf("%w: %s is a symlink; give the real directory (or a new one) as --report-dir", ErrRefused, s.dir)
+		case !st.IsDir():
+			s.refused = fmt.Errorf("%w: %s is not a directory", ErrRefused, s.dir)
+		default:
+			return nil
+		}
+		return s.refused
 	}
 	if err := os.MkdirAll(s.dir, 0o750); err != nil {
 		return fmt.Errorf("creating report dir: %w", err)
@@ -123,9 +213,27 @@ func writeAtomic(path string, data []byte) (err error) {
 	return nil
 }
 
+// ours tells whether <dir>/<id>.json is one of gwrap's reports, and its size with its page.
+func (s *Store) ours(id string) (int64, bool) {
+	path := filepath.Join(s.dir, id+".json")
+	st, err := os.Lstat(path)
+	if err != nil || !st.Mode().IsRegular() || st.Size() > maxReportSize {
+		return 0, false
+	}
+	head, err := readHead(path, 256)
+	if err != nil || !schemaPrefix.Match(head) {
+		return 0, false
+	}
+	size := st.Size()
+	if hs, err := os.Lstat(filepath.Join(s.dir, id+".html")); err == nil && hs.Mode().IsRegular() {
+		size += hs.Size()
+	}
+	return size, true
+}
+
 // ids lists the report ids in the store, oldest first (ids start with the incident's time).
 func (s *Store) ids() ([]string, error) {
-	ids, _, err := s.scan()
+	ids, _, _, err := s.scan()
 	return ids, err
 }
 
@@ -133,39 +241,56 @@ func (s *Store) ids() ([]string, error) {
 // removes it: App Service shares /home between instances, so another gwrap may be writing it.
 const leftoverAge = 10 * time.Minute
 
-// scan lists the report ids, oldest first, and the leftovers: temp files of a write that was
-// cut short (gwrap killed mid-write) and pages whose JSON is gone, older than leftoverAge.
-func (s *Store) scan() (ids, leftovers []string, err error) {
+// scan lists gwrap's reports (see Store), oldest first, with their sizes, and gwrap's leftovers:
+// temp files of a write that was cut short (gwrap killed mid-write) and pages whose JSON is gone,
+// older than leftoverAge. Everything else in the directory is not looked at twice.
+func (s *Store) scan() (ids []string, sizes map[string]int64, leftovers []string, err error) {
 	ents, err := os.ReadDir(s.dir)
 	if err != nil {
-		return nil, nil, fmt.Errorf("reading %s: %w", s.dir, err)
+		return nil, nil, nil, fmt.Errorf("reading %s: %w", s.dir, err)
 	}
-	json := map[string]bool{}
+	sizes = map[string]int64{}
 	for _, e := range ents {
-		if n := e.Name(); strings.HasSuffix(n, ".json") && !strings.HasPrefix(n, ".") {
-			ids = append(ids, strings.TrimSuffix(n, ".json"))
-			json[strings.TrimSuffix(n, ".json")] = true
+		n := e.Name()
+		id, ok := strings.CutSuffix(n, ".json")
+		if !ok || !e.Type().IsRegular() || !idPattern.MatchString(id) {
+			continue
+		}
+		if size, mine := s.ours(id); mine {
+			ids = append(ids, id)
+			sizes[id] = size
 		}
 	}
 	for _, e := range ents {
 		n := e.Name()
+		if !e.Type().IsRegular() {
+			continue
+		}
+		var candidate bool
+		if m := tempPattern.FindStringSubmatch(n); m != nil {
+			candidate = true
+		} else if id, ok := strings.CutSuffix(n, ".html"); ok && idPattern.MatchString(id) {
+			if _, has := sizes[id]; !has {
+				head, err := readHead(filepath.Join(s.dir, n), 512)
+				candidate = err == nil && bytes.Contains(head, []byte(pageMark))
+			}
+		}
+		if !candidate {
+			continue
+		}
 		if info, err := e.Info(); err != nil || s.now().Sub(info.ModTime()) < leftoverAge {
 			continue
 		}
-		switch {
-		case strings.HasPrefix(n, ".") && strings.Contains(n, ".tmp-") && e.Type().IsRegular():
-			leftovers = append(leftovers, n)
-		case strings.HasSuffix(n, ".html") && !strings.HasPrefix(n, ".") && !json[strings.TrimSuffix(n, ".html")]:
-			leftovers = append(leftovers, n)
-		}
+		leftovers = append(leftovers, n)
 	}
 	sort.Strings(ids)
-	return ids, leftovers, nil
+	return ids, sizes, leftovers, nil
 }
 
-// retain removes the oldest reports beyond the retention bounds.
-func (s *Store) retain() error {
-	ids, leftovers, err := s.scan()
+// retain removes the oldest of gwrap's reports beyond the retention bounds, never keep (the
+// report just written) and never anything that is not gwrap's.
+func (s *Store) retain(keep string) error {
+	ids, sizes, leftovers, err := s.scan()
 	if err != nil {
 		return err
 	}
@@ -174,27 +299,38 @@ func (s *Store) retain() error {
 			return fmt.Errorf("retention: %w", err)
 		}
 	}
-	sizes := make([]int64, len(ids))
 	var total int64
-	for i, id := range ids {
-		for _, ext := range []string{".json", ".html"} {
-			if st, err := os.Stat(filepath.Join(s.dir, id+ext)); err == nil {
-				sizes[i] += st.Size()
-			}
-		}
-		total += sizes[i]
+	for _, id := range ids {
+		total += sizes[id]
 	}
-	for i := 0; i < len(ids)-1; i++ { // never remove the newest
-		over := (s.ret.MaxCount > 0 && len(ids)-i > s.ret.MaxCount) || (s.ret.MaxBytes > 0 && total > s.ret.MaxBytes)
+	count := len(ids)
+	for _, id := range ids {
+		over := (s.ret.MaxCount > 0 && count > s.ret.MaxCount) || (s.ret.MaxBytes > 0 && total > s.ret.MaxBytes)
 		if !over {
 			break
 		}
-		for _, ext := range []string{".json", ".html"} {
-			if err := os.Remove(filepath.Join(s.dir, ids[i]+ext)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-				return fmt.Errorf("retention: %w", err)
-			}
+		if id == keep {
+			continue
 		}
-		total -= sizes[i]
+		if err := s.remove(id); err != nil {
+			return err
+		}
+		count--
+		total -= sizes[id]
+	}
+	return nil
+}
+
+// remove deletes one of gwrap's reports: its JSON, and its page when that is a regular file.
+func (s *Store) remove(id string) error {
+	if err := os.Remove(filepath.Join(s.dir, id+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("retention: %w", err)
+	}
+	page := filepath.Join(s.dir, id+".html")
+	if st, err := os.Lstat(page); err == nil && st.Mode().IsRegular() {
+		if err := os.Remove(page); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("retention: %w", err)
+		}
 	}
 	return nil
 }
@@ -230,10 +366,10 @@ func (s *Store) List() ([]Summary, error) {
 
 // Get reads one report.
 func (s *Store) Get(id string) (Report, error) {
-	if id == "" || strings.ContainsAny(id, `/\`) || strings.HasPrefix(id, ".") {
+	if !idPattern.MatchString(id) {
 		return Report{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
-	b, err := os.ReadFile(filepath.Join(s.dir, id+".json"))
+	b, err := readRegular(filepath.Join(s.dir, id+".json"), maxReportSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Report{}, fmt.Errorf("%w: %s in %s", ErrNotFound, id, s.dir)
 	}

@@ -158,6 +158,13 @@ func TestRedactText(t *testing.T) {
 		{"Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig", "Authorization: " + hidden + " " + hidden},
 		{"GET https://acct.blob.core.windows.net/c/b?sv=2022&sig=AbC%2Bd&se=1", "GET https://acct.blob.core.windows.net/c/b?sv=2022&sig=" + hidden + "&se=1"},
 		{"POST /api/hook?code=fnkey123==", "POST /api/hook?code=" + hidden},
+		// dict-form signatures and tokens, session cookies
+		{`params = {"sig": "AbC%2Bd", "signature": "xyz", "token": "t0k"}`, `params = {"sig": ` + hidden + `, "signature": ` + hidden + `, "token": ` + hidden + `}`},
+		{`{'sig': 'abc'}`, `{'sig': ` + hidden + `}`},
+		{"Cookie: sessionid=9f8e7d6c; theme=dark", "Cookie: sessionid=" + hidden + "; theme=dark"},
+		{"Set-Cookie: session=eyJ1c2VyIjo; Path=/", "Set-Cookie: session=" + hidden + "; Path=/"},
+		{"JSESSIONID=ABC123", "JSESSIONID=" + hidden},
+		{`{"signal": "SIGKILL", "design": "x", "session_count": 3}`, `{"signal": "SIGKILL", "design": "x", "session_count": 3}`},
 		// not secrets: left as they are
 		{"KeyError: 'user_id'", "KeyError: 'user_id'"},
 		{"psycopg2.OperationalError: FATAL:  password authentication failed for user \"app\"", "psycopg2.OperationalError: FATAL:  password authentication failed for user \"app\""},
@@ -305,9 +312,10 @@ func TestStoreRemovesOldLeftovers(t *testing.T) {
 		"20261125T000000.000Z-4.html":          true,
 		"notes.txt":                            true,
 	}
+	page := []byte("<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n<title>gwrap post-mortem: worker 2 timeout</title>")
 	for n, fresh := range files {
 		p := filepath.Join(dir, n)
-		if err := os.WriteFile(p, []byte("x"), 0o640); err != nil {
+		if err := os.WriteFile(p, page, 0o640); err != nil {
 			t.Fatal(err)
 		}
 		if !fresh || n == "notes.txt" {

@@ -28,7 +28,7 @@ func relay(r io.Reader, s Stream, max int, on func(Stream, []byte)) {
 		}
 		if err == nil {
 			on(s, line[:len(line)-1])
-			long = long[:0]
+			long = shrink(long)
 			continue
 		}
 		if len(line) > 0 {
@@ -36,4 +36,16 @@ func relay(r io.Reader, s Stream, max int, on func(Stream, []byte)) {
 		}
 		return
 	}
+}
+
+// keepLong is the largest buffer kept between lines: one giant line must not keep its memory.
+const keepLong = 256 << 10
+
+// shrink empties buf once its line is delivered, and lets it go when a giant line grew it
+// beyond keepLong.
+func shrink(buf []byte) []byte {
+	if cap(buf) > keepLong {
+		return nil
+	}
+	return buf[:0]
 }

@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"os/signal"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -47,7 +48,10 @@ type Config struct {
 	Dir        string        // "": inherit
 	StopBudget time.Duration // after TERM/INT/QUIT: how long the child gets before its group is SIGKILLed
 
-	// Signals is the test seam: nil makes Run subscribe to Forwarded and SIGCHLD itself.
+	// Signals are the signals to act on: nil makes Run subscribe to Forwarded and SIGCHLD itself.
+	// A caller that subscribed before Run (gwrap does so first thing, so that a TERM during its
+	// start-up is its own) passes its channel; reaping then also runs on a 1 s tick, in case
+	// SIGCHLD is not in it.
 	Signals <-chan os.Signal
 
 	OnStart  func(pid int)                         // the child runs
@@ -55,15 +59,32 @@ type Config struct {
 	OnLine   func(s Stream, line []byte)           // one line, newline stripped; valid during the call
 	OnReap   func(pid int, status unix.WaitStatus) // an orphan (not the child) was reaped
 	OnAdopt  func(pid int)                         // after USR2, the new master became the child
+	// OnStop is told, once each time, that the child was stopped (SIGSTOP, SIGTSTP…: stopped
+	// true, with the signal) or continued (stopped false): a stopped master serves nothing.
+	OnStop func(pid int, stopped bool, sig syscall.Signal)
 
 	ProcRoot string // /proc (default), to find adopted children after USR2
 
 	MaxLine int // longest line delivered whole (default 4 MiB); longer ones come in pieces
 
 	// Drain bounds the wait for the child's output once it has exited, when a descendant keeps
-	// the pipes open (default 2 s); then the group is SIGKILLed.
+	// the pipes open (default 2 s); then the group is SIGKILLed, and drainGrace later gwrap
+	// closes its ends of the pipes: a process outside the group (a setsid daemon) holding them
+	// does not keep Run, and a container, running.
 	Drain time.Duration
 }
+
+// drainGrace is how long the pipes are still read after the group was SIGKILLed at the drain
+// deadline: what the killed processes wrote is still in the pipe.
+const drainGrace = 200 * time.Millisecond
+
+// ParentDeath is the signal the child gets when gwrap dies without stopping it (SIGKILLed, OOM
+// killed), when gwrap is not PID 1 (as PID 1 its death ends the container). SIGTERM rather than
+// SIGKILL: with nobody left to supervise it, Gunicorn's own graceful stop (bounded by its
+// graceful_timeout) lets the workers finish their requests and stop, where a SIGKILLed master
+// would orphan its workers until each notices its parent changed; and TERM ends any other command
+// too.
+const ParentDeath = unix.SIGTERM
 
 // Result is how the child ended.
 type Result struct {
@@ -71,6 +92,10 @@ type Result struct {
 	Signal   syscall.Signal // the signal that killed the child, if one did
 	Forced   bool           // the stop budget ran out and the group was SIGKILLed
 	Reason   string         // one sentence for humans
+	// DrainCut: after the child exited, something outside its process group still held its
+	// output pipes at the drain deadline; gwrap closed its ends (that process's later lines are
+	// lost).
+	DrainCut bool
 }
 
 // Run starts the command, supervises it until it exits, and returns only once its output is
@@ -115,11 +140,20 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		outW.Close()
 		return Result{ExitCode: 1, Reason: "cannot create a pipe"}, fmt.Errorf("stderr pipe: %w", err)
 	}
+	sys := &syscall.SysProcAttr{Setpgid: true}
+	if os.Getpid() != 1 {
+		// The parent-death signal is sent when the forking *thread* ends, not the process
+		// (SysProcAttr.Pdeathsig, golang/go#27505): this goroutine stays locked to its thread
+		// until Run returns, and a locked thread is never reused nor ended by the runtime.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		sys.Pdeathsig = ParentDeath
+	}
 	pid, err := syscall.ForkExec(path, cfg.Argv, &syscall.ProcAttr{
 		Dir:   cfg.Dir,
 		Env:   envOrInherit(cfg.Env),
 		Files: []uintptr{os.Stdin.Fd(), outW.Fd(), errW.Fd()},
-		Sys:   &syscall.SysProcAttr{Setpgid: true},
+		Sys:   sys,
 	})
 	outW.Close()
 	errW.Close()
@@ -143,11 +177,13 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 	s := &supervision{cfg: cfg, main: pid, pgid: pid}
 	res := s.loop(ctx, sigs)
 
-	// The child is gone; its descendants may still hold the pipes. Give them Drain, keep reaping.
+	// The child is gone; its descendants may still hold the pipes. Give them Drain, keep
+	// reaping; then SIGKILL the group, and drainGrace later close our ends whoever holds theirs.
 	timer := time.NewTimer(cfg.Drain)
 	defer timer.Stop()
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
+	killed := false
 	for n := 0; n < 2; {
 		select {
 		case <-drained:
@@ -157,8 +193,15 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		case <-tick.C:
 			s.reap()
 		case <-timer.C:
-			_ = unix.Kill(-s.pgid, unix.SIGKILL)
-			timer.Reset(cfg.Drain)
+			if !killed {
+				killed = true
+				_ = unix.Kill(-s.pgid, unix.SIGKILL)
+				timer.Reset(drainGrace)
+				continue
+			}
+			res.DrainCut = true
+			outR.Close() // the relay's blocked Read returns
+			errR.Close()
 		}
 	}
 	s.reap()
@@ -232,12 +275,22 @@ func (s *supervision) loop(ctx context.Context, sigs <-chan os.Signal) Result {
 func (s *supervision) reap() {
 	for {
 		var ws unix.WaitStatus
-		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG, nil)
+		pid, err := unix.Wait4(-1, &ws, unix.WNOHANG|unix.WUNTRACED|unix.WCONTINUED, nil)
 		if err == unix.EINTR {
 			continue
 		}
 		if pid <= 0 || err != nil {
 			return
+		}
+		if ws.Stopped() || ws.Continued() {
+			if pid == s.main && s.cfg.OnStop != nil {
+				var sig syscall.Signal
+				if ws.Stopped() {
+					sig = ws.StopSignal()
+				}
+				s.cfg.OnStop(pid, ws.Stopped(), sig)
+			}
+			continue
 		}
 		if pid == s.main && !s.mainDone {
 			s.mainDone, s.status = true, ws

@@ -5,6 +5,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"strings"
 	"time"
@@ -52,7 +53,30 @@ type config struct {
 	ReportMaxBytes int64
 
 	Command []string // the child: normally gunicorn and its arguments
+
+	Warnings []string // things to say once the output exists: unknown GWRAP_* variables
 }
+
+// Bounds of every duration and count a user can give: beyond them gwrap would run out of memory
+// (a history of a million hours), wait forever, or keep more reports than a disk holds.
+const (
+	maxStopBudget   = time.Hour
+	maxInterval     = time.Minute
+	maxHistory      = time.Hour
+	maxSamples      = 3600 // --history / --interval: samples kept per worker
+	maxFollowUp     = time.Minute
+	maxReportCount  = 100000
+	maxReportBytes  = 16 << 30
+	minSampling     = 10 * time.Millisecond
+	maxUnknownNames = 5 // unknown GWRAP_* variables named in warnings
+)
+
+// otherEnv are GWRAP_* variables that are not flags but are known: read by gwrap for developers,
+// by entrypoint.sh, or by the test suite.
+var otherEnv = []string{"GWRAP_CPUPROFILE", "GWRAP_DEFAULTS", "GWRAP_BIN", "GWRAP_STRICT", "GWRAP_HELPER", "GWRAP_SCREENSHOT"}
+
+// environ is the process environment, for the unknown-variable check (a seam for tests).
+var environ = os.Environ
 
 // envPrefix is the prefix of every environment variable gwrap reads.
 const envPrefix = "GWRAP_"
@@ -117,6 +141,11 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 		return c, fmt.Errorf("%w: %v", errUsage, err)
 	}
 	c.Command = fs.Args()
+	var known []string
+	fs.VisitAll(func(f *flag.Flag) {
+		known = append(known, envPrefix+strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_")))
+	})
+	c.Warnings = unknownEnv(environ(), append(known, otherEnv...))
 	return c, c.validate()
 }
 
@@ -125,34 +154,47 @@ func (c config) validate() error {
 	if c.LogFormat != "json" && c.LogFormat != "text" {
 		bad = append(bad, fmt.Sprintf("--log-format %q: want json or text", c.LogFormat))
 	}
-	if c.StopBudget <= 0 {
-		bad = append(bad, "--stop-budget must be positive")
+	if c.StopBudget <= 0 || c.StopBudget > maxStopBudget {
+		bad = append(bad, fmt.Sprintf("--stop-budget %v: must be positive and at most %v", c.StopBudget, maxStopBudget))
 	}
-	if c.Interval < 10*time.Millisecond {
-		bad = append(bad, "--interval must be at least 10ms")
+	if c.Interval < minSampling || c.Interval > maxInterval {
+		bad = append(bad, fmt.Sprintf("--interval %v: must be between %v and %v", c.Interval, minSampling, maxInterval))
 	}
-	if c.FastInterval < 10*time.Millisecond || c.FastInterval > c.Interval {
-		bad = append(bad, "--fast-interval must be between 10ms and --interval")
+	if c.FastInterval < minSampling || c.FastInterval > c.Interval {
+		bad = append(bad, fmt.Sprintf("--fast-interval %v: must be between %v and --interval", c.FastInterval, minSampling))
 	}
-	if c.History < c.Interval {
-		bad = append(bad, "--history must be at least --interval")
+	switch {
+	case c.History < c.Interval || c.History > maxHistory:
+		bad = append(bad, fmt.Sprintf("--history %v: must be between --interval and %v", c.History, maxHistory))
+	case c.Interval > 0 && c.History/c.Interval > maxSamples:
+		bad = append(bad, fmt.Sprintf("--history %v at --interval %v keeps %d samples per worker, more than %d: shorten it or sample less often",
+			c.History, c.Interval, c.History/c.Interval, maxSamples))
 	}
-	if c.Thresholds.NearLimit <= 0 || c.Thresholds.NearLimit > 1 {
-		bad = append(bad, "--near-limit must be in (0, 1]")
-	}
-	if c.Thresholds.LongShare <= 0 || c.Thresholds.LongShare > 1 {
-		bad = append(bad, "--long-share must be in (0, 1]")
-	}
-	for name, v := range map[string]float64{"--cpu-bound": c.Thresholds.CPUBound, "--run-delay": c.Thresholds.RunDelay, "--memory-psi": c.Thresholds.MemoryPSI} {
-		if v <= 0 || v > 100 {
-			bad = append(bad, name+" must be a percentage in (0, 100]")
+	for _, f := range []struct {
+		name     string
+		v        float64
+		min, max float64 // (min, max]
+		what     string
+	}{
+		{"--near-limit", c.Thresholds.NearLimit, 0, 1, "a fraction in (0, 1]"},
+		{"--long-share", c.Thresholds.LongShare, 0, 1, "a fraction in (0, 1]"},
+		{"--cpu-bound", c.Thresholds.CPUBound, 0, 100, "a percentage in (0, 100]"},
+		{"--run-delay", c.Thresholds.RunDelay, 0, 100, "a percentage in (0, 100]"},
+		{"--memory-psi", c.Thresholds.MemoryPSI, 0, 100, "a percentage in (0, 100]"},
+	} {
+		// NaN compares false with everything: test it (and the infinities) by name.
+		if math.IsNaN(f.v) || math.IsInf(f.v, 0) || f.v <= f.min || f.v > f.max {
+			bad = append(bad, fmt.Sprintf("%s %v: must be %s", f.name, f.v, f.what))
 		}
 	}
-	if c.Thresholds.FollowUpWindow <= 0 {
-		bad = append(bad, "--follow-up must be positive")
+	if c.Thresholds.FollowUpWindow <= 0 || c.Thresholds.FollowUpWindow > maxFollowUp {
+		bad = append(bad, fmt.Sprintf("--follow-up %v: must be positive and at most %v", c.Thresholds.FollowUpWindow, maxFollowUp))
 	}
-	if c.ReportMaxCount < 1 || c.ReportMaxBytes < 1 {
-		bad = append(bad, "--report-max-count and --report-max-bytes must be positive")
+	if c.ReportMaxCount < 1 || c.ReportMaxCount > maxReportCount {
+		bad = append(bad, fmt.Sprintf("--report-max-count %d: must be between 1 and %d", c.ReportMaxCount, maxReportCount))
+	}
+	if c.ReportMaxBytes < 1 || c.ReportMaxBytes > maxReportBytes {
+		bad = append(bad, fmt.Sprintf("--report-max-bytes %d: must be between 1 and %d", c.ReportMaxBytes, int64(maxReportBytes)))
 	}
 	if len(c.Command) == 0 {
 		bad = append(bad, "no command to run (gwrap [flags] [--] gunicorn APP)")
@@ -161,6 +203,55 @@ func (c config) validate() error {
 		return fmt.Errorf("%w: %s", errUsage, strings.Join(bad, "; "))
 	}
 	return nil
+}
+
+// unknownEnv returns one warning per GWRAP_* variable of env that is not in known, naming the
+// closest known one: a misspelled setting must not be silently ignored.
+func unknownEnv(env, known []string) []string {
+	isKnown := map[string]bool{}
+	for _, k := range known {
+		isKnown[k] = true
+	}
+	var out []string
+	for _, kv := range env {
+		name, _, _ := strings.Cut(kv, "=")
+		if !strings.HasPrefix(name, envPrefix) || isKnown[name] {
+			continue
+		}
+		if len(out) == maxUnknownNames {
+			out = append(out, "more unknown GWRAP_* variables are set; they are ignored as well")
+			break
+		}
+		best, bestD := "", -1
+		for _, k := range known {
+			if d := editDistance(name, k); bestD < 0 || d < bestD {
+				best, bestD = k, d
+			}
+		}
+		out = append(out, fmt.Sprintf("%s is not a gwrap setting and is ignored; did you mean %s?", name, best))
+	}
+	return out
+}
+
+// editDistance is the Levenshtein distance of two short ASCII names.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }
 
 // fileExists is the one place that asks the real filesystem whether a path exists.

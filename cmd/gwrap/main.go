@@ -40,8 +40,15 @@
 //
 // For developers: GWRAP_CPUPROFILE=FILE writes a CPU profile of the whole run (go tool pprof).
 //
-// Exit code: the child's; 128+N when it was killed by signal N; 127 command not found; 126 not
-// executable; 2 bad usage of gwrap itself (nothing started).
+// Exit code: the child's; 128+N when it was killed by signal N (or when gwrap got TERM/INT/QUIT
+// N while starting, before Gunicorn ran); 127 command not found; 126 not executable; 2 bad usage
+// of gwrap itself (nothing started). Every flag's value is bounded (e.g. --history at most 1h);
+// a value out of bounds, NaN or infinite is bad usage. A GWRAP_* variable that is not a setting
+// is warned about, naming the closest one.
+//
+// Output can fail, supervision cannot: when stdout's reader is gone or stalls, or its disk is
+// full, gwrap goes on supervising; the lines it could not write are counted in gwrap.exit
+// (lines_lost) and said once on stderr.
 //
 // This package is the only place that knows real paths and real time; everything below it takes
 // its roots and its clock as arguments.
@@ -73,6 +80,9 @@ func startProfile(path string) func() {
 }
 
 func main() {
+	if supervising(os.Args[1:]) {
+		early, _ = subscribe() // first thing: see subscribe
+	}
 	stopProfile := startProfile(os.Getenv("GWRAP_CPUPROFILE"))
 	code, err := run(os.Args[1:], os.LookupEnv, os.Stdin, os.Stdout, os.Stderr)
 	stopProfile()

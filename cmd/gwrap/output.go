@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/base64"
+	"fmt"
 	"io"
 	"strings"
 	"sync"
@@ -16,41 +17,59 @@ import (
 
 // output writes gwrap's stdout: one JSON object per line (the contract), or, with --log-format
 // text, Gunicorn's lines as they were and gwrap's own events in a short human form. It is safe
-// for concurrent use: every line is one Write on a writer guarded by a mutex.
+// for concurrent use and never blocks its caller on stdout: every line is formatted (and
+// timestamped) by the caller, when it happens, and handed to a lineQueue whose one writer
+// goroutine writes them in order. Lines that cannot be written are counted (lost), said once on
+// stderr, and reported in gwrap.exit.
 type output struct {
 	text bool
-	raw  io.Writer // the guarded writer, for raw text lines
+	q    *lineQueue
 	log  zerolog.Logger
 
 	onceMu sync.Mutex
 	once   map[string]bool
 }
 
-// lockedWriter serialises writes so that lines from the relay goroutines and the event loop never
-// interleave, whatever the underlying writer.
-type lockedWriter struct {
-	mu sync.Mutex
-	w  io.Writer
-}
-
-func (l *lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
-}
-
-func newOutput(w io.Writer, format string, now func() time.Time) *output {
+// newOutput writes to w; stderr gets the one-line notices when stdout fails.
+func newOutput(w, stderr io.Writer, format string, now func() time.Time) *output {
 	zerolog.TimeFieldFormat = time.RFC3339Nano
 	zerolog.TimestampFunc = func() time.Time { return now().UTC() }
-	lw := &lockedWriter{w: w}
-	o := &output{text: format == "text", raw: lw, once: map[string]bool{}}
-	var sink io.Writer = lw
+	q := newLineQueue(w, func(msg string) { go fmt.Fprintln(stderr, msg) })
+	o := &output{text: format == "text", q: q, once: map[string]bool{}}
+	var sink io.Writer = q
 	if o.text {
-		sink = zerolog.ConsoleWriter{Out: lw, NoColor: true, TimeFormat: time.RFC3339,
+		sink = zerolog.ConsoleWriter{Out: q, NoColor: true, TimeFormat: time.RFC3339,
 			FieldsExclude: []string{"line"}, PartsOrder: []string{"time", "level", "event", "message"}}
 	}
 	o.log = zerolog.New(sink).With().Timestamp().Logger()
 	return o
+}
+
+// lost is how many lines did not reach stdout so far: dropped because the reader fell behind,
+// and failed (EPIPE, ENOSPC).
+func (o *output) lost() uint64 {
+	d, f := o.q.lost()
+	return d + f
+}
+
+// finish emits the last lines (last, normally gwrap.exit), which are queued whatever the bounds,
+// waits at most d for stdout to take everything, and returns how many lines were lost in all.
+// When some were, it says so on stderr (waiting at most d for stderr as well).
+func (o *output) finish(last func(), d time.Duration, stderr io.Writer) uint64 {
+	o.q.finish(last, d)
+	dropped, failed := o.q.lost()
+	if dropped+failed > 0 {
+		done := make(chan struct{})
+		go func() {
+			fmt.Fprintf(stderr, "gwrap: lines of output lost: %d (%d dropped because stdout fell behind, %d failed to write)\n", dropped+failed, dropped, failed)
+			close(done)
+		}()
+		select {
+		case <-done:
+		case <-time.After(d):
+		}
+	}
+	return dropped + failed
 }
 
 // event starts a gwrap event with the contract's fields; the caller adds fields and calls Msg.
@@ -75,8 +94,7 @@ func (o *output) warnOnce(key, name, msg string) {
 func (o *output) relay(s supervisor.Stream, line []byte, ev gunicorn.Event) {
 	if o.text {
 		buf := make([]byte, 0, len(line)+1)
-		buf = append(append(buf, line...), '\n')
-		_, _ = o.raw.Write(buf)
+		o.q.push(append(append(buf, line...), '\n'))
 		return
 	}
 	e := o.log.WithLevel(gunicornLevel(ev.Level)).Str("event", "gunicorn.log").Str("stream", string(s)).

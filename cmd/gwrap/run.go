@@ -47,12 +47,23 @@ func run(args []string, env func(string) (string, bool), stdin io.Reader, stdout
 		fmt.Fprint(stderr, usageText)
 		return 2, err
 	}
-	return supervise(cfg, stdout)
+	return supervise(cfg, stdout, stderr)
 }
 
+// outputFlush bounds the wait for stdout to take gwrap's last lines (see defaultStopBudget).
+const outputFlush = time.Second
+
 // supervise runs the child and everything that watches it, and returns the exit code.
-func supervise(cfg config, stdout io.Writer) (int, error) {
-	out := newOutput(stdout, cfg.LogFormat, time.Now)
+func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
+	sigs := early
+	if sigs == nil { // run called in-process: subscribe now
+		ch, stop := subscribe()
+		defer stop()
+		sigs = ch
+	}
+	out := newOutput(stdout, stderr, cfg.LogFormat, time.Now)
+	// Start-up (the settings' Python takes up to 5 s) ends at a TERM/INT/QUIT, before Gunicorn.
+	startCtx, endStartup := watchStartup(sigs, out)
 
 	cg, cgErr := memwatch.Open(memwatch.Options{CgroupRoot: cfg.CgroupRoot, ProcRoot: cfg.ProcRoot, Path: cfg.CgroupPath})
 	var cgStats memwatch.Stats
@@ -62,14 +73,23 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 		cgStats = cg.Sample()
 	}
 
-	settings := readSettings(cfg)
+	settings := readSettings(startCtx, cfg)
+	if sig := endStartup(); sig != nil {
+		return exitAtStartup(out, sig, stderr)
+	}
 	if cfg.ReportDir == "" {
 		cfg.ReportDir = postmortem.DefaultDir(fileExists)
 	}
 	startEvent(out, cfg, cg, cgStats, settings)
+	for _, w := range cfg.Warnings {
+		out.event(zerolog.WarnLevel, "config.warning").Str("code", "env_unknown").Msg(w)
+	}
 	lintAtStart(out, cfg, cg, cgStats, settings)
 
 	store := postmortem.NewStore(cfg.ReportDir, postmortem.Retention{MaxCount: cfg.ReportMaxCount, MaxBytes: cfg.ReportMaxBytes})
+	if err := store.Check(); err != nil {
+		out.event(zerolog.WarnLevel, "config.warning").Str("code", "report_dir").Msg(err.Error() + "; post-mortems will not be written")
+	}
 	proc := probes.NewFS(cfg.ProcRoot)
 	watcher := probes.NewWatcher(proc, probes.Options{
 		Interval:     cfg.Interval,
@@ -108,6 +128,8 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 		result, runErr = supervisor.Run(ctx, supervisor.Config{
 			Argv:       cfg.Command,
 			StopBudget: cfg.StopBudget,
+			Signals:    sigs,
+			OnStop:     func(pid int, stopped bool, sig syscall.Signal) { stoppedEvent(out, pid, stopped, sig) },
 			OnStart: func(pid int) {
 				eng.Started(pid)
 				master <- pid
@@ -181,8 +203,11 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 	}
 	ecancel()
 	<-engineDone
-	out.event(exitLevel(code), "gwrap.exit").Int("exit_code", code).Str("reason", reason).
-		Int("incidents", eng.Reported()).Msg("gwrap exits: " + reason)
+	out.finish(func() {
+		out.event(exitLevel(code), "gwrap.exit").Int("exit_code", code).Str("reason", reason).
+			Int("incidents", eng.Reported()).Uint64("lines_lost", out.lost()).Bool("drain_cut", result.DrainCut).
+			Msg("gwrap exits: " + reason)
+	}, outputFlush, stderr)
 	// A command that could not start is also said on stderr, where people look first.
 	return code, runErr
 }
@@ -252,8 +277,9 @@ func exitLevel(code int) zerolog.Level {
 	return zerolog.ErrorLevel
 }
 
-// readSettings gathers Gunicorn's effective settings when the command is Gunicorn.
-func readSettings(cfg config) gunicorn.Settings {
+// readSettings gathers Gunicorn's effective settings when the command is Gunicorn; cancelling
+// ctx (a TERM during start-up) ends the config file's evaluation.
+func readSettings(ctx context.Context, cfg config) gunicorn.Settings {
 	args, ok := gunicorn.CommandArgs(cfg.Command)
 	if !ok {
 		return gunicorn.ReadSettings(context.Background(), gunicorn.SettingsInput{})
@@ -266,7 +292,7 @@ func readSettings(cfg config) gunicorn.Settings {
 		python = ""
 	}
 	dir, _ := os.Getwd()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
 	return gunicorn.ReadSettings(ctx, gunicorn.SettingsInput{Args: args, Env: os.Environ(), Dir: dir, Python: python, Timeout: 4 * time.Second})
 }
