@@ -67,11 +67,12 @@ var ErrRefused = errors.New("report dir refused")
 // one of them, and must not cost the reader its memory.
 const maxReportSize = 16 << 20
 
-// idPattern is a report id: the incident's time and the worker's pid (newReport).
-var idPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9]{1,10}$`)
+// idPattern is a report id: the incident's time and the worker's pid (NewReport), then the host
+// it was written on (the engine adds it: instances of one App Service app share /home).
+var idPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9]{1,10}(?:-[A-Za-z0-9_-]{1,40})?$`)
 
 // tempPattern is a temp file of writeAtomic for a report's JSON or page.
-var tempPattern = regexp.MustCompile(`^\.([0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9]{1,10})\.(?:json|html)\.tmp-[0-9]+$`)
+var tempPattern = regexp.MustCompile(`^\.([0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9]{1,10}(?:-[A-Za-z0-9_-]{1,40})?)\.(?:json|html)\.tmp-[0-9]+$`)
 
 // schemaPrefix is how every report's JSON begins (json.MarshalIndent, Schema the first field);
 // any version of the schema is gwrap's.

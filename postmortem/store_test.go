@@ -345,3 +345,21 @@ func TestDefaultDir(t *testing.T) {
 		t.Errorf("elsewhere: %s", d)
 	}
 }
+
+// TestHostSuffixedIDs: the engine adds the host to a report's id (instances sharing /home); such
+// reports are written, listed and read back like any other.
+func TestHostSuffixedIDs(t *testing.T) {
+	s := NewStore(t.TempDir(), Retention{MaxCount: 10})
+	r := pressureReport()
+	r.ID += "-web-7f9c_1"
+	if _, err := s.Write(r); err != nil {
+		t.Fatal(err)
+	}
+	list, err := s.List()
+	if err != nil || len(list) != 1 || list[0].ID != r.ID {
+		t.Fatalf("list %+v, %v", list, err)
+	}
+	if got, err := s.Get(r.ID); err != nil || got.ID != r.ID {
+		t.Errorf("get: %v", err)
+	}
+}
