@@ -55,13 +55,14 @@ func (r Release) Argv(t testing.TB, args ...string) []string {
 }
 
 // Env is what the release and the apps need in the environment: PYTHONPATH with the release's
-// own directory first and the apps' directory, and no bytecode written into the source tree.
+// own directory first and the apps' directory, no bytecode written into the source tree, and a
+// private XDG_RUNTIME_DIR, where Gunicorn 26 makes its control socket (else in $HOME/.gunicorn).
 func (r Release) Env(t testing.TB) []string {
 	path := AppsDir(t)
 	if r.Lib != "" {
 		path = r.Lib + string(os.PathListSeparator) + path
 	}
-	return []string{"PYTHONPATH=" + path, "PYTHONDONTWRITEBYTECODE=1"}
+	return []string{"PYTHONPATH=" + path, "PYTHONDONTWRITEBYTECODE=1", "XDG_RUNTIME_DIR=" + t.TempDir()}
 }
 
 // Releases lists every Gunicorn release on this machine, oldest first: the installed one and those
