@@ -16,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gwrap/gwrap/internal/testkit"
 )
 
 // gwrapBin is the gwrap binary built once for the whole-binary tests.
@@ -238,30 +240,6 @@ func waitHTTP(t testing.TB, url string, d time.Duration) {
 	t.Fatalf("%s did not answer 200 within %v", url, d)
 }
 
-// testApp is the WSGI app the whole-binary tests run: routes that misbehave on purpose.
-const testApp = `
-import os, signal, socket, time
-
-hoard = []
-
-def app(environ, start_response):
-    path = environ["PATH_INFO"]
-    q = environ.get("QUERY_STRING", "")
-    if path == "/sleep":
-        time.sleep(float(q or 60))
-    elif path == "/spin":
-        end = time.time() + float(q or 60)
-        while time.time() < end:
-            pass
-    elif path == "/alloc":
-        for _ in range(int(q or 100)):
-            hoard.append(b"x" * (1 << 20))
-    elif path == "/connect":
-        host, port = q.rsplit(":", 1)
-        s = socket.create_connection((host, int(port)))
-        s.recv(1)
-    elif path == "/segv":
-        os.kill(os.getpid(), signal.SIGSEGV)
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"ok\n"]
-`
+// testApp is the app.py the whole-binary tests run: the shared WSGI app of internal/testkit/apps,
+// whose routes misbehave on purpose (/sleep, /spin, /cloop, /alloc, /pressure, /connect, /segv…).
+var testApp = testkit.AppShim()

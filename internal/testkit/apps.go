@@ -1,6 +1,7 @@
 package testkit
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,17 +15,17 @@ import (
 // AppsDir is the directory of the Python apps every live test runs (internal/testkit/apps):
 // wsgi.py (`wsgi:app`), asgi.py (`asgi:app`, for Uvicorn workers), slowboot.py (`slowboot:app`,
 // `slowboot:asgi`) and misbehave.py, which they share.
-func AppsDir(t testing.TB) string {
-	t.Helper()
-	_, file, _, ok := runtime.Caller(0)
-	if !ok {
-		t.Fatal("cannot locate internal/testkit")
-	}
-	dir := filepath.Join(filepath.Dir(file), "apps")
-	if _, err := os.Stat(filepath.Join(dir, "wsgi.py")); err != nil {
-		t.Fatalf("the live tests' apps: %v", err)
-	}
-	return dir
+func AppsDir() string { return appsDir }
+
+var appsDir = func() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "apps")
+}()
+
+// AppShim is an app.py that serves the shared WSGI app (`app:app`, with `hoard` for tests that
+// add routes), for tests that run Gunicorn with `--chdir DIR app:app`.
+func AppShim() string {
+	return fmt.Sprintf("import sys\nsys.dont_write_bytecode = True\nsys.path.insert(0, %q)\nfrom wsgi import app, hoard\n", AppsDir())
 }
 
 // Release is one real Gunicorn release the live tests can run: Debian bookworm's installed
@@ -58,7 +59,7 @@ func (r Release) Argv(t testing.TB, args ...string) []string {
 // own directory first and the apps' directory, no bytecode written into the source tree, and a
 // private XDG_RUNTIME_DIR, where Gunicorn 26 makes its control socket (else in $HOME/.gunicorn).
 func (r Release) Env(t testing.TB) []string {
-	path := AppsDir(t)
+	path := AppsDir()
 	if r.Lib != "" {
 		path = r.Lib + string(os.PathListSeparator) + path
 	}
