@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -164,10 +165,52 @@ func startCmd(t testing.TB, cmd *exec.Cmd, env []string) *proc {
 		close(p.waited)
 	}()
 	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		// gwrap starts Gunicorn in a process group of its own: kill every descendant's group too,
+		// or a Gunicorn left behind keeps serving, and keeps fds it inherited (such as the
+		// flock of /tmp/gwrap-live.lock) open for ever.
+		for _, pid := range append(descendants(cmd.Process.Pid), cmd.Process.Pid) {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 		<-p.waited
 	})
 	return p
+}
+
+// descendants lists the pids of root's children, grandchildren…, read from /proc.
+func descendants(root int) []int {
+	parent := map[int]int{}
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …: comm may hold spaces and parentheses.
+		if i := bytes.LastIndexByte(b, ')'); i > 0 {
+			var state string
+			var ppid int
+			if _, err := fmt.Sscan(string(b[i+1:]), &state, &ppid); err == nil {
+				parent[pid] = ppid
+			}
+		}
+	}
+	var out []int
+	var walk func(int)
+	walk = func(p int) {
+		for c, pp := range parent {
+			if pp == p {
+				out = append(out, c)
+				walk(c)
+			}
+		}
+	}
+	walk(root)
+	return out
 }
 
 // wait waits for gwrap to exit and returns its exit code.
