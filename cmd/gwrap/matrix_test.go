@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -156,7 +158,7 @@ func (r *matrixRun) workerPID(t *testing.T) int {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
-		if code, body := get(r.base+"/pid", 2*time.Second); code == 200 {
+		if code, body := fetch(r.base+"/pid", 2*time.Second); code == 200 {
 			var pid int
 			if _, err := fmt.Sscan(body, &pid); err == nil {
 				return pid
@@ -200,7 +202,7 @@ func runCase(t *testing.T, run *matrixRun, rel testkit.Release, class string, cs
 		from := len(run.p.stdout.snapshot())
 		answered := make(chan int, 1)
 		if cs.path != "" {
-			go func() { code, _ := get(run.base+cs.path, 90*time.Second); answered <- code }()
+			go func() { code, _ := fetch(run.base+cs.path, 90*time.Second); answered <- code }()
 		}
 		bad := run.p.stdout.quiet(from, cs.quiet, alarm)
 		outcome := "no worker.late, no incident"
@@ -224,7 +226,7 @@ func runCase(t *testing.T, run *matrixRun, rel testkit.Release, class string, cs
 		record(rel, class, cs.name, outcome, pass)
 		return
 	}
-	go get(run.base+cs.path, 90*time.Second)
+	go fetch(run.base+cs.path, 90*time.Second)
 	pm, ok := run.p.stdout.wait(matrixDeadline, func(m map[string]any) bool { return m["event"] == "postmortem" && pidOf(m) == pid })
 	if !ok {
 		record(rel, class, cs.name, "no postmortem within "+matrixDeadline.String(), false)
@@ -276,11 +278,9 @@ func checkOOM(t *testing.T, _ testkit.Release, _ string, pm, rep map[string]any)
 // the worker late nor make an incident of its exit.
 func runGraceful(t *testing.T, run *matrixRun, rel testkit.Release, class string) {
 	pid := run.workerPID(t)
-	// Idle keep-alive connections of earlier requests would look like the request in flight.
-	http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	before := sockets(pid)
 	done := make(chan int, 1)
-	go func() { code, _ := get(run.base+gracefulPath[class], 60*time.Second); done <- code }()
+	go func() { code, _ := fetch(run.base+gracefulPath[class], 60*time.Second); done <- code }()
 	waitRequestInFlight(t, pid, before)
 	from := len(run.p.stdout.snapshot())
 	run.p.signal(t, syscall.SIGTERM)
@@ -343,6 +343,27 @@ func readReport(t *testing.T, pm map[string]any) map[string]any {
 		t.Fatalf("report %s: %v", path, err)
 	}
 	return rep
+}
+
+// matrixClient never reuses a connection: Go retries a GET that failed on a reused connection,
+// and a retried /alloc or /cloop would make a second incident on the next worker.
+var matrixClient = &http.Client{Transport: &http.Transport{DisableKeepAlives: true}}
+
+// fetch sends one GET and returns the status (0 when the request failed) and the body.
+func fetch(url string, timeout time.Duration) (int, string) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
+	if err != nil {
+		return 0, err.Error()
+	}
+	resp, err := matrixClient.Do(req)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
 }
 
 // waitPIDGone waits until a worker is reaped, so the next case talks to its successor.
