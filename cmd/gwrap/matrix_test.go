@@ -327,7 +327,9 @@ func runBootCase(t *testing.T, rel testkit.Release) {
 		pass = false
 		t.Errorf("Gunicorn %s timed out a booting worker: the premise of this case is wrong", rel.Version)
 	}
-	record(rel, "sync", "slow import", fmt.Sprintf("%v (Gunicorn timed it out: %v)", pm["cause"], gunicornTimedOut), pass)
+	_, stuck := run.p.stdout.wait(0, isEvent("worker.stuck_boot"))
+	t.Logf("Gunicorn %s, slow import: worker.stuck_boot before the post-mortem: %v; summary: %v", rel.Version, stuck, pm["summary"])
+	record(rel, "sync", "slow import", fmt.Sprintf("%v (Gunicorn timed it out: %v, worker.stuck_boot: %v)", pm["cause"], gunicornTimedOut, stuck), pass)
 }
 
 // readReport reads the report a postmortem event names.
