@@ -20,22 +20,6 @@ import (
 
 var capture = flag.Bool("capture", false, "write the live Gunicorn run's log to testdata/logs (review before committing)")
 
-// liveApp's routes: sleep past the timeout, SIGKILL the worker, exit 7, abort.
-const liveApp = `import os, signal, time
-def app(environ, start_response):
-    p = environ["PATH_INFO"]
-    if p == "/sleep":
-        time.sleep(30)
-    elif p == "/kill":
-        os.kill(os.getpid(), signal.SIGKILL)
-    elif p == "/exit":
-        os._exit(7)
-    elif p == "/abort":
-        os.abort()
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"ok"]
-`
-
 // liveGunicorn is one running Gunicorn master whose stderr lines arrive on a channel.
 type liveGunicorn struct {
 	t     *testing.T
@@ -48,7 +32,7 @@ type liveGunicorn struct {
 func startGunicorn(t *testing.T) *liveGunicorn {
 	bin := testkit.Gunicorn(t)
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "app.py"), []byte(liveApp), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "app.py"), []byte(testkit.AppShim()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")

@@ -17,29 +17,12 @@ import (
 	"github.com/gwrap/gwrap/internal/testkit"
 )
 
-const liveApp = `
-import socket, time
-def app(environ, start_response):
-    p, q = environ["PATH_INFO"], environ.get("QUERY_STRING", "")
-    if p == "/sleep":
-        time.sleep(float(q))
-    elif p == "/spin":
-        end = time.time() + float(q)
-        while time.time() < end:
-            pass
-    elif p == "/connect":
-        host, port = q.rsplit(":", 1)
-        socket.create_connection((host, int(port))).recv(1)
-    start_response("200 OK", [])
-    return [b"ok"]
-`
-
 // startGunicorn runs Debian's gunicorn with one sync worker and returns the master pid and port.
 func startGunicorn(t *testing.T, timeout int) (int, int) {
 	t.Helper()
 	bin := testkit.Gunicorn(t)
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "app.py"), []byte(liveApp), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "app.py"), []byte(testkit.AppShim()), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	l, _ := net.Listen("tcp", "127.0.0.1:0")

@@ -1,9 +1,19 @@
 #!/usr/bin/env bash
 # Installs what gwrap's demo and tests run against, from Debian's packages: Gunicorn 20.1 and the
-# Python modules the test apps use, shellcheck for the shell scripts, Chromium to render the HTML
-# reports, and the util-linux/procps/iproute2 tools the tests call. Needs root; quick when done.
+# Python modules the test apps use (Flask, gevent, Uvicorn), shellcheck for the shell scripts,
+# Chromium to render the HTML reports, and the util-linux/procps/iproute2 tools the tests call.
+#
+# It also unpacks newer real Gunicorn releases for the live test matrix, without touching the
+# machine's apt configuration or installed packages: Debian's python3-gunicorn from the suites in
+# GWRAP_GUNICORN_SUITES (default trixie = 23.0.x and sid = 26.x) is pure Python (Architecture:
+# all), so `apt-get download` (with a private sources list, derived from this machine's own Debian
+# sources with only the suite changed, and a private apt state and cache) and `dpkg-deb -x` into
+# $GWRAP_GUNICORN_CACHE/gunicorn-<version>/ are enough; the tests run it with bookworm's python3
+# and PYTHONPATH=<dir>/usr/lib/python3/dist-packages (internal/testkit finds them). Their Depends
+# (python3-packaging) are bookworm packages installed above. Needs root; quick when done.
 set -euo pipefail
-pkgs=(gunicorn python3-flask python3-gevent shellcheck chromium util-linux procps iproute2 ca-certificates)
+pkgs=(gunicorn python3-flask python3-gevent python3-uvicorn python3-packaging
+	shellcheck chromium util-linux procps iproute2 ca-certificates)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
@@ -11,6 +21,86 @@ done
 if [ "${#missing[@]}" -gt 0 ]; then
 	echo "installing: ${missing[*]}" >&2
 	export DEBIAN_FRONTEND=noninteractive
-	apt-get update -qq
-	apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+	apt-get -o DPkg::Lock::Timeout=600 update -qq
+	apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
+
+cache="${GWRAP_GUNICORN_CACHE:-/var/cache/gwrap-test}"
+suites="${GWRAP_GUNICORN_SUITES:-trixie sid}"
+
+# debian_source prints "URI|COMPONENTS|SIGNED-BY" of the machine's main Debian source: the entry
+# whose suite is this release's codename (not -updates or -security), from deb822 .sources files
+# or one-line sources.list entries.
+debian_source() {
+	local codename f
+	codename=$(sed -n "s/^VERSION_CODENAME=//p" /etc/os-release)
+	for f in /etc/apt/sources.list.d/*.sources; do
+		[ -f "$f" ] || continue
+		awk -v cn="$codename" '
+			function flush() {
+				if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " cn " ") && uri != "") {
+					print uri "|" comps "|" key; found = 1; exit
+				}
+				types = ""; suites = ""; uri = ""; comps = ""; key = ""
+			}
+			/^[ \t]*$/ { flush(); next }
+			/^[ \t]*#/ { next }
+			/^Types:/ { sub(/^Types:[ \t]*/, ""); types = $0 }
+			/^URIs:/ { sub(/^URIs:[ \t]*/, ""); split($0, u, " "); uri = u[1] }
+			/^Suites:/ { sub(/^Suites:[ \t]*/, ""); suites = $0 }
+			/^Components:/ { sub(/^Components:[ \t]*/, ""); comps = $0 }
+			/^Signed-By:/ { sub(/^Signed-By:[ \t]*/, ""); key = $0 }
+			END { if (!found) flush() }
+		' "$f" | head -n1
+	done
+	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
+		[ -f "$f" ] || continue
+		# deb [options] URI SUITE COMPONENTS...
+		sed -E 's/\[[^]]*\]//' "$f" | awk -v cn="$codename" '
+			$1 == "deb" && $3 == cn { c = $4; for (i = 5; i <= NF; i++) c = c " " $i; print $2 "|" c "|"; exit }'
+	done
+}
+
+src=$(debian_source | head -n1)
+if [ -z "$src" ]; then
+	echo "deps.sh: no Debian source for this release in /etc/apt; cannot fetch newer Gunicorn" >&2
+	exit 1
+fi
+uri=${src%%|*}
+rest=${src#*|}
+comps=${rest%%|*}
+key=${rest#*|}
+opts="arch=amd64"
+[ -z "$key" ] || opts="$opts signed-by=$key"
+
+for suite in $suites; do
+	stamp="$cache/.suite-$suite"
+	if [ -f "$stamp" ] && [ -d "$(cat "$stamp")" ]; then
+		continue
+	fi
+	work="$cache/apt-$suite"
+	mkdir -p "$work/state/lists/partial" "$work/cache/archives/partial" "$work/etc" "$work/debs"
+	: >"$work/state/status"
+	echo "deb [$opts] $uri $suite $comps" >"$work/etc/sources.list"
+	apt_private=(-o "Dir::Etc::SourceList=$work/etc/sources.list" -o "Dir::Etc::SourceParts=/nonexistent"
+		-o "Dir::State=$work/state" -o "Dir::State::status=$work/state/status" -o "Dir::Cache=$work/cache"
+		-o "APT::Architectures=amd64" -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")
+	echo "fetching python3-gunicorn from $suite" >&2
+	apt-get "${apt_private[@]}" update -qq
+	rm -f "$work/debs"/*.deb
+	(cd "$work/debs" && apt-get "${apt_private[@]}" download -qq python3-gunicorn)
+	deb=$(ls "$work/debs"/python3-gunicorn_*.deb)
+	version=$(dpkg-deb -f "$deb" Version)
+	upstream=${version#*:}
+	upstream=${upstream%%-*}
+	upstream=${upstream%%+*}
+	dest="$cache/gunicorn-$upstream"
+	rm -rf "$dest.tmp"
+	dpkg-deb -x "$deb" "$dest.tmp"
+	dpkg-deb -f "$deb" Depends >"$dest.tmp/DEBIAN-Depends"
+	echo "$version" >"$dest.tmp/DEBIAN-Version"
+	rm -rf "$dest"
+	mv "$dest.tmp" "$dest"
+	echo "$dest" >"$stamp"
+	echo "unpacked python3-gunicorn $version ($suite) into $dest; it depends on: $(cat "$dest/DEBIAN-Depends")" >&2
+done

@@ -19,10 +19,12 @@ if ! cmp -s go.mod /tmp/gwrap-go.mod.orig || ! cmp -s go.sum /tmp/gwrap-go.sum.o
 fi
 shellcheck entrypoint.sh scripts/*.sh demo/*.sh .ci/run
 
+# The live matrix (cmd/gwrap TestMatrix: three Gunicorn releases × four worker classes) alone
+# takes about ten minutes of real Gunicorn runs; hence the long -timeout.
 echo "== go test -race"
 log=$(mktemp)
 status=0
-go test -race -count=1 -timeout 20m -v ./... >"$log" 2>&1 || status=$?
+go test -race -count=1 -timeout 40m -v ./... >"$log" 2>&1 || status=$?
 grep -E '^(ok|FAIL|--- FAIL|--- SKIP|panic:|PASS|SKIP)|^\s+\S+_test\.go:[0-9]+:' "$log" || true
 if [ "$status" -ne 0 ]; then
 	echo "go test failed (full log: $log)"; exit "$status"

@@ -11,11 +11,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gwrap/gwrap/internal/testkit"
 )
 
 // gwrapBin is the gwrap binary built once for the whole-binary tests.
@@ -162,10 +165,52 @@ func startCmd(t testing.TB, cmd *exec.Cmd, env []string) *proc {
 		close(p.waited)
 	}()
 	t.Cleanup(func() {
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		// gwrap starts Gunicorn in a process group of its own: kill every descendant's group too,
+		// or a Gunicorn left behind keeps serving, and keeps fds it inherited (such as the
+		// flock of /tmp/gwrap-live.lock) open for ever.
+		for _, pid := range append(descendants(cmd.Process.Pid), cmd.Process.Pid) {
+			_ = syscall.Kill(-pid, syscall.SIGKILL)
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
 		<-p.waited
 	})
 	return p
+}
+
+// descendants lists the pids of root's children, grandchildren…, read from /proc.
+func descendants(root int) []int {
+	parent := map[int]int{}
+	dirs, _ := os.ReadDir("/proc")
+	for _, d := range dirs {
+		pid, err := strconv.Atoi(d.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", d.Name(), "stat"))
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid …: comm may hold spaces and parentheses.
+		if i := bytes.LastIndexByte(b, ')'); i > 0 {
+			var state string
+			var ppid int
+			if _, err := fmt.Sscan(string(b[i+1:]), &state, &ppid); err == nil {
+				parent[pid] = ppid
+			}
+		}
+	}
+	var out []int
+	var walk func(int)
+	walk = func(p int) {
+		for c, pp := range parent {
+			if pp == p {
+				out = append(out, c)
+				walk(c)
+			}
+		}
+	}
+	walk(root)
+	return out
 }
 
 // wait waits for gwrap to exit and returns its exit code.
@@ -238,30 +283,6 @@ func waitHTTP(t testing.TB, url string, d time.Duration) {
 	t.Fatalf("%s did not answer 200 within %v", url, d)
 }
 
-// testApp is the WSGI app the whole-binary tests run: routes that misbehave on purpose.
-const testApp = `
-import os, signal, socket, time
-
-hoard = []
-
-def app(environ, start_response):
-    path = environ["PATH_INFO"]
-    q = environ.get("QUERY_STRING", "")
-    if path == "/sleep":
-        time.sleep(float(q or 60))
-    elif path == "/spin":
-        end = time.time() + float(q or 60)
-        while time.time() < end:
-            pass
-    elif path == "/alloc":
-        for _ in range(int(q or 100)):
-            hoard.append(b"x" * (1 << 20))
-    elif path == "/connect":
-        host, port = q.rsplit(":", 1)
-        s = socket.create_connection((host, int(port)))
-        s.recv(1)
-    elif path == "/segv":
-        os.kill(os.getpid(), signal.SIGSEGV)
-    start_response("200 OK", [("Content-Type", "text/plain")])
-    return [b"ok\n"]
-`
+// testApp is the app.py the whole-binary tests run: the shared WSGI app of internal/testkit/apps,
+// whose routes misbehave on purpose (/sleep, /spin, /cloop, /alloc, /pressure, /connect, /segv…).
+var testApp = testkit.AppShim()

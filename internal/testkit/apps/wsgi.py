@@ -1,0 +1,50 @@
+"""The WSGI app gwrap's live tests run (every release, every WSGI worker class).
+
+Each route misbehaves in one way gwrap must explain; the query string is the route's argument.
+Under gevent the blocking routes use the unpatched functions, so that they block the worker's
+loop as they would block a sync worker.
+"""
+import os
+import signal
+import socket
+import time
+
+from misbehave import blocking_sleep, cgroup_value, cloop, hoard_mib, spin
+
+hoard = []
+
+
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    q = environ.get("QUERY_STRING", "")
+    body = b"ok\n"
+    if path == "/pid":
+        body = b"%d\n" % os.getpid()
+    elif path == "/sleep":  # waits: past --timeout, `blocked` (threaded workers keep beating)
+        blocking_sleep(float(q or 60))
+    elif path == "/csleep":  # waits the app's way: cooperatively under gevent (patched time.sleep)
+        time.sleep(float(q or 60))
+    elif path == "/spin":  # computes in Python: `cpu_bound`
+        spin(float(q or 60))
+    elif path == "/cloop":  # computes in C holding the GIL: no Python signal handler can run
+        cloop()
+    elif path == "/alloc":  # allocates and keeps MiB: under a memory limit, an OOM kill
+        hoard_mib(hoard, int(q or 100))
+    elif path == "/pressure":  # holds the cgroup at 93 % of its limit, then waits
+        limit = cgroup_value("memory.limit_in_bytes")
+        while cgroup_value("memory.usage_in_bytes") < 0.93 * limit:
+            hoard.append(b"x" * (2 << 20))
+        blocking_sleep(float(q or 60))
+    elif path == "/connect":  # waits on a TCP peer that never answers: `blocked`, naming the peer
+        host, port = q.rsplit(":", 1)
+        socket.create_connection((host, int(port))).recv(1)
+    elif path == "/kill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif path == "/segv":
+        os.kill(os.getpid(), signal.SIGSEGV)
+    elif path == "/exit":
+        os._exit(7)
+    elif path == "/abort":
+        os.abort()
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [body]
