@@ -1,0 +1,170 @@
+package probes
+
+import (
+	"encoding/binary"
+	"os"
+	"path/filepath"
+	"reflect"
+	"strconv"
+	"testing"
+
+	"golang.org/x/sys/unix"
+)
+
+// Lines as Linux 6.x prints them (header, an IPv4 listener with 3 connections waiting for
+// accept(), an accepted client connection, an outgoing connection), and tcp6's wildcard listener.
+const netTCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 0100007F:1F90 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 41224 1 0000000000000000 100 0 0 10 0
+   1: 0100007F:1F90 0100007F:D2A4 01 00000000:00000000 00:00000000 00000000     0        0 41301 1 0000000000000000 20 4 30 10 -1
+   2: 0100007F:9C40 0100007F:1538 01 00000000:00000000 00:00000000 00000000     0        0 41302 1 0000000000000000 20 4 30 10 -1
+   3: garbage
+`
+
+const netTCP6 = `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
+   0: 00000000000000000000000000000000:1F91 00000000000000000000000000000000:0000 0A 00000000:00000800 00:00000000 00000000     0        0 52000 1 0000000000000000 100 0 0 10 0
+`
+
+func TestParseTCPRows(t *testing.T) {
+	got := parseTCPRows([]byte(netTCP))
+	want := []tcpRow{
+		{local: "127.0.0.1:8080", port: "8080", state: "0A", rxq: 3, inode: 41224},
+		{local: "127.0.0.1:8080", port: "8080", state: "01", rxq: 0, inode: 41301},
+		{local: "127.0.0.1:40000", port: "40000", state: "01", rxq: 0, inode: 41302},
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("tcp:\n got %+v\nwant %+v", got, want)
+	}
+	got6 := parseTCPRows([]byte(netTCP6))
+	if len(got6) != 1 || got6[0].local != "[::]:8081" || got6[0].rxq != 0x800 || got6[0].state != tcpListen {
+		t.Errorf("tcp6: %+v", got6)
+	}
+	for _, in := range []string{"", "header only\n", "h\n 0: 0100007F:1F90 00000000:0000 0A 00000000:zz 0 0 0 0 1\n"} {
+		if r := parseTCPRows([]byte(in)); len(r) != 0 {
+			t.Errorf("%q: %+v", in, r)
+		}
+	}
+}
+
+func TestParseSocketLink(t *testing.T) {
+	for in, want := range map[string]uint64{"socket:[41224]": 41224, "pipe:[5]": 0, "socket:[]": 0, "socket:[x]": 0, "/tmp/wgunicorn-x": 0} {
+		got, ok := parseSocketLink(in)
+		if got != want || ok != (want != 0) {
+			t.Errorf("%q: %d %v", in, got, ok)
+		}
+	}
+}
+
+func TestSaturationOf(t *testing.T) {
+	rows := append(parseTCPRows([]byte(netTCP)), parseTCPRows([]byte(netTCP6))...)
+	master := map[uint64]bool{41224: true, 52000: true, 9: true}
+	busy := map[uint64]bool{41224: true, 41301: true} // inherited listener + an accepted client
+	idle := map[uint64]bool{41224: true, 41302: true} // inherited listener + an outgoing connection
+	tests := []struct {
+		name    string
+		workers []map[uint64]bool
+		bounds  map[uint64]uint64
+		want    Saturation
+	}{
+		{"one busy of three, bounds known", []map[uint64]bool{busy, idle, nil}, map[uint64]uint64{41224: 2048, 52000: 4096},
+			Saturation{Workers: 3, Busy: 1, BusyKnown: true, Listeners: []Listener{
+				{Addr: "127.0.0.1:8080", Inode: 41224, Queue: 3, Max: 2048, MaxKnown: true},
+				{Addr: "[::]:8081", Inode: 52000, Queue: 0x800, Max: 4096, MaxKnown: true}}}},
+		{"bounds unknown, fd tables unreadable", []map[uint64]bool{nil, nil}, nil,
+			Saturation{Workers: 2, Listeners: []Listener{
+				{Addr: "127.0.0.1:8080", Inode: 41224, Queue: 3},
+				{Addr: "[::]:8081", Inode: 52000, Queue: 0x800}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := saturationOf(master, rows, tt.workers, tt.bounds); !reflect.DeepEqual(got, tt.want) {
+				t.Errorf("\n got %+v\nwant %+v", got, tt.want)
+			}
+		})
+	}
+	t.Run("a listener of another process is not Gunicorn's", func(t *testing.T) {
+		got := saturationOf(map[uint64]bool{9: true}, rows, []map[uint64]bool{busy}, nil)
+		if len(got.Listeners) != 0 || got.BusyKnown || got.Busy != 0 {
+			t.Errorf("%+v", got)
+		}
+	})
+}
+
+// diagMsg builds a SOCK_DIAG_BY_FAMILY reply as the kernel does (struct inet_diag_msg).
+func diagMsg(typ uint16, inode, rq, wq uint32) []byte {
+	b := make([]byte, 16+72)
+	ne := binary.NativeEndian
+	ne.PutUint32(b[0:], uint32(len(b)))
+	ne.PutUint16(b[4:], typ)
+	ne.PutUint32(b[16+56:], rq)
+	ne.PutUint32(b[16+60:], wq)
+	ne.PutUint32(b[16+68:], inode)
+	return b
+}
+
+func TestParseInetDiag(t *testing.T) {
+	out := map[uint64]uint64{}
+	dgram := append(diagMsg(unix.SOCK_DIAG_BY_FAMILY, 41224, 3, 2048), diagMsg(unix.SOCK_DIAG_BY_FAMILY, 52000, 0, 128)...)
+	done, err := parseInetDiag(dgram, out)
+	if err != nil || done || !reflect.DeepEqual(out, map[uint64]uint64{41224: 2048, 52000: 128}) {
+		t.Fatalf("done %v err %v out %v", done, err, out)
+	}
+	doneMsg := diagMsg(unix.NLMSG_DONE, 0, 0, 0)[:20]
+	binary.NativeEndian.PutUint32(doneMsg, 20)
+	if done, err := parseInetDiag(doneMsg, out); !done || err != nil {
+		t.Errorf("DONE: %v %v", done, err)
+	}
+	short := diagMsg(unix.SOCK_DIAG_BY_FAMILY, 1, 0, 0)[:16+40]
+	binary.NativeEndian.PutUint32(short, uint32(len(short)))
+	if _, err := parseInetDiag(short, out); err == nil {
+		t.Error("a truncated inet_diag_msg parsed")
+	}
+	e := diagMsg(unix.NLMSG_ERROR, 0, 0, 0)
+	errno := -int32(unix.EPERM)
+	binary.NativeEndian.PutUint32(e[16:], uint32(errno))
+	if _, err := parseInetDiag(e, out); err == nil {
+		t.Error("NLMSG_ERROR EPERM parsed as success")
+	}
+}
+
+// TestSaturationFixtureRoot reads a /proc tree written under t.TempDir(): the root is injected,
+// fd links are real symlinks to socket:[N] names as the kernel shows them.
+func TestSaturationFixtureRoot(t *testing.T) {
+	root := t.TempDir()
+	mk := func(pid int, links map[string]string) {
+		dir := filepath.Join(root, strconv.Itoa(pid), "fd")
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for fd, target := range links {
+			if err := os.Symlink(target, filepath.Join(dir, fd)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		stat := strconv.Itoa(pid) + " (gunicorn: worker [app]) S 100 1 1 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 " + strconv.Itoa(1000+pid) + " 0 0\n"
+		if err := os.WriteFile(filepath.Join(root, strconv.Itoa(pid), "stat"), []byte(stat), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk(100, map[string]string{"3": "socket:[41224]", "5": "/tmp/wgunicorn-a"})
+	mk(101, map[string]string{"3": "socket:[41224]", "9": "socket:[41301]"})
+	mk(102, map[string]string{"3": "socket:[41224]"})
+	must := func(err error) {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	must(os.MkdirAll(filepath.Join(root, "100", "net"), 0o755))
+	must(os.MkdirAll(filepath.Join(root, "100", "task", "100"), 0o755))
+	must(os.WriteFile(filepath.Join(root, "100", "task", "100", "children"), []byte("101 102 "), 0o644))
+	must(os.WriteFile(filepath.Join(root, "100", "net", "tcp"), []byte(netTCP), 0o644))
+	s, err := NewFS(root).Saturation(100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Workers != 2 || s.Busy != 1 || !s.BusyKnown || len(s.Listeners) != 1 || s.Listeners[0].Queue != 3 || s.Listeners[0].Addr != "127.0.0.1:8080" {
+		t.Errorf("%+v", s)
+	}
+	if _, err := NewFS(root).Saturation(999); err == nil {
+		t.Error("a missing master gave no error")
+	}
+}
