@@ -54,6 +54,9 @@ type tcpRow struct {
 	state string // "0A" = LISTEN, "01" = ESTABLISHED (include/net/tcp_states.h, hex)
 	rxq   uint64 // for LISTEN: sk_ack_backlog
 	inode uint64
+	// For LISTEN, from sock_diag only: sk_max_ack_backlog.
+	max      uint64
+	maxKnown bool
 }
 
 const (
@@ -116,18 +119,16 @@ func parseSocketLink(target string) (uint64, bool) {
 	return n, err == nil
 }
 
-// saturationOf puts the pieces together (pure): the master's socket inodes, the rows of its
-// network namespace, each worker's socket inodes (nil = fd table unreadable), and the backlog
-// bounds by inode from sock_diag (nil = unknown).
-func saturationOf(masterInodes map[uint64]bool, rows []tcpRow, workers []map[uint64]bool, bounds map[uint64]uint64) Saturation {
+// saturationOf puts the pieces together (pure): the master's socket inodes, the TCP sockets of
+// its network namespace, and each worker's socket inodes (nil = fd table unreadable).
+func saturationOf(masterInodes map[uint64]bool, rows []tcpRow, workers []map[uint64]bool) Saturation {
 	s := Saturation{Workers: len(workers)}
 	ports := map[string]bool{}
 	for _, r := range rows {
 		if r.state != tcpListen || !masterInodes[r.inode] {
 			continue
 		}
-		l := Listener{Addr: r.local, Inode: r.inode, Queue: r.rxq}
-		l.Max, l.MaxKnown = bounds[r.inode]
+		l := Listener{Addr: r.local, Inode: r.inode, Queue: r.rxq, Max: r.max, MaxKnown: r.maxKnown}
 		s.Listeners = append(s.Listeners, l)
 		ports[r.port] = true
 	}
@@ -177,15 +178,36 @@ func (f FS) socketInodes(pid int) (map[uint64]bool, error) {
 	return out, nil
 }
 
-// Saturation reads the master's listening sockets (its fds matched against
-// <proc>/<master>/net/tcp and tcp6), their accept-queue bounds (sock_diag, Linux), and which
-// workers hold an accepted client connection (<proc>/<worker>/fd). Cost, measured with
-// BenchmarkSaturation: see the package's bench_test.go.
+// Saturation reads the master's listening TCP sockets (its fds matched by inode against the
+// sockets of the network namespace), their accept queues and bounds, and which workers hold an
+// accepted client connection (<proc>/<worker>/fd). The sockets come from sock_diag (Linux; the
+// namespace gwrap runs in, which the inode match confines to the master's), else from
+// <proc>/<master>/net/tcp and tcp6, which cost milliseconds and have no bound. Measured with
+// BenchmarkSaturation (8 idle sync workers): see scripts/bench.sh.
 func (f FS) Saturation(master int) (Saturation, error) {
 	mine, err := f.socketInodes(master)
 	if err != nil {
 		return Saturation{}, fmt.Errorf("master %d sockets: %w", master, err)
 	}
+	rows, err := tcpSockets()
+	if err != nil || !hasListener(rows, mine) {
+		if rows, err = f.procTCP(master); err != nil {
+			return Saturation{}, err
+		}
+	}
+	kids, err := f.Children(master)
+	if err != nil {
+		return Saturation{}, err
+	}
+	workers := make([]map[uint64]bool, len(kids))
+	for i, k := range kids {
+		workers[i], _ = f.socketInodes(k.PID) // nil when unreadable (vanished, other uid)
+	}
+	return saturationOf(mine, rows, workers), nil
+}
+
+// procTCP reads <proc>/<master>/net/tcp and tcp6.
+func (f FS) procTCP(master int) ([]tcpRow, error) {
 	var rows []tcpRow
 	read := 0
 	for _, p := range []string{"tcp", "tcp6"} {
@@ -197,21 +219,9 @@ func (f FS) Saturation(master int) (Saturation, error) {
 		rows = append(rows, parseTCPRows(b)...)
 	}
 	if read == 0 {
-		return Saturation{}, fmt.Errorf("master %d: no readable %s", master, f.path(master, "net", "tcp"))
+		return nil, fmt.Errorf("master %d: no readable %s", master, f.path(master, "net", "tcp"))
 	}
-	kids, err := f.Children(master)
-	if err != nil {
-		return Saturation{}, err
-	}
-	workers := make([]map[uint64]bool, len(kids))
-	for i, k := range kids {
-		workers[i], _ = f.socketInodes(k.PID) // nil when unreadable (vanished, other uid)
-	}
-	var bounds map[uint64]uint64
-	if hasListener(rows, mine) {
-		bounds, _ = listenBacklogs() // unknown bounds stay unknown
-	}
-	return saturationOf(mine, rows, workers, bounds), nil
+	return rows, nil
 }
 
 func hasListener(rows []tcpRow, mine map[uint64]bool) bool {

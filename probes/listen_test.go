@@ -1,14 +1,11 @@
 package probes
 
 import (
-	"encoding/binary"
 	"os"
 	"path/filepath"
 	"reflect"
 	"strconv"
 	"testing"
-
-	"golang.org/x/sys/unix"
 )
 
 // Lines as Linux 6.x prints them (header, an IPv4 listener with 3 connections waiting for
@@ -59,71 +56,36 @@ func TestSaturationOf(t *testing.T) {
 	master := map[uint64]bool{41224: true, 52000: true, 9: true}
 	busy := map[uint64]bool{41224: true, 41301: true} // inherited listener + an accepted client
 	idle := map[uint64]bool{41224: true, 41302: true} // inherited listener + an outgoing connection
+	bounded := append([]tcpRow(nil), rows...)
+	bounded[0].max, bounded[0].maxKnown = 2048, true
 	tests := []struct {
 		name    string
+		rows    []tcpRow
 		workers []map[uint64]bool
-		bounds  map[uint64]uint64
 		want    Saturation
 	}{
-		{"one busy of three, bounds known", []map[uint64]bool{busy, idle, nil}, map[uint64]uint64{41224: 2048, 52000: 4096},
+		{"one busy of three, a bound known", bounded, []map[uint64]bool{busy, idle, nil},
 			Saturation{Workers: 3, Busy: 1, BusyKnown: true, Listeners: []Listener{
 				{Addr: "127.0.0.1:8080", Inode: 41224, Queue: 3, Max: 2048, MaxKnown: true},
-				{Addr: "[::]:8081", Inode: 52000, Queue: 0x800, Max: 4096, MaxKnown: true}}}},
-		{"bounds unknown, fd tables unreadable", []map[uint64]bool{nil, nil}, nil,
+				{Addr: "[::]:8081", Inode: 52000, Queue: 0x800}}}},
+		{"bounds unknown (/proc), fd tables unreadable", rows, []map[uint64]bool{nil, nil},
 			Saturation{Workers: 2, Listeners: []Listener{
 				{Addr: "127.0.0.1:8080", Inode: 41224, Queue: 3},
 				{Addr: "[::]:8081", Inode: 52000, Queue: 0x800}}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := saturationOf(master, rows, tt.workers, tt.bounds); !reflect.DeepEqual(got, tt.want) {
+			if got := saturationOf(master, tt.rows, tt.workers); !reflect.DeepEqual(got, tt.want) {
 				t.Errorf("\n got %+v\nwant %+v", got, tt.want)
 			}
 		})
 	}
 	t.Run("a listener of another process is not Gunicorn's", func(t *testing.T) {
-		got := saturationOf(map[uint64]bool{9: true}, rows, []map[uint64]bool{busy}, nil)
+		got := saturationOf(map[uint64]bool{9: true}, rows, []map[uint64]bool{busy})
 		if len(got.Listeners) != 0 || got.BusyKnown || got.Busy != 0 {
 			t.Errorf("%+v", got)
 		}
 	})
-}
-
-// diagMsg builds a SOCK_DIAG_BY_FAMILY reply as the kernel does (struct inet_diag_msg).
-func diagMsg(typ uint16, inode, rq, wq uint32) []byte {
-	b := make([]byte, 16+72)
-	ne := binary.NativeEndian
-	ne.PutUint32(b[0:], uint32(len(b)))
-	ne.PutUint16(b[4:], typ)
-	ne.PutUint32(b[16+56:], rq)
-	ne.PutUint32(b[16+60:], wq)
-	ne.PutUint32(b[16+68:], inode)
-	return b
-}
-
-func TestParseInetDiag(t *testing.T) {
-	out := map[uint64]uint64{}
-	dgram := append(diagMsg(unix.SOCK_DIAG_BY_FAMILY, 41224, 3, 2048), diagMsg(unix.SOCK_DIAG_BY_FAMILY, 52000, 0, 128)...)
-	done, err := parseInetDiag(dgram, out)
-	if err != nil || done || !reflect.DeepEqual(out, map[uint64]uint64{41224: 2048, 52000: 128}) {
-		t.Fatalf("done %v err %v out %v", done, err, out)
-	}
-	doneMsg := diagMsg(unix.NLMSG_DONE, 0, 0, 0)[:20]
-	binary.NativeEndian.PutUint32(doneMsg, 20)
-	if done, err := parseInetDiag(doneMsg, out); !done || err != nil {
-		t.Errorf("DONE: %v %v", done, err)
-	}
-	short := diagMsg(unix.SOCK_DIAG_BY_FAMILY, 1, 0, 0)[:16+40]
-	binary.NativeEndian.PutUint32(short, uint32(len(short)))
-	if _, err := parseInetDiag(short, out); err == nil {
-		t.Error("a truncated inet_diag_msg parsed")
-	}
-	e := diagMsg(unix.NLMSG_ERROR, 0, 0, 0)
-	errno := -int32(unix.EPERM)
-	binary.NativeEndian.PutUint32(e[16:], uint32(errno))
-	if _, err := parseInetDiag(e, out); err == nil {
-		t.Error("NLMSG_ERROR EPERM parsed as success")
-	}
 }
 
 // TestSaturationFixtureRoot reads a /proc tree written under t.TempDir(): the root is injected,
