@@ -15,11 +15,16 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// FS reads processes under a /proc root.
-type FS struct{ root string }
+// FS reads processes under a /proc root. Copies share one cache of open stat files.
+type FS struct {
+	root  string
+	stats *statCache
+}
 
 // NewFS reads under procRoot (normally /proc).
-func NewFS(procRoot string) FS { return FS{root: procRoot} }
+func NewFS(procRoot string) FS {
+	return FS{root: procRoot, stats: &statCache{open: map[int]*os.File{}}}
+}
 
 func (f FS) path(pid int, name ...string) string {
 	return filepath.Join(append([]string{f.root, strconv.Itoa(pid)}, name...)...)
@@ -55,11 +60,12 @@ func (f FS) Children(master int) ([]ID, error) {
 			if err != nil {
 				continue
 			}
-			if id, err := f.ID(pid); err == nil {
+			if id, err := f.childID(pid); err == nil {
 				out = append(out, id)
 			}
 		}
 	}
+	f.stats.keep(out)
 	if read == 0 && len(tasks) > 0 {
 		return f.childrenByPPID(master)
 	}

@@ -3,7 +3,10 @@
 # Python modules the test apps use, shellcheck for the shell scripts, Chromium to render the HTML
 # reports, and the util-linux/procps/iproute2 tools the tests call. Needs root; quick when done.
 set -euo pipefail
-pkgs=(gunicorn python3-flask python3-gevent shellcheck chromium util-linux procps iproute2 ca-certificates)
+# prometheus provides promtool (the metrics tests check the exposition with it); tini and
+# supervisor are the side-by-side references of scripts/bench.sh.
+pkgs=(gunicorn python3-flask python3-gevent shellcheck chromium util-linux procps iproute2 ca-certificates
+	prometheus tini supervisor)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")
