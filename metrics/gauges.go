@@ -47,6 +47,12 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 	s := m.read()
 	if live, ok := m.live(); ok {
 		s.sat = live
+		if live.Workers.Known {
+			s.workers = live.Workers
+		}
+		if live.HeartbeatAgeMax.Known {
+			s.heartbeatAgeMax = live.HeartbeatAgeMax
+		}
 	}
 	gauge := func(d *prometheus.Desc, v Value, labels ...string) {
 		if v.Known {

@@ -45,10 +45,13 @@ type Queue struct {
 	Max      Value  // the accept queue's bound
 }
 
-// Saturation is how loaded the workers are.
+// Saturation is how loaded the workers are. From the Live hook, a known Workers or
+// HeartbeatAgeMax also replaces SetWorkers' (the hook reads them fresher, at scrape time).
 type Saturation struct {
-	Busy   Value // workers in a request (see probes.Saturation for the definition)
-	Queues []Queue
+	Workers         Value // live workers
+	HeartbeatAgeMax Value // seconds
+	Busy            Value // workers in a request (see probes.Saturation for the definition)
+	Queues          []Queue
 }
 
 // Container is the cgroup's side of the picture. Ratios are 0–1 (PSI avg10 / 100).
@@ -68,7 +71,8 @@ type Options struct {
 	LateShares []float64 // shares of the timeout the watcher reports (e.g. 0.5, 0.8): their series start at 0
 	// Live, when set, is called at scrape time (on the scraper's goroutine, at most once per
 	// LiveEvery; concurrent scrapes share one call) for what is cheap enough to read per scrape
-	// but not every second: busy workers and listen queues. Its result replaces SetSaturation's.
+	// but not every second: busy workers and listen queues (and workers and the oldest heartbeat,
+	// read on the way). Its result replaces SetSaturation's.
 	Live      func() (Saturation, error)
 	LiveEvery time.Duration    // default 1 s
 	Now       func() time.Time // default time.Now

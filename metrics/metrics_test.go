@@ -149,7 +149,8 @@ func TestSlowLiveDoesNotBlockFeeders(t *testing.T) {
 			close(entered)
 			<-release
 		}
-		return Saturation{Busy: Known(float64(calls.Load())), Queues: []Queue{{Listener: "0.0.0.0:80", Length: Known(3)}}}, nil
+		return Saturation{Busy: Known(float64(calls.Load())), Workers: Known(9), HeartbeatAgeMax: Known(3.5),
+			Queues: []Queue{{Listener: "0.0.0.0:80", Length: Known(3)}}}, nil
 	}})
 	scrape := serve(t, m)
 	first := make(chan string, 1)
@@ -161,7 +162,8 @@ func TestSlowLiveDoesNotBlockFeeders(t *testing.T) {
 	m.SetSaturation(Saturation{})
 	m.OOMKills(1)
 	close(release)
-	if text := <-first; !strings.Contains(text, "gwrap_workers_busy 1\n") || !strings.Contains(text, `gwrap_listen_queue_length{listener="0.0.0.0:80"} 3`) {
+	if text := <-first; !strings.Contains(text, "gwrap_workers 9\n") || !strings.Contains(text, "gwrap_worker_heartbeat_age_max_seconds 3.5\n") ||
+		!strings.Contains(text, "gwrap_workers_busy 1\n") || !strings.Contains(text, `gwrap_listen_queue_length{listener="0.0.0.0:80"} 3`) {
 		t.Errorf("first scrape:\n%s", text)
 	}
 	if text := scrape(); !strings.Contains(text, "gwrap_workers_busy 1\n") || calls.Load() != 1 {

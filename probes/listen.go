@@ -6,6 +6,8 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
+	"time"
 )
 
 // Saturation is how loaded Gunicorn is, from what /proc shows of the master and its workers.
@@ -36,6 +38,9 @@ type Saturation struct {
 	Workers   int        `json:"workers"`    // children of the master seen
 	Busy      int        `json:"busy"`       // workers holding an accepted client connection
 	BusyKnown bool       `json:"busy_known"` // false when no TCP listener or no worker fd table was readable
+	// HeartbeatAgeMax is the longest silence among the workers whose heartbeat file was found
+	// in their fd table (read on the way, at no extra listing); negative when none was.
+	HeartbeatAgeMax time.Duration `json:"heartbeat_age_max_ns"`
 }
 
 // Listener is one of the master's listening TCP sockets.
@@ -158,24 +163,29 @@ func saturationOf(masterInodes map[uint64]bool, rows []tcpRow, workers []map[uin
 	return s
 }
 
-// socketInodes lists the socket inodes among <proc>/<pid>/fd/*.
-func (f FS) socketInodes(pid int) (map[uint64]bool, error) {
+// socketInodes lists the socket inodes among <proc>/<pid>/fd/*, and the path of the fd link of
+// a Gunicorn heartbeat file (wgunicorn-*) when there is one.
+func (f FS) socketInodes(pid int) (map[uint64]bool, string, error) {
 	dir := f.path(pid, "fd")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, err
+		return nil, "", err
 	}
 	out := make(map[uint64]bool, 4)
+	hb := ""
 	for _, e := range ents {
-		target, err := os.Readlink(filepath.Join(dir, e.Name()))
+		link := filepath.Join(dir, e.Name())
+		target, err := os.Readlink(link)
 		if err != nil {
 			continue
 		}
 		if n, ok := parseSocketLink(target); ok {
 			out[n] = true
+		} else if hb == "" && strings.HasPrefix(filepath.Base(target), "wgunicorn-") {
+			hb = link
 		}
 	}
-	return out, nil
+	return out, hb, nil
 }
 
 // Saturation reads the master's listening TCP sockets (its fds matched by inode against the
@@ -184,8 +194,8 @@ func (f FS) socketInodes(pid int) (map[uint64]bool, error) {
 // namespace gwrap runs in, which the inode match confines to the master's), else from
 // <proc>/<master>/net/tcp and tcp6, which cost milliseconds and have no bound. Measured with
 // BenchmarkSaturation (8 idle sync workers): see scripts/bench.sh.
-func (f FS) Saturation(master int) (Saturation, error) {
-	mine, err := f.socketInodes(master)
+func (f FS) Saturation(master int, now time.Time) (Saturation, error) {
+	mine, _, err := f.socketInodes(master)
 	if err != nil {
 		return Saturation{}, fmt.Errorf("master %d sockets: %w", master, err)
 	}
@@ -200,10 +210,20 @@ func (f FS) Saturation(master int) (Saturation, error) {
 		return Saturation{}, err
 	}
 	workers := make([]map[uint64]bool, len(kids))
+	ageMax := time.Duration(-1)
 	for i, k := range kids {
-		workers[i], _ = f.socketInodes(k.PID) // nil when unreadable (vanished, other uid)
+		var hb string
+		workers[i], hb, _ = f.socketInodes(k.PID) // nil when unreadable (vanished, other uid)
+		if hb == "" {
+			continue
+		}
+		if age, _, err := heartbeatAt(hb, now); err == nil {
+			ageMax = max(ageMax, age)
+		}
 	}
-	return saturationOf(mine, rows, workers), nil
+	s := saturationOf(mine, rows, workers)
+	s.HeartbeatAgeMax = ageMax
+	return s, nil
 }
 
 // procTCP reads <proc>/<master>/net/tcp and tcp6.

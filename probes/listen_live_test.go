@@ -57,13 +57,16 @@ func gunicornWorkers(tb testing.TB, n int, extra ...string) (int, int) {
 func TestLiveListenQueueRises(t *testing.T) {
 	master, port := gunicornWorkers(t, 2, "--backlog", "64", "--timeout", "60")
 	fs := NewFS("/proc")
-	idle, err := fs.Saturation(master)
+	idle, err := fs.Saturation(master, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(idle.Listeners) != 1 || idle.Listeners[0].Addr != fmt.Sprintf("127.0.0.1:%d", port) || idle.Listeners[0].Queue != 0 ||
 		idle.Workers != 2 || !idle.BusyKnown || idle.Busy != 0 {
 		t.Fatalf("idle: %+v", idle)
+	}
+	if idle.HeartbeatAgeMax < 0 || idle.HeartbeatAgeMax > 60*time.Second {
+		t.Errorf("heartbeat age max %v", idle.HeartbeatAgeMax)
 	}
 	if l := idle.Listeners[0]; !l.MaxKnown || l.Max != 64 {
 		t.Errorf("backlog bound %+v, want 64 from --backlog", l)
@@ -82,7 +85,7 @@ func TestLiveListenQueueRises(t *testing.T) {
 	var s Saturation
 	deadline := time.Now().Add(10 * time.Second)
 	for time.Now().Before(deadline) {
-		if s, err = fs.Saturation(master); err != nil {
+		if s, err = fs.Saturation(master, time.Now()); err != nil {
 			t.Fatal(err)
 		}
 		if s.Busy == 2 && len(s.Listeners) == 1 && s.Listeners[0].Queue == clients-2 {
@@ -99,7 +102,7 @@ func BenchmarkSaturation(b *testing.B) {
 	fs := NewFS("/proc")
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := fs.Saturation(master); err != nil {
+		if _, err := fs.Saturation(master, time.Now()); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"reflect"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // Lines as Linux 6.x prints them (header, an IPv4 listener with 3 connections waiting for
@@ -119,14 +120,17 @@ func TestSaturationFixtureRoot(t *testing.T) {
 	must(os.MkdirAll(filepath.Join(root, "100", "task", "100"), 0o755))
 	must(os.WriteFile(filepath.Join(root, "100", "task", "100", "children"), []byte("101 102 "), 0o644))
 	must(os.WriteFile(filepath.Join(root, "100", "net", "tcp"), []byte(netTCP), 0o644))
-	s, err := NewFS(root).Saturation(100)
+	s, err := NewFS(root).Saturation(100, time.Now())
 	if err != nil {
 		t.Fatal(err)
+	}
+	if s.HeartbeatAgeMax >= 0 { // the fixture's wgunicorn- link is the master's, and dangling
+		t.Errorf("heartbeat age %v from no worker's heartbeat", s.HeartbeatAgeMax)
 	}
 	if s.Workers != 2 || s.Busy != 1 || !s.BusyKnown || len(s.Listeners) != 1 || s.Listeners[0].Queue != 3 || s.Listeners[0].Addr != "127.0.0.1:8080" {
 		t.Errorf("%+v", s)
 	}
-	if _, err := NewFS(root).Saturation(999); err == nil {
+	if _, err := NewFS(root).Saturation(999, time.Now()); err == nil {
 		t.Error("a missing master gave no error")
 	}
 }
