@@ -252,3 +252,19 @@ func hasListener(rows []tcpRow, mine map[uint64]bool) bool {
 	}
 	return false
 }
+
+// Queued is the number of connections waiting in all of the master's accept queues.
+func (s Saturation) Queued() uint64 {
+	var n uint64
+	for _, l := range s.Listeners {
+		n += l.Queue
+	}
+	return n
+}
+
+// Saturated reports whether every worker was busy while connections waited for accept(): a
+// request that arrived then queued before any worker started it (more workers, or an async
+// worker class, is the remedy). False when busy workers are unknown.
+func (s Saturation) Saturated() bool {
+	return s.BusyKnown && s.Workers > 0 && s.Busy >= s.Workers && s.Queued() > 0
+}

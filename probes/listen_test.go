@@ -134,3 +134,24 @@ func TestSaturationFixtureRoot(t *testing.T) {
 		t.Error("a missing master gave no error")
 	}
 }
+
+func TestSaturated(t *testing.T) {
+	q := []Listener{{Queue: 2}, {Queue: 1}}
+	for _, tt := range []struct {
+		s    Saturation
+		want bool
+	}{
+		{Saturation{Workers: 2, Busy: 2, BusyKnown: true, Listeners: q}, true},
+		{Saturation{Workers: 2, Busy: 1, BusyKnown: true, Listeners: q}, false},
+		{Saturation{Workers: 2, Busy: 2, BusyKnown: true, Listeners: []Listener{{Queue: 0}}}, false},
+		{Saturation{Workers: 2, Busy: 2, Listeners: q}, false}, // busy unknown
+		{Saturation{Listeners: q, BusyKnown: true}, false},     // no workers seen
+	} {
+		if got := tt.s.Saturated(); got != tt.want {
+			t.Errorf("%+v: %v", tt.s, got)
+		}
+	}
+	if n := (Saturation{Listeners: q}).Queued(); n != 3 {
+		t.Errorf("Queued %d", n)
+	}
+}
