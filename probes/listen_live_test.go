@@ -88,7 +88,7 @@ func TestLiveListenQueueRises(t *testing.T) {
 		if s, err = fs.Saturation(master, time.Now()); err != nil {
 			t.Fatal(err)
 		}
-		if s.Busy == 2 && len(s.Listeners) == 1 && s.Listeners[0].Queue == clients-2 {
+		if s.Busy == 2 && len(s.Listeners) == 1 && s.Listeners[0].Queue == clients-2 && s.Saturated() {
 			return
 		}
 		time.Sleep(50 * time.Millisecond)
