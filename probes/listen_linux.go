@@ -17,7 +17,7 @@ import (
 // this dump costs tens of µs. It also gives each listener's bound (idiag_wqueue =
 // sk_max_ack_backlog), which /proc does not show. An unprivileged process may dump its own
 // namespace's sockets.
-func tcpSockets() ([]tcpRow, error) {
+func tcpSockets(states uint32) ([]tcpRow, error) {
 	fd, err := unix.Socket(unix.AF_NETLINK, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, unix.NETLINK_SOCK_DIAG)
 	if err != nil {
 		return nil, fmt.Errorf("sock_diag socket: %w", err)
@@ -29,7 +29,7 @@ func tcpSockets() ([]tcpRow, error) {
 	var out []tcpRow
 	buf := make([]byte, 32<<10)
 	for seq, family := range []uint8{unix.AF_INET, unix.AF_INET6} {
-		req := inetDiagRequest(family, uint32(seq+1), 1<<tcpStateListen|1<<tcpStateEstablished)
+		req := inetDiagRequest(family, uint32(seq+1), states)
 		if err := unix.Sendto(fd, req, 0, &unix.SockaddrNetlink{Family: unix.AF_NETLINK}); err != nil {
 			return nil, fmt.Errorf("sock_diag request: %w", err)
 		}
@@ -45,12 +45,6 @@ func tcpSockets() ([]tcpRow, error) {
 	}
 	return out, nil
 }
-
-// The kernel's TCP states as numbers (include/net/tcp_states.h).
-const (
-	tcpStateEstablished = 1
-	tcpStateListen      = 10
-)
 
 // inetDiagRequest builds a dump request for family's TCP sockets in the states of the bitmask:
 // an nlmsghdr and a struct inet_diag_req_v2 (include/uapi/linux/inet_diag.h), host byte order.

@@ -55,3 +55,18 @@ func TestParseInetDiag(t *testing.T) {
 		t.Error("NLMSG_ERROR EPERM parsed as success")
 	}
 }
+
+func BenchmarkSockDiag(b *testing.B) {
+	for _, bm := range []struct {
+		name   string
+		states uint32
+	}{{"listen", 1 << tcpStateListen}, {"listen+established", 1<<tcpStateListen | 1<<tcpStateEstablished}} {
+		b.Run(bm.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := tcpSockets(bm.states); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}

@@ -5,4 +5,4 @@ package probes
 import "errors"
 
 // tcpSockets needs Linux's sock_diag; elsewhere Saturation reads /proc/<master>/net/tcp.
-func tcpSockets() ([]tcpRow, error) { return nil, errors.New("sock_diag: not Linux") }
+func tcpSockets(uint32) ([]tcpRow, error) { return nil, errors.New("sock_diag: not Linux") }
