@@ -26,8 +26,9 @@ type Cgroup struct {
 	// up its notification: a change after that is an OOM kill it must report.
 	watching func()
 
-	mu  sync.Mutex // Sample may be called from several goroutines; it reuses buf
-	buf []byte
+	mu    sync.Mutex // Sample may be called from several goroutines; it reuses buf and files
+	buf   []byte
+	files map[string]int // open descriptors of the files Sample reads (readCached)
 }
 
 // Open finds the cgroup of opt.PID (default: the caller).
@@ -66,7 +67,10 @@ func (c *Cgroup) Sample() Stats {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st := Stats{Time: c.now(), Version: c.l.version}
-	r := reader{st: &st, buf: c.buf}
+	if c.files == nil {
+		c.files = map[string]int{}
+	}
+	r := reader{st: &st, buf: c.buf, files: c.files}
 	if c.l.version == 1 {
 		c.sampleV1(&r)
 	} else {
@@ -80,13 +84,14 @@ func (c *Cgroup) Sample() Stats {
 // reader reads files into Values, recording what is missing. The bytes a read returns are valid
 // until the next read: parse them first.
 type reader struct {
-	st  *Stats
-	buf []byte
+	st    *Stats
+	buf   []byte
+	files map[string]int
 }
 
 // readRaw reads a file into the reused buffer.
 func (r *reader) readRaw(path string) ([]byte, error) {
-	b, err := readInto(path, r.buf)
+	b, err := readCached(r.files, path, r.buf)
 	if err == nil {
 		r.buf = b[:0]
 	}

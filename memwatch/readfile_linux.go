@@ -39,3 +39,52 @@ func readInto(path string, buf []byte) ([]byte, error) {
 		buf = buf[:len(buf)+n]
 	}
 }
+
+// readCached is readInto through files, a cache of open descriptors by path: a cgroup file
+// stays open and is re-read with pread from offset 0 (the kernel regenerates it), one syscall
+// instead of open, read, read, close. A descriptor whose read fails is closed and the path
+// opened afresh (the cgroup may have been removed and recreated).
+func readCached(files map[string]int, path string, buf []byte) ([]byte, error) {
+	if fd, ok := files[path]; ok {
+		if b, err := preadAll(fd, buf); err == nil {
+			return b, nil
+		}
+		unix.Close(fd)
+		delete(files, path)
+	}
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	for err == unix.EINTR {
+		fd, err = unix.Open(path, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return nil, &fs.PathError{Op: "open", Path: path, Err: err}
+	}
+	b, err := preadAll(fd, buf)
+	if err != nil {
+		unix.Close(fd)
+		return nil, &fs.PathError{Op: "read", Path: path, Err: err}
+	}
+	files[path] = fd
+	return b, nil
+}
+
+// preadAll reads the whole file behind fd, from offset 0, into buf (grown as needed).
+func preadAll(fd int, buf []byte) ([]byte, error) {
+	buf = buf[:0]
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, err := unix.Pread(fd, buf[len(buf):cap(buf)], int64(len(buf)))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if n == 0 {
+			return buf, nil
+		}
+		buf = buf[:len(buf)+n]
+	}
+}

@@ -15,15 +15,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// FS reads processes under a /proc root.
+// FS reads processes under a /proc root. Copies share one cache of open stat files.
 type FS struct {
 	root  string
 	peers unixPeers // finds unix sockets' peers; nil: unix peers stay unnamed
+	stats *statCache
 }
 
 // NewFS reads under procRoot (normally /proc). Unix sockets' peers are found through the
 // kernel's sock_diag netlink interface of gwrap's network namespace.
-func NewFS(procRoot string) FS { return FS{root: procRoot, peers: defaultUnixPeers()} }
+func NewFS(procRoot string) FS {
+	return FS{root: procRoot, peers: defaultUnixPeers(), stats: &statCache{open: map[int]*os.File{}}}
+}
 
 func (f FS) path(pid int, name ...string) string {
 	return filepath.Join(append([]string{f.root, strconv.Itoa(pid)}, name...)...)
@@ -59,11 +62,12 @@ func (f FS) Children(master int) ([]ID, error) {
 			if err != nil {
 				continue
 			}
-			if id, err := f.ID(pid); err == nil {
+			if id, err := f.childID(pid); err == nil {
 				out = append(out, id)
 			}
 		}
 	}
+	f.stats.keep(out)
 	if read == 0 && len(tasks) > 0 {
 		return f.childrenByPPID(master)
 	}

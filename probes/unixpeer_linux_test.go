@@ -35,7 +35,9 @@ func TestLiveUnixDiagPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	defer func() { (<-accepted).Close() }()
+	// Until the server accepts, the client's peer is an embryo socket with no inode yet.
+	server := <-accepted
+	defer server.Close()
 	f, err := c.(*net.UnixConn).File()
 	if err != nil {
 		t.Fatal(err)

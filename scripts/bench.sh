@@ -1,17 +1,22 @@
 #!/usr/bin/env bash
 # gwrap's figures, reproducibly: Go benchmarks of the hot paths, relay throughput against cat on
-# the same input, and gwrap's idle CPU and RSS while Gunicorn runs idle workers.
-#   scripts/bench.sh            all of it (about 3 minutes)
-#   IDLE_SECONDS=10 scripts/bench.sh   a shorter idle measurement
+# the same input, and the idle CPU and RSS of gwrap, of gwrap serving /metrics (scraped every
+# 15 s, with the scrape latency), of tini and of supervisord, each in front of the same Gunicorn.
+#   scripts/bench.sh                   all of it (about 6 minutes)
+#   BENCH=idle scripts/bench.sh        only the side-by-side idle figures
+#   IDLE_SECONDS=30 scripts/bench.sh   shorter idle measurements
+#   GWRAP=/path/to/gwrap               measure that binary instead of building this tree
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 out=$(mktemp -d /tmp/gwrap-bench.XXXXXX)
-go build -o "$out/gwrap" ./cmd/gwrap
+if [ -n "${GWRAP:-}" ]; then cp "$GWRAP" "$out/gwrap"; else go build -o "$out/gwrap" ./cmd/gwrap; fi
 ticks=$(getconf CLK_TCK)
 
+if [ "${BENCH:-all}" != idle ]; then
+
 echo "== Go benchmarks"
-go test -run '^$' -bench . -benchmem -count 1 ./gunicorn ./probes ./memwatch ./supervisor ./postmortem 2>&1 |
+go test -run '^$' -bench . -benchmem -count 1 ./gunicorn ./probes ./memwatch ./supervisor ./postmortem ./metrics 2>&1 |
 	grep -E '^(Benchmark|ok|FAIL|goos|cpu)' || true
 
 echo "== relay throughput: 1,000,000 Gunicorn-like lines"
@@ -35,27 +40,71 @@ timeit() { # timeit CMD... -> seconds
 echo "cat:                 $(rate "$(timeit cat "$out/lines.txt")")"
 echo "gwrap (JSON):        $(rate "$(timeit "$out/gwrap" --report-dir "$out/r" -- cat "$out/lines.txt")")"
 echo "gwrap (text):        $(rate "$(timeit "$out/gwrap" --report-dir "$out/r" --log-format text -- cat "$out/lines.txt")")"
+fi
 
-idle() { # idle WORKERS SECONDS
-	local workers=$1 secs=$2 port pid kids
-	port=$((20000 + RANDOM % 20000))
-	"$out/gwrap" --report-dir "$out/r" -- /usr/bin/gunicorn --chdir demo app:app --workers "$workers" \
-		--bind "127.0.0.1:$port" >"$out/idle.log" 2>&1 &
-	pid=$!
-	sleep 5
+# cpu_ms PID SECONDS -> CPU milliseconds PID used over SECONDS: perf's task-clock when perf works
+# (exact), else /proc ticks (10 ms resolution: too coarse for 0.05 % over a minute).
+cpu_ms() {
+	local pid=$1 secs=$2 u1 s1 u2 s2
+	if command -v perf >/dev/null && perf stat -e task-clock -x, -p "$pid" -o "$out/perf.txt" -- sleep "$secs" 2>/dev/null; then
+		awk -F, '/task-clock/ {print $1; exit}' "$out/perf.txt"
+		return
+	fi
 	read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$pid/stat")
 	sleep "$secs"
 	read -r u2 s2 < <(awk '{print $14, $15}' "/proc/$pid/stat")
+	echo $(((u2 + s2 - u1 - s1) * 1000 / ticks))
+}
+
+# idle NAME SECONDS CMD... : run CMD (a process manager in front of Gunicorn's 8 idle sync workers
+# on $port), then print the manager's own CPU as a share of one core and its RSS. With
+# METRICS_PORT set, /metrics is scraped every 15 s meanwhile and the scrape latency printed.
+idle() {
+	local name=$1 secs=$2 pid cpu rss lat="" scraper="" deadline
+	shift 2
+	"$@" >"$out/idle.log" 2>&1 &
+	pid=$!
+	deadline=$((SECONDS + 20))
+	until [ "$(pgrep -c -f "gunicorn.*127.0.0.1:$port" || true)" -ge 9 ] || [ $SECONDS -gt $deadline ]; do sleep 0.2; done
+	sleep 3
+	if [ -n "${METRICS_PORT:-}" ]; then
+		(for _ in $(seq $((secs / 15))); do
+			curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$METRICS_PORT/metrics" || echo fail
+			sleep 15
+		done) >"$out/scrapes.txt" &
+		scraper=$!
+	fi
+	cpu=$(cpu_ms "$pid" "$secs")
 	rss=$(awk '/VmRSS/ {print $2}' "/proc/$pid/status")
-	hwm=$(awk '/VmHWM/ {print $2}' "/proc/$pid/status")
-	kids=$(grep -c '"worker.boot"' "$out/idle.log" || true)
+	if [ -n "$scraper" ]; then
+		wait "$scraper" || true
+		lat=$(/usr/bin/python3 -c "
+import sys
+v = [float(x) for x in open(sys.argv[1]) if x.strip() not in ('', 'fail')]
+print(f', scraped every 15 s: {len(v)} ok, median {sorted(v)[len(v)//2]*1000:.1f} ms, max {max(v)*1000:.1f} ms' if v else ', /metrics not served')" "$out/scrapes.txt")
+	fi
 	kill -TERM "$pid"
 	wait "$pid" || true
-	/usr/bin/python3 -c "
-cpu = ($u2 + $s2 - $u1 - $s1) / $ticks / $secs * 100
-print(f'gwrap idle, {$workers} workers ({$kids} seen), {$secs} s at 1 Hz: CPU {cpu:.3f} % of one core, RSS {$rss/1024:.1f} MiB (peak {$hwm/1024:.1f} MiB)')"
+	/usr/bin/python3 -c "print(f'{\"$name\":<26} CPU {$cpu / 10 / $secs:.3f} % of one core, RSS {$rss / 1024:.1f} MiB$lat')"
 }
-echo "== gwrap idle with Gunicorn running idle workers"
-idle 4 "${IDLE_SECONDS:-60}"
-idle 8 "${IDLE_SECONDS:-60}"
+
+# The same Gunicorn under each process manager, one after the other in one run.
+secs=${IDLE_SECONDS:-60}
+gun=(/usr/bin/gunicorn --chdir "$PWD/demo" app:app --workers 8 --bind)
+echo "== idle side by side: Debian's gunicorn, 8 idle sync workers, $secs s each"
+port=$((20000 + RANDOM % 20000))
+idle "gwrap" "$secs" "$out/gwrap" --report-dir "$out/r" -- "${gun[@]}" "127.0.0.1:$port"
+port=$((20000 + RANDOM % 20000))
+METRICS_PORT=$((port + 1)) idle "gwrap --metrics-addr" "$secs" \
+	"$out/gwrap" --report-dir "$out/r" --metrics-addr "127.0.0.1:$((port + 1))" -- "${gun[@]}" "127.0.0.1:$port"
+if [ -x /usr/bin/tini ]; then
+	port=$((20000 + RANDOM % 20000))
+	idle "tini $(tini --version | awk '{print $3}')" "$secs" /usr/bin/tini -s -- "${gun[@]}" "127.0.0.1:$port"
+fi
+if [ -x /usr/bin/supervisord ]; then
+	port=$((20000 + RANDOM % 20000))
+	printf '[supervisord]\nnodaemon=true\nlogfile=%s\npidfile=%s\n[program:gunicorn]\ncommand=%s 127.0.0.1:%s\n' \
+		"$out/supervisord.log" "$out/supervisord.pid" "${gun[*]}" "$port" >"$out/supervisord.conf"
+	idle "supervisord $(supervisord --version)" "$secs" /usr/bin/supervisord -c "$out/supervisord.conf"
+fi
 rm -rf "$out"

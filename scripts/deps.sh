@@ -12,8 +12,10 @@
 # and PYTHONPATH=<dir>/usr/lib/python3/dist-packages (internal/testkit finds them). Their Depends
 # (python3-packaging) are bookworm packages installed above. Needs root; quick when done.
 set -euo pipefail
+# prometheus provides promtool (the metrics tests check the exposition with it); tini and
+# supervisor are the side-by-side references of scripts/bench.sh.
 pkgs=(gunicorn python3-flask python3-gevent python3-uvicorn python3-packaging
-	shellcheck chromium util-linux procps iproute2 ca-certificates)
+	shellcheck chromium util-linux procps iproute2 ca-certificates prometheus tini supervisor)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

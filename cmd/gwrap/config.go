@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"os"
 	"strings"
 	"time"
@@ -51,6 +52,9 @@ type config struct {
 
 	ReportMaxCount int
 	ReportMaxBytes int64
+
+	MetricsAddr    string // --metrics-addr: serve /metrics here ("" = off)
+	TerminationLog string // --termination-log: "" = Kubernetes' file when it exists, "off" = none
 
 	Command []string // the child: normally gunicorn and its arguments
 
@@ -120,6 +124,8 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.DurationVar(&c.Thresholds.FollowUpWindow, "follow-up", c.Thresholds.FollowUpWindow, "")
 	fs.IntVar(&c.ReportMaxCount, "report-max-count", c.ReportMaxCount, "")
 	fs.Int64Var(&c.ReportMaxBytes, "report-max-bytes", c.ReportMaxBytes, "")
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "")
+	fs.StringVar(&c.TerminationLog, "termination-log", c.TerminationLog, "")
 
 	// Environment first, so that flags given on the command line win.
 	var envErrs []string
@@ -196,6 +202,11 @@ func (c config) validate() error {
 	if c.ReportMaxBytes < 1 || c.ReportMaxBytes > maxReportBytes {
 		bad = append(bad, fmt.Sprintf("--report-max-bytes %d: must be between 1 and %d", c.ReportMaxBytes, int64(maxReportBytes)))
 	}
+	if c.MetricsAddr != "" {
+		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
+			bad = append(bad, fmt.Sprintf("--metrics-addr %q: want HOST:PORT or :PORT", c.MetricsAddr))
+		}
+	}
 	if len(c.Command) == 0 {
 		bad = append(bad, "no command to run (gwrap [flags] [--] gunicorn APP)")
 	}
@@ -252,6 +263,24 @@ func editDistance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// kubeTerminationLog is where Kubernetes mounts a container's termination message by default
+// (terminationMessagePath).
+const kubeTerminationLog = "/dev/termination-log"
+
+// terminationLogPath is where gwrap writes its termination message: --termination-log, else
+// Kubernetes' file when it exists; "" when there is none or it is "off".
+func (c config) terminationLogPath(exists func(string) bool) string {
+	switch {
+	case c.TerminationLog == "off":
+		return ""
+	case c.TerminationLog != "":
+		return c.TerminationLog
+	case exists(kubeTerminationLog):
+		return kubeTerminationLog
+	}
+	return ""
 }
 
 // fileExists is the one place that asks the real filesystem whether a path exists.

@@ -30,6 +30,10 @@
 //	--follow-up DUR          [GWRAP_FOLLOW_UP]    wait for follow-up lines and counters (default 3s)
 //	--report-max-count N     [GWRAP_REPORT_MAX_COUNT] reports kept (default 200)
 //	--report-max-bytes N     [GWRAP_REPORT_MAX_BYTES] bytes of reports kept (default 104857600)
+//	--metrics-addr ADDR      [GWRAP_METRICS_ADDR] serve Prometheus /metrics on ADDR (e.g. :9191; default off)
+//	--termination-log PATH   [GWRAP_TERMINATION_LOG] write a ≤1 KiB summary of the exit and the last
+//	                                              verdicts here on exit (default /dev/termination-log
+//	                                              when it exists, as Kubernetes mounts it; off = never)
 //	--cgroup PATH            [GWRAP_CGROUP]       the container's cgroup path (default: discovered)
 //	--proc-root DIR          [GWRAP_PROC_ROOT]    /proc (for tests)
 //	--cgroup-root DIR        [GWRAP_CGROUP_ROOT]  /sys/fs/cgroup (for tests)
@@ -103,5 +107,6 @@ worker kill. Flags (env GWRAP_<NAME>): --log-format json|text, --report-dir DIR,
 --stop-budget 8s, --interval 1s, --fast-interval 100ms, --history 5m, --near-limit 0.9,
 --memory-psi 10, --cpu-bound 70, --run-delay 20, --long-share 0.5, --follow-up 3s,
 --report-max-count 200, --report-max-bytes 104857600, --cgroup PATH, --proc-root DIR,
---cgroup-root DIR, --python PATH, --eval-config=true|false. See 'go doc ./cmd/gwrap'.
+--cgroup-root DIR, --python PATH, --eval-config=true|false, --metrics-addr ADDR,
+--termination-log PATH|off. See 'go doc ./cmd/gwrap'.
 `

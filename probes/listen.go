@@ -1,0 +1,287 @@
+package probes
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Saturation is how loaded Gunicorn is, from what /proc shows of the master and its workers.
+//
+// Listen queue. For a socket in state LISTEN, the kernel prints sk_ack_backlog (connections the
+// kernel completed and that wait for accept()) as rx_queue in /proc/net/tcp{,6}
+// (net/ipv4/tcp_ipv4.c and net/ipv6/tcp_ipv6.c, get_tcp{4,6}_sock: "if (state == TCP_LISTEN)
+// rx_queue = READ_ONCE(sk->sk_ack_backlog)"); its tx_queue column is write_seq − snd_una,
+// meaningless for a listener, NOT the backlog. The bound, sk_max_ack_backlog = min(listen()'s
+// backlog, net.core.somaxconn), is not in /proc at all: it comes from NETLINK_SOCK_DIAG
+// (tcp_diag_get_info: idiag_rqueue = sk_ack_backlog, idiag_wqueue = sk_max_ack_backlog for a
+// listener). That is the kernel's own number, right whatever set it: Gunicorn's --backlog
+// (default 2048) from any config source, the somaxconn cap of the namespace, or a socket
+// inherited through GUNICORN_FD or systemd. Computing min(--backlog, somaxconn) instead would
+// be wrong for inherited sockets and for settings gwrap cannot read. When the dump is refused
+// or the master is in another network namespace (no inode matches), Max is unknown.
+//
+// Busy workers. A worker is busy when it holds an ESTABLISHED TCP socket whose local port is
+// one the master listens on: it has accepted a client connection and not closed it yet. For a
+// sync worker this is exactly "in a request": it accepts, handles, closes, and never keeps a
+// connection alive. For gthread, gevent, eventlet and tornado it is "holds a client
+// connection", which includes a keep-alive connection idle between requests (gthread keeps it
+// for --keep-alive seconds, default 2): those classes can look busy while idle, and one busy
+// worker may serve many requests. Sockets bound on a Unix path are not TCP: with only Unix
+// listeners, Busy is unknown.
+type Saturation struct {
+	Listeners []Listener `json:"listeners"`
+	Workers   int        `json:"workers"`    // children of the master seen
+	Busy      int        `json:"busy"`       // workers holding an accepted client connection
+	BusyKnown bool       `json:"busy_known"` // false when no TCP listener or no worker fd table was readable
+	// HeartbeatAgeMax is the longest silence among the workers whose heartbeat file was found
+	// in their fd table (read on the way, at no extra listing); negative when none was.
+	HeartbeatAgeMax time.Duration `json:"heartbeat_age_max_ns"`
+}
+
+// Listener is one of the master's listening TCP sockets.
+type Listener struct {
+	Addr     string `json:"addr"`      // 127.0.0.1:8000, [::]:8000
+	Inode    uint64 `json:"inode"`     // socket inode
+	Queue    uint64 `json:"queue"`     // connections waiting for accept() (sk_ack_backlog)
+	Max      uint64 `json:"max"`       // the accept queue's bound (sk_max_ack_backlog), when MaxKnown
+	MaxKnown bool   `json:"max_known"` // false when sock_diag could not say
+}
+
+// tcpRow is one line of /proc/net/tcp or tcp6.
+type tcpRow struct {
+	local string // "127.0.0.1:8000"
+	port  string // "8000"
+	state string // "0A" = LISTEN, "01" = ESTABLISHED (include/net/tcp_states.h, hex)
+	rxq   uint64 // for LISTEN: sk_ack_backlog
+	inode uint64
+	// For LISTEN, from sock_diag only: sk_max_ack_backlog.
+	max      uint64
+	maxKnown bool
+}
+
+const (
+	tcpEstablished = "01"
+	tcpListen      = "0A"
+)
+
+// The same states as numbers, for sock_diag's state mask.
+const (
+	tcpStateEstablished = 1
+	tcpStateListen      = 10
+)
+
+// parseTCPRows reads every socket line of /proc/<pid>/net/tcp or tcp6:
+//
+//	sl  local_address rem_address   st tx_queue:rx_queue tr:tm->when retrnsmt   uid  timeout inode
+//	 0: 0100007F:1F90 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 41224 …
+//
+// Malformed lines are skipped (the file is read while sockets come and go).
+func parseTCPRows(b []byte) []tcpRow {
+	var out []tcpRow
+	first := true
+	for len(b) > 0 {
+		line := b
+		if j := bytes.IndexByte(b, '\n'); j >= 0 {
+			line, b = b[:j], b[j+1:]
+		} else {
+			b = nil
+		}
+		if first { // header
+			first = false
+			continue
+		}
+		f := bytes.Fields(line)
+		if len(f) < 10 {
+			continue
+		}
+		_, q, ok := bytes.Cut(f[4], []byte{':'})
+		if !ok {
+			continue
+		}
+		rxq, err := strconv.ParseUint(string(q), 16, 64)
+		if err != nil {
+			continue
+		}
+		inode, err := strconv.ParseUint(string(f[9]), 10, 64)
+		if err != nil {
+			continue
+		}
+		local, err := hexAddr(string(f[1]))
+		if err != nil {
+			continue
+		}
+		out = append(out, tcpRow{local: local, port: port(local), state: string(f[3]), rxq: rxq, inode: inode})
+	}
+	return out
+}
+
+// parseSocketLink returns the inode of an fd link target "socket:[12345]".
+func parseSocketLink(target string) (uint64, bool) {
+	const pre = "socket:["
+	if len(target) < len(pre)+2 || target[:len(pre)] != pre || target[len(target)-1] != ']' {
+		return 0, false
+	}
+	n, err := strconv.ParseUint(target[len(pre):len(target)-1], 10, 64)
+	return n, err == nil
+}
+
+// saturationOf puts the pieces together (pure): the master's socket inodes, the TCP sockets of
+// its network namespace, and each worker's socket inodes (nil = fd table unreadable).
+func saturationOf(masterInodes map[uint64]bool, rows []tcpRow, workers []map[uint64]bool) Saturation {
+	s := Saturation{Workers: len(workers)}
+	ports := map[string]bool{}
+	for _, r := range rows {
+		if r.state != tcpListen || !masterInodes[r.inode] {
+			continue
+		}
+		l := Listener{Addr: r.local, Inode: r.inode, Queue: r.rxq, Max: r.max, MaxKnown: r.maxKnown}
+		s.Listeners = append(s.Listeners, l)
+		ports[r.port] = true
+	}
+	if len(ports) == 0 {
+		return s
+	}
+	accepted := map[uint64]bool{}
+	for _, r := range rows {
+		if r.state == tcpEstablished && ports[r.port] {
+			accepted[r.inode] = true
+		}
+	}
+	readable := 0
+	for _, w := range workers {
+		if w == nil {
+			continue
+		}
+		readable++
+		for in := range w {
+			if accepted[in] {
+				s.Busy++
+				break
+			}
+		}
+	}
+	s.BusyKnown = readable > 0
+	return s
+}
+
+// socketInodes lists the socket inodes among <proc>/<pid>/fd/*, and the path of the fd link of
+// a Gunicorn heartbeat file (wgunicorn-*) when there is one.
+func (f FS) socketInodes(pid int) (map[uint64]bool, string, error) {
+	dir := f.path(pid, "fd")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return nil, "", err
+	}
+	out := make(map[uint64]bool, 4)
+	hb := ""
+	for _, e := range ents {
+		link := filepath.Join(dir, e.Name())
+		target, err := os.Readlink(link)
+		if err != nil {
+			continue
+		}
+		if n, ok := parseSocketLink(target); ok {
+			out[n] = true
+		} else if hb == "" && strings.HasPrefix(filepath.Base(target), "wgunicorn-") {
+			hb = link
+		}
+	}
+	return out, hb, nil
+}
+
+// Saturation reads the master's listening TCP sockets (its fds matched by inode against the
+// sockets of the network namespace), their accept queues and bounds, and which workers hold an
+// accepted client connection (<proc>/<worker>/fd). The sockets come from sock_diag (Linux; the
+// namespace gwrap runs in, which the inode match confines to the master's), else from
+// <proc>/<master>/net/tcp and tcp6, which cost milliseconds and have no bound. Measured with
+// BenchmarkSaturation (8 idle sync workers): see scripts/bench.sh.
+func (f FS) Saturation(master int, now time.Time) (Saturation, error) {
+	mine, _, err := f.socketInodes(master)
+	if err != nil {
+		return Saturation{}, fmt.Errorf("master %d sockets: %w", master, err)
+	}
+	kids, err := f.Children(master)
+	if err != nil {
+		return Saturation{}, err
+	}
+	workers := make([]map[uint64]bool, len(kids))
+	ageMax := time.Duration(-1)
+	extra := false // a worker holds a socket the master does not: maybe a client connection
+	for i, k := range kids {
+		var hb string
+		workers[i], hb, _ = f.socketInodes(k.PID) // nil when unreadable (vanished, other uid)
+		for in := range workers[i] {
+			extra = extra || !mine[in]
+		}
+		if hb == "" {
+			continue
+		}
+		if age, _, err := heartbeatAt(hb, now); err == nil {
+			ageMax = max(ageMax, age)
+		}
+	}
+	// Listeners alone cost ~70 µs to dump; established sockets ~450 µs (the kernel walks its
+	// whole established hash), so they are dumped only when some worker holds a socket of its
+	// own. Idle sync workers hold only the master's.
+	states := uint32(1 << tcpStateListen)
+	if extra {
+		states |= 1 << tcpStateEstablished
+	}
+	rows, err := tcpSockets(states)
+	if err != nil || !hasListener(rows, mine) {
+		if rows, err = f.procTCP(master); err != nil {
+			return Saturation{}, err
+		}
+	}
+	s := saturationOf(mine, rows, workers)
+	s.HeartbeatAgeMax = ageMax
+	return s, nil
+}
+
+// procTCP reads <proc>/<master>/net/tcp and tcp6.
+func (f FS) procTCP(master int) ([]tcpRow, error) {
+	var rows []tcpRow
+	read := 0
+	for _, p := range []string{"tcp", "tcp6"} {
+		b, err := os.ReadFile(f.path(master, "net", p))
+		if err != nil {
+			continue // tcp6 is absent without IPv6
+		}
+		read++
+		rows = append(rows, parseTCPRows(b)...)
+	}
+	if read == 0 {
+		return nil, fmt.Errorf("master %d: no readable %s", master, f.path(master, "net", "tcp"))
+	}
+	return rows, nil
+}
+
+func hasListener(rows []tcpRow, mine map[uint64]bool) bool {
+	for _, r := range rows {
+		if r.state == tcpListen && mine[r.inode] {
+			return true
+		}
+	}
+	return false
+}
+
+// Queued is the number of connections waiting in all of the master's accept queues.
+func (s Saturation) Queued() uint64 {
+	var n uint64
+	for _, l := range s.Listeners {
+		n += l.Queue
+	}
+	return n
+}
+
+// Saturated reports whether every worker was busy while connections waited for accept(): a
+// request that arrived then queued before any worker started it (more workers, or an async
+// worker class, is the remedy). False when busy workers are unknown.
+func (s Saturation) Saturated() bool {
+	return s.BusyKnown && s.Workers > 0 && s.Busy >= s.Workers && s.Queued() > 0
+}
