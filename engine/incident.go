@@ -184,7 +184,7 @@ func (s *state) report(inc *incident, kind postmortem.Kind, now time.Time) {
 		}
 	}
 	evidence := postmortem.Evidence{Incident: pi, Settings: s.settings, Timeline: w.samples.list(), Deep: w.deep,
-		Container: s.containerAround(inc.at), Platform: s.cfg.Platform}
+		Container: s.containerAround(inc.at), Platform: s.cfg.Platform, Saturation: saturation(w.load)}
 	r := postmortem.NewReport(evidence, postmortem.Classify(evidence, s.cfg.Thresholds), s.version, now)
 	r.Host = s.cfg.Host
 	if h := idSafe(s.cfg.Host.Hostname); h != "" {
@@ -204,6 +204,34 @@ func (s *state) report(inc *incident, kind postmortem.Kind, now time.Time) {
 	s.emit(ev(now, Error, "postmortem", v.Summary, f("cause", string(v.Cause)), f("pid", w.id.PID),
 		f("kind", string(kind)), f("near_memory_limit", v.NearMemoryLimit), f("ran_long", v.RanLong),
 		f("confidence", v.Confidence), f("summary", v.Summary), f("report", path), f("id", r.ID)))
+}
+
+// saturation sums up the server's load over a worker's silence: whether every worker was busy at
+// every late event, how long the listen queue grew and whether it rose.
+func saturation(load []probes.Saturation) *postmortem.Saturation {
+	var out *postmortem.Saturation
+	for i, l := range load {
+		if !l.BusyKnown || len(l.Listeners) == 0 {
+			continue
+		}
+		q := int(l.Queued())
+		if out == nil {
+			out = &postmortem.Saturation{AllWorkersBusy: true}
+		}
+		out.AllWorkersBusy = out.AllWorkersBusy && l.Workers > 0 && l.Busy >= l.Workers
+		if q > out.QueueMax {
+			out.QueueMax = q
+		}
+		if i > 0 && q > int(load[0].Queued()) {
+			out.QueueRose = true
+		}
+		for _, li := range l.Listeners {
+			if li.MaxKnown && int(li.Max) > out.Backlog {
+				out.Backlog = int(li.Max)
+			}
+		}
+	}
+	return out
 }
 
 // stackOf is the Python stack for a report: the one taken while the worker was late or stuck, or

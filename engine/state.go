@@ -274,6 +274,9 @@ func (s *state) probe(e probes.Event) {
 	case probes.EventLate:
 		w, _ := s.w.watched(e.ID, at)
 		s.keepDeep(w, e.Deep)
+		if e.Saturation != nil {
+			w.load = append(w.load, *e.Saturation)
+		}
 		if w.stopping() || !s.shutdown.IsZero() || e.Share <= w.lateSeen {
 			return // a worker told to stop is draining, not late
 		}
@@ -282,6 +285,9 @@ func (s *state) probe(e probes.Event) {
 	case probes.EventStuckBoot:
 		w, _ := s.w.watched(e.ID, at)
 		s.keepDeep(w, e.Deep)
+		if e.Saturation != nil {
+			w.load = append(w.load, *e.Saturation)
+		}
 		if w.stopping() || !s.shutdown.IsZero() || !w.stuckAt.IsZero() {
 			return
 		}
@@ -291,7 +297,7 @@ func (s *state) probe(e probes.Event) {
 		inc.stuck = true
 	case probes.EventRecovered:
 		w, _ := s.w.watched(e.ID, at)
-		w.lateSeen = 0
+		w.lateSeen, w.load = 0, nil
 		if !w.stuckAt.IsZero() {
 			took := at.Sub(w.bootedAt)
 			w.stuckAt = time.Time{}

@@ -14,8 +14,9 @@ type worker struct {
 	bootedAt time.Time
 	samples  ring
 	deep     *probes.Deep
-	stack    *probes.PyStack // the Python stack taken while it was late or stuck
-	lateSeen float64         // the largest share of the timeout it was reported late at, this silence
+	stack    *probes.PyStack     // the Python stack taken while it was late or stuck
+	load     []probes.Saturation // the server's load at each late event of this silence
+	lateSeen float64             // the largest share of the timeout it was reported late at, this silence
 
 	stuckAt  time.Time // when it was seen stuck booting (zero: not stuck)
 	stopAt   time.Time // when it was told to stop (a signal to the master, max-requests…)

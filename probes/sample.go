@@ -154,11 +154,13 @@ const (
 // Event is one thing the watcher noticed. Sample is the worker's latest hot sample; Deep is set
 // when the watcher took a deep sample for the event (late, stuck boot).
 type Event struct {
-	Kind    EventKind     `json:"kind"`
-	ID      ID            `json:"id"`
-	Time    time.Time     `json:"t"`
-	Sample  Sample        `json:"sample"`
-	Deep    *Deep         `json:"deep,omitempty"`
-	Share   float64       `json:"share,omitempty"`   // EventLate: the share of the timeout crossed (0.5, 0.8)
-	Timeout time.Duration `json:"timeout,omitempty"` // the timeout the age was judged against
+	Kind   EventKind `json:"kind"`
+	ID     ID        `json:"id"`
+	Time   time.Time `json:"t"`
+	Sample Sample    `json:"sample"`
+	Deep   *Deep     `json:"deep,omitempty"`
+	Share  float64   `json:"share,omitempty"` // EventLate: the share of the timeout crossed (0.5, 0.8)
+	// Saturation is the whole server's load when a worker was late or stuck (nil: unreadable).
+	Saturation *Saturation   `json:"saturation,omitempty"`
+	Timeout    time.Duration `json:"timeout,omitempty"` // the timeout the age was judged against
 }

@@ -37,6 +37,8 @@ type Watcher struct {
 	class     atomic.Pointer[string] // the worker class, once Gunicorn's log names it
 	timeoutNS atomic.Int64           // Gunicorn's timeout (ns), once the master's own settings are read
 
+	master int // the master Run found (Run's goroutine only)
+
 	mu     sync.Mutex
 	warned map[string]bool
 }
@@ -130,7 +132,7 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 			lastFull = now
 			if master == 0 {
 				if pid, ok := w.fs.FindMaster(root); ok {
-					master = pid
+					master, w.master = pid, pid
 					emit(Event{Kind: EventMaster, ID: ID{PID: pid}, Time: now})
 				}
 			}
@@ -257,7 +259,8 @@ func (w *Watcher) judge(t *tracked, s Sample, prevAge time.Duration, now time.Ti
 			t.stuck = true
 			d := w.takeDeep(id, now)
 			w.takeStack(id, d)
-			emit(Event{Kind: EventStuckBoot, ID: id, Time: now, Sample: s, Deep: d, Timeout: w.timeout()})
+			emit(Event{Kind: EventStuckBoot, ID: id, Time: now, Sample: s, Deep: d, Timeout: w.timeout(),
+				Saturation: w.saturation(now)})
 		}
 		return
 	}
@@ -280,7 +283,8 @@ func (w *Watcher) judge(t *tracked, s Sample, prevAge time.Duration, now time.Ti
 		if t.crossed == 1 {
 			w.takeStack(id, d)
 		}
-		emit(Event{Kind: EventLate, ID: id, Time: now, Sample: s, Deep: d, Share: share, Timeout: w.timeout()})
+		emit(Event{Kind: EventLate, ID: id, Time: now, Sample: s, Deep: d, Share: share, Timeout: w.timeout(),
+			Saturation: w.saturation(now)})
 	}
 }
 
@@ -293,6 +297,19 @@ func (w *Watcher) takeDeep(id ID, now time.Time) *Deep {
 		w.warn("deep-"+m, fmt.Sprintf("cannot read the workers' %s; deep samples lack it", m))
 	}
 	return &d
+}
+
+// saturation reads the server's load (busy workers, listen queues) for a late worker's event.
+func (w *Watcher) saturation(now time.Time) *Saturation {
+	if w.master == 0 {
+		return nil
+	}
+	s, err := w.fs.Saturation(w.master, now)
+	if err != nil {
+		w.warn("saturation", fmt.Sprintf("cannot read the master's listen queues (%v): post-mortems will not say whether requests queued", err))
+		return nil
+	}
+	return &s
 }
 
 // takeStack adds the worker's Python stack to its deep sample, when a stack taker is set.

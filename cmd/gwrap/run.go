@@ -98,6 +98,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		WorkerClass:  engine.WorkerClass(settings),
 		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
 	})
+	fl := newFleet(out, proc, settings, cfg.MetricsAddr != "")
 	hostname, _ := os.Hostname()
 	eng := engine.New(engine.Config{
 		Settings:      settings,
@@ -109,7 +110,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		OnWorkerClass: watcher.SetWorkerClass,
 		History:       cfg.History,
 		Interval:      cfg.Interval,
-	}, out)
+	}, fl)
 	ectx, ecancel := context.WithCancel(context.Background())
 	engineDone := make(chan struct{})
 	go func() { eng.Run(ectx); close(engineDone) }()
@@ -156,19 +157,21 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	// the new master after a USR2 upgrade.
 	wctx, wcancel := context.WithCancel(ctx)
 	g.Add(func() error {
-		emit := eng.Probe
-		if _, ok := gunicorn.CommandArgs(cfg.Command); !ok {
-			// The command is a shell or a script: Gunicorn's settings are those of the master
-			// it runs, read once the watcher finds it.
-			emit = func(ev probes.Event) {
-				if ev.Kind == probes.EventMaster {
+		_, isGunicorn := gunicorn.CommandArgs(cfg.Command)
+		emit := func(ev probes.Event) {
+			if ev.Kind == probes.EventMaster {
+				fl.master.Store(int64(ev.ID.PID))
+				if !isGunicorn {
+					// The command is a shell or a script: Gunicorn's settings are those of the
+					// master it runs, read once the watcher finds it.
 					go masterSettings(wctx, cfg, proc, ev.ID.PID, func(s gunicorn.Settings) {
 						watcher.SetTimeout(time.Duration(s.Timeout) * time.Second)
+						fl.setSettings(s)
 						eng.Settings(s)
 					})
 				}
-				eng.Probe(ev)
 			}
+			eng.Probe(ev)
 		}
 		watchMasters(wctx, master, func(ctx context.Context, pid int) error { return watcher.Run(ctx, pid, emit) },
 			func(err error) { out.warnOnce("probes", "config.warning", "worker monitoring stopped: "+err.Error()) })
@@ -184,7 +187,14 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		}, func(error) { ocancel() })
 		// The container's cgroup, once an interval.
 		sctx, scancel := context.WithCancel(ctx)
-		g.Add(func() error { sampleCgroup(sctx, cg, cfg.Interval, eng.Container, out); return nil }, func(error) { scancel() })
+		g.Add(func() error {
+			sampleCgroup(sctx, cg, cfg.Interval, func(st memwatch.Stats) { fl.container(st); eng.Container(st) }, out)
+			return nil
+		}, func(error) { scancel() })
+	}
+	if cfg.MetricsAddr != "" {
+		mctx, mcancel := context.WithCancel(ctx)
+		g.Add(func() error { fl.serve(mctx, cfg.MetricsAddr); return nil }, func(error) { mcancel() })
 	}
 
 	_ = g.Run()
@@ -203,6 +213,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	}
 	ecancel()
 	<-engineDone
+	fl.terminate(cfg.terminationLogPath(fileExists), reason)
 	out.finish(func() {
 		out.event(exitLevel(code), "gwrap.exit").Int("exit_code", code).Str("reason", reason).
 			Int("incidents", eng.Reported()).Uint64("lines_lost", out.lost()).Bool("drain_cut", result.DrainCut).

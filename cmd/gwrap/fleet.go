@@ -1,0 +1,187 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/gwrap/gwrap/engine"
+	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/metrics"
+	"github.com/gwrap/gwrap/probes"
+	"github.com/gwrap/gwrap/termlog"
+)
+
+// fleet is what the platform sees besides the log: Prometheus metrics (when --metrics-addr is
+// set) and the termination message. It sits between the engine and the output: every event goes
+// to stdout, and the events that count (worker.boot, worker.late, oom.kill, postmortem) also feed
+// the counters and the last verdicts. Emit runs on the engine's goroutine; the gauges are fed by
+// the cgroup sampler and read at scrape time.
+type fleet struct {
+	out    *output
+	m      *metrics.Metrics // nil: metrics off
+	proc   probes.FS
+	master atomic.Int64 // the Gunicorn master's pid, for the scrape-time saturation read
+
+	mu       sync.Mutex // guards recent and settings
+	recent   *termlog.Recent
+	settings gunicorn.Settings
+	version  string
+}
+
+func newFleet(out *output, proc probes.FS, s gunicorn.Settings, withMetrics bool) *fleet {
+	f := &fleet{out: out, proc: proc, recent: termlog.NewRecent(8), settings: s}
+	if withMetrics {
+		f.m = metrics.New(metrics.Options{Version: version, LateShares: []float64{0.5, 0.8}, Live: f.live})
+		f.gunicorn()
+	}
+	return f
+}
+
+// Relay is engine.Emitter's.
+func (f *fleet) Relay(stream string, line []byte, parsed gunicorn.Event, at time.Time) {
+	f.out.Relay(stream, line, parsed, at)
+}
+
+// Emit writes the event and counts what it says.
+func (f *fleet) Emit(e engine.Event) {
+	f.out.Emit(e)
+	switch e.Name {
+	case "postmortem":
+		cause, _ := e.Get("cause")
+		pid, _ := e.Get("pid")
+		summary, _ := e.Get("summary")
+		c, _ := cause.(string)
+		p, _ := pid.(int)
+		s, _ := summary.(string)
+		f.mu.Lock()
+		f.recent.Add(termlog.Verdict{At: e.Time, PID: p, Cause: c, Summary: s})
+		f.mu.Unlock()
+		if f.m != nil {
+			f.m.WorkerKilled(c)
+		}
+	case "gunicorn.start":
+		if v, ok := e.Get("gunicorn_version"); ok {
+			f.mu.Lock()
+			f.version, _ = v.(string)
+			f.mu.Unlock()
+			f.gunicorn()
+		}
+	}
+	if f.m == nil {
+		return
+	}
+	switch e.Name {
+	case "worker.boot":
+		if _, again := e.Get("boot_seconds"); !again { // a stuck boot that finished is not a new worker
+			f.m.WorkerStarted()
+		}
+	case "worker.late":
+		if share, ok := e.Get("share"); ok {
+			s, _ := share.(float64)
+			f.m.WorkerLate(s)
+		}
+	case "oom.kill":
+		if n, ok := e.Get("count"); ok {
+			c, _ := n.(uint64)
+			f.m.OOMKills(c)
+		}
+	}
+}
+
+// setSettings takes Gunicorn's settings read again from its master.
+func (f *fleet) setSettings(s gunicorn.Settings) {
+	f.mu.Lock()
+	f.settings = s
+	f.mu.Unlock()
+	f.gunicorn()
+}
+
+func (f *fleet) gunicorn() {
+	if f.m == nil {
+		return
+	}
+	f.mu.Lock()
+	s, v := f.settings, f.version
+	f.mu.Unlock()
+	f.m.SetGunicorn(v, engine.WorkerClass(s), time.Duration(s.Timeout)*time.Second)
+}
+
+// container feeds the cgroup's gauges.
+func (f *fleet) container(st memwatch.Stats) {
+	if f.m == nil {
+		return
+	}
+	val := func(v memwatch.Value) metrics.Value { return metrics.Value{V: float64(v.V), Known: v.Known} }
+	c := metrics.Container{WorkingSetBytes: val(st.WorkingSet), LimitBytes: val(st.Limit),
+		ThrottledSeconds: metrics.Value{V: float64(st.ThrottledTime.V) / 1e9, Known: st.ThrottledTime.Known}}
+	if st.PSI.Known {
+		c.MemorySome, c.MemoryFull, c.CPUSome = metrics.Known(st.PSI.MemorySome10/100), metrics.Known(st.PSI.MemoryFull10/100), metrics.Known(st.PSI.CPUSome10/100)
+		c.PressureHostWide = st.PSI.HostWide
+	}
+	f.m.SetContainer(c)
+}
+
+// live reads busy workers and the listen queues at scrape time (metrics.Options.Live).
+func (f *fleet) live() (metrics.Saturation, error) {
+	master := int(f.master.Load())
+	if master == 0 {
+		return metrics.Saturation{}, fmt.Errorf("the Gunicorn master is not found yet")
+	}
+	s, err := f.proc.Saturation(master, time.Now())
+	if err != nil {
+		return metrics.Saturation{}, err
+	}
+	out := metrics.Saturation{Workers: metrics.Known(float64(s.Workers))}
+	if s.HeartbeatAgeMax >= 0 {
+		out.HeartbeatAgeMax = metrics.Known(s.HeartbeatAgeMax.Seconds())
+	}
+	if s.BusyKnown {
+		out.Busy = metrics.Known(float64(s.Busy))
+	}
+	for _, l := range s.Listeners {
+		q := metrics.Queue{Listener: l.Addr, Length: metrics.Known(float64(l.Queue))}
+		if l.MaxKnown {
+			q.Max = metrics.Known(float64(l.Max))
+		}
+		out.Queues = append(out.Queues, q)
+	}
+	return out, nil
+}
+
+// serve runs the /metrics server until ctx is done; a server that cannot listen is said once and
+// gwrap goes on without it.
+func (f *fleet) serve(ctx context.Context, addr string) {
+	if f.m == nil {
+		return
+	}
+	srv, err := metrics.Listen(addr, f.m)
+	if err != nil {
+		f.out.event(zerolog.WarnLevel, "config.warning").Str("code", "metrics").Msg("cannot serve /metrics: " + err.Error())
+		<-ctx.Done()
+		return
+	}
+	if err := srv.Serve(ctx); err != nil && ctx.Err() == nil {
+		f.out.event(zerolog.WarnLevel, "config.warning").Str("code", "metrics").Msg("/metrics stopped: " + err.Error())
+	}
+	<-ctx.Done()
+}
+
+// terminate writes the termination message: why gwrap exits, then the last verdicts. It never
+// blocks the exit for long nor changes its code.
+func (f *fleet) terminate(path, reason string) {
+	if path == "" {
+		return
+	}
+	f.mu.Lock()
+	msg := f.recent.Build(reason)
+	f.mu.Unlock()
+	if err := termlog.Write(path, msg, 500*time.Millisecond); err != nil {
+		f.out.event(zerolog.WarnLevel, "config.warning").Str("code", "termination_log").Msg("cannot write the termination message: " + err.Error())
+	}
+}
