@@ -35,9 +35,10 @@ func TestLiveUnixDiagPeers(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	// Until the server accepts, the client's peer is an embryo socket with no inode yet.
-	server := <-accepted
-	defer server.Close()
+	// Until the server accepts, the peer is an embryo socket without an inode (the kernel
+	// reports peer 0): a real server such as PostgreSQL accepted long before the worker waits.
+	srv := <-accepted
+	defer srv.Close()
 	f, err := c.(*net.UnixConn).File()
 	if err != nil {
 		t.Fatal(err)
