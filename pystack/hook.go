@@ -171,3 +171,12 @@ func readBounded(path string) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// Why is the short reason a report gives when there is no stack: "no stack: " and what Take or
+// Loaded said, without the package's prefix.
+func Why(err error) string {
+	if err == nil {
+		return ""
+	}
+	return "no stack: " + strings.TrimPrefix(err.Error(), "pystack: ")
+}

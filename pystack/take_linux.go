@@ -171,3 +171,20 @@ func (h *Hook) release(pid int) {
 	delete(h.busy, pid)
 	h.mu.Unlock()
 }
+
+// Loaded reports whether pid loaded the hook and catches the stack signal, without signalling
+// it: call it once for the Gunicorn master after its first worker booted, and say once why not
+// (a command that is not Python, python -I/-E/-S, a Python older than 3.7, the signal in use).
+func (h *Hook) Loaded(pid int) error {
+	if err := h.hooked(pid, h.stackFile(pid)); err != nil {
+		return err
+	}
+	st, err := h.status(pid)
+	if err != nil {
+		return err
+	}
+	if !has(st.Cgt, h.sig) {
+		return fmt.Errorf("pystack: pid %d: %w (signal %d)", pid, ErrNotCaught, h.sig)
+	}
+	return nil
+}
