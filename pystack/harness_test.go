@@ -75,7 +75,14 @@ func startGunicorn(t *testing.T, h *Hook, g gunicornVersion, env []string, extra
 	testkit.RequireRoot(t) // the worker's fd table and signals of any uid; Debian's gunicorn
 	dir := t.TempDir()
 	s := &server{sock: filepath.Join(dir, "g.sock"), ready: filepath.Join(dir, "ready"), stdout: &syncBuf{}, stderr: &syncBuf{}, done: make(chan struct{})}
+	// Workers may run as another user (--user): they must reach the ready directory.
 	if err := os.Mkdir(s.ready, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(s.ready, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	appDir, err := filepath.Abs("testdata/app")

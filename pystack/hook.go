@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 )
 
 //go:embed sitecustomize.py
@@ -179,4 +180,36 @@ func Why(err error) string {
 		return ""
 	}
 	return "no stack: " + strings.TrimPrefix(err.Error(), "pystack: ")
+}
+
+// Prune removes the files of processes gone from /proc whose file was last written more than
+// grace before now (a crash dump stays until the engine had its chance to read it), and returns
+// how many processes it forgot. Call it now and then (once a minute): processes the app forks
+// itself (multiprocessing) leave files the engine never hears of.
+func (h *Hook) Prune(now time.Time, grace time.Duration) int {
+	ents, err := os.ReadDir(h.StackDir())
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, e := range ents {
+		name, ok := strings.CutSuffix(e.Name(), ".stack")
+		if !ok {
+			name, ok = strings.CutSuffix(e.Name(), ".err")
+		}
+		pid, err := strconv.Atoi(name)
+		if !ok || err != nil {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(h.procRoot, name)); !errors.Is(err, os.ErrNotExist) {
+			continue
+		}
+		fi, err := e.Info()
+		if err != nil || now.Sub(fi.ModTime()) < grace {
+			continue
+		}
+		h.Forget(pid)
+		n++
+	}
+	return n
 }

@@ -78,7 +78,8 @@ func TestHookKeepsDebianSitecustomize(t *testing.T) {
 		testkit.Unavailable(t, "Debian's python3.11 sitecustomize: %v", err)
 	}
 	h := newHook(t)
-	code := "import sys, sitecustomize, faulthandler; print(sitecustomize.__file__); print(sys.path); print(faulthandler.is_enabled())"
+	code := "import os, sys, sitecustomize, faulthandler; print(sitecustomize.__file__); print(sys.path); print(faulthandler.is_enabled()); " +
+		"print(sorted(k + '=' + v for k, v in os.environ.items()))"
 	with := strings.Split(python(t, h.Env(os.Environ()), code), "\n")
 	without := strings.Split(python(t, os.Environ(), code), "\n")
 	if with[0] != "/usr/lib/python3.11/sitecustomize.py" || with[0] != without[0] {
@@ -86,6 +87,13 @@ func TestHookKeepsDebianSitecustomize(t *testing.T) {
 	}
 	if with[1] != without[1] {
 		t.Errorf("sys.path with the hook %s\nwithout %s", with[1], without[1])
+	}
+	if with[3] != without[3] {
+		t.Errorf("os.environ with the hook %s\nwithout %s", with[3], without[3])
+	}
+	withPP := strings.Split(python(t, h.Env(append(os.Environ(), "PYTHONPATH=/x:/y")), code), "\n")
+	if !strings.Contains(withPP[3], "'PYTHONPATH=/x:/y'") || strings.Contains(withPP[3], "GWRAP_STACK") {
+		t.Errorf("os.environ with the user's PYTHONPATH: %s", withPP[3])
 	}
 	if with[2] != "True" || without[2] != "False" {
 		t.Errorf("faulthandler enabled with/without the hook: %s/%s", with[2], without[2])
@@ -95,8 +103,8 @@ func TestHookKeepsDebianSitecustomize(t *testing.T) {
 	if got := strings.Split(python(t, env, code), "\n"); got[2] != "False" || got[0] != without[0] {
 		t.Errorf("without GWRAP_STACK_*: %q", got)
 	}
-	if ents, _ := os.ReadDir(h.StackDir()); len(ents) != 1 { // the first run's own <pid>.stack
-		t.Errorf("stack dir holds %d files, want 1", len(ents))
+	if ents, _ := os.ReadDir(h.StackDir()); len(ents) != 2 { // the hooked runs' own <pid>.stack
+		t.Errorf("stack dir holds %d files, want 2", len(ents))
 	}
 }
 
@@ -196,4 +204,39 @@ func fmtErr(err error) string {
 		return "<nil>"
 	}
 	return err.Error()
+}
+
+func TestPrune(t *testing.T) {
+	proc := t.TempDir()
+	h, err := Install(Options{Parent: t.TempDir(), ProcRoot: proc})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h.Close()
+	old := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for _, f := range []string{"10.stack", "10.err", "11.stack", "12.stack", "notes.txt"} {
+		p := filepath.Join(h.StackDir(), f)
+		if err := os.WriteFile(p, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if f != "12.stack" {
+			os.Chtimes(p, old, old)
+		}
+	}
+	if err := os.Mkdir(filepath.Join(proc, "11"), 0o755); err != nil { // 11 is alive
+		t.Fatal(err)
+	}
+	// 10 is gone and old: forgotten (both files); 11 lives; 12 is gone but fresh (a crash dump
+	// the engine has not read yet); notes.txt is not a process's.
+	if n := h.Prune(old.Add(time.Hour), time.Minute); n != 1 {
+		t.Errorf("Prune = %d", n)
+	}
+	var left []string
+	ents, _ := os.ReadDir(h.StackDir())
+	for _, e := range ents {
+		left = append(left, e.Name())
+	}
+	if !reflect.DeepEqual(left, []string{"11.stack", "12.stack", "notes.txt"}) {
+		t.Errorf("left %v", left)
+	}
 }

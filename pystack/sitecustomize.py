@@ -10,7 +10,8 @@
 #     fork (before Gunicorn drops privileges with --user), so each worker writes its own file and
 #     nothing reaches the app's stdout or stderr;
 #   - then loads the next "sitecustomize" on sys.path (Debian's), so it never hides it, and takes
-#     its own directory off sys.path so the app's import path is what it was.
+#     its own directory off sys.path and its variables out of os.environ, so the app's import path
+#     and environment are what they were (a Gunicorn re-exec after USR2 therefore runs unhooked).
 # It must run on any Python that reads PYTHONPATH (even Python 2): old syntax only, and every
 # failure is written to GWRAP_STACK_DIR/<pid>.err for gwrap to quote, never raised.
 
@@ -25,8 +26,19 @@ def _gwrap_stack_hook():
     except Exception:
         pass
 
-    d = os.environ.get("GWRAP_STACK_DIR")
-    sig = os.environ.get("GWRAP_STACK_SIGNAL")
+    # The app sees the environment it would have had without gwrap: its variables go, and so does
+    # this directory from PYTHONPATH (gwrap put it first; alone, PYTHONPATH was unset). Processes
+    # the app starts are then not hooked; forks of this one are (os.register_at_fork below).
+    d = os.environ.pop("GWRAP_STACK_DIR", None)
+    sig = os.environ.pop("GWRAP_STACK_SIGNAL", None)
+    pp = os.environ.get("PYTHONPATH")
+    if pp is not None and d:
+        parts = pp.split(os.pathsep)
+        if parts and os.path.abspath(parts[0] or ".") == here:
+            if len(parts) == 1:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = os.pathsep.join(parts[1:])
     if not d or not sig or not os.path.isdir(d):
         return
 
