@@ -26,7 +26,8 @@
 //	h.Prune(now, time.Minute)                      // now and then: files of processes nobody reported
 //
 // Stack.Top().String() is worker.late's stack_top; Stack.Lines() is incident.python_stack; Why(err)
-// is the report's "no stack: …".
+// is the report's "no stack: …"; h.Source(pid, top.Frame) is the text of the app's line, which
+// names the C call a frame cannot show (cur.execute(…), time.sleep(…), sum(range(…))).
 //
 // Where it cannot work, Take and Loaded say why (errors.Is with ErrNoHook, ErrNotCaught,
 // ErrBlocked, ErrPermission, ErrGone, ErrTimeout): a command that is not Python, a Python started

@@ -75,6 +75,9 @@ func TestLiveStackOfBlockedWorker(t *testing.T) {
 				s.waitReady(t, c.ready)
 				st, top, took := takeAt(t, h, pid, c.file, marker(t, c.file, c.marker))
 				t.Logf("top %s, %d threads, took %v", top, len(st.Threads), took)
+				if src, err := h.Source(pid, top.Frame); err != nil || !strings.HasSuffix(src, "# at:"+c.marker) {
+					t.Errorf("Source(%v) = %q, %v", top.Frame, src, err)
+				}
 				if top.Frame.Func != c.fn {
 					t.Errorf("top function %q, want %q", top.Frame.Func, c.fn)
 				}
