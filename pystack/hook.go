@@ -71,6 +71,10 @@ func Install(opt Options) (*Hook, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pystack: private directory: %w", err)
 	}
+	// The real path: Take compares it with what /proc/<pid>/fd links to (TMPDIR may be a symlink).
+	if real, err := filepath.EvalSymlinks(dir); err == nil {
+		dir = real
+	}
 	h := &Hook{dir: dir, sig: opt.Signal, procRoot: opt.ProcRoot, busy: map[int]bool{}}
 	if err := os.Mkdir(h.StackDir(), 0o700); err != nil {
 		os.RemoveAll(dir)

@@ -49,6 +49,20 @@ func TestInstallAndClose(t *testing.T) {
 	if _, err := os.Stat(h.PathDir()); !errors.Is(err, os.ErrNotExist) {
 		t.Errorf("Close left %s", h.PathDir())
 	}
+	// A parent reached through a symlink: the hook's paths are the real ones, as /proc shows them.
+	real := t.TempDir()
+	link := filepath.Join(t.TempDir(), "tmp")
+	if err := os.Symlink(real, link); err != nil {
+		t.Fatal(err)
+	}
+	h2, err := Install(Options{Parent: link})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer h2.Close()
+	if filepath.Dir(h2.PathDir()) != real {
+		t.Errorf("PathDir %s, want it under %s", h2.PathDir(), real)
+	}
 	if _, err := Install(Options{Parent: t.TempDir(), Signal: syscall.SIGUSR1}); err == nil {
 		t.Errorf("Install accepted SIGUSR1")
 	}
