@@ -82,8 +82,10 @@ func startGunicorn(t *testing.T, h *Hook, g gunicornVersion, env []string, extra
 	if err := os.Chmod(s.ready, 0o777); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
+	for _, d := range []string{filepath.Dir(dir), dir} { // t.TempDir's parent is 0700 too
+		if err := os.Chmod(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	appDir, err := filepath.Abs("testdata/app")
 	if err != nil {
