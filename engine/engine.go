@@ -43,6 +43,8 @@ type Config struct {
 	Dying func(probes.ID) bool
 	// CrashStack returns the Python stack a worker that died of a signal left behind, if any.
 	CrashStack func(pid int) *probes.PyStack
+	// OnForget is told the pid of each worker whose record is forgotten (its stack dump can go).
+	OnForget func(pid int)
 	// OnWorkerClass is told the worker class when Gunicorn's log names it (the watcher's normal
 	// heartbeat depends on it).
 	OnWorkerClass func(string)

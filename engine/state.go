@@ -445,7 +445,7 @@ func (s *state) tick(now time.Time) {
 		}
 	}
 	s.decideDue(now, false)
-	s.w.expire(now)
+	s.w.expire(now, s.cfg.OnForget)
 	kept := s.ooms[:0]
 	for _, e := range s.ooms {
 		if now.Sub(e.Time) < time.Minute {

@@ -101,13 +101,16 @@ func (t *workers) live() []*worker {
 
 // expire forgets the workers gone for longer than keepGone whose incident is decided, and those
 // known only from their boot line that the watcher never saw or that said they were exiting.
-func (t *workers) expire(now time.Time) {
+func (t *workers) expire(now time.Time, forgot func(pid int)) {
 	for id, w := range t.byID {
 		unseen := !w.watched && now.Sub(w.bootedAt) > keepGone && (t.sweeping || w.exiting)
 		if w.inc == nil && (unseen || w.gone() && now.Sub(w.goneAt) > keepGone) {
 			delete(t.byID, id)
 			if t.byPID[id.PID] == w {
 				delete(t.byPID, id.PID)
+			}
+			if forgot != nil {
+				forgot(id.PID)
 			}
 		}
 	}

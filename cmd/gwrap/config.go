@@ -48,6 +48,8 @@ type config struct {
 	Python     string // interpreter that evaluates Gunicorn's config ("" = find it)
 	EvalConfig bool   // evaluate the config file with Python (else: static read)
 
+	PythonStacks bool // take a late or crashed worker's Python stack (package pystack)
+
 	Thresholds postmortem.Thresholds
 
 	ReportMaxCount int
@@ -97,6 +99,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 		ProcRoot:       "/proc",
 		CgroupRoot:     "/sys/fs/cgroup",
 		EvalConfig:     true,
+		PythonStacks:   true,
 		Thresholds:     postmortem.DefaultThresholds(),
 		ReportMaxCount: 200,
 		ReportMaxBytes: 100 << 20,
@@ -116,6 +119,7 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.StringVar(&c.CgroupPath, "cgroup", c.CgroupPath, "")
 	fs.StringVar(&c.Python, "python", c.Python, "")
 	fs.BoolVar(&c.EvalConfig, "eval-config", c.EvalConfig, "")
+	fs.BoolVar(&c.PythonStacks, "python-stacks", c.PythonStacks, "")
 	fs.Float64Var(&c.Thresholds.NearLimit, "near-limit", c.Thresholds.NearLimit, "")
 	fs.Float64Var(&c.Thresholds.MemoryPSI, "memory-psi", c.Thresholds.MemoryPSI, "")
 	fs.Float64Var(&c.Thresholds.CPUBound, "cpu-bound", c.Thresholds.CPUBound, "")

@@ -41,6 +41,11 @@
 //	                                              (default: the one in gunicorn's shebang)
 //	--eval-config BOOL       [GWRAP_EVAL_CONFIG]  evaluate the config file with Python (default true);
 //	                                              false reads it statically
+//	--python-stacks BOOL     [GWRAP_PYTHON_STACKS] take a late worker's Python stack (every thread,
+//	                                              through faulthandler on a real-time signal) and a
+//	                                              crashed worker's, for worker.late and reports
+//	                                              (default true); false leaves the child's
+//	                                              environment untouched
 //
 // For developers: GWRAP_CPUPROFILE=FILE writes a CPU profile of the whole run (go tool pprof).
 //
@@ -108,5 +113,5 @@ worker kill. Flags (env GWRAP_<NAME>): --log-format json|text, --report-dir DIR,
 --memory-psi 10, --cpu-bound 70, --run-delay 20, --long-share 0.5, --follow-up 3s,
 --report-max-count 200, --report-max-bytes 104857600, --cgroup PATH, --proc-root DIR,
 --cgroup-root DIR, --python PATH, --eval-config=true|false, --metrics-addr ADDR,
---termination-log PATH|off. See 'go doc ./cmd/gwrap'.
+--termination-log PATH|off, --python-stacks=true|false. See 'go doc ./cmd/gwrap'.
 `

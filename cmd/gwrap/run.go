@@ -90,8 +90,11 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	if err := store.Check(); err != nil {
 		out.event(zerolog.WarnLevel, "config.warning").Str("code", "report_dir").Msg(err.Error() + "; post-mortems will not be written")
 	}
+	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, func(msg string) { out.warnOnce("pystack", "config.warning", msg) })
+	defer stk.close()
 	proc := probes.NewFS(cfg.ProcRoot)
 	watcher := probes.NewWatcher(proc, probes.Options{
+		Stack:        stk.take,
 		Interval:     cfg.Interval,
 		FastInterval: cfg.FastInterval,
 		Timeout:      time.Duration(settings.Timeout) * time.Second,
@@ -107,6 +110,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		Platform:      gunicorn.Platform(os.Environ()),
 		Reports:       store,
 		Dying:         proc.Dying,
+		CrashStack:    stk.crash,
+		OnForget:      func(pid int) { stk.forget(pid, time.Now()) },
 		OnWorkerClass: watcher.SetWorkerClass,
 		History:       cfg.History,
 		Interval:      cfg.Interval,
@@ -128,6 +133,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	g.Add(func() error {
 		result, runErr = supervisor.Run(ctx, supervisor.Config{
 			Argv:       cfg.Command,
+			Env:        stk.env(),
 			StopBudget: cfg.StopBudget,
 			Signals:    sigs,
 			OnStop:     func(pid int, stopped bool, sig syscall.Signal) { stoppedEvent(out, pid, stopped, sig) },
@@ -159,6 +165,9 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	g.Add(func() error {
 		_, isGunicorn := gunicorn.CommandArgs(cfg.Command)
 		emit := func(ev probes.Event) {
+			if ev.Kind == probes.EventBoot {
+				stk.booted(int(fl.master.Load()))
+			}
 			if ev.Kind == probes.EventMaster {
 				fl.master.Store(int64(ev.ID.PID))
 				if !isGunicorn {

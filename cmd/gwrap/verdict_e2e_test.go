@@ -248,3 +248,20 @@ func TestVerdictBootFailure(t *testing.T) {
 		t.Errorf("gunicorn.exit %v", exit)
 	}
 }
+
+// TestPythonStackInLateAndReport: a sync worker sleeping in a request is named by its frame in
+// worker.late (stack_top) and the post-mortem carries its whole Python stack, taken before
+// Gunicorn killed it.
+func TestPythonStackInLateAndReport(t *testing.T) {
+	pm, rep := runScenario(t, scenario{timeout: 4, path: "/sleep?30", app: testkit.AppShim()})
+	wantCause(t, pm, rep, "blocked")
+	inc, _ := rep["incident"].(map[string]any)
+	stack, _ := inc["python_stack"].([]any)
+	top, _ := inc["stack_top"].(string)
+	if len(stack) == 0 || !strings.Contains(top, "misbehave.py:") || !strings.Contains(top, "in blocking_sleep") {
+		t.Errorf("python_stack %v, stack_top %q", stack, top)
+	}
+	if !strings.Contains(fmt.Sprint(pm["summary"]), top) {
+		t.Errorf("the summary does not name the frame %q: %v", top, pm["summary"])
+	}
+}

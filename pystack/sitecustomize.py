@@ -1,0 +1,139 @@
+# gwrap's stack hook. gwrap writes this file into a private directory of its own and puts that
+# directory first on the child's PYTHONPATH; Python imports it at start-up (site.py's
+# "sitecustomize"). Without gwrap's variables it does nothing at all. With them it:
+#   - registers faulthandler on one real-time signal (GWRAP_STACK_SIGNAL), a signal Gunicorn never
+#     resets, so gwrap can ask any process for every thread's Python stack, even while a C loop
+#     holds the GIL (faulthandler writes from the C signal handler, without the GIL);
+#   - enables faulthandler's crash dump (SIGSEGV, SIGFPE, SIGBUS, SIGILL, SIGABRT), unless the
+#     user already enabled it (PYTHONFAULTHANDLER / -X faulthandler): then theirs stays as it is;
+#   - points both at GWRAP_STACK_DIR/<pid>.stack, re-opened in every forked child right after
+#     fork (before Gunicorn drops privileges with --user), so each worker writes its own file and
+#     nothing reaches the app's stdout or stderr;
+#   - then loads the next "sitecustomize" on sys.path (Debian's), so it never hides it, and takes
+#     its own directory off sys.path and its variables out of os.environ, so the app's import path
+#     and environment are what they were (a Gunicorn re-exec after USR2 therefore runs unhooked).
+# It must run on any Python that reads PYTHONPATH (even Python 2): old syntax only, and every
+# failure is written to GWRAP_STACK_DIR/<pid>.err for gwrap to quote, never raised.
+
+
+def _gwrap_stack_hook():
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    try:
+        sys.path[:] = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    except Exception:
+        pass
+
+    # The app sees the environment it would have had without gwrap: its variables go, and so does
+    # this directory from PYTHONPATH (gwrap put it first; alone, PYTHONPATH was unset). Processes
+    # the app starts are then not hooked; forks of this one are (os.register_at_fork below).
+    d = os.environ.pop("GWRAP_STACK_DIR", None)
+    sig = os.environ.pop("GWRAP_STACK_SIGNAL", None)
+    pp = os.environ.get("PYTHONPATH")
+    if pp is not None and d:
+        parts = pp.split(os.pathsep)
+        if parts and os.path.abspath(parts[0] or ".") == here:
+            if len(parts) == 1:
+                del os.environ["PYTHONPATH"]
+            else:
+                os.environ["PYTHONPATH"] = os.pathsep.join(parts[1:])
+    if not d or not sig or not os.path.isdir(d):
+        return
+
+    def note(reason):
+        try:
+            f = open(os.path.join(d, "%d.err" % os.getpid()), "a")
+            try:
+                f.write(reason + "\n")
+            finally:
+                f.close()
+        except Exception:
+            pass
+
+    try:
+        import faulthandler
+        import signal
+    except ImportError:
+        note("this Python has no faulthandler (Python < 3.3)")
+        return
+    if not hasattr(faulthandler, "register") or not hasattr(os, "register_at_fork"):
+        note("this Python lacks faulthandler.register or os.register_at_fork (Python < 3.7)")
+        return
+    try:
+        signum = int(sig)
+    except ValueError:
+        note("GWRAP_STACK_SIGNAL is not a number: %r" % sig)
+        return
+    if not (signal.SIGRTMIN <= signum <= signal.SIGRTMAX):
+        note("signal %d is not a real-time signal here" % signum)
+        return
+    if signal.getsignal(signum) is not signal.SIG_DFL:
+        note("signal %d is already in use by this process" % signum)
+        return
+    crash = not faulthandler.is_enabled()
+    state = {}
+
+    def point():
+        pid = os.getpid()
+        try:
+            f = open(os.path.join(d, "%d.stack" % pid), "ab", 0)
+        except Exception as e:
+            # No file of its own: never dump into the parent's file, and leave the signal caught
+            # by nobody, which gwrap reads from /proc before it sends anything.
+            try:
+                faulthandler.unregister(signum)
+                if state.get("crash"):
+                    faulthandler.disable()
+            except Exception:
+                pass
+            note("cannot open %d.stack: %s" % (pid, e))
+            return
+        try:
+            faulthandler.register(signum, file=f, all_threads=True, chain=False)
+            if crash:
+                faulthandler.enable(file=f, all_threads=True)
+                state["crash"] = True
+        except Exception as e:
+            note("faulthandler: %s" % e)
+            f.close()
+            return
+        old = state.get("file")
+        state["file"] = f  # faulthandler holds a reference too; this one closes the parent's copy
+        if old is not None:
+            try:
+                old.close()
+            except Exception:
+                pass
+
+    point()
+    os.register_at_fork(after_in_child=point)
+
+
+def _gwrap_next_sitecustomize():
+    # Load the sitecustomize this file shadows (Debian's /usr/lib/python3.X/sitecustomize.py), as
+    # site.py would have; its errors propagate to site.py exactly as they would without gwrap.
+    import os
+    import sys
+
+    here = os.path.dirname(os.path.abspath(__file__))
+    path = [p for p in sys.path if os.path.abspath(p or ".") != here]
+    try:
+        from importlib.machinery import PathFinder
+        from importlib.util import module_from_spec
+    except ImportError:
+        return
+    spec = PathFinder.find_spec("sitecustomize", path)
+    if spec is None or spec.loader is None:
+        return
+    mod = module_from_spec(spec)
+    sys.modules["sitecustomize"] = mod
+    spec.loader.exec_module(mod)
+
+
+try:
+    _gwrap_stack_hook()
+except Exception:
+    pass
+_gwrap_next_sitecustomize()
