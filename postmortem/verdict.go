@@ -16,6 +16,9 @@ const (
 	KindOOMKill Kind = "oom_kill" // the worker vanished as the cgroup's oom_kill counter moved
 	KindSignal  Kind = "signal"   // died by a signal with no timeout before it
 	KindExit    Kind = "exit"     // exited with a non-zero code (incl. boot failures)
+	// KindPreviousRun is the death of the whole container (gwrap included), explained at the next
+	// start from the flight record (package flightrec).
+	KindPreviousRun Kind = "previous_run"
 )
 
 // Cause is the verdict: exactly one per incident.
@@ -31,6 +34,9 @@ const (
 	CauseBootTimeout    Cause = "boot_timeout"
 	CauseCrashed        Cause = "crashed"
 	CauseUnknown        Cause = "unknown"
+	// CauseStopDeadline: the whole container was killed while stopping, after a TERM, before gwrap
+	// finished (the platform's grace period ran out); only for KindPreviousRun.
+	CauseStopDeadline Cause = "stop_deadline"
 )
 
 // Fact is one piece of evidence: what was measured, its value, and the threshold it was held to.
