@@ -1,7 +1,10 @@
 package flightrec
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
+	"os"
 	"sort"
 	"strings"
 	"time"
@@ -16,8 +19,22 @@ import (
 const endWindow = 15 * time.Second
 
 // Recover reads host's previous record in dir and, when that run died without closing it,
-// explains it (Explain); now is this start. It returns nil when there is nothing to explain.
+// explains it (Explain); now is this start. It returns nil when there is nothing to explain, and
+// when a live gwrap with the same host name holds the record (it is not dead, only sharing the dir).
 func Recover(dir, host string, now time.Time, th postmortem.Thresholds) (*postmortem.Report, error) {
+	if _, err := os.Stat(dir); err != nil {
+		if errors.Is(err, fs.ErrNotExist) {
+			return nil, nil
+		}
+		return nil, fmt.Errorf("reading the flight record: %w", err)
+	}
+	lf, busy, err := lock(lockName(dir, host))
+	if busy {
+		return nil, nil
+	}
+	if err == nil && lf != nil {
+		defer lf.Close()
+	}
 	rec, err := Previous(dir, host)
 	if err != nil || rec == nil || rec.Closed {
 		return nil, err

@@ -10,8 +10,10 @@ import (
 	"github.com/gwrap/gwrap/postmortem"
 )
 
-func mustRecover(t *testing.T, dir string, c *clock) postmortem.Report {
+// mustRecover kills r as a SIGKILL would and explains its record.
+func mustRecover(t *testing.T, r *Recorder, dir string, c *clock) postmortem.Report {
 	t.Helper()
+	r.crash()
 	rep, err := Recover(dir, "web-1", c.add(20*time.Second), postmortem.DefaultThresholds())
 	if err != nil || rep == nil {
 		t.Fatalf("Recover: %v, %v", rep, err)
@@ -26,7 +28,7 @@ func TestExplainGroupOOMAtTheLimit(t *testing.T) {
 	dir, c := t.TempDir(), &clock{t0}
 	r := newRec(t, dir, "web-1", c, 0)
 	run(r, c, 100, true) // worker 101 grows to 451 MiB resident, the container to 496 of 512 MiB
-	rep := mustRecover(t, dir, c)
+	rep := mustRecover(t, r, dir, c)
 	v := rep.Verdict
 	if v.Cause != postmortem.CauseOOMKilled || !v.NearMemoryLimit {
 		t.Fatalf("cause %s near %v: %s", v.Cause, v.NearMemoryLimit, v.Summary)
@@ -63,7 +65,7 @@ func TestExplainOOMCounterMovingAtTheEnd(t *testing.T) {
 	for i := 0; i < 30; i++ { // no oom.group (v1), far from the limit, but the counter moves
 		r.Container(cg(c.add(time.Second), 200*MiB, uint64(i/28), false))
 	}
-	rep := mustRecover(t, dir, c)
+	rep := mustRecover(t, r, dir, c)
 	if rep.Verdict.Cause != postmortem.CauseOOMKilled || rep.Incident.OOMKillDelta != 1 {
 		t.Errorf("cause %s delta %d: %s", rep.Verdict.Cause, rep.Incident.OOMKillDelta, rep.Verdict.Summary)
 	}
@@ -76,7 +78,7 @@ func TestExplainAnOldOOMIsNotTheEnd(t *testing.T) {
 		r.Container(cg(c.add(time.Second), 200*MiB, uint64(min(i, 1)), false))
 	}
 	r.OOM(memwatch.OOMEvent{Time: t0.Add(2 * time.Second), Count: 1, Total: 1})
-	if rep := mustRecover(t, dir, c); rep.Verdict.Cause != postmortem.CauseUnknown {
+	if rep := mustRecover(t, r, dir, c); rep.Verdict.Cause != postmortem.CauseUnknown {
 		t.Errorf("cause %s: %s", rep.Verdict.Cause, rep.Verdict.Summary)
 	}
 }
@@ -87,7 +89,7 @@ func TestExplainKilledAfterTERM(t *testing.T) {
 	run(r, c, 5, false)
 	r.Signal(syscall.SIGTERM, true)
 	run(r, c, 10, false)
-	rep := mustRecover(t, dir, c)
+	rep := mustRecover(t, r, dir, c)
 	v := rep.Verdict
 	if v.Cause != postmortem.CauseStopDeadline {
 		t.Fatalf("cause %s: %s", v.Cause, v.Summary)
@@ -104,7 +106,7 @@ func TestExplainUnknownSaysWhatTheRecordShows(t *testing.T) {
 	dir, c := t.TempDir(), &clock{t0}
 	r := newRec(t, dir, "web-1", c, 0)
 	run(r, c, 5, false)
-	rep := mustRecover(t, dir, c)
+	rep := mustRecover(t, r, dir, c)
 	v := rep.Verdict
 	if v.Cause != postmortem.CauseUnknown || v.Confidence != "low" {
 		t.Fatalf("cause %s: %s", v.Cause, v.Summary)
@@ -117,8 +119,8 @@ func TestExplainUnknownSaysWhatTheRecordShows(t *testing.T) {
 func TestExplainEmptyRecord(t *testing.T) {
 	// Killed before the first sample: only the header is there.
 	dir, c := t.TempDir(), &clock{t0}
-	newRec(t, dir, "web-1", c, 0)
-	rep := mustRecover(t, dir, c)
+	r := newRec(t, dir, "web-1", c, 0)
+	rep := mustRecover(t, r, dir, c)
 	if rep.Verdict.Cause != postmortem.CauseUnknown || len(rep.Timeline) != 0 || rep.Incident.PID != 4242 {
 		t.Errorf("cause %s, timeline %d, pid %d", rep.Verdict.Cause, len(rep.Timeline), rep.Incident.PID)
 	}

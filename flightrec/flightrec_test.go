@@ -272,6 +272,7 @@ func TestNewRunNeverMixesWithTheOld(t *testing.T) {
 	dir, c := t.TempDir(), &clock{t0}
 	old := newRec(t, dir, "web-1", c, minSegmentBytes)
 	run(old, c, 40, false) // both segments
+	old.crash()
 	stale, _ := os.ReadFile(segmentNames(dir, "web-1")[1])
 	c.add(time.Minute)
 	r := Open(Options{Dir: dir, Identity: Identity{Host: "web-1", PID: 5000, Start: c.now()}, SegmentBytes: minSegmentBytes, Now: c.now})
@@ -279,7 +280,7 @@ func TestNewRunNeverMixesWithTheOld(t *testing.T) {
 	a, _ := os.ReadFile(segmentNames(dir, "web-1")[0])
 	rec := parse("web-1", a, stale)
 	if rec == nil || rec.Identity.PID != 5000 || len(rec.Container) != 2 {
-		t.Fatalf("new run's record mixed with the old: %+v", rec)
+		t.Fatalf("new run's record mixed with the old: %v", rec != nil && rec.Identity.PID != 5000)
 	}
 }
 
@@ -320,5 +321,44 @@ func TestShortWriteStartsTheNextLineClean(t *testing.T) {
 	rec, _ := Previous(dir, "web-1")
 	if rec.Dropped != 1 || len(rec.Container) != 3 {
 		t.Errorf("dropped %d, container samples %d; want 1 and 3", rec.Dropped, len(rec.Container))
+	}
+}
+
+// crash leaves the record as a SIGKILL would: the files closed by the kernel (which releases the
+// flock), no close line.
+func (r *Recorder) crash() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.f != nil {
+		r.f.Close()
+		r.f = nil
+	}
+	if r.lockf != nil {
+		r.lockf.Close()
+	}
+	r.closed = true
+}
+
+// TestLiveRecordIsNotExplained: a second gwrap with the same host name in the same directory
+// neither explains nor replaces a record that a live gwrap is writing.
+func TestLiveRecordIsNotExplained(t *testing.T) {
+	dir, c := t.TempDir(), &clock{t0}
+	r := newRec(t, dir, "web-1", c, 0)
+	run(r, c, 3, false)
+	if rep, err := Recover(dir, "web-1", c.now(), postmortem.DefaultThresholds()); rep != nil || err != nil {
+		t.Errorf("a live record was explained: %v, %v", rep != nil, err)
+	}
+	var warned []string
+	second := Open(Options{Dir: dir, Identity: Identity{Host: "web-1", PID: 9}, Now: c.now, Warn: func(m string) { warned = append(warned, m) }})
+	second.Container(cg(c.add(time.Second), 1, 0, false))
+	if len(warned) != 1 || !strings.Contains(warned[0], "another live gwrap") {
+		t.Errorf("warnings %q", warned)
+	}
+	if rec, _ := Previous(dir, "web-1"); rec == nil || rec.Identity.PID != 4242 || len(rec.Container) != 3 {
+		t.Error("the second gwrap touched the live record")
+	}
+	r.crash()
+	if rep, _ := Recover(dir, "web-1", c.now(), postmortem.DefaultThresholds()); rep == nil {
+		t.Error("once its writer is dead, the record is explained")
 	}
 }

@@ -21,7 +21,10 @@
 // per sample and a rename that is not atomic on the SMB share App Service mounts at /home.
 //
 // Identity: the host name is part of the file name and of every header, so containers that share
-// a report directory (App Service instances share /home) never read or close each other's record.
+// a report directory (App Service instances share /home) never read or close each other's record;
+// and a live gwrap holds an flock on flight-<host>.lock, so that a second gwrap with the same host
+// name in the same directory (containers on the host network) neither explains nor replaces a
+// record that is still being written.
 package flightrec
 
 import (
@@ -124,6 +127,9 @@ func segmentNames(dir, host string) [2]string {
 	id := fileID(host)
 	return [2]string{filepath.Join(dir, Prefix+id+".a.jsonl"), filepath.Join(dir, Prefix+id+".b.jsonl")}
 }
+
+// lockName is the file whose flock marks host's record as owned by a live gwrap.
+func lockName(dir, host string) string { return filepath.Join(dir, Prefix+fileID(host)+".lock") }
 
 // fileID is host as it may appear in a file name: the host name itself when it is made of
 // letters, digits, dot, dash and underscore (every DNS name is), else the safe characters and a

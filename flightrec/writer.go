@@ -51,6 +51,7 @@ type Recorder struct {
 	names  [2]string
 	active int // index into names
 	f      *os.File
+	lockf  *os.File // holds the host's flock while the run lasts
 	off    int
 	seq    uint64
 	torn   bool // the last write was short: start the next with a newline
@@ -80,6 +81,15 @@ func Open(opt Options) *Recorder {
 		r.fail(fmt.Errorf("creating %s: %w", opt.Dir, err))
 		return r
 	}
+	lf, busy, err := lock(lockName(opt.Dir, opt.Identity.Host))
+	if err != nil || busy {
+		if busy {
+			err = fmt.Errorf("another live gwrap with host name %q keeps its record in %s", opt.Identity.Host, opt.Dir)
+		}
+		r.fail(err)
+		return r
+	}
+	r.lockf = lf
 	// The other segment still holds the previous run: empty it, so that a reader never mixes runs.
 	if err := os.Truncate(r.names[1], 0); err != nil && !os.IsNotExist(err) {
 		r.fail(fmt.Errorf("truncating %s: %w", r.names[1], err))
@@ -292,6 +302,9 @@ func (r *Recorder) Close() error {
 	r.emit()
 	err := r.f.Close()
 	r.f = nil
+	if r.lockf != nil {
+		r.lockf.Close() // releases the flock
+	}
 	if err != nil {
 		return fmt.Errorf("closing the flight record: %w", err)
 	}

@@ -77,6 +77,8 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
 	})
 	loop := newLoop(cfg, out, store, watcher, cg, settings)
+	flight := &flightTap{rec: startFlight(cfg, out, store, settings, cgStats, time.Now()), cg: cg, watcher: watcher}
+	defer flight.rec.Close()
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -100,8 +102,8 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 				default:
 				}
 			},
-			OnSignal: loop.signal,
-			OnLine:   loop.line,
+			OnSignal: flight.signal(loop.signal),
+			OnLine:   flight.line(loop.line),
 		})
 		return errChildExited
 	}, func(error) { cancel() })
@@ -110,7 +112,7 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 	// the new master after a USR2 upgrade.
 	wctx, wcancel := context.WithCancel(ctx)
 	g.Add(func() error {
-		watchMasters(wctx, master, func(ctx context.Context, pid int) error { return watcher.Run(ctx, pid, loop.probe) },
+		watchMasters(wctx, master, func(ctx context.Context, pid int) error { return watcher.Run(ctx, pid, flight.probe(loop.probe)) },
 			func(err error) { out.warnOnce("probes", "config.warning", "worker monitoring stopped: "+err.Error()) })
 		return nil
 	}, func(error) { wcancel() })
@@ -119,7 +121,7 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 	if cg != nil {
 		octx, ocancel := context.WithCancel(ctx)
 		g.Add(func() error {
-			cg.WatchOOM(octx, loop.oom, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
+			cg.WatchOOM(octx, flight.oom(loop.oom), func(msg string) { out.warnOnce("oom", "config.warning", msg) })
 			return nil
 		}, func(error) { ocancel() })
 	}
@@ -127,6 +129,9 @@ func supervise(cfg config, stdout io.Writer) (int, error) {
 	// The event loop owns the correlator and the report store.
 	lctx, lcancel := context.WithCancel(context.Background())
 	g.Add(func() error { loop.run(lctx); return nil }, func(error) { lcancel() })
+
+	fctx, fcancel := context.WithCancel(ctx)
+	g.Add(func() error { flight.run(fctx, cfg.Interval); return nil }, func(error) { fcancel() })
 
 	_ = g.Run()
 
