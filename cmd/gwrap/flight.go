@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"time"
@@ -65,7 +66,13 @@ func (f *flightTap) signal(next func(os.Signal, bool)) func(os.Signal, bool) {
 }
 
 func (f *flightTap) line(next func(supervisor.Stream, []byte)) func(supervisor.Stream, []byte) {
-	return func(s supervisor.Stream, l []byte) { f.rec.Gunicorn(gunicorn.ParseLine(l)); next(s, l) }
+	return func(s supervisor.Stream, l []byte) {
+		// Every line about a worker's end names a worker: skip the parse for the others (access lines).
+		if bytes.Contains(l, []byte("orker")) || bytes.Contains(l, []byte("ORKER")) {
+			f.rec.Gunicorn(gunicorn.ParseLine(l))
+		}
+		next(s, l)
+	}
 }
 
 func (f *flightTap) probe(next func(probes.Event)) func(probes.Event) {

@@ -52,18 +52,7 @@ func TestFlightRecordExplainsAWholeContainerKill(t *testing.T) {
 	}
 
 	// 2. Kill every process of the cgroup at once, gwrap included.
-	b, err := os.ReadFile(filepath.Join(cg.Dir, "cgroup.procs"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	pids := strings.Fields(string(b))
-	if len(pids) < 3 {
-		t.Fatalf("cgroup holds %v, want gwrap, the master and a worker", pids)
-	}
-	for _, p := range pids {
-		n, _ := strconv.Atoi(p)
-		_ = syscall.Kill(n, syscall.SIGKILL)
-	}
+	killAll(t, cg)
 	first.wait(t, 20*time.Second)
 	if rec, _ := flightrec.Previous(reports, host); rec == nil || rec.Closed {
 		t.Fatalf("after a SIGKILL the record must be there and open: %v", rec)
@@ -123,6 +112,69 @@ func TestFlightRecordExplainsAWholeContainerKill(t *testing.T) {
 	ids, _ := filepath.Glob(filepath.Join(reports, "*previous-run.json"))
 	if len(ids) != 1 {
 		t.Errorf("%d previous_run reports, want 1: %v", len(ids), ids)
+	}
+}
+
+// TestFlightRecordExplainsAKillAfterTERM: gwrap forwards TERM, Gunicorn waits for a worker that
+// ignores TERM (up to its graceful timeout), and the whole container is SIGKILLed before the stop completes (a platform's grace period
+// shorter than the stop): the next start says so.
+func TestFlightRecordExplainsAKillAfterTERM(t *testing.T) {
+	gunicorn := testkit.Gunicorn(t)
+	cg := testkit.MemoryCgroup(t, 512<<20)
+	host, err := os.Hostname()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The worker imports the app after installing its signal handlers: the app can ignore TERM.
+	dir := writeApp(t, "import signal\nsignal.signal(signal.SIGTERM, signal.SIG_IGN)\n"+testApp)
+	reports := t.TempDir()
+	port := freePort(t)
+	start := func() *proc {
+		argv := cg.Wrap(t, []string{gwrapBin, "--report-dir", reports, "--stop-budget", "60s", "--", gunicorn, "--chdir", dir, "app:app",
+			"--workers", "1", "--timeout", "90", "--graceful-timeout", "60", "--bind", fmt.Sprintf("127.0.0.1:%d", port)})
+		return startCmd(t, exec.Command(argv[0], argv[1:]...), nil)
+	}
+	first := start()
+	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/", port), 30*time.Second)
+	first.signal(t, syscall.SIGTERM)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		rec, _ := flightrec.Previous(reports, host)
+		if rec != nil && len(rec.Signals) > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the TERM never reached the flight record")
+		}
+		time.Sleep(50 * time.Millisecond) // polling a file with a deadline
+	}
+	killAll(t, cg)
+	first.wait(t, 20*time.Second)
+
+	second := start()
+	pm := second.stdout.waitEvent(t, 30*time.Second, "a previous_run postmortem", isEvent("postmortem"))
+	if pm["kind"] != "previous_run" || pm["cause"] != "stop_deadline" {
+		t.Errorf("kind %v cause %v, want previous_run stop_deadline: %v", pm["kind"], pm["cause"], pm["summary"])
+	}
+	t.Logf("postmortem: %v", pm["summary"])
+	second.signal(t, syscall.SIGTERM)
+	second.wait(t, 20*time.Second)
+}
+
+// killAll SIGKILLs every process of the cgroup at once, as a group OOM kill does.
+func killAll(t *testing.T, cg *testkit.Cgroup) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(cg.Dir, "cgroup.procs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pids := strings.Fields(string(b))
+	if len(pids) < 3 {
+		t.Fatalf("cgroup holds %v, want gwrap, the master and a worker", pids)
+	}
+	for _, p := range pids {
+		n, _ := strconv.Atoi(p)
+		_ = syscall.Kill(n, syscall.SIGKILL)
 	}
 }
 
