@@ -28,10 +28,7 @@ func startFlight(cfg config, out *output, store *postmortem.Store, settings guni
 	if err != nil {
 		out.warnOnce("flight-host", "config.warning", "cannot read the host name ("+err.Error()+"); the flight record is kept as host \"unknown\"")
 	}
-	rep, err := flightrec.Recover(cfg.ReportDir, host, start, cfg.Thresholds)
-	if err != nil {
-		out.warnOnce("flight-read", "config.warning", "cannot read the previous run's flight record: "+err.Error())
-	}
+	rep, readErr := flightrec.Recover(cfg.ReportDir, host, start, cfg.Thresholds)
 	if rep != nil {
 		path, err := store.Write(*rep)
 		if err != nil {
@@ -42,14 +39,19 @@ func startFlight(cfg config, out *output, store *postmortem.Store, settings guni
 			Str("kind", string(rep.Incident.Kind)).Bool("near_memory_limit", v.NearMemoryLimit).Bool("ran_long", v.RanLong).
 			Str("confidence", v.Confidence).Str("summary", v.Summary).Str("report", path).Str("id", rep.ID).Msg(v.Summary)
 	}
-	return flightrec.Open(flightrec.Options{
+	// One warning for a dir that can be neither read nor written: the writer's, which says more.
+	rec := flightrec.Open(flightrec.Options{
 		Dir:        cfg.ReportDir,
 		Identity:   flightrec.Identity{Host: host, PID: os.Getpid(), Version: version, Start: start},
 		Settings:   settings,
 		StopBudget: cfg.StopBudget,
 		Cgroup:     cg,
-		Warn:       func(msg string) { out.warnOnce("flight-write", "config.warning", msg) },
+		Warn:       func(msg string) { out.warnOnce("flight", "config.warning", msg) },
 	})
+	if readErr != nil {
+		out.warnOnce("flight", "config.warning", "cannot read the previous run's flight record: "+readErr.Error())
+	}
+	return rec
 }
 
 // flightTap feeds the record from today's callbacks until the engine calls the recorder itself:
