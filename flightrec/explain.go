@@ -211,7 +211,7 @@ func Explain(rec *Record, now time.Time, th postmortem.Thresholds) postmortem.Re
 	case f.term != nil:
 		v.Cause = postmortem.CauseStopDeadline
 		v.Summary = fmt.Sprintf("The container was killed while stopping: gwrap received %s at %s and died %s, before it finished (its stop budget was %s).", sigName(f.term.Name), f.term.Time.UTC().Format(time.RFC3339), bound, secs(rec.StopBudget))
-		v.Summary = also(v.Summary, "the platform's grace period (docker stop's 10 s, Kubernetes' terminationGracePeriodSeconds) ran out first, so workers were cut mid-request")
+		v.Summary = also(v.Summary, "the platform's grace period (docker stop's 10 s, Kubernetes' terminationGracePeriodSeconds) most likely ran out before the stop finished, and every process was killed with it")
 		v.Confidence = "medium"
 		v.Advice = append(v.Advice, "make gwrap's --stop-budget and Gunicorn's --graceful-timeout fit inside the platform's grace period, or raise the grace period")
 	default:
