@@ -295,7 +295,7 @@ func pressureFile(res string, host bool) string {
 func Warnings(st Stats) []string {
 	var out []string
 	if st.OOMGroup.Known && st.OOMGroup.V == 1 {
-		out = append(out, "memory.oom.group is 1 (Kubernetes ≥ 1.28 on cgroup v2): one worker's OOM kills the whole container, gwrap included; reports are written to disk as incidents develop, but the last seconds may be lost. Keep each worker's memory well under the limit (--max-requests), or run fewer workers")
+		out = append(out, "memory.oom.group is 1 (Kubernetes ≥ 1.28 on cgroup v2): the next OOM kill of any worker kills every process of the container, gwrap included, so no report can be written when it happens; gwrap keeps a flight record in the report dir (the last minutes of memory and worker samples) and the container's next start explains that death in a previous_run post-mortem, provided the report dir survives the restart (a volume, /home on App Service). Keep each worker's memory well under the limit (--max-requests), or run fewer workers")
 	}
 	if !st.Limit.Known {
 		out = append(out, "no memory limit is set on the container's cgroup: workers can use the whole host's memory and OOM kills come from the host, not the container; set a memory limit so gwrap can say how near it workers are")

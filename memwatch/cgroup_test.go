@@ -100,6 +100,9 @@ func TestWarnings(t *testing.T) {
 	if !strings.Contains(w, "oom.group") {
 		t.Errorf("no oom.group warning: %s", w)
 	}
+	if !strings.Contains(w, "flight record") || !strings.Contains(w, "previous_run") {
+		t.Errorf("the oom.group warning does not say the flight record covers the next OOM: %s", w)
+	}
 	w = strings.Join(Warnings(open(t, "v2-unlimited-missing").Sample()), "\n")
 	if !strings.Contains(w, "no memory limit") {
 		t.Errorf("no limit warning: %s", w)

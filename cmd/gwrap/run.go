@@ -101,6 +101,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		WorkerClass:  engine.WorkerClass(settings),
 		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
 	})
+	flight := startFlight(cfg, out, store, settings, cgStats, time.Now())
+	defer flight.Close()
 	fl := newFleet(out, proc, settings, cfg.MetricsAddr != "")
 	hostname, _ := os.Hostname()
 	eng := engine.New(engine.Config{
@@ -150,11 +152,15 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 				}
 			},
 			OnSignal: func(sig os.Signal, forwarded bool) {
+				flight.Signal(sig, forwarded)
 				if s, ok := sig.(syscall.Signal); ok {
 					eng.Signal(s, forwarded)
 				}
 			},
-			OnLine: func(s supervisor.Stream, line []byte) { eng.Line(string(s), line) },
+			OnLine: func(s supervisor.Stream, line []byte) {
+				flightLine(flight, line)
+				eng.Line(string(s), line)
+			},
 		})
 		return errChildExited
 	}, func(error) { cancel() })
@@ -180,6 +186,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 					})
 				}
 			}
+			flightProbe(flight, ev)
 			eng.Probe(ev)
 		}
 		watchMasters(wctx, master, func(ctx context.Context, pid int) error { return watcher.Run(ctx, pid, emit) },
@@ -191,13 +198,17 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		// OOM notifications.
 		octx, ocancel := context.WithCancel(ctx)
 		g.Add(func() error {
-			cg.WatchOOM(octx, eng.OOM, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
+			cg.WatchOOM(octx, func(ev memwatch.OOMEvent) { flight.OOM(ev); eng.OOM(ev) }, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
 			return nil
 		}, func(error) { ocancel() })
 		// The container's cgroup, once an interval.
 		sctx, scancel := context.WithCancel(ctx)
 		g.Add(func() error {
-			sampleCgroup(sctx, cg, cfg.Interval, func(st memwatch.Stats) { fl.container(st); eng.Container(st) }, out)
+			sampleCgroup(sctx, cg, cfg.Interval, func(st memwatch.Stats) {
+				flight.Container(st)
+				fl.container(st)
+				eng.Container(st)
+			}, out)
 			return nil
 		}, func(error) { scancel() })
 	}

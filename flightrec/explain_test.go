@@ -1,0 +1,138 @@
+package flightrec
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/postmortem"
+)
+
+// mustRecover kills r as a SIGKILL would and explains its record.
+func mustRecover(t *testing.T, r *Recorder, dir string, c *clock) postmortem.Report {
+	t.Helper()
+	r.crash()
+	rep, err := Recover(dir, "web-1", c.add(20*time.Second), postmortem.DefaultThresholds())
+	if err != nil || rep == nil {
+		t.Fatalf("Recover: %v, %v", rep, err)
+	}
+	if rep.Incident.Kind != postmortem.KindPreviousRun || rep.Schema != postmortem.Schema {
+		t.Errorf("kind %q schema %q", rep.Incident.Kind, rep.Schema)
+	}
+	return *rep
+}
+
+func TestExplainGroupOOMAtTheLimit(t *testing.T) {
+	dir, c := t.TempDir(), &clock{t0}
+	r := newRec(t, dir, "web-1", c, 0)
+	run(r, c, 100, true) // worker 101 grows to 451 MiB resident, the container to 496 of 512 MiB
+	rep := mustRecover(t, r, dir, c)
+	v := rep.Verdict
+	if v.Cause != postmortem.CauseOOMKilled || !v.NearMemoryLimit {
+		t.Fatalf("cause %s near %v: %s", v.Cause, v.NearMemoryLimit, v.Summary)
+	}
+	if rep.Incident.PID != 101 || !strings.Contains(v.Summary, "worker was 101 with 451.0 MiB") {
+		t.Errorf("the largest worker is not named: pid %d, %s", rep.Incident.PID, v.Summary)
+	}
+	if !strings.Contains(v.Summary, "memory.oom.group") {
+		t.Errorf("summary does not say why: %s", v.Summary)
+	}
+	// The timeline shows the growth towards the limit.
+	tl := rep.Timeline
+	if len(tl) != 100 || tl[0].RSSBytes == nil || tl[len(tl)-1].RSSBytes == nil || *tl[0].RSSBytes >= *tl[len(tl)-1].RSSBytes {
+		t.Errorf("timeline of %d points does not grow: %+v … %+v", len(tl), tl[0], tl[len(tl)-1])
+	}
+	cs := rep.Container.Samples
+	if len(cs) != 100 || *rep.Container.LimitBytes != 512*MiB || cs[99].WorkingSetBytes == nil || *cs[99].WorkingSetBytes != 496*MiB {
+		t.Errorf("container samples %d, last %+v", len(cs), cs[len(cs)-1])
+	}
+	if !rep.Incident.At.Equal(t0.Add(100 * time.Second)) {
+		t.Errorf("incident at %v, want the last record", rep.Incident.At)
+	}
+	facts := factText(v)
+	for _, want := range []string{"worker 101's last sample", "worker 102's last sample", "496.0 MiB of 512.0 MiB", "20.0 s later"} {
+		if !strings.Contains(facts, want) {
+			t.Errorf("evidence lacks %q:\n%s", want, facts)
+		}
+	}
+}
+
+func TestExplainOOMCounterMovingAtTheEnd(t *testing.T) {
+	dir, c := t.TempDir(), &clock{t0}
+	r := newRec(t, dir, "web-1", c, 0)
+	for i := 0; i < 30; i++ { // no oom.group (v1), far from the limit, but the counter moves
+		r.Container(cg(c.add(time.Second), 200*MiB, uint64(i/28), false))
+	}
+	rep := mustRecover(t, r, dir, c)
+	if rep.Verdict.Cause != postmortem.CauseOOMKilled || rep.Incident.OOMKillDelta != 1 {
+		t.Errorf("cause %s delta %d: %s", rep.Verdict.Cause, rep.Incident.OOMKillDelta, rep.Verdict.Summary)
+	}
+}
+
+func TestExplainAnOldOOMIsNotTheEnd(t *testing.T) {
+	dir, c := t.TempDir(), &clock{t0}
+	r := newRec(t, dir, "web-1", c, 0)
+	for i := 0; i < 60; i++ { // one OOM kill a minute before the end: gwrap reported it itself
+		r.Container(cg(c.add(time.Second), 200*MiB, uint64(min(i, 1)), false))
+	}
+	r.OOM(memwatch.OOMEvent{Time: t0.Add(2 * time.Second), Count: 1, Total: 1})
+	if rep := mustRecover(t, r, dir, c); rep.Verdict.Cause != postmortem.CauseUnknown {
+		t.Errorf("cause %s: %s", rep.Verdict.Cause, rep.Verdict.Summary)
+	}
+}
+
+func TestExplainKilledAfterTERM(t *testing.T) {
+	dir, c := t.TempDir(), &clock{t0}
+	r := newRec(t, dir, "web-1", c, 0)
+	run(r, c, 5, false)
+	r.Signal(syscall.SIGTERM, true)
+	run(r, c, 10, false)
+	rep := mustRecover(t, r, dir, c)
+	v := rep.Verdict
+	if v.Cause != postmortem.CauseStopDeadline {
+		t.Fatalf("cause %s: %s", v.Cause, v.Summary)
+	}
+	if !strings.Contains(v.Summary, "SIGTERM") || !strings.Contains(v.Summary, "8.0 s") {
+		t.Errorf("summary: %s", v.Summary)
+	}
+	if !strings.Contains(factText(v), "10.0 s before its last record") {
+		t.Errorf("evidence: %s", factText(v))
+	}
+}
+
+func TestExplainUnknownSaysWhatTheRecordShows(t *testing.T) {
+	dir, c := t.TempDir(), &clock{t0}
+	r := newRec(t, dir, "web-1", c, 0)
+	run(r, c, 5, false)
+	rep := mustRecover(t, r, dir, c)
+	v := rep.Verdict
+	if v.Cause != postmortem.CauseUnknown || v.Confidence != "low" {
+		t.Fatalf("cause %s: %s", v.Cause, v.Summary)
+	}
+	if !strings.Contains(v.Summary, "2026-11-25T12:00:05Z") || !strings.Contains(v.Summary, "20.0 s later") || !strings.Contains(v.Summary, "pid 4242") {
+		t.Errorf("summary does not give the last record's time and the gap: %s", v.Summary)
+	}
+}
+
+func TestExplainEmptyRecord(t *testing.T) {
+	// Killed before the first sample: only the header is there.
+	dir, c := t.TempDir(), &clock{t0}
+	r := newRec(t, dir, "web-1", c, 0)
+	rep := mustRecover(t, r, dir, c)
+	if rep.Verdict.Cause != postmortem.CauseUnknown || len(rep.Timeline) != 0 || rep.Incident.PID != 4242 {
+		t.Errorf("cause %s, timeline %d, pid %d", rep.Verdict.Cause, len(rep.Timeline), rep.Incident.PID)
+	}
+	if len(rep.Verdict.Missing) == 0 {
+		t.Error("nothing said missing")
+	}
+}
+
+func factText(v postmortem.Verdict) string {
+	var b strings.Builder
+	for _, f := range v.Evidence {
+		b.WriteString(f.Fact + ": " + f.Value + " (" + f.Threshold + ")\n")
+	}
+	return b.String()
+}
