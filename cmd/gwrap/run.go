@@ -204,9 +204,13 @@ func readSettings(cfg config) gunicorn.Settings {
 		python = ""
 	}
 	dir, _ := os.Getwd()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	// An idle interpreter is stopped after 4 s; one still importing on a slow machine (software
+	// emulation, a small CPU quota) may take up to 20 s, which its config file would cost
+	// Gunicorn's own start as well: a timed-out evaluation would cost the verdicts the settings.
+	ctx, cancel := context.WithTimeout(context.Background(), 21*time.Second)
 	defer cancel()
-	return gunicorn.ReadSettings(ctx, gunicorn.SettingsInput{Args: args, Env: os.Environ(), Dir: dir, Python: python, Timeout: 4 * time.Second})
+	return gunicorn.ReadSettings(ctx, gunicorn.SettingsInput{Args: args, Env: os.Environ(), Dir: dir, Python: python,
+		Timeout: 4 * time.Second, MaxTimeout: 20 * time.Second, ProcRoot: cfg.ProcRoot})
 }
 
 func startEvent(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {
