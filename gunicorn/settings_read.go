@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -21,7 +20,11 @@ type SettingsInput struct {
 	Env     []string      // the environment Gunicorn gets (GUNICORN_CMD_ARGS, WEB_CONCURRENCY, PORT)
 	Dir     string        // Gunicorn's working directory (where ./gunicorn.conf.py is looked for)
 	Python  string        // interpreter that can import gunicorn; "" = static read only
-	Timeout time.Duration // bound for the interpreter (default 5 s)
+	Timeout time.Duration // bound for an idle interpreter (default 5 s)
+	// MaxTimeout is the bound for an interpreter that keeps using CPU past Timeout (a slow or
+	// CPU-throttled machine importing gunicorn); default Timeout, i.e. no extension.
+	MaxTimeout time.Duration
+	ProcRoot   string // where the interpreter's CPU time is read (default /proc)
 }
 
 // Defaults are Gunicorn's defaults (identical from 19.9 to 26.1 for these settings).
@@ -541,38 +544,4 @@ print("GWRAP-SETTINGS " + json.dumps({"values": values, "sources": sources}, def
 type evaluated struct {
 	Values  map[string]any    `json:"values"`
 	Sources map[string]Source `json:"sources"`
-}
-
-func evaluate(ctx context.Context, in SettingsInput) (evaluated, error) {
-	d := in.Timeout
-	if d <= 0 {
-		d = 5 * time.Second
-	}
-	ctx, cancel := context.WithTimeout(ctx, d)
-	defer cancel()
-	script := strings.Replace(evaluator, "TRACKED", `["`+strings.Join(tracked, `", "`)+`"]`, 1)
-	cmd := exec.CommandContext(ctx, in.Python, append([]string{"-c", script}, in.Args...)...)
-	cmd.Dir = in.Dir
-	cmd.WaitDelay = time.Second // a child the config file started must not hold the pipes open
-	cmd.Env = append(append([]string{}, in.Env...), "PYTHONDONTWRITEBYTECODE=1")
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		return evaluated{}, fmt.Errorf("timed out after %v", d)
-	}
-	for _, line := range strings.Split(stdout.String(), "\n") {
-		if js, ok := strings.CutPrefix(line, "GWRAP-SETTINGS "); ok {
-			var out evaluated
-			if jerr := json.Unmarshal([]byte(js), &out); jerr != nil {
-				return evaluated{}, fmt.Errorf("reading its output: %w", jerr)
-			}
-			return out, nil
-		}
-	}
-	msg := strings.TrimSpace(stderr.String())
-	if i := strings.LastIndexByte(msg, '\n'); i >= 0 {
-		msg = msg[i+1:]
-	}
-	return evaluated{}, fmt.Errorf("%v: %s", err, msg)
 }

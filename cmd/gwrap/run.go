@@ -323,9 +323,13 @@ func readSettings(ctx context.Context, cfg config) gunicorn.Settings {
 		python = ""
 	}
 	dir, _ := os.Getwd()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	// An idle interpreter is stopped after 4 s; one still importing on a slow machine (software
+	// emulation, a small CPU quota) may take up to 20 s, which its config file would cost
+	// Gunicorn's own start as well: a timed-out evaluation would cost the verdicts the settings.
+	ctx, cancel := context.WithTimeout(ctx, 21*time.Second)
 	defer cancel()
-	return gunicorn.ReadSettings(ctx, gunicorn.SettingsInput{Args: args, Env: os.Environ(), Dir: dir, Python: python, Timeout: 4 * time.Second})
+	return gunicorn.ReadSettings(ctx, gunicorn.SettingsInput{Args: args, Env: os.Environ(), Dir: dir, Python: python,
+		Timeout: 4 * time.Second, MaxTimeout: 20 * time.Second, ProcRoot: cfg.ProcRoot})
 }
 
 // masterSettings reads the settings of a Gunicorn master gwrap did not start itself (its argv,

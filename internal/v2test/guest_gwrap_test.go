@@ -1,0 +1,236 @@
+//go:build v2guest && linux
+
+package v2test
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// The app the gwrap cases run under Debian's gunicorn: /alloc grows past memory.max, /pressure
+// grows the cgroup's working set (memory.current − inactive_file, as gwrap reads it) to 93 % of
+// memory.max (gwrap's "near" is ≥ 90 %) and sleeps past the timeout.
+const app = `
+import time
+hoard = []
+def _cg(name):
+    path = open("/proc/self/cgroup").read().strip().split(":", 2)[2]
+    return open("/sys/fs/cgroup" + path + "/" + name).read().strip()
+def app(environ, start_response):
+    path = environ["PATH_INFO"]
+    if path == "/alloc":
+        while True:
+            hoard.append(bytearray(2 << 20))
+    elif path == "/pressure":
+        limit = int(_cg("memory.max"))
+        def ws():
+            stat = dict(l.split() for l in _cg("memory.stat").splitlines())
+            return int(_cg("memory.current")) - int(stat["inactive_file"])
+        while ws() < 0.93 * limit:
+            hoard.append(b"x" * (2 << 20))
+        time.sleep(600)
+    start_response("200 OK", [("Content-Type", "text/plain")])
+    return [b"ok\n"]
+`
+
+// gwrapRun is gwrap in front of Debian's gunicorn, started inside a cgroup.
+type gwrapRun struct {
+	out     *lines
+	port    int
+	reports string
+	waited  chan struct{}
+	pid     int
+	started time.Time // just before gwrap was started
+}
+
+// startGwrap starts $GWRAP_BIN -- gunicorn app:app in c with one sync worker.
+func startGwrap(t *testing.T, c *cgroup, timeout int) *gwrapRun {
+	t.Helper()
+	bin := os.Getenv("GWRAP_BIN")
+	if bin == "" {
+		t.Fatal("GWRAP_BIN is not set (the host test sets it)")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "app.py"), []byte(app), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	r := &gwrapRun{port: port, reports: t.TempDir(), waited: make(chan struct{})}
+	cmd := c.command(t, bin, "--report-dir", r.reports, "--", "/usr/bin/gunicorn", "--chdir", dir, "app:app",
+		"--workers", "1", "--timeout", fmt.Sprint(timeout), "--graceful-timeout", "5", "--bind", fmt.Sprintf("127.0.0.1:%d", port))
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	r.started = time.Now()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	r.pid = cmd.Process.Pid
+	r.out = collect(stdout)
+	go func() { _ = cmd.Wait(); close(r.waited) }()
+	t.Cleanup(func() {
+		_ = syscall.Kill(-r.pid, syscall.SIGKILL)
+		<-r.waited
+	})
+	return r
+}
+
+// ready waits until the app answers, and measures start-up under emulation: gwrap's own (from
+// its exec to gwrap.start, which comes after reading Gunicorn's settings and before starting
+// Gunicorn), Gunicorn's (to gunicorn.start), and whether settings evaluation timed out.
+func (r *gwrapRun) ready(t *testing.T, name string) {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		c := http.Client{Timeout: 5 * time.Second}
+		if resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d/", r.port)); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gunicorn did not answer within 3 min; output:\n%s", r.out.text())
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	start := r.out.wait(t, time.Second, "gwrap.start", isEvent("gwrap.start"))
+	gstart := r.out.wait(t, time.Second, "gunicorn.start", isEvent("gunicorn.start"))
+	evalNote := "evaluated"
+	for _, e := range r.out.events() {
+		if msg, _ := e["message"].(string); e["code"] == "settings_unknown" && strings.Contains(msg, "could not evaluate") {
+			evalNote = "fell back to the static read: " + msg
+		}
+	}
+	measure(t, name+"_startup", "exec→gwrap.start=%v gwrap.start→gunicorn.start=%v timeout_s=%v settings=%s",
+		eventTime(t, start).Sub(r.started).Round(time.Millisecond), eventTime(t, gstart).Sub(eventTime(t, start)).Round(time.Millisecond),
+		start["timeout_s"], evalNote)
+}
+
+// request sends a request that is not expected to answer.
+func (r *gwrapRun) request(path string) {
+	go func() {
+		c := http.Client{Timeout: 10 * time.Minute}
+		if resp, err := c.Get(fmt.Sprintf("http://127.0.0.1:%d%s", r.port, path)); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}()
+}
+
+// stop sends SIGTERM and waits for gwrap to exit.
+func (r *gwrapRun) stop(t *testing.T) {
+	t.Helper()
+	_ = syscall.Kill(r.pid, syscall.SIGTERM)
+	select {
+	case <-r.waited:
+	case <-time.After(time.Minute):
+		t.Errorf("gwrap did not exit within a minute of SIGTERM")
+	}
+}
+
+// report reads the report a postmortem event names.
+func report(t *testing.T, pm map[string]any) map[string]any {
+	t.Helper()
+	path, _ := pm["report"].(string)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("report %q: %v", path, err)
+	}
+	var rep map[string]any
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("report %s: %v", path, err)
+	}
+	return rep
+}
+
+func field(m map[string]any, path ...string) any {
+	var v any = m
+	for _, k := range path {
+		mm, _ := v.(map[string]any)
+		v = mm[k]
+	}
+	return v
+}
+
+// TestGwrapOOMKilled: a worker allocating past a 200 MiB memory.max is OOM-killed; gwrap's
+// oom.kill event names it and its post-mortem says oom_killed.
+func TestGwrapOOMKilled(t *testing.T) {
+	c := newCgroup(t, "gwrap-g-oom", "memory.max", fmt.Sprint(200<<20))
+	r := startGwrap(t, c, 60)
+	r.ready(t, "oom")
+	r.request("/alloc")
+	pm := r.out.wait(t, 3*time.Minute, "a postmortem", isEvent("postmortem"))
+	oom := r.out.wait(t, time.Second, "oom.kill", isEvent("oom.kill"))
+	victim, _ := pm["pid"].(float64)
+	var pids []float64
+	for _, p := range oom["pids"].([]any) {
+		pids = append(pids, p.(float64))
+	}
+	measure(t, "gwrap_oom", "cause=%v victim=%v oom.kill pids=%v count=%v summary=%q", pm["cause"], victim, pids, oom["count"], pm["summary"])
+	if pm["cause"] != "oom_killed" || field(report(t, pm), "verdict", "cause") != "oom_killed" {
+		t.Errorf("postmortem cause %v, want oom_killed: %v", pm["cause"], pm["summary"])
+	}
+	if pm["near_memory_limit"] != true {
+		t.Errorf("near_memory_limit false for an OOM-killed worker: %v", pm)
+	}
+	if oom["count"] != float64(1) {
+		t.Errorf("oom.kill count %v, want 1", oom["count"])
+	}
+	if !slices.Contains(pids, victim) {
+		t.Errorf("oom.kill names pids %v, not the victim %v", pids, victim)
+	}
+	r.stop(t)
+}
+
+// TestGwrapMemoryPressure: a worker holding 90 % of memory.max sleeps past its timeout: the
+// post-mortem says memory_pressure.
+func TestGwrapMemoryPressure(t *testing.T) {
+	c := newCgroup(t, "gwrap-g-pressure", "memory.max", fmt.Sprint(300<<20))
+	r := startGwrap(t, c, 10)
+	r.ready(t, "pressure")
+	r.request("/pressure")
+	pm := r.out.wait(t, 3*time.Minute, "a postmortem", isEvent("postmortem"))
+	measure(t, "gwrap_pressure", "cause=%v kind=%v summary=%q", pm["cause"], pm["kind"], pm["summary"])
+	if pm["cause"] != "memory_pressure" {
+		b, _ := json.Marshal(field(report(t, pm), "verdict"))
+		t.Logf("verdict: %s", b)
+	}
+	if pm["cause"] != "memory_pressure" || field(report(t, pm), "verdict", "cause") != "memory_pressure" {
+		t.Errorf("postmortem cause %v, want memory_pressure: %v", pm["cause"], pm["summary"])
+	}
+	if pm["near_memory_limit"] != true {
+		t.Errorf("near_memory_limit false: %v", pm)
+	}
+	r.stop(t)
+}
+
+// TestGwrapOOMGroupWarning: with memory.oom.group=1 (Kubernetes ≥ 1.28 on v2) one OOM kills the
+// whole container, gwrap included: gwrap says so at start-up.
+func TestGwrapOOMGroupWarning(t *testing.T) {
+	c := newCgroup(t, "gwrap-g-group", "memory.max", fmt.Sprint(200<<20), "memory.oom.group", "1")
+	r := startGwrap(t, c, 60)
+	w := r.out.wait(t, 3*time.Minute, "the memory.oom.group warning", func(m map[string]any) bool {
+		msg, _ := m["message"].(string)
+		return m["event"] == "config.warning" && strings.Contains(msg, "memory.oom.group")
+	})
+	measure(t, "gwrap_oom_group", "code=%v", w["code"])
+	r.stop(t)
+}
