@@ -40,6 +40,9 @@ type Options struct {
 	SegmentBytes int               // 0: DefaultSegmentBytes
 	Now          func() time.Time  // nil: time.Now
 	Warn         func(msg string)  // said once when the record cannot be kept; nil: silent
+	// Refused, when set, is why the directory must not be written at all (a report dir that is
+	// a symlink or not a directory): the recorder does nothing and says so once.
+	Refused error
 }
 
 // Recorder appends to this run's flight record. Its methods are cheap, safe for concurrent
@@ -77,6 +80,10 @@ func Open(opt Options) *Recorder {
 	r.enc.SetEscapeHTML(false)
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	if opt.Refused != nil {
+		r.fail(opt.Refused)
+		return r
+	}
 	if err := os.MkdirAll(opt.Dir, 0o750); err != nil {
 		r.fail(fmt.Errorf("creating %s: %w", opt.Dir, err))
 		return r

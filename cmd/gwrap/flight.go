@@ -21,12 +21,19 @@ import (
 // previous one. It never fails: a report dir that cannot be read or written is said once.
 // The caller feeds the recorder (Container, Worker, Event, Gunicorn, Signal, OOM from the event
 // loop's one goroutine) and calls Close when gwrap exits on its own.
-func startFlight(cfg config, out *output, store *postmortem.Store, settings gunicorn.Settings, cg memwatch.Stats, start time.Time) *flightrec.Recorder {
+//
+// refused is the store's start-up check when it refused the report dir (a symlink, not a
+// directory): then nothing is read or written there.
+func startFlight(cfg config, out *output, store *postmortem.Store, refused error, settings gunicorn.Settings, cg memwatch.Stats, start time.Time) *flightrec.Recorder {
 	host, err := os.Hostname()
 	if err != nil {
 		out.warnOnce("flight-host", "config.warning", "cannot read the host name ("+err.Error()+"); the flight record is kept as host \"unknown\"")
 	}
-	rep, readErr := flightrec.Recover(cfg.ReportDir, host, start, cfg.Thresholds)
+	var rep *postmortem.Report
+	var readErr error
+	if refused == nil {
+		rep, readErr = flightrec.Recover(cfg.ReportDir, host, start, cfg.Thresholds)
+	}
 	if rep != nil {
 		path, err := store.Write(*rep)
 		if err != nil {
@@ -45,6 +52,7 @@ func startFlight(cfg config, out *output, store *postmortem.Store, settings guni
 		StopBudget: cfg.StopBudget,
 		Cgroup:     cg,
 		Warn:       func(msg string) { out.warnOnce("flight", "config.warning", msg) },
+		Refused:    refused,
 	})
 	if readErr != nil {
 		out.warnOnce("flight", "config.warning", "cannot read the previous run's flight record: "+readErr.Error())

@@ -53,7 +53,7 @@ func TestStartFlight(t *testing.T) {
 	}
 
 	out := newOutput(&buf, io.Discard, "json", time.Now)
-	second := startFlight(cfg, out, store, gunicorn.Settings{Timeout: 30}, memwatch.Stats{}, time.Now())
+	second := startFlight(cfg, out, store, nil, gunicorn.Settings{Timeout: 30}, memwatch.Stats{}, time.Now())
 	out.finish(func() {}, time.Second, io.Discard) // the writer has written everything
 	evs := events(&buf)
 	if len(evs) != 1 || evs[0]["event"] != "postmortem" || evs[0]["kind"] != "previous_run" {
@@ -67,7 +67,7 @@ func TestStartFlight(t *testing.T) {
 	}
 	buf.Reset()
 	out = newOutput(&buf, io.Discard, "json", time.Now)
-	third := startFlight(cfg, out, store, gunicorn.Settings{}, memwatch.Stats{}, time.Now())
+	third := startFlight(cfg, out, store, nil, gunicorn.Settings{}, memwatch.Stats{}, time.Now())
 	defer third.Close()
 	out.finish(func() {}, time.Second, io.Discard)
 	if evs := events(&buf); len(evs) != 0 {
@@ -81,7 +81,7 @@ func TestStartFlight(t *testing.T) {
 	bad.ReportDir = filepath.Join(file, "reports")
 	buf.Reset()
 	out = newOutput(&buf, io.Discard, "json", time.Now)
-	r := startFlight(bad, out, postmortem.NewStore(bad.ReportDir, postmortem.Retention{}), gunicorn.Settings{}, memwatch.Stats{}, time.Now())
+	r := startFlight(bad, out, postmortem.NewStore(bad.ReportDir, postmortem.Retention{}), nil, gunicorn.Settings{}, memwatch.Stats{}, time.Now())
 	r.Container(memwatch.Stats{Time: time.Now()})
 	r.Close()
 	out.finish(func() {}, time.Second, io.Discard)

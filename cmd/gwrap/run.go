@@ -87,8 +87,12 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	lintAtStart(out, cfg, cg, cgStats, settings)
 
 	store := postmortem.NewStore(cfg.ReportDir, postmortem.Retention{MaxCount: cfg.ReportMaxCount, MaxBytes: cfg.ReportMaxBytes})
+	var refused error
 	if err := store.Check(); err != nil {
 		out.event(zerolog.WarnLevel, "config.warning").Str("code", "report_dir").Msg(err.Error() + "; post-mortems will not be written")
+		if errors.Is(err, postmortem.ErrRefused) {
+			refused = err
+		}
 	}
 	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, func(msg string) { out.warnOnce("pystack", "config.warning", msg) })
 	defer stk.close()
@@ -101,7 +105,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		WorkerClass:  engine.WorkerClass(settings),
 		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
 	})
-	flight := startFlight(cfg, out, store, settings, cgStats, time.Now())
+	flight := startFlight(cfg, out, store, refused, settings, cgStats, time.Now())
 	defer flight.Close()
 	fl := newFleet(out, proc, settings, cfg.MetricsAddr != "")
 	hostname, _ := os.Hostname()
