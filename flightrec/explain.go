@@ -209,7 +209,9 @@ func Explain(rec *Record, now time.Time, th postmortem.Thresholds) postmortem.Re
 			v.Advice = append(v.Advice, "with memory.oom.group=1 (Kubernetes ≥ 1.28 on cgroup v2) one worker's OOM kill restarts the container; keep each worker well under the limit")
 		}
 	case f.term != nil:
-		v.Cause = postmortem.CauseStopDeadline
+		// DESIGN's verdict table has no cause for this: the contract's causes stay the only ones,
+		// and the summary says what the record shows.
+		v.Cause = postmortem.CauseUnknown
 		v.Summary = fmt.Sprintf("The container was killed while stopping: gwrap received %s at %s and died %s, before it finished (its stop budget was %s).", sigName(f.term.Name), f.term.Time.UTC().Format(time.RFC3339), bound, secs(rec.StopBudget))
 		v.Summary = also(v.Summary, "the platform's grace period (docker stop's 10 s, Kubernetes' terminationGracePeriodSeconds) most likely ran out before the stop finished, and every process was killed with it")
 		v.Confidence = "medium"

@@ -91,7 +91,7 @@ func TestExplainKilledAfterTERM(t *testing.T) {
 	run(r, c, 10, false)
 	rep := mustRecover(t, r, dir, c)
 	v := rep.Verdict
-	if v.Cause != postmortem.CauseStopDeadline {
+	if v.Cause != postmortem.CauseUnknown || !strings.Contains(v.Summary, "killed while stopping") {
 		t.Fatalf("cause %s: %s", v.Cause, v.Summary)
 	}
 	if !strings.Contains(v.Summary, "SIGTERM") || !strings.Contains(v.Summary, "8.0 s") {

@@ -35,9 +35,6 @@ const (
 	CauseBootTimeout    Cause = "boot_timeout"
 	CauseCrashed        Cause = "crashed"
 	CauseUnknown        Cause = "unknown"
-	// CauseStopDeadline: the whole container was killed while stopping, after a TERM, before gwrap
-	// finished (the platform's grace period ran out); only for KindPreviousRun.
-	CauseStopDeadline Cause = "stop_deadline"
 )
 
 // Fact is one piece of evidence: what was measured, its value, and the threshold it was held to.
