@@ -65,6 +65,11 @@ type Config struct {
 
 	ProcRoot string // /proc (default), to find adopted children after USR2
 
+	// ChildOOMScoreAdj raises the child's oom_score_adj this much above gwrap's own (0: leave it),
+	// so that when the container runs out of memory the kernel picks a worker (which inherits it
+	// from the master) before gwrap: gwrap's death is the container's. Raising needs no privilege.
+	ChildOOMScoreAdj int
+
 	MaxLine int // longest line delivered whole (default 4 MiB); longer ones come in pieces
 
 	// Drain bounds the wait for the child's output once it has exited, when a descendant keeps
@@ -161,6 +166,9 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		outR.Close()
 		errR.Close()
 		return startFailure(fmt.Errorf("%s: %w", cfg.Argv[0], err))
+	}
+	if cfg.ChildOOMScoreAdj > 0 {
+		_ = raiseOOMScoreAdj(cfg.ProcRoot, pid, cfg.ChildOOMScoreAdj) // best effort: a read-only /proc changes nothing else
 	}
 	if cfg.OnStart != nil {
 		cfg.OnStart(pid)

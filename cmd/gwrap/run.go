@@ -138,11 +138,13 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	// The child: its end ends everything else.
 	g.Add(func() error {
 		result, runErr = supervisor.Run(ctx, supervisor.Config{
-			Argv:       cfg.Command,
-			Env:        stk.env(),
-			StopBudget: cfg.StopBudget,
-			Signals:    sigs,
-			OnStop:     func(pid int, stopped bool, sig syscall.Signal) { stoppedEvent(out, pid, stopped, sig) },
+			Argv: cfg.Command,
+			Env:  stk.env(),
+			// Gunicorn and its workers before gwrap when the container runs out of memory.
+			ChildOOMScoreAdj: 500,
+			StopBudget:       cfg.StopBudget,
+			Signals:          sigs,
+			OnStop:           func(pid int, stopped bool, sig syscall.Signal) { stoppedEvent(out, pid, stopped, sig) },
 			OnStart: func(pid int) {
 				eng.Started(pid)
 				master <- pid

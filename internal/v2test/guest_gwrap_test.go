@@ -56,6 +56,12 @@ type gwrapRun struct {
 // startGwrap starts $GWRAP_BIN -- gunicorn app:app in c with one sync worker.
 func startGwrap(t *testing.T, c *cgroup, timeout int) *gwrapRun {
 	t.Helper()
+	return startGwrapReports(t, c, timeout, t.TempDir())
+}
+
+// startGwrapReports is startGwrap with a given report dir (where the flight record lives too).
+func startGwrapReports(t *testing.T, c *cgroup, timeout int, reports string) *gwrapRun {
+	t.Helper()
 	bin := os.Getenv("GWRAP_BIN")
 	if bin == "" {
 		t.Fatal("GWRAP_BIN is not set (the host test sets it)")
@@ -70,7 +76,7 @@ func startGwrap(t *testing.T, c *cgroup, timeout int) *gwrapRun {
 	}
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	r := &gwrapRun{port: port, reports: t.TempDir(), waited: make(chan struct{})}
+	r := &gwrapRun{port: port, reports: reports, waited: make(chan struct{})}
 	cmd := c.command(t, bin, "--report-dir", r.reports, "--", "/usr/bin/gunicorn", "--chdir", dir, "app:app",
 		"--workers", "1", "--timeout", fmt.Sprint(timeout), "--graceful-timeout", "5", "--bind", fmt.Sprintf("127.0.0.1:%d", port))
 	stdout, err := cmd.StdoutPipe()
@@ -223,14 +229,32 @@ func TestGwrapMemoryPressure(t *testing.T) {
 }
 
 // TestGwrapOOMGroupWarning: with memory.oom.group=1 (Kubernetes ≥ 1.28 on v2) one OOM kills the
-// whole container, gwrap included: gwrap says so at start-up.
+// whole cgroup, gwrap included. gwrap warns at start-up; then a worker allocates past memory.max,
+// the kernel kills every process, and the next gwrap started with the same report dir explains
+// the previous run's death from the flight record (a previous_run post-mortem, oom_killed).
 func TestGwrapOOMGroupWarning(t *testing.T) {
 	c := newCgroup(t, "gwrap-g-group", "memory.max", fmt.Sprint(200<<20), "memory.oom.group", "1")
-	r := startGwrap(t, c, 60)
+	reports := t.TempDir()
+	r := startGwrapReports(t, c, 60, reports)
 	w := r.out.wait(t, 3*time.Minute, "the memory.oom.group warning", func(m map[string]any) bool {
 		msg, _ := m["message"].(string)
 		return m["event"] == "config.warning" && strings.Contains(msg, "memory.oom.group")
 	})
 	measure(t, "gwrap_oom_group", "code=%v", w["code"])
-	r.stop(t)
+	r.ready(t, "gwrap_oom_group")
+	time.Sleep(3 * time.Second) // a few seconds of samples in the flight record
+	r.request("/alloc")
+	select {
+	case <-r.waited:
+	case <-time.After(3 * time.Minute):
+		t.Fatalf("the group OOM kill did not kill gwrap; output:\n%s", r.out.text())
+	}
+	again := startGwrapReports(t, c, 60, reports)
+	pm := again.out.wait(t, 3*time.Minute, "the previous run's post-mortem", isEvent("postmortem"))
+	measure(t, "gwrap_previous_run", "kind=%v cause=%v summary=%q", pm["kind"], pm["cause"], pm["summary"])
+	if pm["kind"] != "previous_run" || pm["cause"] != "oom_killed" {
+		t.Errorf("previous run: kind %v cause %v: %v", pm["kind"], pm["cause"], pm["summary"])
+	}
+	again.ready(t, "gwrap_after_group_kill")
+	again.stop(t)
 }
