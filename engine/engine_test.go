@@ -393,3 +393,36 @@ func TestStackInLateAndReport(t *testing.T) {
 		t.Errorf("summary does not quote the frame: %s", rec.reports[0].Verdict.Summary)
 	}
 }
+
+// TestTwoOOMKillsInARow: two workers OOM-killed 260 ms apart are two oom_killed incidents, each
+// claimed by its own event (the matrix once saw the second called "SIGKILLed without the OOM
+// killer").
+func TestTwoOOMKillsInARow(t *testing.T) {
+	st, rec := testState(gunicorn.Settings{Timeout: 30, WorkerClass: "sync", LogLevel: "info"})
+	a, b := probes.ID{PID: 801, StartTime: 1}, probes.ID{PID: 802, StartTime: 1}
+	dying := map[probes.ID]bool{}
+	st.cfg.Dying = func(id probes.ID) bool { return dying[id] }
+	at := bootWorker(st, 800, a)
+	st.probe(probes.Event{Kind: probes.EventBoot, ID: b, Time: t0})
+	dying[a] = true
+	st.oom(memwatch.OOMEvent{Time: at, Count: 1, Total: 1})
+	st.line("stderr", []byte("[2026-11-25 06:00:10 +0000] [800] [ERROR] Worker (pid:801) was sent SIGKILL! Perhaps out of memory?"), at.Add(10*time.Millisecond))
+	dying[b] = true
+	st.oom(memwatch.OOMEvent{Time: at.Add(260 * time.Millisecond), Count: 1, Total: 2})
+	st.line("stderr", []byte("[2026-11-25 06:00:10 +0000] [800] [ERROR] Worker (pid:802) was sent SIGKILL! Perhaps out of memory?"), at.Add(270*time.Millisecond))
+	st.probe(probes.Event{Kind: probes.EventVanish, ID: a, Time: at.Add(900 * time.Millisecond)})
+	st.probe(probes.Event{Kind: probes.EventVanish, ID: b, Time: at.Add(900 * time.Millisecond)})
+	st.tick(at.Add(time.Minute))
+	var got []string
+	for _, r := range rec.reports {
+		got = append(got, fmt.Sprintf("%d %s", r.Incident.PID, r.Verdict.Cause))
+	}
+	if fmt.Sprint(got) != "[801 oom_killed 802 oom_killed]" {
+		t.Errorf("reports %v", got)
+	}
+	for i, e := range rec.named("oom.kill") {
+		if pids, _ := e.Get("pids"); fmt.Sprint(pids) != fmt.Sprintf("[%d]", 801+i) {
+			t.Errorf("oom.kill %d names %v", i, pids)
+		}
+	}
+}
