@@ -167,9 +167,20 @@ func (e *Engine) Reported() int { return e.st.reported }
 // open incident and returns. Cancel ctx only after the producers have stopped.
 func (e *Engine) Run(ctx context.Context) {
 	defer close(e.done)
+	// The tick runs only while the state has work for it (st.busy): an idle gwrap wakes for its
+	// samplers, not for the engine.
 	tick := time.NewTicker(e.cfg.Interval)
 	defer tick.Stop()
+	ticking := true
 	for {
+		if busy := e.st.busy(); busy != ticking {
+			if busy {
+				tick.Reset(e.cfg.Interval)
+			} else {
+				tick.Stop()
+			}
+			ticking = busy
+		}
 		select {
 		case in := <-e.in:
 			e.take(in)

@@ -455,6 +455,25 @@ func (s *state) tick(now time.Time) {
 	s.ooms = kept
 }
 
+// busy reports whether tick has work: an incident open, a traceback being collected, a gone
+// worker's record to forget, an OOM kill not yet claimed. An idle engine needs no timer.
+func (s *state) busy() bool {
+	if len(s.open) > 0 || len(s.ooms) > 0 {
+		return true
+	}
+	for _, a := range s.asm {
+		if a.Pending() {
+			return true
+		}
+	}
+	for _, w := range s.w.byID {
+		if w.gone() || !w.watched {
+			return true
+		}
+	}
+	return false
+}
+
 // flush decides everything still open: gwrap is stopping.
 func (s *state) flush(now time.Time) {
 	for _, a := range s.asm {

@@ -73,6 +73,9 @@ func (a *Assembler) complete() []Event {
 	return []Event{ev}
 }
 
+// Pending reports whether an error event is still collecting its traceback (FlushIdle has work).
+func (a *Assembler) Pending() bool { return a.pending != nil }
+
 // Flush completes whatever is pending (at end of input).
 func (a *Assembler) Flush() []Event { return a.complete() }
 
