@@ -135,13 +135,26 @@ func measure(e Evidence) Facts {
 	// sample interval: its last moments are the last few seconds.
 	span = max(span, minWindow)
 	from := inc.At.Add(-span - time.Second)
-	var window []probes.Sample
+	// What the worker did is judged on the second half of its silence: a sync worker's silence
+	// starts at its last beat, before it waited (up to half the timeout) for the request, so the
+	// first half can be idle however hard the request computed.
+	lateFrom := from
+	if f.Silence > time.Second {
+		lateFrom = inc.At.Add(-f.Silence / 2)
+	}
+	var window, late []probes.Sample
 	for _, s := range alive {
 		if !s.Time.Before(from) {
 			window = append(window, s)
 		}
+		if !s.Time.Before(lateFrom) {
+			late = append(late, s)
+		}
 	}
-	f.measureWorker(window)
+	if len(late) < 2 {
+		late = window
+	}
+	f.measureWorker(window, late)
 	f.Growth = growth(alive)
 	f.measureContainer(e.Container, from, inc.At)
 	if e.Deep != nil {
@@ -151,10 +164,17 @@ func measure(e Evidence) Facts {
 	return f
 }
 
-func (f *Facts) measureWorker(window []probes.Sample) {
+// measureWorker takes the worker's peak memory over its whole silence (window) and what it was
+// doing (CPU, run-queue wait, states) over the second half of it (late).
+func (f *Facts) measureWorker(window, late []probes.Sample) {
 	f.Samples = len(window)
-	var cpuN int
 	for _, s := range window {
+		if !slices.Contains(s.Missing, "status") {
+			f.PeakRSS, f.RSSKnown = max(f.PeakRSS, s.RSS()), true
+		}
+	}
+	var cpuN int
+	for _, s := range late {
 		if !s.NoRates {
 			f.CPU += s.CPUPercent()
 			f.RunDelay += s.RunDelayPct
@@ -166,20 +186,17 @@ func (f *Facts) measureWorker(window []probes.Sample) {
 		case "D":
 			f.BlockedIO++
 		}
-		if !slices.Contains(s.Missing, "status") {
-			f.PeakRSS, f.RSSKnown = max(f.PeakRSS, s.RSS()), true
-		}
 	}
 	if cpuN > 0 {
 		f.CPU /= float64(cpuN)
 		f.RunDelay /= float64(cpuN)
 		f.CPUKnown = true
 	}
-	if n := float64(len(window)); n > 0 {
+	if n := float64(len(late)); n > 0 {
 		f.Runnable /= n
 		f.BlockedIO /= n
-		f.States = stateMix(window)
-		last := window[len(window)-1]
+		f.States = stateMix(late)
+		last := late[len(late)-1]
 		f.Swapping = last.Swap > 0 && f.BlockedIO > 0.3
 	}
 }

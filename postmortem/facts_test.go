@@ -161,3 +161,17 @@ func TestFactsOfABusyWorkerKilledMidRequest(t *testing.T) {
 		t.Errorf("%s\nmissing %v", v.Summary, v.Missing)
 	}
 }
+
+// TestIdleStartOfTheSilenceIsNotTheRequest: a sync worker beats, waits idle in select for 14 s,
+// then a request computes for 16 s until the 30 s timeout: the verdict is cpu_bound, judged on
+// the second half of the silence, not diluted by the idle wait that began it.
+func TestIdleStartOfTheSilenceIsNotTheRequest(t *testing.T) {
+	tl := silence(31, 99, "R", 50*mb)
+	for i := 0; i < 14; i++ {
+		tl[i].CPUUser, tl[i].State = 0, "S"
+	}
+	e := Evidence{Incident: Incident{Kind: KindTimeout, PID: 9, At: t0.Add(time.Second), Timeout: true}, Settings: gunicorn.Defaults(), Timeline: tl}
+	if v := Classify(e, DefaultThresholds()); v.Cause != CauseCPUBound {
+		t.Errorf("%s: %s", v.Cause, v.Summary)
+	}
+}
