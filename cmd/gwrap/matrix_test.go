@@ -26,7 +26,7 @@ import (
 // kernel OOM kill; its limit is far above what the other cases use.
 
 const (
-	matrixTimeout  = 3                // --timeout: short, so the matrix takes minutes
+	matrixTimeout  = 4                // --timeout: short, so the matrix takes minutes (at 3 s, 1 Hz sampling jitter made CPU verdicts borderline)
 	matrixGraceful = 10               // --graceful-timeout: longer than the in-flight request
 	matrixLimit    = 400 << 20        // the memory cgroup's limit
 	matrixDeadline = 30 * time.Second // how long a kill case may take to give its post-mortem
@@ -52,7 +52,7 @@ type matrixCase struct {
 }
 
 var (
-	// Healthy cases watch 2 × the timeout; their requests (7 s) outlive that window, then answer.
+	// Healthy cases watch 2 × the timeout; their requests (9 s) outlive that window, then answer.
 	idle = matrixCase{name: "idle 2x timeout", quiet: 2 * matrixTimeout * time.Second}
 	// A request that waits past the timeout: a sync worker does not beat while it runs.
 	sleepBlocked = matrixCase{name: "sleep past timeout", path: "/sleep?60", want: "blocked"}
@@ -70,14 +70,14 @@ var matrixClasses = []matrixClass{
 	// out: both are healthy cases. Only a C loop that keeps the GIL stops the main thread.
 	{name: "gthread", args: []string{"-k", "gthread", "--threads", "4"}, app: "wsgi:app",
 		cases: []matrixCase{idle,
-			{name: "sleep past timeout in a thread", path: "/sleep?7", quiet: 2 * matrixTimeout * time.Second},
-			{name: "spin in a thread", path: "/spin?7", quiet: 2 * matrixTimeout * time.Second},
+			{name: "sleep past timeout in a thread", path: "/sleep?9", quiet: 2 * matrixTimeout * time.Second},
+			{name: "spin in a thread", path: "/spin?9", quiet: 2 * matrixTimeout * time.Second},
 			cloopCPU, oomKill}},
 	// gevent: the hub beats every second; a request blocks it only with a call gevent has not
 	// patched (/sleep uses the original time.sleep) or by computing.
 	{name: "gevent", args: []string{"-k", "gevent"}, app: "wsgi:app",
 		cases: []matrixCase{idle,
-			{name: "cooperative sleep past timeout", path: "/csleep?7", quiet: 2 * matrixTimeout * time.Second},
+			{name: "cooperative sleep past timeout", path: "/csleep?9", quiet: 2 * matrixTimeout * time.Second},
 			{name: "unpatched sleep blocking the hub", path: "/sleep?60", want: "blocked"},
 			spinCPU, cloopCPU, oomKill}},
 	// Uvicorn: the loop beats every timeout/2; awaiting is healthy, a synchronous sleep or a
@@ -85,7 +85,7 @@ var matrixClasses = []matrixClass{
 	// timed-out worker dies of Gunicorn's SIGABRT at once: no SIGKILL escalation (checkEscalation).
 	{name: "uvicorn", args: []string{"-k", "uvicorn.workers.UvicornWorker"}, app: "asgi:app",
 		cases: []matrixCase{idle,
-			{name: "asyncio.sleep past timeout", path: "/asleep?7", quiet: 2 * matrixTimeout * time.Second},
+			{name: "asyncio.sleep past timeout", path: "/asleep?9", quiet: 2 * matrixTimeout * time.Second},
 			{name: "time.sleep blocking the loop", path: "/sleep?60", want: "blocked"},
 			spinCPU, cloopCPU, oomKill}},
 }
