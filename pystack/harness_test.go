@@ -1,7 +1,6 @@
 package pystack
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"net"
@@ -11,7 +10,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -42,29 +40,11 @@ func gunicorns(t *testing.T) []gunicornVersion {
 	return vs
 }
 
-// syncBuf is a mutex-guarded buffer for output a child writes while the test reads it.
-type syncBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // server is a running Gunicorn under test.
 type server struct {
 	cmd            *exec.Cmd
 	sock, ready    string
-	stdout, stderr *syncBuf
+	stdout, stderr *testkit.Buffer
 	done           chan struct{}
 }
 
@@ -74,7 +54,7 @@ func startGunicorn(t *testing.T, h *Hook, g gunicornVersion, env []string, extra
 	t.Helper()
 	testkit.RequireRoot(t) // the worker's fd table and signals of any uid; Debian's gunicorn
 	dir := t.TempDir()
-	s := &server{sock: filepath.Join(dir, "g.sock"), ready: filepath.Join(dir, "ready"), stdout: &syncBuf{}, stderr: &syncBuf{}, done: make(chan struct{})}
+	s := &server{sock: filepath.Join(dir, "g.sock"), ready: filepath.Join(dir, "ready"), stdout: &testkit.Buffer{}, stderr: &testkit.Buffer{}, done: make(chan struct{})}
 	// Workers may run as another user (--user): they must reach the ready directory.
 	if err := os.Mkdir(s.ready, 0o777); err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/internal/testkit"
 	"github.com/gwrap/gwrap/supervisor"
 )
 
@@ -77,7 +78,7 @@ func returnsWithin(t *testing.T, d time.Duration, what string, f func()) {
 // queue's bound lines are dropped and counted, never waited for.
 func TestOutputNeverBlocks(t *testing.T) {
 	g := newGate()
-	var notices syncBuffer
+	var notices testkit.Buffer
 	out := newOutput(g, &notices, "json", time.Now)
 	line := []byte("[2026-11-25 03:42:30 +0000] [3601] [INFO] GET / 200")
 	returnsWithin(t, 10*time.Second, "writing 2×queueMaxLines lines", func() {

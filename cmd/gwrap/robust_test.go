@@ -2,14 +2,12 @@ package main
 
 import (
 	"bufio"
-	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -23,13 +21,13 @@ import (
 
 // gwrapWithStdout starts gwrap with the given stdout (a pipe end, /dev/full…) and its stderr in a
 // buffer; cleanup kills its process group.
-func gwrapWithStdout(t *testing.T, stdout *os.File, env []string, args ...string) (*exec.Cmd, *syncBuffer, chan struct{}) {
+func gwrapWithStdout(t *testing.T, stdout *os.File, env []string, args ...string) (*exec.Cmd, *testkit.Buffer, chan struct{}) {
 	t.Helper()
 	cmd := exec.Command(gwrapBin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stdout = stdout
-	stderr := &syncBuffer{}
+	stderr := &testkit.Buffer{}
 	cmd.Stderr = stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -41,24 +39,6 @@ func gwrapWithStdout(t *testing.T, stdout *os.File, env []string, args ...string
 		<-waited
 	})
 	return cmd, stderr, waited
-}
-
-// syncBuffer is a bytes.Buffer safe for the process's writer and the test's reads.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *syncBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *syncBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func waitExit(t *testing.T, cmd *exec.Cmd, waited chan struct{}, d time.Duration) (int, time.Duration) {
@@ -73,7 +53,7 @@ func waitExit(t *testing.T, cmd *exec.Cmd, waited chan struct{}, d time.Duration
 }
 
 // stderrLines are the non-empty lines gwrap wrote on stderr.
-func stderrLines(b *syncBuffer) []string {
+func stderrLines(b *testkit.Buffer) []string {
 	var out []string
 	for _, l := range strings.Split(b.String(), "\n") {
 		if l != "" {
@@ -493,7 +473,7 @@ func TestReportListIgnoresWhatIsNotAReport(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(gwrapBin, "report", "list", "--json", "--report-dir", dir)
-	var stdout, stderr syncBuffer
+	var stdout, stderr testkit.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

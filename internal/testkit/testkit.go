@@ -4,8 +4,10 @@
 package testkit
 
 import (
+	"bytes"
 	"os"
 	"os/exec"
+	"sync"
 	"testing"
 )
 
@@ -52,4 +54,23 @@ func Python(t testing.TB) string {
 	}
 	Unavailable(t, "/usr/bin/python3 is not installed")
 	return ""
+}
+
+// Buffer is a mutex-guarded bytes.Buffer for output a child process writes while the test reads it.
+type Buffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *Buffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+// String is what was written so far.
+func (l *Buffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }
