@@ -34,11 +34,7 @@ func sleepers(b *testing.B, n int) []int {
 func BenchmarkHotSample(b *testing.B) {
 	pid := sleepers(b, 1)[0]
 	fs := NewFS("/proc")
-	id, err := fs.ID(pid)
-	if err != nil {
-		b.Fatal(err)
-	}
-	w, err := openWorker(fs, id)
+	w, err := openWorker(fs, pid)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -90,11 +86,7 @@ func BenchmarkSweep64(b *testing.B) {
 	fs := NewFS("/proc")
 	var ws []*worker
 	for _, pid := range pids {
-		id, err := fs.ID(pid)
-		if err != nil {
-			b.Fatal(err)
-		}
-		w, err := openWorker(fs, id)
+		w, err := openWorker(fs, pid)
 		if err != nil {
 			b.Fatal(err)
 		}

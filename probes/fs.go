@@ -15,17 +15,17 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// FS reads processes under a /proc root. Copies share one cache of open stat files.
+// FS reads processes under a /proc root. Copies share the master's open files.
 type FS struct {
-	root  string
-	peers unixPeers // finds unix sockets' peers; nil: unix peers stay unnamed
-	stats *statCache
+	root   string
+	peers  unixPeers    // finds unix sockets' peers; nil: unix peers stay unnamed
+	master *masterFiles // nil: every listing reads the files afresh
 }
 
 // NewFS reads under procRoot (normally /proc). Unix sockets' peers are found through the
 // kernel's sock_diag netlink interface of gwrap's network namespace.
 func NewFS(procRoot string) FS {
-	return FS{root: procRoot, peers: defaultUnixPeers(), stats: &statCache{open: map[int]*os.File{}}}
+	return FS{root: procRoot, peers: defaultUnixPeers(), master: newMasterFiles()}
 }
 
 func (f FS) path(pid int, name ...string) string {
@@ -37,19 +37,48 @@ func gone(err error) bool {
 	return errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ESRCH)
 }
 
-// Children lists the master's children, from <proc>/<pid>/task/*/children (every thread: a
-// child is listed under the thread that forked it). When those files cannot be read (a kernel
+// Children lists the master's children (see ChildPIDs) with their start times.
+func (f FS) Children(master int) ([]ID, error) {
+	pids, ids, err := f.childPIDs(master)
+	if err != nil || ids != nil {
+		return ids, err
+	}
+	out := make([]ID, 0, len(pids))
+	for _, pid := range pids {
+		if id, err := f.ID(pid); err == nil {
+			out = append(out, id)
+		}
+	}
+	return out, nil
+}
+
+// ChildPIDs lists the master's children: for a one-thread master (Gunicorn's arbiter) from its
+// main thread's children file, kept open; else from <proc>/<pid>/task/*/children (every thread:
+// a child is listed under the thread that forked it). When those files cannot be read (a kernel
 // without CONFIG_PROC_CHILDREN, another uid), it falls back to scanning the ppid of every
 // <proc>/*/stat.
-func (f FS) Children(master int) ([]ID, error) {
+func (f FS) ChildPIDs(master int) ([]int, error) {
+	pids, ids, err := f.childPIDs(master)
+	for _, id := range ids {
+		pids = append(pids, id.PID)
+	}
+	return pids, err
+}
+
+// childPIDs is ChildPIDs, with the IDs instead when the slow path read them anyway.
+func (f FS) childPIDs(master int) ([]int, []ID, error) {
+	if pids, ok := f.singleThreadChildren(master); ok {
+		return pids, nil, nil
+	}
 	tasks, err := os.ReadDir(f.path(master, "task"))
 	if err != nil {
 		if gone(err) {
-			return nil, fmt.Errorf("master %d: %w", master, err)
+			return nil, nil, fmt.Errorf("master %d: %w", master, err)
 		}
-		return f.childrenByPPID(master)
+		ids, err := f.childrenByPPID(master)
+		return nil, ids, err
 	}
-	var out []ID
+	var pids []int
 	read := 0
 	for _, t := range tasks {
 		b, err := os.ReadFile(filepath.Join(f.path(master, "task"), t.Name(), "children"))
@@ -58,20 +87,16 @@ func (f FS) Children(master int) ([]ID, error) {
 		}
 		read++
 		for _, p := range strings.Fields(string(b)) {
-			pid, err := strconv.Atoi(p)
-			if err != nil {
-				continue
-			}
-			if id, err := f.childID(pid); err == nil {
-				out = append(out, id)
+			if pid, err := strconv.Atoi(p); err == nil {
+				pids = append(pids, pid)
 			}
 		}
 	}
-	f.stats.keep(out)
 	if read == 0 && len(tasks) > 0 {
-		return f.childrenByPPID(master)
+		ids, err := f.childrenByPPID(master)
+		return nil, ids, err
 	}
-	return out, nil
+	return pids, nil, nil
 }
 
 // childrenByPPID lists the processes whose stat names master as parent (one read per process

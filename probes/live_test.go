@@ -204,3 +204,32 @@ func TestLiveIdleWorkerNeverLate(t *testing.T) {
 		}
 	}
 }
+
+// TestSweepOncePerInterval: Options.Sweep is called once per interval from the start of Run,
+// before a master is found (the root here is not Gunicorn) while Run looks for one more often.
+func TestSweepOncePerInterval(t *testing.T) {
+	cmd := exec.Command("sleep", "60")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var mu sync.Mutex
+	var calls []time.Time
+	w := NewWatcher(NewFS("/proc"), Options{Interval: 100 * time.Millisecond, FastInterval: 20 * time.Millisecond,
+		Sweep: func(now time.Time) { mu.Lock(); calls = append(calls, now); mu.Unlock() }})
+	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
+	defer cancel()
+	if err := w.Run(ctx, cmd.Process.Pid, func(Event) {}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(calls) < 5 {
+		t.Fatalf("Sweep called %d times in 1.5 s at a 100 ms interval", len(calls))
+	}
+	for i := 1; i < len(calls); i++ {
+		if gap := calls[i].Sub(calls[i-1]); gap < 90*time.Millisecond {
+			t.Errorf("Sweep calls %d and %d %v apart: more than once per interval", i-1, i, gap)
+		}
+	}
+}

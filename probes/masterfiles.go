@@ -1,66 +1,101 @@
 package probes
 
 import (
-	"io"
 	"os"
+	"strconv"
+	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
-// statCache keeps <proc>/<pid>/stat open for the master's children, so that listing them every
-// sweep is one pread per child instead of open, fstat, read, read, close (and Go's poller
-// registration): on an idle gwrap with 8 workers those were a fifth of its syscalls. A file
-// kept open refers to its process, not to the pid: once the process is reaped, pread fails
-// (ESRCH) and the pid is opened afresh, so a reused pid is read as the new process.
-type statCache struct {
-	mu   sync.Mutex
-	open map[int]*os.File
-	buf  [1024]byte
+// masterFiles keeps the master's stat and its main thread's children file open, so that listing
+// the workers every sweep is three preads instead of a directory listing and, per file, open,
+// fstat, read, read, close (and Go's poller registration): on an idle gwrap with 8 workers those
+// were a fifth of its syscalls. A file kept open refers to its process, not to the pid: once the
+// process is reaped, pread fails (ESRCH) and the files are opened afresh, so a reused pid is
+// read as the new process.
+type masterFiles struct {
+	mu             sync.Mutex
+	pid            int
+	stat, children *os.File
+	buf            []byte
 }
 
-// childID is ID through the cache (the plain ID when the FS has none).
-func (f FS) childID(pid int) (ID, error) {
-	c := f.stats
-	if c == nil {
-		return f.ID(pid)
+func newMasterFiles() *masterFiles { return &masterFiles{buf: make([]byte, 1024)} }
+
+// singleThreadChildren lists the children of a master that has one thread, from its main
+// thread's children file (a child is listed under the thread that forked it, and a one-thread
+// master forked them all). ok is false when the master has other threads or the files cannot be
+// read: the caller then lists every thread's file.
+func (f FS) singleThreadChildren(master int) (pids []int, ok bool) {
+	m := f.master
+	if m == nil {
+		return nil, false
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for attempt := 0; attempt < 2; attempt++ {
-		file, ok := c.open[pid]
-		if !ok {
-			var err error
-			if file, err = os.Open(f.path(pid, "stat")); err != nil {
-				return ID{}, err
-			}
-			c.open[pid] = file
-		}
-		n, err := file.ReadAt(c.buf[:], 0)
-		if err == nil || err == io.EOF {
-			if s, err := parseStat(c.buf[:n]); err == nil {
-				return ID{PID: pid, StartTime: s.starttime}, nil
-			}
-		}
-		file.Close() // the process is gone (or the read failed): try the pid afresh
-		delete(c.open, pid)
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.pid != master {
+		m.close()
+		m.pid = master
 	}
-	return f.ID(pid)
+	if m.stat == nil {
+		file, err := os.Open(f.path(master, "stat"))
+		if err != nil {
+			return nil, false
+		}
+		m.stat = file
+	}
+	b, err := preadWhole(m.stat, m.buf)
+	if cap(b) > cap(m.buf) {
+		m.buf = b[:cap(b)]
+	}
+	if err != nil {
+		m.close() // gone, or a reused pid: opened afresh next time
+		return nil, false
+	}
+	if s, err := parseStat(b); err != nil || s.threads != 1 {
+		return nil, false
+	}
+	if m.children == nil {
+		file, err := os.Open(f.path(master, "task", strconv.Itoa(master), "children"))
+		if err != nil {
+			return nil, false
+		}
+		m.children = file
+	}
+	// One record per child: read until 0 (a listing longer than the buffer comes in pieces).
+	n := 0
+	for {
+		if n == len(m.buf) {
+			m.buf = append(m.buf, make([]byte, len(m.buf))...)
+		}
+		k, err := unix.Pread(int(m.children.Fd()), m.buf[n:], int64(n))
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			m.close()
+			return nil, false
+		}
+		if k == 0 {
+			break
+		}
+		n += k
+	}
+	for _, p := range strings.Fields(string(m.buf[:n])) {
+		if pid, err := strconv.Atoi(p); err == nil {
+			pids = append(pids, pid)
+		}
+	}
+	return pids, true
 }
 
-// keep closes the files of pids that are no longer children.
-func (c *statCache) keep(ids []ID) {
-	if c == nil {
-		return
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	live := make(map[int]bool, len(ids))
-	for _, id := range ids {
-		live[id.PID] = true
-	}
-	for pid, file := range c.open {
-		if !live[pid] {
-			file.Close()
-			delete(c.open, pid)
+func (m *masterFiles) close() {
+	for _, f := range []*os.File{m.stat, m.children} {
+		if f != nil {
+			f.Close()
 		}
 	}
+	m.stat, m.children = nil, nil
 }

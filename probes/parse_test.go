@@ -54,9 +54,12 @@ func TestFixtureTree(t *testing.T) {
 	if err != nil || len(kids) != 1 || kids[0].PID != worker || kids[0].StartTime == 0 {
 		t.Fatalf("children %v %v", kids, err)
 	}
-	w, err := openWorker(fs, kids[0])
+	w, err := openWorker(fs, kids[0].PID)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if w.id != kids[0] {
+		t.Errorf("openWorker read %v, Children %v", w.id, kids[0])
 	}
 	defer w.close()
 	s, err := w.sample(time.Now())

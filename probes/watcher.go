@@ -25,6 +25,10 @@ type Options struct {
 	// per silence: the first late share, or the stuck boot). It is called on the watcher's
 	// goroutine and must be bounded (a second at most).
 	Stack func(pid int) *PyStack
+	// Sweep, when set, is called on the watcher's goroutine once per Interval, before the
+	// workers are sampled, from the start of Run (before the master is found) to its end. gwrap
+	// samples the container's cgroup there, so that an idle gwrap wakes once per interval.
+	Sweep func(now time.Time)
 }
 
 // Watcher samples a Gunicorn master's workers and hands every sample and every change it sees to
@@ -125,9 +129,13 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
-	var lastFull time.Time
+	var lastFull, lastSweep time.Time
 	for {
 		now := w.opt.Now()
+		if w.opt.Sweep != nil && now.Sub(lastSweep) >= w.opt.Interval-w.opt.FastInterval/2 {
+			lastSweep = now
+			w.opt.Sweep(now)
+		}
 		if master == 0 || now.Sub(lastFull) >= w.opt.Interval-w.opt.FastInterval/2 {
 			lastFull = now
 			if master == 0 {
@@ -166,25 +174,27 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 	}
 }
 
+// discover lists the master's children, opens the new ones and samples every worker. A worker
+// already tracked is not identified again: its stat file, kept open, refers to its process, so
+// its sample fails once that process is gone, even if the pid was reused (the new process is
+// then found at the next sweep).
 func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, emit func(Event)) {
-	kids, err := w.fs.Children(master)
+	kids, err := w.fs.ChildPIDs(master)
 	if err != nil {
 		w.warn("children", fmt.Sprintf("cannot list the master's children (%v): workers are not sampled", err))
 	}
-	seen := map[int]bool{}
-	for _, id := range kids {
-		seen[id.PID] = true
-		if t, ok := workers[id.PID]; ok && t.w.id == id {
+	seen := make(map[int]bool, len(kids))
+	for _, pid := range kids {
+		seen[pid] = true
+		if _, ok := workers[pid]; ok {
 			continue
-		} else if ok {
-			w.vanish(id.PID, t, workers, now, emit) // the pid was reused
 		}
-		wk, err := openWorker(w.fs, id)
+		wk, err := openWorker(w.fs, pid)
 		if err != nil {
 			continue
 		}
-		workers[id.PID] = &tracked{w: wk}
-		emit(Event{Kind: EventBoot, ID: id, Time: now, Timeout: w.timeout()})
+		workers[pid] = &tracked{w: wk}
+		emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout()})
 	}
 	w.heartbeatsFromMaster(master, workers)
 	for pid, t := range workers {

@@ -2,7 +2,6 @@ package probes
 
 import (
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -35,14 +34,26 @@ type worker struct {
 	havePrev          bool
 }
 
-func openWorker(fs FS, id ID) (*worker, error) {
-	w := &worker{fs: fs, id: id, buf: make([]byte, 4096), hbFD: -1}
+// openWorker opens the files of the process pid is now and reads its identity from them.
+func openWorker(fs FS, pid int) (*worker, error) {
+	w := &worker{fs: fs, id: ID{PID: pid}, buf: make([]byte, 4096), hbFD: -1}
 	var err error
-	if w.stat, err = os.Open(fs.path(id.PID, "stat")); err != nil {
+	if w.stat, err = os.Open(fs.path(pid, "stat")); err != nil {
 		return nil, err
 	}
-	w.status, _ = os.Open(fs.path(id.PID, "status"))
-	w.sched, _ = os.Open(fs.path(id.PID, "schedstat"))
+	b, err := w.pread(w.stat)
+	if err == nil {
+		var st stat
+		if st, err = parseStat(b); err == nil {
+			w.id.StartTime = st.starttime
+		}
+	}
+	if err != nil {
+		w.stat.Close()
+		return nil, err
+	}
+	w.status, _ = os.Open(fs.path(pid, "status"))
+	w.sched, _ = os.Open(fs.path(pid, "schedstat"))
 	return w, nil
 }
 
@@ -54,18 +65,16 @@ func (w *worker) close() {
 	}
 }
 
-// pread reads a whole pseudo-file from offset 0 into the worker's buffer.
+// pread reads a whole pseudo-file from offset 0 into the worker's buffer (kept when it grew).
 func (w *worker) pread(f *os.File) ([]byte, error) {
-	for {
-		n, err := f.ReadAt(w.buf, 0)
-		if err != nil && err != io.EOF {
-			return nil, err
-		}
-		if n < len(w.buf) {
-			return w.buf[:n], nil
-		}
-		w.buf = make([]byte, 2*len(w.buf))
+	b, err := preadWhole(f, w.buf[:cap(w.buf)])
+	if cap(b) > cap(w.buf) {
+		w.buf = b[:cap(b)]
 	}
+	if err != nil {
+		return nil, err
+	}
+	return b, nil
 }
 
 // errGone says the worker has vanished (or its pid now belongs to another process).
