@@ -50,9 +50,13 @@ type Config struct {
 
 	// Signals are the signals to act on: nil makes Run subscribe to Forwarded and SIGCHLD itself.
 	// A caller that subscribed before Run (gwrap does so first thing, so that a TERM during its
-	// start-up is its own) passes its channel; reaping then also runs on a 1 s tick, in case
-	// SIGCHLD is not in it.
+	// start-up is its own) passes its channel.
 	Signals <-chan os.Signal
+	// ReapEvery is how often Run reaps without a SIGCHLD, in case one was lost (a full signal
+	// channel drops it). Zero: 5 s when Run subscribes itself, 1 s with Signals (which may not
+	// carry SIGCHLD); a caller whose Signals carry SIGCHLD sets the longer period, so that an
+	// idle gwrap is not woken for nothing.
+	ReapEvery time.Duration
 
 	OnStart  func(pid int)                         // the child runs
 	OnSignal func(sig os.Signal, forwarded bool)   // a signal was received (and forwarded or not)
@@ -236,10 +240,14 @@ func (s *supervision) loop(ctx context.Context, sigs <-chan os.Signal) Result {
 	}
 	done := ctx.Done()
 	// SIGCHLDs coalesce, which draining every exited child handles; a slow tick reaps as well,
-	// in case one is lost, and every second when signals come through the test seam (no SIGCHLD).
-	every := 5 * time.Second
-	if s.cfg.Signals != nil {
+	// in case one is lost (see Config.ReapEvery).
+	every := s.cfg.ReapEvery
+	switch {
+	case every > 0:
+	case s.cfg.Signals != nil:
 		every = time.Second
+	default:
+		every = 5 * time.Second
 	}
 	tick := time.NewTicker(every)
 	defer tick.Stop()

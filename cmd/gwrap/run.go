@@ -97,14 +97,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, func(msg string) { out.warnOnce("pystack", "config.warning", msg) })
 	defer stk.close()
 	proc := probes.NewFS(cfg.ProcRoot)
-	watcher := probes.NewWatcher(proc, probes.Options{
-		Stack:        stk.take,
-		Interval:     cfg.Interval,
-		FastInterval: cfg.FastInterval,
-		Timeout:      time.Duration(settings.Timeout) * time.Second,
-		WorkerClass:  engine.WorkerClass(settings),
-		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
-	})
+	var watcher *probes.Watcher // made below, once what its sweep feeds exists
 	flight := startFlight(cfg, out, store, refused, settings, cgStats, time.Now())
 	defer flight.Close()
 	fl := newFleet(out, proc, settings, cfg.MetricsAddr != "")
@@ -118,10 +111,27 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		Dying:         proc.Dying,
 		CrashStack:    stk.crash,
 		OnForget:      func(pid int) { stk.forget(pid, time.Now()) },
-		OnWorkerClass: watcher.SetWorkerClass,
+		OnWorkerClass: func(class string) { watcher.SetWorkerClass(class) },
 		History:       cfg.History,
 		Interval:      cfg.Interval,
 	}, fl)
+	watcher = probes.NewWatcher(proc, probes.Options{
+		Stack:        stk.take,
+		Interval:     cfg.Interval,
+		FastInterval: cfg.FastInterval,
+		Timeout:      time.Duration(settings.Timeout) * time.Second,
+		WorkerClass:  engine.WorkerClass(settings),
+		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
+		// The container's cgroup is sampled in the workers' sweep: one wake-up a second.
+		Sweep: func(time.Time) {
+			if cg != nil {
+				st := sampleCgroup(cg, out)
+				flight.Container(st)
+				fl.container(st)
+				eng.Container(st)
+			}
+		},
+	})
 	ectx, ecancel := context.WithCancel(context.Background())
 	engineDone := make(chan struct{})
 	go func() { eng.Run(ectx); close(engineDone) }()
@@ -144,6 +154,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			ChildOOMScoreAdj: 500,
 			StopBudget:       cfg.StopBudget,
 			Signals:          sigs,
+			ReapEvery:        5 * time.Second, // sigs carry SIGCHLD (subscribe)
 			OnStop:           func(pid int, stopped bool, sig syscall.Signal) { stoppedEvent(out, pid, stopped, sig) },
 			OnStart: func(pid int) {
 				eng.Started(pid)
@@ -207,16 +218,6 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			cg.WatchOOM(octx, func(ev memwatch.OOMEvent) { flight.OOM(ev); eng.OOM(ev) }, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
 			return nil
 		}, func(error) { ocancel() })
-		// The container's cgroup, once an interval.
-		sctx, scancel := context.WithCancel(ctx)
-		g.Add(func() error {
-			sampleCgroup(sctx, cg, cfg.Interval, func(st memwatch.Stats) {
-				flight.Container(st)
-				fl.container(st)
-				eng.Container(st)
-			}, out)
-			return nil
-		}, func(error) { scancel() })
 	}
 	if cfg.MetricsAddr != "" {
 		mctx, mcancel := context.WithCancel(ctx)
@@ -249,23 +250,13 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	return code, runErr
 }
 
-// sampleCgroup hands the engine a cgroup sample every interval until ctx is done; a file that
-// cannot be read is said once.
-func sampleCgroup(ctx context.Context, cg *memwatch.Cgroup, every time.Duration, to func(memwatch.Stats), out *output) {
-	t := time.NewTicker(every)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			st := cg.Sample()
-			for _, m := range st.Missing {
-				out.warnOnce("cgroup-missing-"+m, "config.warning", "cannot read the cgroup's "+m+"; that evidence will be missing")
-			}
-			to(st)
-		}
+// sampleCgroup takes a sample of the container's cgroup; a file that cannot be read is said once.
+func sampleCgroup(cg *memwatch.Cgroup, out *output) memwatch.Stats {
+	st := cg.Sample()
+	for _, m := range st.Missing {
+		out.warnOnce("cgroup-missing-"+m, "config.warning", "cannot read the cgroup's "+m+"; that evidence will be missing")
 	}
+	return st
 }
 
 // watchMasters runs run on each master pid received, restarting it when a new one arrives,
