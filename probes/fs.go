@@ -202,6 +202,28 @@ func heartbeatAt(path string, now time.Time) (time.Duration, bool, error) {
 	return heartbeatAge(st, now, monotonicNow())
 }
 
+// openPath opens the file at path (following links, /proc's fd links included) for fstat only:
+// O_PATH needs no permission on the file itself, which a heartbeat of mode 000 denies.
+func openPath(path string) (int, error) {
+	fd, err := unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	for err == unix.EINTR {
+		fd, err = unix.Open(path, unix.O_PATH|unix.O_CLOEXEC, 0)
+	}
+	if err != nil {
+		return -1, fmt.Errorf("heartbeat %s: %w", path, err)
+	}
+	return fd, nil
+}
+
+// heartbeatOf is heartbeat for gwrap's own descriptor of the heartbeat file (openPath).
+func heartbeatOf(fd int, now time.Time) (time.Duration, bool, error) {
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return -1, false, fmt.Errorf("heartbeat: %w", err)
+	}
+	return heartbeatAge(st, now, monotonicNow())
+}
+
 // monoBefore: an mtime earlier than this (2001-09-09) cannot be a wall-clock creation time.
 const monoBefore = 1_000_000_000
 

@@ -7,6 +7,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // userHZ is the kernel's USER_HZ, the unit of utime and stime in /proc/<pid>/stat: 100 on every
@@ -24,7 +26,7 @@ type worker struct {
 
 	hbPID    int    // whose fd table holds the heartbeat: the worker, or the master as a fallback
 	hbFD     int    // heartbeat fd number in hbPID, -1 unknown
-	hbPath   string // <proc>/<hbPID>/fd/<hbFD>, built once
+	hb       int    // gwrap's own O_PATH fd of the heartbeat file, -1 not open
 	hbTried  bool   // looked for it in the worker's own fd table
 	fdDenied bool   // the worker's fd table is unreadable (another uid): ask the master's
 
@@ -36,7 +38,7 @@ type worker struct {
 
 // openWorker opens the files of the process pid is now and reads its identity from them.
 func openWorker(fs FS, pid int) (*worker, error) {
-	w := &worker{fs: fs, id: ID{PID: pid}, buf: make([]byte, 4096), hbFD: -1}
+	w := &worker{fs: fs, id: ID{PID: pid}, buf: make([]byte, 4096), hbFD: -1, hb: -1}
 	var err error
 	if w.stat, err = os.Open(fs.path(pid, "stat")); err != nil {
 		return nil, err
@@ -62,6 +64,10 @@ func (w *worker) close() {
 		if f != nil {
 			f.Close()
 		}
+	}
+	if w.hb >= 0 {
+		unix.Close(w.hb)
+		w.hb = -1
 	}
 }
 
@@ -133,11 +139,15 @@ func (w *worker) sample(now time.Time) (Sample, error) {
 	// Heartbeat.
 	w.findHeartbeat()
 	if w.hbFD >= 0 {
-		if w.hbPath == "" {
-			w.hbPath = w.fs.path(w.hbPID, "fd", strconv.Itoa(w.hbFD))
+		if w.hb < 0 {
+			// The file itself, opened once through the fd link: every later read is one
+			// fstat, not a path walk through /proc. Worker and file end together.
+			w.hb, _ = openPath(w.fs.path(w.hbPID, "fd", strconv.Itoa(w.hbFD)))
 		}
-		if age, beaten, err := heartbeatAt(w.hbPath, now); err == nil {
-			s.HeartbeatAge, s.Heartbeats = age, beaten
+		if w.hb >= 0 {
+			if age, beaten, err := heartbeatOf(w.hb, now); err == nil {
+				s.HeartbeatAge, s.Heartbeats = age, beaten
+			}
 		}
 		// A failure here is a worker closing its fds on the way out: not worth a warning.
 	} else {
