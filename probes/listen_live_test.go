@@ -57,9 +57,16 @@ func gunicornWorkers(tb testing.TB, n int, extra ...string) (int, int) {
 func TestLiveListenQueueRises(t *testing.T) {
 	master, port := gunicornWorkers(t, 2, "--backlog", "64", "--timeout", "60")
 	fs := NewFS("/proc")
-	idle, err := fs.Saturation(master, time.Now())
-	if err != nil {
-		t.Fatal(err)
+	// Idle once the workers have booted and taken gunicornWorkers' own probe connection.
+	var idle Saturation
+	var err error
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if idle, err = fs.Saturation(master, time.Now()); err != nil {
+			t.Fatal(err)
+		}
+		if len(idle.Listeners) == 1 && idle.Listeners[0].Queue == 0 && idle.Busy == 0 {
+			break
+		}
 	}
 	if len(idle.Listeners) != 1 || idle.Listeners[0].Addr != fmt.Sprintf("127.0.0.1:%d", port) || idle.Listeners[0].Queue != 0 ||
 		idle.Workers != 2 || !idle.BusyKnown || idle.Busy != 0 {
