@@ -70,6 +70,7 @@ type Engine struct {
 type input struct {
 	line     *lineIn
 	probe    *probes.Event
+	probes   []probes.Event
 	oom      *memwatch.OOMEvent
 	stats    *memwatch.Stats
 	signal   *signalIn
@@ -132,6 +133,14 @@ func (e *Engine) Line(stream string, line []byte) {
 
 // Probe hands the engine one of the worker watcher's events.
 func (e *Engine) Probe(ev probes.Event) { e.send(input{probe: &ev}) }
+
+// Probes hands the engine a sweep's events in one input, taken in order (one wake-up of the
+// engine a sweep, not one an event). The engine keeps the slice.
+func (e *Engine) Probes(evs []probes.Event) {
+	if len(evs) > 0 {
+		e.send(input{probes: evs})
+	}
+}
 
 // OOM hands the engine an OOM-kill event of the container's cgroup.
 func (e *Engine) OOM(ev memwatch.OOMEvent) { e.send(input{oom: &ev}) }
@@ -208,6 +217,10 @@ func (e *Engine) take(in input) {
 		e.st.line(in.line.stream, in.line.line, in.line.at)
 	case in.probe != nil:
 		e.st.probe(*in.probe)
+	case in.probes != nil:
+		for _, ev := range in.probes {
+			e.st.probe(ev)
+		}
 	case in.oom != nil:
 		e.st.oom(*in.oom)
 	case in.stats != nil:

@@ -362,3 +362,65 @@ func TestLiveRecordIsNotExplained(t *testing.T) {
 		t.Error("once its writer is dead, the record is explained")
 	}
 }
+
+// TestBatch: the lines recorded during a Batch reach the file when it returns (not before, unless
+// the segment rotates), all of them and in order, across rotations, within the segments' bound.
+func TestBatch(t *testing.T) {
+	dir, c := t.TempDir(), &clock{t0}
+	const seg = 16 << 10
+	r := newRec(t, dir, "web-1", c, seg)
+	size := func() int64 {
+		var n int64
+		for _, f := range Files(dir, "web-1") {
+			if st, err := os.Stat(f); err == nil {
+				n += st.Size()
+			}
+		}
+		return n
+	}
+	ids := []probes.ID{{PID: 101, StartTime: 9}, {PID: 102, StartTime: 10}, {PID: 103, StartTime: 11}}
+	rotations := 0
+	for i := 0; i < 300; i++ {
+		before, active := size(), r.active
+		r.Batch(func() {
+			now := c.add(time.Second)
+			r.Container(cg(now, uint64(100+i)*MiB, 0, false))
+			for _, id := range ids {
+				r.Worker(id, worker(now, uint64(50+i)*MiB))
+			}
+			if r.active != active {
+				rotations++
+			} else if size() != before {
+				t.Fatalf("batch %d: lines reached the file before the batch ended", i)
+			}
+		})
+		if size() == before {
+			t.Fatalf("batch %d: nothing written when the batch ended", i)
+		}
+	}
+	if rotations == 0 {
+		t.Fatal("no rotation happened during a batch: the test does not cover it")
+	}
+	for _, f := range Files(dir, "web-1") {
+		if st, err := os.Stat(f); err == nil && st.Size() > seg {
+			t.Errorf("%s is %d bytes, over the %d bound", f, st.Size(), seg)
+		}
+	}
+	rec, err := Previous(dir, "web-1")
+	if err != nil || rec == nil {
+		t.Fatalf("Previous: %v %v", rec, err)
+	}
+	for i := 1; i < len(rec.Container); i++ {
+		if d := rec.Container[i].Time.Sub(rec.Container[i-1].Time); d != time.Second {
+			t.Fatalf("container samples %d and %d are %v apart: a line was lost or reordered", i-1, i, d)
+		}
+	}
+	for _, id := range ids {
+		ss := rec.Workers[id]
+		if len(ss) == 0 {
+			t.Errorf("worker %d: no samples", id.PID)
+		} else if last := ss[len(ss)-1]; !last.Time.Equal(c.now()) || last.RSSAnon != 349*MiB {
+			t.Errorf("worker %d: last sample %+v", id.PID, last)
+		}
+	}
+}

@@ -6,9 +6,9 @@
 //
 // The format. A record is two segment files, flight-<host>.a.jsonl and flight-<host>.b.jsonl,
 // each at most Options.SegmentBytes. Every line is one self-contained JSON object with a
-// sequence number n, a kind k and a time t (Unix milliseconds). Lines are appended with one
-// write(2) each, without fsync: once written they are in the page cache and survive the death of
-// every process. When a line would overflow the active segment, the other segment is truncated and
+// sequence number n, a kind k and a time t (Unix milliseconds). Lines are appended with write(2),
+// one line or one sweep's lines at a time (Recorder.Batch), without fsync: once written they are
+// in the page cache and survive the death of every process. When a line would overflow the active segment, the other segment is truncated and
 // becomes the active one, beginning with a header line (the run's identity, settings and stop
 // budget), so each segment can be read alone and the record always holds between one and two
 // segments of the latest history. A clean exit appends a close line.

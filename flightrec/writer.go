@@ -62,7 +62,9 @@ type Recorder struct {
 	closed bool
 	buf    bytes.Buffer
 	enc    *json.Encoder
-	l      line // reused for each line
+	l      line   // reused for each line
+	batch  int    // Batch calls running: lines wait in pending
+	pend   []byte // encoded lines not yet written (counted in off)
 }
 
 // Open starts this run's record for Options.Identity.Host in Options.Dir, replacing the previous
@@ -144,7 +146,8 @@ func (r *Recorder) reset(kind string, t time.Time) {
 	r.l = line{K: kind, T: ms(t)}
 }
 
-// emit numbers, encodes and appends r.l, rotating first when it would overflow the segment.
+// emit numbers, encodes and appends r.l, rotating first when it would overflow the segment;
+// inside a Batch the line waits in pend.
 func (r *Recorder) emit() {
 	if r.f == nil {
 		return
@@ -154,6 +157,7 @@ func (r *Recorder) emit() {
 	}
 	if r.off+r.buf.Len() > r.opt.SegmentBytes && r.l.K != kindHeader {
 		saved := r.l
+		r.flush()
 		r.startSegment(1 - r.active) // writes the new segment's header
 		if r.f == nil {
 			return
@@ -163,12 +167,43 @@ func (r *Recorder) emit() {
 			return
 		}
 	}
-	n, err := r.f.Write(r.buf.Bytes())
-	r.off += n
-	r.torn = n > 0 && n < r.buf.Len()
+	r.pend = append(r.pend, r.buf.Bytes()...)
+	r.off += r.buf.Len()
+	if r.batch == 0 {
+		r.flush()
+	}
+}
+
+// flush appends the pending lines to the active segment in one write.
+func (r *Recorder) flush() {
+	if len(r.pend) == 0 || r.f == nil {
+		r.pend = r.pend[:0]
+		return
+	}
+	n, err := r.f.Write(r.pend)
+	r.off -= len(r.pend) - n
+	r.torn = n > 0 && n < len(r.pend)
 	if err != nil {
 		r.fail(fmt.Errorf("writing %s: %w", r.names[r.active], err))
 	}
+	r.pend = r.pend[:0]
+}
+
+// Batch runs f and appends the lines recorded meanwhile (from any goroutine) in one write when
+// it returns: gwrap records a sweep's samples so, one write a second instead of one a sample. A
+// kill during f loses those lines, as a kill a moment earlier would have.
+func (r *Recorder) Batch(f func()) {
+	r.mu.Lock()
+	r.batch++
+	r.mu.Unlock()
+	defer func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.batch--; r.batch == 0 {
+			r.flush()
+		}
+	}()
+	f()
 }
 
 // encode numbers r.l and encodes it into r.buf as one line.
@@ -178,6 +213,7 @@ func (r *Recorder) encode() bool {
 	r.buf.Reset()
 	if r.torn {
 		r.buf.WriteByte('\n')
+		r.torn = false
 	}
 	if err := r.enc.Encode(&r.l); err != nil {
 		r.fail(fmt.Errorf("encoding a %s line: %w", r.l.K, err))
@@ -307,6 +343,7 @@ func (r *Recorder) Close() error {
 	}
 	r.reset(kindClose, r.opt.Now())
 	r.emit()
+	r.flush() // also when Close comes during a Batch
 	err := r.f.Close()
 	r.f = nil
 	if r.lockf != nil {

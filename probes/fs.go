@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -237,10 +238,18 @@ func heartbeatAge(st unix.Stat_t, now time.Time, mono time.Duration) (time.Durat
 	return max(0, now.Sub(ctime)), beaten, nil
 }
 
+// monotonicNow is CLOCK_MONOTONIC, the clock of Gunicorn ≥ 22's heartbeat: read once, then
+// advanced by Go's monotonic clock, which is CLOCK_MONOTONIC too and is read without a syscall
+// (unix.ClockGettime is one: eight a second on an idle gwrap).
 func monotonicNow() time.Duration {
+	base, at := monoBase()
+	return base + time.Since(at)
+}
+
+var monoBase = sync.OnceValues(func() (time.Duration, time.Time) {
 	var ts unix.Timespec
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
+		return 0, time.Now()
 	}
-	return time.Duration(ts.Sec)*time.Second + time.Duration(ts.Nsec)
-}
+	return time.Duration(ts.Sec)*time.Second + time.Duration(ts.Nsec), time.Now()
+})

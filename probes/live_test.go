@@ -216,7 +216,7 @@ func TestSweepOncePerInterval(t *testing.T) {
 	var mu sync.Mutex
 	var calls []time.Time
 	w := NewWatcher(NewFS("/proc"), Options{Interval: 100 * time.Millisecond, FastInterval: 20 * time.Millisecond,
-		Sweep: func(now time.Time) { mu.Lock(); calls = append(calls, now); mu.Unlock() }})
+		Sweep: func(now time.Time, sample func()) { mu.Lock(); calls = append(calls, now); mu.Unlock(); sample() }})
 	ctx, cancel := context.WithTimeout(context.Background(), 1500*time.Millisecond)
 	defer cancel()
 	if err := w.Run(ctx, cmd.Process.Pid, func(Event) {}); err != nil {

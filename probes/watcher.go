@@ -25,10 +25,12 @@ type Options struct {
 	// per silence: the first late share, or the stuck boot). It is called on the watcher's
 	// goroutine and must be bounded (a second at most).
 	Stack func(pid int) *PyStack
-	// Sweep, when set, is called on the watcher's goroutine once per Interval, before the
-	// workers are sampled, from the start of Run (before the master is found) to its end. gwrap
-	// samples the container's cgroup there, so that an idle gwrap wakes once per interval.
-	Sweep func(now time.Time)
+	// Sweep, when set, wraps one sweep per Interval: it is called on the watcher's goroutine
+	// with the sweep to run (sample, which emits that sweep's events), from the start of Run
+	// (before the master is found) to its end, and must call sample once. gwrap takes the
+	// container's cgroup sample there and hands the sweep's events on in one batch, so that an
+	// idle gwrap wakes once per interval and wakes nothing else more than once.
+	Sweep func(now time.Time, sample func())
 }
 
 // Watcher samples a Gunicorn master's workers and hands every sample and every change it sees to
@@ -132,11 +134,15 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 	var lastFull, lastSweep time.Time
 	for {
 		now := w.opt.Now()
-		if w.opt.Sweep != nil && now.Sub(lastSweep) >= w.opt.Interval-w.opt.FastInterval/2 {
-			lastSweep = now
-			w.opt.Sweep(now)
-		}
-		if master == 0 || now.Sub(lastFull) >= w.opt.Interval-w.opt.FastInterval/2 {
+		sample := func() {
+			if master != 0 && now.Sub(lastFull) < w.opt.Interval-w.opt.FastInterval/2 {
+				for pid, t := range workers {
+					if t.fast() {
+						w.sampleOne(pid, t, workers, now, emit)
+					}
+				}
+				return
+			}
 			lastFull = now
 			if master == 0 {
 				if pid, ok := w.fs.FindMaster(root); ok {
@@ -147,12 +153,12 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 			if master != 0 {
 				w.discover(master, workers, now, emit)
 			}
+		}
+		if w.opt.Sweep != nil && now.Sub(lastSweep) >= w.opt.Interval-w.opt.FastInterval/2 {
+			lastSweep = now
+			w.opt.Sweep(now, sample)
 		} else {
-			for pid, t := range workers {
-				if t.fast() {
-					w.sampleOne(pid, t, workers, now, emit)
-				}
-			}
+			sample()
 		}
 		next := lastFull.Add(w.opt.Interval).Sub(w.opt.Now())
 		for _, t := range workers {

@@ -98,6 +98,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	defer stk.close()
 	proc := probes.NewFS(cfg.ProcRoot)
 	var watcher *probes.Watcher // made below, once what its sweep feeds exists
+	var batch []probes.Event    // the sweep's events while Options.Sweep runs it (the watcher's goroutine only)
 	flight := startFlight(cfg, out, store, refused, settings, cgStats, time.Now())
 	defer flight.Close()
 	fl := newFleet(out, proc, settings, cfg.MetricsAddr != "")
@@ -122,14 +123,22 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		Timeout:      time.Duration(settings.Timeout) * time.Second,
 		WorkerClass:  engine.WorkerClass(settings),
 		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
-		// The container's cgroup is sampled in the workers' sweep: one wake-up a second.
-		Sweep: func(time.Time) {
-			if cg != nil {
-				st := sampleCgroup(cg, out)
-				flight.Container(st)
-				fl.container(st)
-				eng.Container(st)
-			}
+		// The container's cgroup is sampled in the workers' sweep, and the sweep's events reach
+		// the engine in one batch: an idle gwrap wakes once a second, and wakes the engine once.
+		// The flight record takes the sweep's lines in one write.
+		Sweep: func(_ time.Time, sample func()) {
+			flight.Batch(func() {
+				if cg != nil {
+					st := sampleCgroup(cg, out)
+					flight.Container(st)
+					fl.container(st)
+					eng.Container(st)
+				}
+				batch = []probes.Event{}
+				sample()
+			})
+			eng.Probes(batch)
+			batch = nil
 		},
 	})
 	ectx, ecancel := context.WithCancel(context.Background())
@@ -204,6 +213,10 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 				}
 			}
 			flightProbe(flight, ev)
+			if batch != nil {
+				batch = append(batch, ev)
+				return
+			}
 			eng.Probe(ev)
 		}
 		watchMasters(wctx, master, func(ctx context.Context, pid int) error { return watcher.Run(ctx, pid, emit) },
