@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # gwrap's figures, reproducibly: Go benchmarks of the hot paths, relay throughput against cat on
 # the same input, and the idle CPU and RSS of gwrap, of gwrap serving /metrics (scraped every
-# 15 s, with the scrape latency), of tini and of supervisord, each in front of the same Gunicorn.
+# 15 s, with the scrape latency), of tini and of supervisord, each in front of the same Gunicorn,
+# next to the floor: a Go program that only reads the files gwrap's sweep reads.
 #   scripts/bench.sh                   all of it (about 6 minutes)
 #   BENCH=idle scripts/bench.sh        only the side-by-side idle figures
 #   IDLE_SECONDS=30 scripts/bench.sh   shorter idle measurements
@@ -10,7 +11,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh
 out=$(mktemp -d /tmp/gwrap-bench.XXXXXX)
-if [ -n "${GWRAP:-}" ]; then cp "$GWRAP" "$out/gwrap"; else go build -o "$out/gwrap" ./cmd/gwrap; fi
+# Built as the Dockerfile builds it (static, no cgo: libc alone would add 1.4 MiB of RSS).
+if [ -n "${GWRAP:-}" ]; then cp "$GWRAP" "$out/gwrap"; else CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o "$out/gwrap" ./cmd/gwrap; fi
+CGO_ENABLED=0 go build -trimpath -o "$out/procfloor" ./scripts/procfloor
 ticks=$(getconf CLK_TCK)
 
 if [ "${BENCH:-all}" != idle ]; then
@@ -88,10 +91,13 @@ print(f', scraped every 15 s: {len(v)} ok, median {sorted(v)[len(v)//2]*1000:.1f
 	/usr/bin/python3 -c "print(f'{\"$name\":<26} CPU {$cpu / 10 / $secs:.3f} % of one core, RSS {$rss / 1024:.1f} MiB$lat')"
 }
 
-# The same Gunicorn under each process manager, one after the other in one run.
+# The same Gunicorn under each process manager, one after the other in one run; first the floor:
+# a Go program that reads what gwrap's sweep reads once a second and does nothing else.
 secs=${IDLE_SECONDS:-60}
 gun=(/usr/bin/gunicorn --chdir "$PWD/demo" app:app --workers 8 --bind)
 echo "== idle side by side: Debian's gunicorn, 8 idle sync workers, $secs s each"
+port=$((20000 + RANDOM % 20000))
+idle "floor: the reads alone" "$secs" "$out/procfloor" "${gun[@]}" "127.0.0.1:$port"
 port=$((20000 + RANDOM % 20000))
 idle "gwrap" "$secs" "$out/gwrap" --report-dir "$out/r" -- "${gun[@]}" "127.0.0.1:$port"
 port=$((20000 + RANDOM % 20000))
