@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
@@ -61,7 +62,16 @@ func (q *lineQueue) Write(p []byte) (int, error) {
 // push queues a line the caller gives away.
 func (q *lineQueue) push(b []byte) {
 	q.mu.Lock()
-	full := len(q.lines) >= queueMaxLines || (len(q.lines) > 0 && q.bytes+len(b) > queueMaxBytes)
+	full := q.full(len(b))
+	if full && !q.force && !q.closed {
+		// The writer may only be waiting for the CPU: on one P (gwrap's, and Go's in a container
+		// limited to one CPU) the relay and the event loop hand lines to each other and would
+		// run on without it. Let it run once; if the queue is still full, stdout has stalled.
+		q.mu.Unlock()
+		runtime.Gosched()
+		q.mu.Lock()
+		full = q.full(len(b))
+	}
 	if q.closed || (full && !q.force) {
 		q.mu.Unlock()
 		q.dropped.Add(1)
@@ -78,6 +88,12 @@ func (q *lineQueue) push(b []byte) {
 	case q.wake <- struct{}{}:
 	default:
 	}
+}
+
+// full says whether a line of n bytes would exceed the queue's bounds (one longer line is taken
+// when the queue is empty).
+func (q *lineQueue) full(n int) bool {
+	return len(q.lines) >= queueMaxLines || (len(q.lines) > 0 && q.bytes+n > queueMaxBytes)
 }
 
 // writer is the one goroutine that writes to stdout.
