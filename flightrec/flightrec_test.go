@@ -363,8 +363,9 @@ func TestLiveRecordIsNotExplained(t *testing.T) {
 	}
 }
 
-// TestBatch: the lines recorded during a Batch reach the file when it returns (not before, unless
-// the segment rotates), all of them and in order, across rotations, within the segments' bound.
+// TestBatch: the samples recorded during a Batch reach the file when it returns (not before,
+// unless the segment rotates or another line is recorded), all of them and in order, across
+// rotations, within the segments' bound.
 func TestBatch(t *testing.T) {
 	dir, c := t.TempDir(), &clock{t0}
 	const seg = 16 << 10
@@ -391,7 +392,14 @@ func TestBatch(t *testing.T) {
 			if r.active != active {
 				rotations++
 			} else if size() != before {
-				t.Fatalf("batch %d: lines reached the file before the batch ended", i)
+				t.Fatalf("batch %d: samples reached the file before the batch ended", i)
+			}
+			if i == 150 {
+				// A signal does not wait: it goes out at once, after the samples before it.
+				r.Signal(syscall.SIGTERM, true)
+				if size() == before && r.active == active {
+					t.Fatal("a signal waited for the batch's end")
+				}
 			}
 		})
 		if size() == before {

@@ -169,8 +169,8 @@ func (r *Recorder) emit() {
 	}
 	r.pend = append(r.pend, r.buf.Bytes()...)
 	r.off += r.buf.Len()
-	if r.batch == 0 {
-		r.flush()
+	if r.batch == 0 || (r.l.K != kindWorker && r.l.K != kindContainer) {
+		r.flush() // only samples wait for the batch's end: a signal, a line or an event goes out at once
 	}
 }
 
@@ -189,9 +189,10 @@ func (r *Recorder) flush() {
 	r.pend = r.pend[:0]
 }
 
-// Batch runs f and appends the lines recorded meanwhile (from any goroutine) in one write when
-// it returns: gwrap records a sweep's samples so, one write a second instead of one a sample. A
-// kill during f loses those lines, as a kill a moment earlier would have.
+// Batch runs f and appends the samples recorded meanwhile (from any goroutine) in one write when
+// it returns: gwrap records a sweep's samples so, one write a second instead of one a sample.
+// Any other line (an event, a Gunicorn line, a signal, an OOM kill) is written at once, with the
+// samples before it, in order. A kill during f loses only samples of that sweep.
 func (r *Recorder) Batch(f func()) {
 	r.mu.Lock()
 	r.batch++
