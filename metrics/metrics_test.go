@@ -189,3 +189,30 @@ func TestListenBadAddress(t *testing.T) {
 		t.Error("a bad address bound")
 	}
 }
+
+// TestScrapeIsNotCompressed: Prometheus asks for gzip; the few KiB are sent plain, since a gzip
+// compressor costs about a MiB per scrape (1.3 MiB more RSS measured, for 4 KiB saved).
+func TestScrapeIsNotCompressed(t *testing.T) {
+	s, err := Listen("127.0.0.1:0", fed())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- s.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	req, err := http.NewRequest("GET", "http://"+s.Addr().String()+"/metrics", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Accept-Encoding", "gzip") // set by hand: the transport then leaves the body alone
+	r, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer r.Body.Close()
+	b, _ := io.ReadAll(r.Body)
+	if enc := r.Header.Get("Content-Encoding"); enc != "" || !strings.Contains(string(b), "gwrap_worker_kills_total") {
+		t.Errorf("Content-Encoding %q, body %.80q", enc, b)
+	}
+}

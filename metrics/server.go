@@ -30,6 +30,9 @@ func Listen(addr string, m *Metrics) (*Server, error) {
 		ErrorHandling:       promhttp.ContinueOnError, // a failed collector costs its series, not the scrape
 		MaxRequestsInFlight: 4,                        // a scrape storm is refused (503), not queued
 		Timeout:             5 * time.Second,
+		// The exposition is a few KiB: gzip (which Prometheus asks for) would cost a compressor
+		// of about a MiB per scrape and more CPU than the bytes it saves.
+		DisableCompression: true,
 	}))
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {

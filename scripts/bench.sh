@@ -72,7 +72,8 @@ idle() {
 	sleep 3
 	if [ -n "${METRICS_PORT:-}" ]; then
 		(for _ in $(seq $((secs / 15))); do
-			curl -s -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$METRICS_PORT/metrics" || echo fail
+			# As Prometheus does: it asks for gzip.
+			curl -s -H 'Accept-Encoding: gzip' -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$METRICS_PORT/metrics" || echo fail
 			sleep 15
 		done) >"$out/scrapes.txt" &
 		scraper=$!
