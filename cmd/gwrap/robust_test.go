@@ -23,7 +23,13 @@ import (
 // buffer; cleanup kills its process group.
 func gwrapWithStdout(t *testing.T, stdout *os.File, env []string, args ...string) (*exec.Cmd, *testkit.Buffer, chan struct{}) {
 	t.Helper()
-	cmd := exec.Command(gwrapBin, args...)
+	return startWithStdout(t, gwrapBin, stdout, env, args...)
+}
+
+// startWithStdout is gwrapWithStdout for another build of gwrap.
+func startWithStdout(t *testing.T, bin string, stdout *os.File, env []string, args ...string) (*exec.Cmd, *testkit.Buffer, chan struct{}) {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stdout = stdout
@@ -517,15 +523,7 @@ func TestFastStdoutLosesNothingOnOneCPU(t *testing.T) {
 	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
-	cmd := exec.Command(bin, "--report-dir", t.TempDir(), "--", "cat", lines)
-	cmd.Stdout = devnull
-	stderr := &testkit.Buffer{}
-	cmd.Stderr = stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(waited) }()
+	cmd, stderr, waited := startWithStdout(t, bin, devnull, nil, "--report-dir", t.TempDir(), "--", "cat", lines)
 	if code, took := waitExit(t, cmd, waited, 120*time.Second); code != 0 {
 		t.Fatalf("exit code %d after %v", code, took)
 	}
