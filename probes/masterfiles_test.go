@@ -116,3 +116,51 @@ func TestChildrenOfOneThreadMaster(t *testing.T) {
 		t.Error("a master with threads was read from its main thread only")
 	}
 }
+
+// TestZombieHasNoHeartbeat: once a worker is dead but not yet reaped, its sample quotes no
+// heartbeat age, though gwrap still holds a descriptor of the file (no number from after death).
+func TestZombieHasNoHeartbeat(t *testing.T) {
+	py := exec.Command("python3", "-c", `import os, sys, tempfile
+f = tempfile.NamedTemporaryFile(prefix="wgunicorn-")
+print("ready", flush=True)
+sys.stdin.readline()`)
+	in, err := py.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := py.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := py.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { py.Process.Kill(); py.Wait() }()
+	if _, err := out.Read(make([]byte, 16)); err != nil {
+		t.Fatal(err)
+	}
+	w, err := openWorker(NewFS("/proc"), py.Process.Pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer w.close()
+	if s, err := w.sample(time.Now()); err != nil || s.HeartbeatAge < 0 {
+		t.Fatalf("alive: %+v %v, want a heartbeat age", s, err)
+	}
+	in.Close() // python exits; not reaped until Wait: a zombie
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		s, err := w.sample(time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.State == "Z" {
+			if s.HeartbeatAge >= 0 {
+				t.Errorf("zombie quotes a heartbeat age %v", s.HeartbeatAge)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("never a zombie: state %s", s.State)
+		}
+	}
+}
