@@ -7,6 +7,8 @@ import (
 	"sync"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gwrap/gwrap/internal/pread"
 )
 
 // masterFiles keeps the master's stat and its main thread's children file open, so that listing
@@ -46,7 +48,7 @@ func (f FS) singleThreadChildren(master int) (pids []int, ok bool) {
 		}
 		m.stat = file
 	}
-	b, err := preadWhole(m.stat, m.buf)
+	b, err := pread.Whole(int(m.stat.Fd()), m.buf)
 	if cap(b) > cap(m.buf) {
 		m.buf = b[:cap(b)]
 	}

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/gwrap/gwrap/internal/pread"
 )
 
 // userHZ is the kernel's USER_HZ, the unit of utime and stime in /proc/<pid>/stat: 100 on every
@@ -73,7 +75,7 @@ func (w *worker) close() {
 
 // pread reads a whole pseudo-file from offset 0 into the worker's buffer (kept when it grew).
 func (w *worker) pread(f *os.File) ([]byte, error) {
-	b, err := preadWhole(f, w.buf[:cap(w.buf)])
+	b, err := pread.Whole(int(f.Fd()), w.buf)
 	if cap(b) > cap(w.buf) {
 		w.buf = b[:cap(b)]
 	}
