@@ -4,13 +4,15 @@ import (
 	"os"
 	"strings"
 	"testing"
+
+	"github.com/gwrap/gwrap/internal/testkit"
 )
 
 // TestWhole: a /proc file is read whole into a buffer that fits, and into one too small (grown).
 func TestWhole(t *testing.T) {
 	f, err := os.Open("/proc/self/status")
 	if err != nil {
-		t.Skip("no /proc")
+		testkit.Unavailable(t, "no /proc: %v", err)
 	}
 	defer f.Close()
 	for _, size := range []int{4096, 16} {
