@@ -140,16 +140,13 @@ func (w *worker) sample(now time.Time) (Sample, error) {
 	}
 	// Heartbeat.
 	w.findHeartbeat()
-	dead := st.state == "Z" || st.state == "X"
 	if w.hbFD >= 0 {
-		if w.hb < 0 && !dead {
+		if w.hb < 0 {
 			// The file itself, opened once through the fd link: every later read is one
-			// fstat, not a path walk through /proc.
+			// fstat, not a path walk through /proc. Worker and file end together.
 			w.hb, _ = openPath(w.fs.path(w.hbPID, "fd", strconv.Itoa(w.hbFD)))
 		}
-		// gwrap's descriptor outlives the worker's: a dead worker (a zombie not yet reaped)
-		// has no heartbeat, not an age that goes on growing after its death.
-		if w.hb >= 0 && !dead {
+		if w.hb >= 0 {
 			if age, beaten, err := heartbeatOf(w.hb, now); err == nil {
 				s.HeartbeatAge, s.Heartbeats = age, beaten
 			}
