@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -28,9 +29,9 @@ type state struct {
 	w        workers
 	open     []*incident
 	asm      map[string]*gunicorn.Assembler
-	cgroup   []memwatch.Stats    // the last containerKeep cgroup samples
-	ooms     []memwatch.OOMEvent // OOM kills no worker has claimed yet
-	shutdown time.Time           // Gunicorn was told to stop (TERM, INT, QUIT) or said it is
+	cgroup   []memwatch.Stats // the last containerKeep cgroup samples
+	ooms     []*oomKill       // moves of the oom_kill counter whose victims are not all named yet
+	shutdown time.Time        // Gunicorn was told to stop (TERM, INT, QUIT) or said it is
 
 	bootFailure string // the master's "Reason:" line (Worker failed to boot, App failed to load)
 	warned      map[string]bool
@@ -71,6 +72,11 @@ func (s *state) setSettings(n gunicorn.Settings) {
 
 func (s *state) timeout() time.Duration { return time.Duration(s.settings.Timeout) * time.Second }
 
+// parseMax is how much of a line is parsed: Gunicorn's own lines are short, a traceback is kept
+// up to 64 KiB, and a line of megabytes must not be copied again for the parser (the relay
+// writes the whole line from its bytes; the parsed message of such a line is its start).
+const parseMax = 64 << 10
+
 // line relays one line of the child's output and takes in what it says.
 func (s *state) line(stream string, b []byte, at time.Time) {
 	a := s.asm[stream]
@@ -78,7 +84,7 @@ func (s *state) line(stream string, b []byte, at time.Time) {
 		a = gunicorn.NewAssembler(200, 64<<10)
 		s.asm[stream] = a
 	}
-	parsed, done := a.Add(b)
+	parsed, done := a.Add(b[:min(len(b), parseMax)])
 	s.out.Relay(stream, b, parsed, at)
 	for _, e := range done {
 		s.gunicorn(e, at)
@@ -111,7 +117,7 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 		// A worker announces itself; the watcher may not have seen it yet (a boot failure can be
 		// over before the next sweep).
 		if e.PID > 0 && e.PID == e.WorkerPID {
-			s.w.logged(e.PID, at)
+			s.bootLine(e.PID, at)
 		}
 	case gunicorn.KindHandlingSignal:
 		if s.fromMaster(e) {
@@ -157,6 +163,25 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 	}
 }
 
+// bootLine takes a worker's "Booting worker with pid: N", written by N itself. The app can print
+// any number of such lines: a record is made only for a pid /proc shows as a child of the master
+// (or, until the master is known, of the command), with its start time.
+func (s *state) bootLine(pid int, at time.Time) {
+	if w := s.w.known(pid); w != nil && !w.gone() {
+		return
+	}
+	parent := s.master
+	if parent == 0 {
+		parent = s.root
+	}
+	if parent == 0 || s.cfg.Fate == nil {
+		return
+	}
+	if f := s.cfg.Fate(probes.ID{PID: pid}); !f.Gone && f.PPID == parent {
+		s.w.logged(f.ID, at)
+	}
+}
+
 // told marks the workers that Gunicorn was told to stop or replace: their deaths and their
 // silence from now on are part of that, not incidents.
 func (s *state) told(sig string, at time.Time) {
@@ -188,8 +213,17 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 	// complete what /proc already showed, never start an incident.
 	unprefixed := e.PID == 0 && w != nil && w.inc != nil
 	if w == nil || !(attributed || unprefixed) {
-		s.unverified(e, at, "it does not come from the Gunicorn master about one of its workers")
+		s.unverified(e.Message, at, "it does not come from the Gunicorn master about one of its workers")
 		return
+	}
+	if e.Kind != gunicorn.KindTimeout {
+		// The master writes its signal and exit lines once it has reaped the worker: a worker
+		// /proc still shows alive did not die, whoever wrote the line.
+		if s.alive(w) {
+			s.unverified(e.Message, at, "the worker it names is alive")
+			return
+		}
+		w.endAt = minTime(w.endAt, at)
 	}
 	switch e.Kind {
 	case gunicorn.KindTimeout:
@@ -199,7 +233,7 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 		stale, known := s.heartbeatStale(w, at)
 		old := s.timeout() > 0 && at.Sub(w.bootedAt) >= s.timeout()-time.Second
 		if !stale && (known || !attributed || !old) {
-			s.unverified(e, at, "the worker's heartbeat was not stale")
+			s.unverified(e.Message, at, "the worker's heartbeat was not stale")
 			return
 		}
 		inc := s.incidentFor(w, at)
@@ -226,12 +260,21 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 	}
 }
 
+// alive reports whether /proc shows the worker alive now: there, with the same start time, not
+// exiting, no SIGKILL pending. Without /proc nothing can be checked: it counts as not alive.
+func (s *state) alive(w *worker) bool {
+	if s.cfg.Fate == nil || w.gone() {
+		return false
+	}
+	return !s.cfg.Fate(w.id).Dying()
+}
+
 // unverified ignores a line that looks like one of Gunicorn's kill lines but that /proc does not
 // back, and says so once.
-func (s *state) unverified(e gunicorn.Event, at time.Time, why string) {
+func (s *state) unverified(msg string, at time.Time, why string) {
 	s.warnOnce("unverified", at, "unverified_line", fmt.Sprintf(
 		"ignored a line that looks like Gunicorn's %q because %s; lines like it are ignored from now on without a word (the app's own output cannot make an incident)",
-		truncate(e.Message, 120), why))
+		truncate(msg, 120), why))
 }
 
 // heartbeatStale reports whether the worker's heartbeat, in its samples of the last few seconds,
@@ -271,6 +314,10 @@ func (s *state) probe(e probes.Event) {
 	case probes.EventSample:
 		w, _ := s.w.watched(e.ID, at)
 		w.samples.add(e.Sample, s.w.cap)
+		if sm := e.Sample; sm.State != "Z" && sm.State != "X" && !sm.KillPending && !slices.Contains(sm.Missing, "status") {
+			w.aliveAt = maxTime(w.aliveAt, at)
+		}
+		s.beatAfterTimeout(w, e.Sample, at)
 	case probes.EventLate:
 		w, _ := s.w.watched(e.ID, at)
 		s.keepDeep(w, e.Deep)
@@ -315,11 +362,32 @@ func (s *state) probe(e probes.Event) {
 			return
 		}
 		w.goneAt = at
+		w.endAt = minTime(w.endAt, at)
 		s.emit(ev(at, Info, "worker.gone", fmt.Sprintf("worker %d is gone", w.id.PID), f("pid", w.id.PID)))
 		inc := s.incidentFor(w, at)
 		// The v1 oom_kill counter moves only once the victim is reaped: give it a moment.
 		inc.extend(at, 700*time.Millisecond)
 	}
+}
+
+// beatAfterTimeout drops a timeout incident whose worker beat again after the WORKER TIMEOUT
+// line: Gunicorn times out a worker silent for longer than the timeout and kills it, so it never
+// beats again. The line was not the master's, whoever wrote it; the worker's real end, later,
+// makes an incident of its own. A beat counts from half a timeout before the line: the heartbeat
+// file's times come from the kernel's coarse clock, and a worker that printed the line itself
+// beats within milliseconds of it.
+func (s *state) beatAfterTimeout(w *worker, sm probes.Sample, at time.Time) {
+	inc := w.inc
+	if inc == nil || !inc.timeout || inc.died() || sm.HeartbeatAge < 0 || !sm.Heartbeats ||
+		!at.Add(-sm.HeartbeatAge).After(inc.at.Add(-s.timeout()/2)) {
+		return
+	}
+	s.unverified(fmt.Sprintf("WORKER TIMEOUT (pid:%d)", w.id.PID), at, "the worker it names beat again after it")
+	if inc.stuck {
+		inc.timeout, inc.lines = false, nil // still stuck booting: that incident stays open
+		return
+	}
+	s.dismiss(inc)
 }
 
 // keepDeep keeps a worker's last deep sample, and the Python stack taken with it.
@@ -356,43 +424,6 @@ func (s *state) late(w *worker, e probes.Event, name string) {
 		msg += " in " + st.Top
 	}
 	s.emit(ev(e.Time, Warn, name, msg, fields...))
-}
-
-// oom takes an OOM kill: its victims are the workers gone or dying as the counter moved.
-func (s *state) oom(e memwatch.OOMEvent) {
-	at := e.Time
-	left := e.Count
-	var pids []int
-	for _, w := range s.w.byID {
-		if left == 0 {
-			break
-		}
-		if w.reported || (w.inc != nil && w.inc.oomKills > 0) {
-			continue
-		}
-		recent := w.gone() && at.Sub(w.goneAt) < 5*time.Second
-		if !recent && (w.gone() || s.cfg.Dying == nil || !s.cfg.Dying(w.id)) {
-			continue
-		}
-		inc := s.incidentFor(w, at)
-		inc.oomKills = 1
-		left--
-		pids = append(pids, w.id.PID)
-	}
-	for _, inc := range s.open {
-		inc.extend(at, 500*time.Millisecond)
-	}
-	msg := fmt.Sprintf("the kernel OOM killer killed %d process(es) in the container", e.Count)
-	if len(pids) == 0 {
-		msg += "; the victim is not identified yet (its post-mortem will name it)"
-	}
-	if left > 0 {
-		s.ooms = append(s.ooms, memwatch.OOMEvent{Time: at, Count: left, Total: e.Total})
-	}
-	if pids == nil {
-		pids = []int{}
-	}
-	s.emit(ev(at, Error, "oom.kill", msg, f("count", e.Count), f("total", e.Total), f("pids", pids)))
 }
 
 // containerSample keeps a cgroup sample.
@@ -444,19 +475,13 @@ func (s *state) tick(now time.Time) {
 			s.gunicorn(e, now)
 		}
 	}
+	s.resolveOOM(now, false)
 	s.decideDue(now, false)
 	s.w.expire(now, s.cfg.OnForget)
-	kept := s.ooms[:0]
-	for _, e := range s.ooms {
-		if now.Sub(e.Time) < time.Minute {
-			kept = append(kept, e)
-		}
-	}
-	s.ooms = kept
 }
 
 // busy reports whether tick has work: an incident open, a traceback being collected, a gone
-// worker's record to forget, an OOM kill not yet claimed. An idle engine needs no timer.
+// worker's record to forget, an OOM kill whose victims are not named yet. An idle engine needs no timer.
 func (s *state) busy() bool {
 	if len(s.open) > 0 || len(s.ooms) > 0 {
 		return true
@@ -481,6 +506,7 @@ func (s *state) flush(now time.Time) {
 			s.gunicorn(e, now)
 		}
 	}
+	s.resolveOOM(now, true)
 	s.decideDue(now, true)
 }
 
@@ -501,6 +527,13 @@ func truncate(s string, n int) string {
 
 func minTime(a, b time.Time) time.Time {
 	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
 		return b
 	}
 	return a

@@ -9,8 +9,8 @@ import (
 // worker is everything gwrap knows of one worker process: one record per (pid, start time),
 // forgotten at one expiry after it is gone and its incident, if any, is decided.
 type worker struct {
-	id       probes.ID // StartTime is 0 while the worker is known only from its own boot line
-	watched  bool      // the watcher saw it as a child of the master
+	id       probes.ID
+	watched  bool // the watcher saw it as a child of the master
 	bootedAt time.Time
 	samples  ring
 	deep     *probes.Deep
@@ -18,12 +18,17 @@ type worker struct {
 	load     []probes.Saturation // the server's load at each late event of this silence
 	lateSeen float64             // the largest share of the timeout it was reported late at, this silence
 
-	stuckAt  time.Time // when it was seen stuck booting (zero: not stuck)
-	stopAt   time.Time // when it was told to stop (a signal to the master, max-requests…)
-	exiting  bool      // it logged "Worker exiting"
-	goneAt   time.Time // when it vanished
-	inc      *incident
-	reported bool // its incident was reported: never two for one worker
+	stuckAt time.Time // when it was seen stuck booting (zero: not stuck)
+	stopAt  time.Time // when it was told to stop (a signal to the master, max-requests…)
+	exiting bool      // it logged "Worker exiting"
+	goneAt  time.Time // when it vanished
+	// aliveAt is the latest sample that showed it alive (not a zombie, no SIGKILL pending);
+	// endAt the first sign of its end that gwrap believes (its vanish, the master's death line
+	// once /proc agreed, /proc showing it dying or gone). Between them lies its death: what an
+	// OOM kill is matched against.
+	aliveAt, endAt time.Time
+	inc            *incident
+	reported       bool // its incident was reported: never two for one worker
 }
 
 func (w *worker) gone() bool     { return !w.goneAt.IsZero() }
@@ -47,17 +52,14 @@ func newWorkers(cap int) workers {
 	return workers{byID: map[probes.ID]*worker{}, byPID: map[int]*worker{}, cap: cap}
 }
 
-// watched returns the record of a worker the watcher reports, making it on first sight. A record
-// made from the worker's own boot line (no start time yet) is the same worker.
+// watched returns the record of a worker the watcher reports, making it on first sight (isNew:
+// the watcher had not seen it). A record made from the worker's own boot line is the same worker.
 func (t *workers) watched(id probes.ID, now time.Time) (w *worker, isNew bool) {
 	if w := t.byID[id]; w != nil {
-		return w, false
-	}
-	if w := t.byPID[id.PID]; w != nil && w.id.StartTime == 0 && !w.gone() {
-		delete(t.byID, w.id)
-		w.id, w.watched = id, true
-		t.byID[id] = w
-		return w, true
+		isNew = !w.watched
+		w.watched = true
+		t.sweeping = true
+		return w, isNew
 	}
 	t.sweeping = true
 	w = &worker{id: id, watched: true, bootedAt: now, samples: newRing(t.cap)}
@@ -67,15 +69,14 @@ func (t *workers) watched(id probes.ID, now time.Time) (w *worker, isNew bool) {
 }
 
 // logged returns the record for a worker that announced itself in the log ("Booting worker with
-// pid: N" from pid N), making one when the watcher has not seen it yet.
-func (t *workers) logged(pid int, now time.Time) *worker {
-	if w := t.byPID[pid]; w != nil && !w.gone() {
+// pid: N" from pid N) once /proc confirmed it (id), making one when the watcher has not seen it yet.
+func (t *workers) logged(id probes.ID, now time.Time) *worker {
+	if w := t.byPID[id.PID]; w != nil && !w.gone() {
 		return w
 	}
-	id := probes.ID{PID: pid}
 	w := &worker{id: id, bootedAt: now, samples: newRing(t.cap)}
 	t.byID[id] = w
-	t.byPID[pid] = w
+	t.byPID[id.PID] = w
 	return w
 }
 

@@ -109,7 +109,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		Host:          postmortem.Host{Hostname: hostname, GwrapVersion: version, Instance: os.Getenv("WEBSITE_INSTANCE_ID")},
 		Platform:      gunicorn.Platform(os.Environ()),
 		Reports:       store,
-		Dying:         proc.Dying,
+		Fate:          proc.Fate,
+		Fates:         proc.Fates,
 		CrashStack:    stk.crash,
 		OnForget:      func(pid int) { stk.forget(pid, time.Now()) },
 		OnWorkerClass: func(class string) { watcher.SetWorkerClass(class) },
@@ -228,7 +229,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		// OOM notifications.
 		octx, ocancel := context.WithCancel(ctx)
 		g.Add(func() error {
-			cg.WatchOOM(octx, func(ev memwatch.OOMEvent) { flight.OOM(ev); eng.OOM(ev) }, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
+			// The engine first: it reads /proc while the victim is still there to be seen dying.
+			cg.WatchOOM(octx, func(ev memwatch.OOMEvent) { eng.OOM(ev); flight.OOM(ev) }, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
 			return nil
 		}, func(error) { ocancel() })
 	}

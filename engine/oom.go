@@ -1,0 +1,241 @@
+package engine
+
+import (
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/probes"
+)
+
+// Which worker the kernel's OOM killer killed.
+//
+// The cgroup's oom_kill counter says how many processes were killed, never which. Each move is
+// matched to the processes whose own evidence fits it — never to the first candidate found, and
+// never to a death that something else already explains. The evidence, and where it holds:
+//
+//   - When the counter moves. The kernel counts the kill (memcg_memory_event_mm MEMCG_OOM_KILL
+//     in __oom_kill_process, "raise event before sending signal") and then sends the SIGKILL, on
+//     v1 (memory.oom_control's oom_kill) and v2 (memory.events' oom_kill) alike: the victim is
+//     alive, with the SIGKILL pending, when the counter moves, and is reaped only after. Measured
+//     on v1 (Linux 6.18): the counter read 1 while the victim still had SIGKILL pending, 1 ms
+//     before it was a zombie and 6 ms before the master reaped it. What lags is the notification:
+//     v1's eventfd fires as the cgroup enters OOM, before the killer chose (LIBRARIES.md §2.6
+//     read the unmoved counter at the wake-up), and v2's inotify is rate-limited; so memwatch
+//     re-reads the counter until it moves and says when it last saw it unmoved
+//     (memwatch.OOMEvent.After). A worker reaped before that read cannot be the victim.
+//   - What /proc shows right after the move (Engine.OOM reads the master's children before the
+//     event is queued): the victim is there, dying of SIGKILL — SIGKILL in ShdPnd (it stays there
+//     until the reaping, zombie included) or a wait status (stat field 52, Linux ≥ 3.5) of
+//     SIGKILL — unless it was reaped in the meantime. A child alive then was not killed; one
+//     dying with an exit code or another signal was not the OOM killer's. Read within
+//     promptRead of the last unmoved read, the workers dying of SIGKILL are the victims: the
+//     victim is rarely reaped that soon, and another SIGKILL within that same instant rarer still.
+//   - What gwrap saw before: a sample after the move showing the worker alive with no SIGKILL
+//     pending rules it out; so does a death seen (vanish, the master's death line) before the
+//     last unmoved read; so does a death explained — a handled abort ("Worker exiting"), an exit
+//     code, another signal. These hold on v1 and v2; the master's lines come a little late,
+//     hence oomSettle.
+//   - The memory each held in its last samples: the OOM killer picks the largest oom_score
+//     (resident + swap + page tables, all workers sharing the oom_score_adj gwrap gave Gunicorn).
+//     The samples are up to a second old and the victim is the one that grew since, so this
+//     never decides; each report quotes its worker's figure.
+//
+// When the evidence leaves more candidates than kills (two workers SIGKILLed within the same
+// poll of the counter), each of them is reported with the others named and low confidence.
+const (
+	// oomSettle is how long a move waits for the lines and vanishes that place the deaths around
+	// it, unless the kernel's own evidence named its victims at once.
+	oomSettle = 1500 * time.Millisecond
+	// promptRead: /proc read this soon after the counter was last seen unmoved still shows the
+	// victim dying, not yet reaped. memwatch reads the counter every 5 ms after a notification;
+	// under load a read comes up to ~50 ms after the one before (measured: 5–48 ms, the victim
+	// still unreaped every time).
+	promptRead = 100 * time.Millisecond
+	// unknownAfter bounds how long before its event a move with no earlier read happened.
+	unknownAfter = 5 * time.Second
+)
+
+// oomIn is an OOM event with what /proc showed of the master's children just after it.
+type oomIn struct {
+	ev     memwatch.OOMEvent
+	fates  []probes.Fate
+	seen   bool // fates were read
+	seenAt time.Time
+}
+
+// oomKill is one move of the counter while its victims are being named.
+type oomKill struct {
+	at, after time.Time // the counter moved in (after, at]
+	woke      time.Time // the kernel's notification came, close to the move (zero: none)
+	count     uint64    // victims not yet named
+	seenAt    time.Time // when the master's children were read (zero: not read)
+	fates     map[probes.ID]probes.Fate
+	due       time.Time
+}
+
+// prompt reports whether /proc was read soon enough after the move to show the victims dying:
+// soon after the last unmoved read of the counter, or after the notification that led to it.
+func (k *oomKill) prompt() bool {
+	near := maxTime(k.after, k.woke)
+	return !k.seenAt.IsZero() && k.seenAt.Sub(near) <= promptRead
+}
+
+// fateOf is what /proc showed of the worker around the move.
+func (k *oomKill) fateOf(w *worker) (probes.Fate, bool) {
+	f, ok := k.fates[w.id]
+	return f, ok
+}
+
+// standing is how a worker stands against one move of the counter.
+type standing int
+
+const (
+	notVictim   standing = iota // alive after the move, dead before it, or its death explained
+	mayBe                       // gone around the move, and nothing rules it out
+	beingKilled                 // /proc showed it dying of SIGKILL right after the move
+)
+
+// oom takes a move of the oom_kill counter: the victims /proc shows being killed are named at
+// once; otherwise the move waits oomSettle for the evidence that places the deaths around it.
+func (s *state) oom(in oomIn, now time.Time) {
+	e := in.ev
+	k := &oomKill{at: e.Time, after: e.After, woke: e.Woke, count: e.Count, fates: map[probes.ID]probes.Fate{}, due: e.Time.Add(oomSettle)}
+	if k.after.IsZero() || k.after.After(k.at) {
+		k.after = k.at.Add(-unknownAfter)
+	}
+	if in.seen {
+		k.seenAt = in.seenAt
+		for _, f := range in.fates {
+			k.fates[f.ID] = f
+		}
+	}
+	for _, w := range s.w.byID {
+		if f, ok := k.fateOf(w); ok {
+			if f.Dying() {
+				w.endAt = minTime(w.endAt, k.seenAt)
+			}
+			continue
+		}
+		if w.gone() || s.cfg.Fate == nil {
+			continue
+		}
+		// Not a child of the master as /proc was read (reaped, or a worker of an old master
+		// after a USR2 upgrade): ask about it alone.
+		if f := s.cfg.Fate(w.id); f.Gone {
+			w.endAt = minTime(w.endAt, now)
+		} else {
+			k.fates[w.id] = f
+		}
+	}
+	victims := s.nameVictims(k, false)
+	pids := []int{}
+	for _, w := range victims {
+		pids = append(pids, w.id.PID)
+	}
+	msg := fmt.Sprintf("the kernel OOM killer killed %d process(es) in the container", e.Count)
+	if len(pids) == 0 {
+		msg += "; the victim is not identified yet (its post-mortem will name it)"
+	}
+	if k.count > 0 {
+		s.ooms = append(s.ooms, k)
+	}
+	s.emit(ev(e.Time, Error, "oom.kill", msg, f("count", e.Count), f("total", e.Total), f("pids", pids)))
+}
+
+// resolveOOM names the victims of the moves whose settle time has passed (all of them when
+// final). Moves are taken in order, so a worker named by one is not a candidate of the next.
+func (s *state) resolveOOM(now time.Time, final bool) {
+	kept := s.ooms[:0]
+	for _, k := range s.ooms {
+		if final || !now.Before(k.due) {
+			s.nameVictims(k, true)
+			continue
+		}
+		kept = append(kept, k)
+	}
+	for i := len(kept); i < len(s.ooms); i++ {
+		s.ooms[i] = nil
+	}
+	s.ooms = kept
+}
+
+// nameVictims gives the move to the workers whose own evidence fits it. Before the settle time
+// (final false) it names only the workers /proc showed being killed right after a promptly read
+// move, when they are no more than the kills; at the settle time it names every candidate left,
+// and when they are more than the kills, each is told about the others (the report says gwrap
+// cannot tell them apart).
+func (s *state) nameVictims(k *oomKill, final bool) []*worker {
+	var killed, maybe []*worker
+	for _, w := range s.w.byID {
+		switch s.standing(k, w) {
+		case beingKilled:
+			killed = append(killed, w)
+		case mayBe:
+			maybe = append(maybe, w)
+		}
+	}
+	pool := append(killed, maybe...)
+	if k.prompt() && len(killed) > 0 {
+		pool = killed
+	}
+	n := int(k.count)
+	if !final && !(k.prompt() && len(killed) > 0 && len(killed) <= n) {
+		return nil
+	}
+	if len(pool) == 0 || n == 0 {
+		return nil
+	}
+	sort.Slice(pool, func(i, j int) bool { return pool[i].id.PID < pool[j].id.PID })
+	shared := len(pool) > n
+	for _, w := range pool {
+		inc := s.incidentFor(w, k.at)
+		inc.oomKills = 1
+		if shared {
+			for _, o := range pool {
+				if o != w {
+					inc.oomShared = append(inc.oomShared, o.id.PID)
+				}
+			}
+		}
+	}
+	k.count -= uint64(min(n, len(pool)))
+	return pool
+}
+
+// standing says how a worker stands against one move of the counter, from its own evidence.
+func (s *state) standing(k *oomKill, w *worker) standing {
+	if w.reported || w.inc != nil && w.inc.oomKills > 0 {
+		return notVictim // reported already, or another move's victim: a process dies once
+	}
+	fate, seen := k.fateOf(w)
+	switch {
+	case seen && fate.Killed():
+		return beingKilled // the kernel's evidence: it outweighs any line
+	case seen && !fate.Dying():
+		return notVictim // alive after the move
+	case seen && fate.Explained():
+		return notVictim // an exit code or another signal
+	case s.explained(w):
+		return notVictim
+	case w.aliveAt.After(k.at):
+		return notVictim // a sample after the move showed it alive, no SIGKILL pending
+	case !w.endAt.IsZero() && !w.endAt.After(k.after):
+		return notVictim // it was dead before the move
+	case seen || !w.endAt.IsZero():
+		return mayBe // dying of something unknown, or gone, around the move
+	}
+	return notVictim // nothing says it died
+}
+
+// explained reports whether the worker's lines explain its death by something else than a
+// SIGKILL: it handled an abort or exited on its own ("Worker exiting"), the master logged an exit
+// code or another signal.
+func (s *state) explained(w *worker) bool {
+	if w.exiting {
+		return true
+	}
+	inc := w.inc
+	return inc != nil && (inc.exitCode != nil || inc.signal != 0 && inc.signal != 9)
+}
