@@ -126,14 +126,20 @@ func (q *lineQueue) writer() {
 		q.bytes -= size
 		q.mu.Unlock()
 
-		buf = buf[:0]
 		for _, l := range batch {
-			buf = append(buf, l...)
 			if len(l) > keepBuf {
 				q.bigSince += len(l)
 			}
 		}
-		if _, err := q.w.Write(buf); err != nil {
+		out := batch[0] // one line (a giant one is alone): written as it is, not copied once more
+		if n > 1 {
+			buf = buf[:0]
+			for _, l := range batch {
+				buf = append(buf, l...)
+			}
+			out = buf
+		}
+		if _, err := q.w.Write(out); err != nil {
 			q.failed.Add(uint64(n))
 			q.failOnce.Do(func() { q.notice(writeFailure(err)) })
 		}
