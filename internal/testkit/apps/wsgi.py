@@ -9,7 +9,7 @@ import signal
 import socket
 import time
 
-from misbehave import blocking_sleep, cgroup_value, cloop, hoard_mib, spin
+from misbehave import big_lines, blocking_sleep, cgroup_value, cloop, flood_boot_lines, hoard_mib, lie_about_self, spin
 
 hoard = []
 
@@ -38,6 +38,18 @@ def app(environ, start_response):
     elif path == "/connect":  # waits on a TCP peer that never answers: `blocked`, naming the peer
         host, port = q.rsplit(":", 1)
         socket.create_connection((host, int(port))).recv(1)
+    elif path == "/grow":  # allocates MiB a second (default 160), in 8 MiB steps, until killed
+        rate = float(q or 160)
+        while True:
+            hoard_mib(hoard, 8)
+            time.sleep(8 / rate)
+    elif path == "/lie":  # waits seconds, then prints the master's kill lines about itself
+        blocking_sleep(float(q or 0))
+        lie_about_self()
+    elif path == "/flood":  # prints N lines that look like boot lines of N other workers
+        flood_boot_lines(int(q or 100000))
+    elif path == "/biglines":  # prints N lines of 4 MiB and N of 1 MiB of control bytes
+        big_lines(int(q or 8))
     elif path == "/kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif path == "/segv":
