@@ -53,24 +53,24 @@ type Options struct {
 // use, and never fail: when the directory cannot be written the record degrades to nothing and
 // that is said once through Options.Warn.
 type Recorder struct {
-	mu     sync.Mutex
-	opt    Options
+	mu      sync.Mutex
+	opt     Options
 	names   [2]string
 	refused [2]bool // something that is not gwrap's own file is at that segment's name
 	active  int     // index into names
 	dir     *safedir.Dir
 	f       *os.File
 	lockf   *os.File // holds the host's flock while the run lasts
-	off    int
-	seq    uint64
-	torn   bool // the last write was short: start the next with a newline
-	warned bool
-	closed bool
-	buf    bytes.Buffer
-	enc    *json.Encoder
-	l      line   // reused for each line
-	batch  int    // Batch calls running: lines wait in pending
-	pend   []byte // encoded lines not yet written (counted in off)
+	off     int
+	seq     uint64
+	torn    bool // the last write was short: start the next with a newline
+	warned  bool
+	closed  bool
+	buf     bytes.Buffer
+	enc     *json.Encoder
+	l       line   // reused for each line
+	batch   int    // Batch calls running: lines wait in pending
+	pend    []byte // encoded lines not yet written (counted in off)
 }
 
 // Open starts this run's record for Options.Identity.Host in Options.Dir, replacing the previous
