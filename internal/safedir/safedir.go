@@ -39,54 +39,52 @@ type Dir struct {
 	fd   int
 
 	mu    sync.Mutex
-	owner int // the uid gwrap's files get in this directory
+	owner int // the uid gwrap's files get in this directory; -1 until probed
 }
 
 // Open opens the directory at path; its last element must be a real directory, not a symlink
-// (ErrRefused). It learns which user the files it creates there belong to (a network share may
-// map every file to one user) by creating and removing a probe file; where it cannot write, its
-// own effective uid stands.
+// (ErrRefused). The first check of an owner learns which user the files gwrap creates there
+// belong to (a network share may map every file to one user) by creating and removing a probe
+// file; where it cannot write, gwrap's effective uid stands.
 func Open(path string) (*Dir, error) {
 	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC|unix.O_NONBLOCK, 0)
 	if err != nil {
-		if errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR) {
-			var st unix.Stat_t
-			what := "not a directory"
-			if unix.Lstat(path, &st) == nil && st.Mode&unix.S_IFMT == unix.S_IFLNK {
-				what = "a symlink"
-			}
-			return nil, fmt.Errorf("%s: %w: %s", path, ErrRefused, what)
+		var st unix.Stat_t
+		if (errors.Is(err, unix.ELOOP) || errors.Is(err, unix.ENOTDIR)) && unix.Lstat(path, &st) == nil {
+			return nil, fmt.Errorf("%s: %w: %s is there, not a directory", path, ErrRefused, kind(st.Mode))
 		}
 		return nil, &os.PathError{Op: "open", Path: path, Err: err}
 	}
-	d := &Dir{path: path, fd: fd, owner: os.Geteuid()}
-	d.probeOwner()
-	return d, nil
+	return &Dir{path: path, fd: fd, owner: -1}, nil
 }
 
-// probeOwner creates and removes a file to see whose it becomes.
-func (d *Dir) probeOwner() {
+// probeOwner creates and removes a file to see whose it becomes; where it cannot, gwrap's
+// effective uid stands.
+func (d *Dir) probeOwner() int {
+	owner := os.Geteuid()
 	f, name, err := d.CreateTemp(".gwrap-owner.tmp-")
 	if err != nil {
-		return
+		return owner
 	}
 	var st unix.Stat_t
 	if unix.Fstat(int(f.Fd()), &st) == nil {
-		d.mu.Lock()
-		d.owner = int(st.Uid)
-		d.mu.Unlock()
+		owner = int(st.Uid)
 	}
 	f.Close()
 	_ = unix.Unlinkat(d.fd, name, 0)
+	return owner
 }
 
 // Path is the directory's path, for messages.
 func (d *Dir) Path() string { return d.path }
 
-// Owner is the uid gwrap's own files have in this directory.
+// Owner is the uid gwrap's own files have in this directory, learned on first use.
 func (d *Dir) Owner() int {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.owner < 0 {
+		d.owner = d.probeOwner()
+	}
 	return d.owner
 }
 
