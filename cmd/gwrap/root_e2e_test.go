@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -11,6 +12,7 @@ import (
 	"time"
 
 	"github.com/gwrap/gwrap/internal/testkit"
+	"github.com/gwrap/gwrap/metrics"
 )
 
 // fifoApp runs, on /fifo, code compiled with a FIFO's path as its file name, then sleeps: the
@@ -126,4 +128,104 @@ func TestConfigNeverEvaluatedAsRoot(t *testing.T) {
 			t.Errorf("warning: %v", e["message"])
 		}
 	}
+}
+
+// vmRSS reads VmRSS and VmHWM (bytes) of a process.
+func vmRSS(t *testing.T, pid int) (rss, hwm uint64) {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		var kb uint64
+		if _, err := fmt.Sscanf(l, "VmRSS: %d kB", &kb); err == nil {
+			rss = kb << 10
+		}
+		if _, err := fmt.Sscanf(l, "VmHWM: %d kB", &kb); err == nil {
+			hwm = kb << 10
+		}
+	}
+	if rss == 0 || hwm == 0 {
+		t.Fatalf("no VmRSS/VmHWM in /proc/%d/status", pid)
+	}
+	return rss, hwm
+}
+
+// TestMetricsConnectionFlood: 1,000 idle connections to /metrics (PID 1's own port) raise gwrap's
+// RSS by at most 8 MiB, and a real scrape during the flood is answered. gwrap is built as
+// shipped (no -race, whose shadow memory would be measured too); the figures are logged.
+func TestMetricsConnectionFlood(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "gwrap")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	port := freePort(t)
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	p := startCmd(t, exec.Command(bin, "--metrics-addr", addr, "--report-dir", t.TempDir(), "--", "sleep", "300"), nil)
+	url := "http://" + addr + "/metrics"
+	waitHTTP(t, url, 30*time.Second)
+	for range 5 { // settle: the first scrapes allocate what every scrape reuses
+		get(url, 5*time.Second)
+	}
+	pid := p.cmd.Process.Pid
+	before, hwmBefore := vmRSS(t, pid)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for range 1000 {
+		c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+		if err != nil {
+			t.Fatalf("dial %d: %v", len(conns), err)
+		}
+		conns = append(conns, c)
+	}
+	// The scrape queues behind the flood in the accept queue: once it is answered, gwrap has
+	// accepted every idle connection.
+	start := time.Now()
+	code, body := get(url, 10*time.Second)
+	took := time.Since(start)
+	after, hwmAfter := vmRSS(t, pid)
+	held := openSockets(t, pid)
+	rise := int64(after) - int64(before)
+	if hwmAfter > hwmBefore {
+		rise = max(rise, int64(hwmAfter)-int64(before))
+	}
+	t.Logf("gwrap RSS before %.1f MiB, with 1,000 idle connections %.1f MiB (peak %.1f MiB, before %.1f): rise %.2f MiB; %d sockets open; scrape answered in %v",
+		mib(before), mib(after), mib(hwmAfter), mib(hwmBefore), float64(rise)/(1<<20), held, took.Round(time.Millisecond))
+	// The listener, the held connections (at most metrics.MaxConns), and a few of gwrap's own
+	// (its stdout and stderr pipes to this test are pipes, not sockets).
+	if held > metrics.MaxConns+4 {
+		t.Errorf("gwrap holds %d sockets under the flood, bound %d connections", held, metrics.MaxConns)
+	}
+	if code != 200 || !strings.Contains(body, "gwrap_build_info") {
+		t.Errorf("scrape during the flood: %d %.100q", code, body)
+	}
+	if rise > 8<<20 {
+		t.Errorf("RSS rose by %.2f MiB under 1,000 idle connections, bound 8 MiB", float64(rise)/(1<<20))
+	}
+	p.signal(t, syscall.SIGTERM)
+	p.wait(t, 20*time.Second)
+}
+
+func mib(b uint64) float64 { return float64(b) / (1 << 20) }
+
+// openSockets counts the sockets a process has open.
+func openSockets(t *testing.T, pid int) int {
+	t.Helper()
+	dir := fmt.Sprintf("/proc/%d/fd", pid)
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, e := range ents {
+		if l, err := os.Readlink(filepath.Join(dir, e.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+			n++
+		}
+	}
+	return n
 }
