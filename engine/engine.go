@@ -8,8 +8,10 @@
 // tentative while the follow-up window is open, and is then confirmed (and reported) or dismissed
 // by decide, a pure function of all the evidence gathered — never of the order it arrived in.
 // Lines that look like Gunicorn's are believed only when /proc agrees: a kill line must come from
-// the master and name a worker gwrap knows, a WORKER TIMEOUT must find that worker's heartbeat
-// stale.
+// the master and name a worker gwrap knows that /proc shows gone, a WORKER TIMEOUT must find that
+// worker's heartbeat stale and the worker must then die, not beat again; a boot line makes a
+// record only for a child of the master. An OOM kill goes to the worker whose own evidence fits
+// it (oom.go).
 //
 // Shutdown is ordered by the caller: producers stop first, then Run's context is cancelled; Run
 // takes what they left queued, decides every open incident and returns.

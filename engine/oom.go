@@ -20,18 +20,23 @@ import (
 //     v1 (memory.oom_control's oom_kill) and v2 (memory.events' oom_kill) alike: the victim is
 //     alive, with the SIGKILL pending, when the counter moves, and is reaped only after. Measured
 //     on v1 (Linux 6.18): the counter read 1 while the victim still had SIGKILL pending, 1 ms
-//     before it was a zombie and 6 ms before the master reaped it. What lags is the notification:
-//     v1's eventfd fires as the cgroup enters OOM, before the killer chose (LIBRARIES.md §2.6
-//     read the unmoved counter at the wake-up), and v2's inotify is rate-limited; so memwatch
-//     re-reads the counter until it moves and says when it last saw it unmoved
-//     (memwatch.OOMEvent.After). A worker reaped before that read cannot be the victim.
+//     before it was a zombie and 6 ms before the master reaped it (and the same on v2 in the
+//     guest kernel, internal/v2test). What lags is the notification: v1's eventfd fires as the
+//     cgroup enters OOM, before the killer chose (LIBRARIES.md §2.6 read the unmoved counter at
+//     the wake-up), and v2's inotify on memory.events is rate-limited to one per 20 ms; so
+//     memwatch re-reads the counter every 5 ms until it moves, and says when it last saw it
+//     unmoved (OOMEvent.After) and when the notification came (OOMEvent.Woke). A worker reaped
+//     before that unmoved read cannot be the victim. When the first read after a notification
+//     already sees the move, that read before it may be seconds old: the notification, not a
+//     bound, then says the move was just now.
 //   - What /proc shows right after the move (Engine.OOM reads the master's children before the
 //     event is queued): the victim is there, dying of SIGKILL — SIGKILL in ShdPnd (it stays there
 //     until the reaping, zombie included) or a wait status (stat field 52, Linux ≥ 3.5) of
 //     SIGKILL — unless it was reaped in the meantime. A child alive then was not killed; one
 //     dying with an exit code or another signal was not the OOM killer's. Read within
-//     promptRead of the last unmoved read, the workers dying of SIGKILL are the victims: the
-//     victim is rarely reaped that soon, and another SIGKILL within that same instant rarer still.
+//     promptRead of the last unmoved read or of the notification, the workers dying of SIGKILL
+//     are the victims: the victim is rarely reaped that soon, and another SIGKILL within that
+//     same instant is rarer still.
 //   - What gwrap saw before: a sample after the move showing the worker alive with no SIGKILL
 //     pending rules it out; so does a death seen (vanish, the master's death line) before the
 //     last unmoved read; so does a death explained — a handled abort ("Worker exiting"), an exit
@@ -67,11 +72,12 @@ type oomIn struct {
 
 // oomKill is one move of the counter while its victims are being named.
 type oomKill struct {
-	at, after time.Time // the counter moved in (after, at]
-	woke      time.Time // the kernel's notification came, close to the move (zero: none)
-	count     uint64    // victims not yet named
-	seenAt    time.Time // when the master's children were read (zero: not read)
-	fates     map[probes.ID]probes.Fate
+	at, after time.Time                 // the counter moved in (after, at]
+	woke      time.Time                 // the kernel's notification came, close to the move (zero: none)
+	count     uint64                    // victims not yet named
+	seenAt    time.Time                 // when the master's children were read (zero: not read)
+	fates     map[probes.ID]probes.Fate // the master's children then
+	later     map[probes.ID]probes.Fate // the other workers, read once the event was taken
 	due       time.Time
 }
 
@@ -82,10 +88,14 @@ func (k *oomKill) prompt() bool {
 	return !k.seenAt.IsZero() && k.seenAt.Sub(near) <= promptRead
 }
 
-// fateOf is what /proc showed of the worker around the move.
-func (k *oomKill) fateOf(w *worker) (probes.Fate, bool) {
-	f, ok := k.fates[w.id]
-	return f, ok
+// fateOf is what /proc showed of the worker around the move; withChildren says it was read with
+// the master's children, right after the move.
+func (k *oomKill) fateOf(w *worker) (f probes.Fate, seen, withChildren bool) {
+	if f, ok := k.fates[w.id]; ok {
+		return f, true, true
+	}
+	f, seen = k.later[w.id]
+	return f, seen, false
 }
 
 // standing is how a worker stands against one move of the counter.
@@ -101,7 +111,8 @@ const (
 // once; otherwise the move waits oomSettle for the evidence that places the deaths around it.
 func (s *state) oom(in oomIn, now time.Time) {
 	e := in.ev
-	k := &oomKill{at: e.Time, after: e.After, woke: e.Woke, count: e.Count, fates: map[probes.ID]probes.Fate{}, due: e.Time.Add(oomSettle)}
+	k := &oomKill{at: e.Time, after: e.After, woke: e.Woke, count: e.Count, fates: map[probes.ID]probes.Fate{},
+		later: map[probes.ID]probes.Fate{}, due: e.Time.Add(oomSettle)}
 	if k.after.IsZero() || k.after.After(k.at) {
 		k.after = k.at.Add(-unknownAfter)
 	}
@@ -112,7 +123,7 @@ func (s *state) oom(in oomIn, now time.Time) {
 		}
 	}
 	for _, w := range s.w.byID {
-		if f, ok := k.fateOf(w); ok {
+		if f, ok := k.fates[w.id]; ok {
 			if f.Dying() {
 				w.endAt = minTime(w.endAt, k.seenAt)
 			}
@@ -126,7 +137,7 @@ func (s *state) oom(in oomIn, now time.Time) {
 		if f := s.cfg.Fate(w.id); f.Gone {
 			w.endAt = minTime(w.endAt, now)
 		} else {
-			k.fates[w.id] = f
+			k.later[w.id] = f
 		}
 	}
 	victims := s.nameVictims(k, false)
@@ -209,10 +220,10 @@ func (s *state) standing(k *oomKill, w *worker) standing {
 	if w.reported || w.inc != nil && w.inc.oomKills > 0 {
 		return notVictim // reported already, or another move's victim: a process dies once
 	}
-	fate, seen := k.fateOf(w)
+	fate, seen, withChildren := k.fateOf(w)
 	switch {
-	case seen && fate.Killed():
-		return beingKilled // the kernel's evidence: it outweighs any line
+	case seen && fate.Killed() && withChildren:
+		return beingKilled // the kernel's evidence, read right after the move: it outweighs any line
 	case seen && !fate.Dying():
 		return notVictim // alive after the move
 	case seen && fate.Explained():
