@@ -223,6 +223,23 @@ func TestOverlappingDeathsEachGetTheirOwnVerdict(t *testing.T) {
 			w.vanish(102, at(10))
 			w.end(at(10))
 		}, want: "101 crashed, 102 oom_killed"},
+		{name: "…when the victim was reaped before /proc was read", settings: gunicorn201, run: func(w *world) {
+			w.fork(101, at(0))
+			w.fork(102, at(0))
+			w.healthy(101, at(0), at(9))
+			w.healthy(102, at(0), at(9))
+			w.proc.kill(101)
+			w.proc.reap(101)
+			w.line(at(9.45), master, "WARNING", "Worker with pid 101 was terminated due to signal 9")
+			w.proc.kill(102)
+			w.proc.reap(102) // gwrap took the notification late: the victim is reaped already
+			w.ooms++
+			w.proc.notified(w.st, at(10), at(8), at(9.99), 1) // the read before was 2 s earlier
+			w.line(at(10.01), master, "WARNING", "Worker with pid 102 was terminated due to signal 9")
+			w.vanish(101, at(10.5))
+			w.vanish(102, at(10.5))
+			w.end(at(11))
+		}, want: "101 crashed, 102 oom_killed"},
 		{name: "an exit with a code is never the OOM victim", settings: gunicorn.Settings{Timeout: 30, Workers: 2, WorkerClass: "sync", LogLevel: "warning"}, run: func(w *world) {
 			w.fork(101, at(0))
 			w.fork(102, at(0))

@@ -76,6 +76,14 @@ func (p *fakeProc) moved(st *state, at time.Time, lag time.Duration, count uint6
 	st.oom(oomIn{ev: memwatch.OOMEvent{Time: at, After: at.Add(-lag), Count: count}, fates: fates, seen: true, seenAt: seen}, seen)
 }
 
+// notified hands st a move of the counter seen at `at`, after a notification taken at woke, the
+// counter last read unmoved at after, with the master's children read 1 ms after `at`.
+func (p *fakeProc) notified(st *state, at, after, woke time.Time, count uint64) {
+	fates, _ := p.fates(p.master)
+	seen := at.Add(time.Millisecond)
+	st.oom(oomIn{ev: memwatch.OOMEvent{Time: at, After: after, Woke: woke, Count: count}, fates: fates, seen: true, seenAt: seen}, seen)
+}
+
 // sample is the watcher's sample of a worker as this /proc shows it.
 func (p *fakeProc) sample(id probes.ID, at time.Time, hb time.Duration, rss uint64) probes.Event {
 	f := p.procs[id.PID]

@@ -41,7 +41,10 @@ import (
 //     pending rules it out; so does a death seen (vanish, the master's death line) before the
 //     last unmoved read; so does a death explained — a handled abort ("Worker exiting"), an exit
 //     code, another signal. These hold on v1 and v2; the master's lines come a little late,
-//     hence oomSettle.
+//     hence oomSettle. Of the deaths left, the closest to the move wins: one seen more than
+//     wakeSlack before the notification is passed over for one that fits it (the victim may be
+//     reaped before /proc is read, when gwrap is slow to take the notification, and another
+//     worker killed half a second earlier is not it).
 //   - The memory each held in its last samples: the OOM killer picks the largest oom_score
 //     (resident + swap + page tables, all workers sharing the oom_score_adj gwrap gave Gunicorn).
 //     The samples are up to a second old and the victim is the one that grew since, so this
@@ -58,6 +61,9 @@ const (
 	// under load a read comes up to ~50 ms after the one before (measured: 5–48 ms, the victim
 	// still unreaped every time).
 	promptRead = 100 * time.Millisecond
+	// wakeSlack is how long before the notification came the move may have happened: v2's
+	// inotify comes up to 20 ms after the move, and gwrap may be slow to take it.
+	wakeSlack = 250 * time.Millisecond
 	// unknownAfter bounds how long before its event a move with no earlier read happened.
 	unknownAfter = 5 * time.Second
 )
@@ -79,6 +85,15 @@ type oomKill struct {
 	fates     map[probes.ID]probes.Fate // the master's children then
 	later     map[probes.ID]probes.Fate // the other workers, read once the event was taken
 	due       time.Time
+}
+
+// near is when the move happened at the earliest, as far as the notification tells: a death seen
+// before it was far from the move. Without a notification it is the last unmoved read.
+func (k *oomKill) near() time.Time {
+	if k.woke.IsZero() {
+		return k.after
+	}
+	return maxTime(k.after, k.woke.Add(-wakeSlack))
 }
 
 // prompt reports whether /proc was read soon enough after the move to show the victims dying:
@@ -178,18 +193,27 @@ func (s *state) resolveOOM(now time.Time, final bool) {
 // and when they are more than the kills, each is told about the others (the report says gwrap
 // cannot tell them apart).
 func (s *state) nameVictims(k *oomKill, final bool) []*worker {
-	var killed, maybe []*worker
+	var killed, near, far []*worker
 	for _, w := range s.w.byID {
 		switch s.standing(k, w) {
 		case beingKilled:
 			killed = append(killed, w)
 		case mayBe:
-			maybe = append(maybe, w)
+			if !w.endAt.IsZero() && w.endAt.Before(k.near()) {
+				far = append(far, w)
+			} else {
+				near = append(near, w)
+			}
 		}
 	}
-	pool := append(killed, maybe...)
-	if k.prompt() && len(killed) > 0 {
+	// The closest to the move first: the workers /proc showed being killed right after it, then
+	// those whose death fits it closely, then the others.
+	pool := append(killed, near...)
+	switch {
+	case k.prompt() && len(killed) > 0:
 		pool = killed
+	case len(pool) == 0:
+		pool = far
 	}
 	n := int(k.count)
 	if !final && !(k.prompt() && len(killed) > 0 && len(killed) <= n) {
