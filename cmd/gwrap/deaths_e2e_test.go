@@ -414,17 +414,19 @@ func TestFloodOfLinesBoundedMemory(t *testing.T) {
 	r := startDeaths(t, bin, 0, "--workers", "1")
 	gw := r.p.cmd.Process.Pid
 	before := vmHWM(t, gw)
+	from := r.mark()
 	if code, _ := get(r.base+"/flood?100000", 60*time.Second); code != 200 {
 		t.Fatalf("/flood answered %d", code)
 	}
-	r.p.stdout.waitEvent(t, 60*time.Second, "the last printed boot line", func(m map[string]any) bool {
+	r.p.stdout.waitFrom(t, from, 60*time.Second, "the last printed boot line", func(m map[string]any) bool {
 		return m["event"] == "gunicorn.log" && strings.HasSuffix(fmt.Sprint(m["line"]), "pid: 1099999")
 	})
 	flood := vmHWM(t, gw)
+	from = r.mark()
 	if code, _ := get(r.base+"/biglines?8", 60*time.Second); code != 200 {
 		t.Fatalf("/biglines answered %d", code)
 	}
-	r.p.stdout.waitEvent(t, 60*time.Second, "the last long line", func(m map[string]any) bool {
+	r.p.stdout.waitFrom(t, from, 60*time.Second, "the last long line", func(m map[string]any) bool {
 		return m["event"] == "gunicorn.log" && fmt.Sprint(m["line"]) == "biglines done"
 	})
 	big := vmHWM(t, gw)
@@ -433,15 +435,17 @@ func TestFloodOfLinesBoundedMemory(t *testing.T) {
 	if big > 64<<20 {
 		t.Errorf("gwrap's peak RSS %.1f MiB, want under 64 MiB", float64(big)/(1<<20))
 	}
-	got, _ := r.stop(t)
-	want(t, got)
-	boots := 0
-	for _, e := range r.p.stdout.events(t) {
-		if e["event"] == "worker.boot" {
-			boots++
+	r.p.signal(t, syscall.SIGTERM)
+	r.p.wait(t, 30*time.Second)
+	counts := map[string]int{}
+	for _, l := range r.p.stdout.snapshot() {
+		for _, name := range []string{"worker.boot", "postmortem"} {
+			if strings.Contains(l, `"event":"`+name+`"`) {
+				counts[name]++
+			}
 		}
 	}
-	if boots != 1 {
-		t.Errorf("%d worker.boot events, want the one real worker's", boots)
+	if counts["worker.boot"] != 1 || counts["postmortem"] != 0 {
+		t.Errorf("%d worker.boot and %d postmortem events, want the one real worker's boot and no post-mortem", counts["worker.boot"], counts["postmortem"])
 	}
 }
