@@ -430,7 +430,7 @@ func TestFloodOfLinesBoundedMemory(t *testing.T) {
 		return m["event"] == "gunicorn.log" && fmt.Sprint(m["line"]) == "biglines done"
 	})
 	big := vmHWM(t, gw)
-	t.Logf("gwrap's peak RSS: %.1f MiB at start, %.1f MiB after 100,000 printed boot lines, %.1f MiB after 8 lines of 4 MiB and 8 of 1 MiB of control bytes",
+	t.Logf("gwrap's peak RSS (VmHWM): %.1f MiB at start, %.1f MiB after 100,000 printed boot lines, %.1f MiB after 8 lines of 4 MiB and 8 of 1 MiB of control bytes",
 		float64(before)/(1<<20), float64(flood)/(1<<20), float64(big)/(1<<20))
 	if big > 64<<20 {
 		t.Errorf("gwrap's peak RSS %.1f MiB, want under 64 MiB", float64(big)/(1<<20))
@@ -442,6 +442,12 @@ func TestFloodOfLinesBoundedMemory(t *testing.T) {
 		for _, name := range []string{"worker.boot", "postmortem"} {
 			if strings.Contains(l, `"event":"`+name+`"`) {
 				counts[name]++
+			}
+		}
+		if strings.Contains(l, `"event":"gwrap.exit"`) {
+			var exit map[string]any
+			if json.Unmarshal([]byte(l), &exit) == nil {
+				t.Logf("lines stdout did not take in time (gwrap.exit lines_lost): %v", exit["lines_lost"])
 			}
 		}
 	}

@@ -20,7 +20,7 @@ import (
 // count is in gwrap.exit. Nothing a producer does waits for stdout.
 const (
 	queueMaxLines = 16384    // lines waiting for the writer
-	queueMaxBytes = 16 << 20 // bytes waiting for the writer (one longer line is taken when empty)
+	queueMaxBytes = 8 << 20  // bytes waiting for the writer (one longer line is taken when empty): within gwrap's 64 MiB
 	batchBytes    = 64 << 10 // lines are written in batches of about this size
 	keepBuf       = 1 << 20  // a batch buffer grown beyond this by a giant line is let go
 )
