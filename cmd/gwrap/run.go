@@ -96,7 +96,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	}
 	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, func(msg string) { out.warnOnce("pystack", "config.warning", msg) })
 	defer stk.close()
-	proc := probes.NewFS(cfg.ProcRoot)
+	proc := procFS(cfg.ProcRoot)
 	var watcher *probes.Watcher // made below, once what its sweep feeds exists
 	var batch []probes.Event    // the sweep's events while Options.Sweep runs it (the watcher's goroutine only)
 	flight := startFlight(cfg, out, store, refused, settings, cgStats, time.Now())
@@ -262,6 +262,10 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	// A command that could not start is also said on stderr, where people look first.
 	return code, runErr
 }
+
+// procFS reads processes under root; the command lines of workers' children, which deep samples
+// quote, are redacted as every other piece of the app's text in gwrap's output.
+func procFS(root string) probes.FS { return probes.NewFS(root).RedactArgs(postmortem.RedactArgs) }
 
 // sampleCgroup takes a sample of the container's cgroup; a file that cannot be read is said once.
 func sampleCgroup(cg *memwatch.Cgroup, out *output) memwatch.Stats {
