@@ -1,13 +1,19 @@
 """A FUSE file system whose every write is slow: a stand-in for a hung or slow network share.
 
-    python3 slowfs.py BACKING MOUNTPOINT -o delay=SECONDS [-f]
+    python3 slowfs.py MOUNTPOINT -o backing=DIR,delay=SECONDS [-f]
 
-It passes every operation through to the directory BACKING, and sleeps SECONDS before each one
-that changes something (create, mkdir, write, truncate, fsync, flush of a written file, rename,
+It passes every operation through to the directory DIR, and waits SECONDS before each one that
+changes something (create, mkdir, write, truncate, fsync, flush of a written file, rename,
 unlink, rmdir, chmod, utime): App Service's /home is an SMB share, and a share that stalls makes
 exactly these calls hang. Lookups, reads and directory listings stay fast, so the test itself
-can look at what got written. It serves every call on its own thread: a sleeping write does not
+can look at what got written. It serves every call on its own thread: a waiting write does not
 hold up the others.
+
+A wait ends early, with EINTR, once the calling process is being killed (a SIGKILL pending, as
+for every thread of a process that exits): the kernel's SMB and NFS clients wait killably, so a
+process stuck in a write to a stalled share can still exit. A FUSE request already handed to the
+daemon is not killable by itself (the kernel waits for its answer), so without this the test
+would measure a hold-up no real share causes.
 """
 import errno
 import os
@@ -19,13 +25,39 @@ import fuse
 fuse.fuse_python_api = (0, 2)
 
 
+SIGKILL_BIT = 1 << 8
+
+
+def dying(pid):
+    """Whether the process (or thread) pid is gone or has a SIGKILL pending."""
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("SigPnd", "ShdPnd") and int(value.strip(), 16) & SIGKILL_BIT:
+                    return True
+    except (OSError, ValueError):
+        return True
+    return False
+
+
 def slow():
-    time.sleep(SlowFS.delay)
+    """Waits SlowFS.delay seconds, or fails with EINTR once the caller is being killed."""
+    pid = SlowFS.server.GetContext().get("pid", 0)
+    end = time.monotonic() + SlowFS.delay
+    while True:
+        left = end - time.monotonic()
+        if left <= 0:
+            return
+        if pid and dying(pid):
+            raise OSError(errno.EINTR, "the caller is being killed")
+        time.sleep(min(left, 0.02))
 
 
 class SlowFS(fuse.Fuse):
     delay = 10.0
     backing = "/"
+    server = None
 
     def real(self, path):
         return os.path.join(SlowFS.backing, path.lstrip("/"))
@@ -136,6 +168,7 @@ def main():
     server.parser.add_option(mountopt="delay", metavar="SECONDS", default="10", help="seconds each change takes")
     server.parser.add_option(mountopt="backing", metavar="DIR", help="the directory served")
     server.parse(values=server, errex=1)
+    SlowFS.server = server
     SlowFS.delay = float(server.delay)
     SlowFS.backing = os.path.abspath(server.backing)
     if not os.path.isdir(SlowFS.backing):

@@ -9,6 +9,7 @@ import shlex
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 
@@ -48,6 +49,9 @@ def app(environ, start_response):
             peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
             peer.connect((host, int(port)))
         subprocess.run(shlex.split(args.get("cmd", ["sleep 40"])[0]))
+    elif path == "/print":  # writes a line to stderr ending with the time it was written (Unix seconds)
+        sys.stderr.write("%s %.6f\n" % (q, time.time()))
+        sys.stderr.flush()
     elif path == "/kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif path == "/segv":
