@@ -23,7 +23,7 @@ const flightQueueMax = 512
 // path (Signal) or the watcher's sweep. The recorder stamps each line with the time it was
 // handed over, not written.
 type flightQueue struct {
-	q    *diskQueue
+	q         *diskQueue
 	rec       *flightrec.Recorder // opened by the first job; the queue's goroutine only
 	stop      chan struct{}       // closed by finish: the first job no longer waits for the store
 	recovered chan struct{}       // closed once the previous run was looked at (and announced)
