@@ -27,7 +27,8 @@ import (
 	"github.com/gwrap/gwrap/probes"
 )
 
-// Reporter stores a post-mortem and returns where it went.
+// Reporter stores a post-mortem and returns where it goes. gwrap's writes it later, on a
+// goroutine of its own (a slow disk must not hold up the engine), and returns at once.
 type Reporter interface {
 	Write(postmortem.Report) (string, error)
 }

@@ -99,7 +99,7 @@ func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, setti
 
 // startWait is how long Gunicorn's start waits for the previous run's post-mortem: with a report
 // dir that answers, it comes first, as people read a log; with one that stalls, it comes later.
-const startWait = time.Second
+const startWait = 500 * time.Millisecond
 
 // awaitRecovery waits, at most startWait, until the previous run was looked at and announced.
 func (f *flightQueue) awaitRecovery() {

@@ -3,6 +3,7 @@ package main
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/rs/zerolog"
 
@@ -47,14 +48,18 @@ var afterPanic = map[part]string{
 // parts runs the monitoring parts behind guards and remembers which are off.
 type parts struct {
 	out *output
+	off map[part]*atomic.Bool // one for each part of afterPanic, made once: read without a lock (the relay asks per line)
 
 	mu   sync.Mutex
-	off  map[part]bool
 	said map[part]bool
 }
 
 func newParts(out *output) *parts {
-	return &parts{out: out, off: map[part]bool{}, said: map[part]bool{}}
+	ps := &parts{out: out, off: map[part]*atomic.Bool{}, said: map[part]bool{}}
+	for p := range afterPanic {
+		ps.off[p] = &atomic.Bool{}
+	}
+	return ps
 }
 
 // run calls f unless the part is off, and reports whether f returned normally. A panic turns the
@@ -81,21 +86,17 @@ func (ps *parts) try(p part, f func()) bool {
 }
 
 // isOff reports whether the part panicked and was turned off.
-func (ps *parts) isOff(p part) bool {
-	ps.mu.Lock()
-	defer ps.mu.Unlock()
-	return ps.off[p]
-}
+func (ps *parts) isOff(p part) bool { return ps.off[p].Load() }
 
 // panicked says a part's panic, once per part, and turns the part off when off.
 func (ps *parts) panicked(pn guard.Panic, off bool) {
 	p := part(pn.Part)
+	if off {
+		ps.off[p].Store(true)
+	}
 	ps.mu.Lock()
 	seen := ps.said[p]
 	ps.said[p] = true
-	if off {
-		ps.off[p] = true
-	}
 	ps.mu.Unlock()
 	if seen {
 		return

@@ -29,9 +29,8 @@ type reportQueue struct {
 // used is said once (config.warning, code report_dir), and post-mortems then only reach stdout.
 func newReportQueue(store *postmortem.Store, out *output, ps *parts) *reportQueue {
 	r := &reportQueue{store: store, out: out, checked: make(chan struct{})}
-	r.q = newDiskQueue(partStore, ps, reportQueueMax, true, func(int) {
-		out.warnOnce("report-queue", "config.warning", fmt.Sprintf("the report dir %s is not keeping up: %d post-mortems wait to be written, later ones are dropped (they are on stdout) and counted in gwrap.exit", store.Dir(), reportQueueMax))
-	})
+	// A full queue is said by the engine, to which Write returns the error.
+	r.q = newDiskQueue(partStore, ps, reportQueueMax, true, nil)
 	r.q.push(diskJob{run: func() error {
 		defer close(r.checked)
 		if err := store.Check(); err != nil {
