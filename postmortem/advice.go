@@ -150,7 +150,9 @@ func advice(f Facts, d Decision) []string {
 			add("the CPUs are shared with other work (no CPU quota is set): run fewer workers, or give the container CPUs of its own (a CPU request or reservation)")
 		}
 	case CauseBlocked:
-		if p := peer(f.Waiting); p != "" {
+		if c, ok := strings.CutPrefix(first(f.Waiting), "child "); ok {
+			add("the child process `" + c + "` ran past the timeout: give the call that waits for it a timeout (subprocess.run(..., timeout=...)), or run it outside the request")
+		} else if p := peer(f.Waiting); p != "" {
 			add("the peer " + p + " did not answer: set a timeout on that call (database, HTTP client)")
 		}
 		if d.Branch == BranchLoopBlocked {
@@ -206,8 +208,22 @@ func peer(waiting []string) string {
 		if p, ok := strings.CutPrefix(w, "unix "); ok {
 			return p
 		}
+		if p, ok := strings.CutPrefix(w, "udp "); ok {
+			return p
+		}
+		if p, ok := strings.CutPrefix(w, "udp6 "); ok {
+			return p
+		}
 	}
 	return ""
+}
+
+// first is the most telling thing the worker waited on, or "".
+func first(waiting []string) string {
+	if len(waiting) == 0 {
+		return ""
+	}
+	return waiting[0]
 }
 
 func stateMix(ss []probes.Sample) string {
@@ -260,8 +276,12 @@ func kernelWait(channel string) string {
 	return ""
 }
 
-// describeWait turns "wchan hrtimer_nanosleep" into words; a socket peer stays as it is.
+// describeWait turns "wchan hrtimer_nanosleep" and "child sleep 40" into words; a socket peer
+// stays as it is.
 func describeWait(w string) string {
+	if cmd, ok := strings.CutPrefix(w, "child "); ok {
+		return "its child process `" + cmd + "`"
+	}
 	name, ok := strings.CutPrefix(w, "wchan ")
 	if !ok {
 		return w

@@ -176,7 +176,8 @@ func (w *worker) findHeartbeat() {
 }
 
 // Deep takes the expensive sample of one process: PSS and USS, wait channel, current syscall,
-// sockets with their peers (from the process's own network namespace), open files.
+// its child processes with their command lines, sockets (TCP, UDP, unix) with their peers (from
+// the process's own network namespace), open files.
 func (f FS) Deep(pid int, now time.Time) (Deep, error) {
 	d := Deep{Time: now}
 	if _, err := os.Stat(f.path(pid)); err != nil {
@@ -197,6 +198,11 @@ func (f FS) Deep(pid int, now time.Time) (Deep, error) {
 		d.Syscall = parseSyscall(b)
 	} else {
 		d.Missing = append(d.Missing, "syscall")
+	}
+	if kids, err := f.children(pid); err == nil {
+		d.Children = kids
+	} else if !gone(err) {
+		d.Missing = append(d.Missing, "children")
 	}
 	inodes := map[uint64]bool{}
 	ents, err := os.ReadDir(f.path(pid, "fd"))
@@ -219,7 +225,7 @@ func (f FS) Deep(pid int, now time.Time) (Deep, error) {
 	if len(inodes) == 0 {
 		return d, nil
 	}
-	for _, p := range []string{"tcp", "tcp6"} {
+	for _, p := range []string{"tcp", "tcp6", "udp", "udp6"} {
 		if b, err := os.ReadFile(f.path(pid, "net", p)); err == nil {
 			d.Sockets = append(d.Sockets, parseNetTCP(b, p, inodes)...)
 		}

@@ -360,10 +360,12 @@ func runBootCase(t *testing.T, rel testkit.Release) {
 	record(rel, "sync", "slow import", fmt.Sprintf("%v (Gunicorn timed it out: %v, worker.stuck_boot: %v)", pm["cause"], gunicornTimedOut, stuck), pass)
 }
 
-// readReport reads the report a postmortem event names.
+// readReport reads the report a postmortem event names (the event comes first: gwrap writes
+// the report on a goroutine of its own, so that a slow disk never holds it up).
 func readReport(t *testing.T, pm map[string]any) map[string]any {
 	t.Helper()
 	path, _ := pm["report"].(string)
+	waitFile(t, path, 10*time.Second)
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("report %q: %v", path, err)

@@ -5,9 +5,13 @@ Under gevent the blocking routes use the unpatched functions, so that they block
 loop as they would block a sync worker.
 """
 import os
+import shlex
 import signal
 import socket
+import subprocess
+import sys
 import time
+import urllib.parse
 
 from misbehave import blocking_sleep, cgroup_value, cloop, hoard_mib, spin
 
@@ -38,6 +42,16 @@ def app(environ, start_response):
     elif path == "/connect":  # waits on a TCP peer that never answers: `blocked`, naming the peer
         host, port = q.rsplit(":", 1)
         socket.create_connection((host, int(port))).recv(1)
+    elif path == "/child":  # waits for a child (cmd=sleep+40), holding a UDP socket connected to udp=HOST:PORT
+        args = urllib.parse.parse_qs(q)
+        if "udp" in args:
+            host, port = args["udp"][0].rsplit(":", 1)
+            peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            peer.connect((host, int(port)))
+        subprocess.run(shlex.split(args.get("cmd", ["sleep 40"])[0]))
+    elif path == "/print":  # writes a line to stderr ending with the time it was written (Unix seconds)
+        sys.stderr.write("%s %.6f\n" % (q, time.time()))
+        sys.stderr.flush()
     elif path == "/kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif path == "/segv":
