@@ -92,6 +92,11 @@ type PyStack struct {
 	Top    string   `json:"top,omitempty"`    // the app's innermost frame: "app.py:42 in report"
 	Call   string   `json:"call,omitempty"`   // the app's source line there, naming the C call it made
 	Err    string   `json:"error,omitempty"`  // why there is no stack ("no stack: …")
+
+	// A dirty worker's (Gunicorn 25+): whether a thread is running an action, and the action's
+	// name when Gunicorn's DirtyApp dispatched it ("predict").
+	DirtyRunning bool   `json:"dirty_running,omitempty"`
+	DirtyAction  string `json:"dirty_action,omitempty"`
 }
 
 // WaitingOn names what the worker waits on, most telling first: the TCP peers it is connected
