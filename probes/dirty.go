@@ -152,6 +152,7 @@ func childRole(files map[int]fileID, complete bool, err error, masterFiles map[i
 
 // dirtyWatch is the watcher's view of the dirty pool (Run's goroutine only).
 type dirtyWatch struct {
+	on      bool       // the master runs a dirty arbiter: its children are classified
 	others  map[int]ID // children of the master that are not HTTP workers
 	arbiter ID         // the dirty arbiter; PID 0 until found
 	sockets []string   // the paths of its listening unix sockets (what an HTTP worker calls it on)
@@ -455,9 +456,44 @@ func (w *Watcher) Follow(pid int, on bool) {
 	}
 }
 
-// SetDirtyTimeout changes --dirty-timeout, which dirty workers' lateness is judged against. Safe
-// from any goroutine.
-func (w *Watcher) SetDirtyTimeout(d time.Duration) { w.dirtyTimeoutNS.Store(int64(d)) }
+// SetDirty says the master runs a dirty arbiter (its settings, read late, or its "Spawned dirty
+// arbiter" line say so) and sets --dirty-timeout, which dirty workers' lateness is judged against.
+// From the next sweep the master's children are told apart by their heartbeat files, and a child
+// taken for a worker until then that is not one stops being sampled as one (the arbiter's event
+// says what it is). Safe from any goroutine.
+func (w *Watcher) SetDirty(timeout time.Duration) {
+	w.dirtyTimeoutNS.Store(int64(timeout))
+	w.dirtyOn.Store(true)
+}
+
+// reclassify looks again, once dirty workers are known to run, at the children of the master
+// taken for workers before: those that are not move to the others, without a vanish.
+func (w *Watcher) reclassify(workers map[int]*tracked, masterFiles func() map[int]fileID) {
+	var ws []*worker
+	for _, t := range workers {
+		ws = append(ws, t.w)
+	}
+	sortByStart(ws)
+	claimed := map[fileID]bool{}
+	for _, wk := range ws {
+		files, complete, err := w.fs.heartbeatFiles(wk.id.PID)
+		kind, fd, id := childRole(files, complete, err, masterFiles(), claimed)
+		if kind == childOther {
+			delete(workers, wk.id.PID)
+			w.dirty.others[wk.id.PID] = wk.id
+			wk.close()
+			continue
+		}
+		if fd >= 0 {
+			wk.hbPID, wk.hbFD, wk.hbTried, wk.own = wk.id.PID, fd, true, id
+			if wk.hb >= 0 {
+				unix.Close(wk.hb) // it may have been a sibling's file: opened afresh
+				wk.hb = -1
+			}
+			claimed[id] = true
+		}
+	}
+}
 
 func (w *Watcher) dirtyTimeout() time.Duration { return time.Duration(w.dirtyTimeoutNS.Load()) }
 

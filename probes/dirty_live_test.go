@@ -62,7 +62,7 @@ func TestLiveDirtyPool(t *testing.T) {
 	testkit.RequireRoot(t)
 	master, base := startDirty(t, 4, 4)
 	w := NewWatcher(NewFS("/proc"), Options{Interval: 200 * time.Millisecond, FastInterval: 50 * time.Millisecond,
-		Timeout: 4 * time.Second, DirtyTimeout: 4 * time.Second, WorkerClass: "sync"})
+		Timeout: 4 * time.Second, Dirty: true, DirtyTimeout: 4 * time.Second, WorkerClass: "sync"})
 	events := make(chan Event, 4096)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

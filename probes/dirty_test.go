@@ -1,6 +1,7 @@
 package probes
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"sort"
@@ -114,7 +115,7 @@ func TestDiscoverDirtyPool(t *testing.T) {
 	p.proc(110, 103, 1010, nil, "", map[int]string{5: hbA, 6: hbB, 7: hbD1})
 	p.proc(111, 103, 1011, nil, "", map[int]string{5: hbA, 6: hbB, 7: hbD1, 8: hbD2})
 
-	w := NewWatcher(NewFS(p.root), Options{Timeout: 30 * time.Second, DirtyTimeout: 300 * time.Second})
+	w := NewWatcher(NewFS(p.root), Options{Timeout: 30 * time.Second, Dirty: true, DirtyTimeout: 300 * time.Second})
 	var evs []Event
 	workers := map[int]*tracked{}
 	for i := 0; i < 2; i++ { // the arbiter's children are looked at from the sweep after it was found
@@ -179,5 +180,41 @@ func TestDiscoverDirtyPool(t *testing.T) {
 	}
 	if gone != 1 || sampled != 2 {
 		t.Errorf("arbiter gone %d times, %d orphans sampled", gone, sampled)
+	}
+}
+
+// TestDirtyOffThenOn: until the master is known to run a dirty arbiter, every child is a worker,
+// as always (a fake master's children hold no heartbeat file); once it is (SetDirty), the child
+// that is the arbiter stops being one, without a vanish, and is found as the arbiter.
+func TestDirtyOffThenOn(t *testing.T) {
+	p := newProcTree(t)
+	hbA, hbD := p.heartbeat("a"), p.heartbeat("d")
+	p.proc(100, 1, 1000, []int{101, 102, 103}, "", map[int]string{5: hbA})
+	p.proc(101, 100, 1001, nil, "", map[int]string{5: hbA})
+	p.proc(102, 100, 1002, []int{110}, "", map[int]string{7: hbD})
+	p.proc(103, 100, 1003, nil, "", nil) // holds no heartbeat file at all
+	p.proc(110, 102, 1010, nil, "", map[int]string{7: hbD})
+	w := NewWatcher(NewFS(p.root), Options{Timeout: 30 * time.Second})
+	workers := map[int]*tracked{}
+	var evs []Event
+	emit := func(e Event) { evs = append(evs, e) }
+	w.discover(100, workers, time.Now(), emit)
+	if len(workers) != 3 {
+		t.Fatalf("dirty off: %d workers, want every child", len(workers))
+	}
+	w.SetDirty(60 * time.Second)
+	evs = nil
+	w.discover(100, workers, time.Now(), emit)
+	w.discover(100, workers, time.Now(), emit)
+	kinds := map[EventKind][]int{}
+	for _, e := range evs {
+		kinds[e.Kind] = append(kinds[e.Kind], e.ID.PID)
+	}
+	if _, ok := workers[102]; ok || len(kinds[EventVanish]) != 0 || fmt.Sprint(kinds[EventArbiter]) != "[102]" || fmt.Sprint(kinds[EventBoot]) != "[110]" {
+		t.Errorf("dirty on: workers %v, events %v", workers, kinds)
+	}
+	// 103 holds no heartbeat file: not an HTTP worker once dirty workers run.
+	if _, ok := workers[103]; ok {
+		t.Error("a child with no heartbeat file is still a worker")
 	}
 }

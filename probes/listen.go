@@ -231,29 +231,44 @@ func (f FS) Saturation(master int, now time.Time) (Saturation, error) {
 	if files, complete := identify(mineHB); complete {
 		masterFiles = files
 	}
+	// Each child's sockets and heartbeat files; then, when one of the children that own no
+	// heartbeat file of the master's is the dirty arbiter, every such child is left out of the
+	// workers (as the watcher does once it knows the master runs dirty workers).
+	type child struct {
+		socks map[uint64]bool
+		hb    map[int]string
+		files map[int]fileID
+		kind  childKind
+		own   fileID
+	}
 	claimed := map[fileID]bool{}
+	children := make([]child, len(kids))
+	var dirty *DirtyLoad
+	for i, k := range kids {
+		c := &children[i]
+		var err error
+		c.socks, c.hb, err = f.socketInodes(k.PID) // nil when unreadable (vanished, other uid)
+		var complete bool
+		c.files, complete = identify(c.hb)
+		c.kind, _, c.own = childRole(c.files, complete, err, masterFiles, claimed)
+		claimed[c.own] = c.own != (fileID{})
+		if c.kind == childOther && dirty == nil && len(c.files) > 0 && f.isArbiter(master, k.PID, masterFiles) {
+			// Its children are the dirty workers, and it holds each one's heartbeat file.
+			dirty = dirtyLoad(f.childrenOf(k.PID), c.hb, c.files, masterFiles, now)
+		}
+	}
 	workers := make([]map[uint64]bool, 0, len(kids))
 	ageMax := time.Duration(-1)
 	extra := false // a worker holds a socket the master does not: maybe a client connection
-	var dirty *DirtyLoad
-	for _, k := range kids {
-		socks, hb, err := f.socketInodes(k.PID) // nil when unreadable (vanished, other uid)
-		files, complete := identify(hb)
-		kind, _, own := childRole(files, complete, err, masterFiles, claimed)
-		if kind == childOther {
-			// The dirty arbiter, or a process a hook started: no HTTP worker. The arbiter's
-			// children are the dirty workers, and it holds each one's heartbeat file.
-			if dirty == nil && len(files) > 0 && f.isArbiter(master, k.PID, masterFiles) {
-				dirty = dirtyLoad(f.childrenOf(k.PID), hb, files, masterFiles, now)
-			}
+	for _, c := range children {
+		if c.kind == childOther && dirty != nil {
 			continue
 		}
-		claimed[own] = own != (fileID{})
-		workers = append(workers, socks)
-		for in := range socks {
+		workers = append(workers, c.socks)
+		for in := range c.socks {
 			extra = extra || !mine[in]
 		}
-		if link := hb[minKey(hb, files, own)]; link != "" {
+		if link := c.hb[minKey(c.hb, c.files, c.own)]; link != "" {
 			if age, _, err := heartbeatAt(link, now); err == nil {
 				ageMax = max(ageMax, age)
 			}

@@ -16,9 +16,14 @@ type Options struct {
 	Interval     time.Duration // hot sampling period (1 s)
 	FastInterval time.Duration // sampling period of a late worker (100 ms)
 	Timeout      time.Duration // Gunicorn's --timeout; 0 disables lateness
-	DirtyTimeout time.Duration // Gunicorn's --dirty-timeout (25+), for dirty workers; 0 disables their lateness
-	WorkerClass  string        // decides the normal heartbeat period
-	LateShares   []float64     // shares of the timeout that make a worker late ({0.5, 0.8})
+	// Dirty says the master runs a dirty arbiter (Gunicorn 25+, --dirty-workers and --dirty-app
+	// set): its children are then told apart by their heartbeat files (dirty.go); until then every
+	// child of the master is a worker. DirtyTimeout is --dirty-timeout, which dirty workers are
+	// judged against (0 disables their lateness). SetDirty turns it on later.
+	Dirty        bool
+	DirtyTimeout time.Duration
+	WorkerClass  string    // decides the normal heartbeat period
+	LateShares   []float64 // shares of the timeout that make a worker late ({0.5, 0.8})
 	Now          func() time.Time
 	// Warn is told once per kind of degradation (an unreadable file, a missing heartbeat).
 	Warn func(msg string)
@@ -46,6 +51,7 @@ type Watcher struct {
 
 	master int // the master Run found (Run's goroutine only)
 
+	dirtyOn        atomic.Bool  // Options.Dirty, or SetDirty since
 	dirtyTimeoutNS atomic.Int64 // --dirty-timeout (ns)
 	dirty          *dirtyWatch  // the dirty arbiter and its workers (Run's goroutine only)
 
@@ -73,6 +79,7 @@ func NewWatcher(fs FS, opt Options) *Watcher {
 	w.class.Store(&opt.WorkerClass)
 	w.timeoutNS.Store(int64(opt.Timeout))
 	w.dirtyTimeoutNS.Store(int64(opt.DirtyTimeout))
+	w.dirtyOn.Store(opt.Dirty)
 	return w
 }
 
@@ -240,6 +247,17 @@ func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, 
 		}
 		return mfiles
 	}
+	if w.dirtyOn.Load() && !w.dirty.on {
+		w.dirty.on = true
+		w.reclassify(workers, masterFiles)
+	}
+	if len(fresh) > 0 && !w.dirty.on {
+		for _, wk := range fresh {
+			workers[wk.id.PID] = &tracked{w: wk}
+			emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout()})
+		}
+		fresh = nil
+	}
 	if len(fresh) > 0 {
 		sortByStart(fresh)
 		claimed := map[fileID]bool{}
@@ -261,8 +279,10 @@ func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, 
 			emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout()})
 		}
 	}
-	w.sweepOthers(master, seen, err == nil, masterFiles, now, emit)
-	w.discoverDirty(masterFiles, now, emit)
+	if w.dirty.on {
+		w.sweepOthers(master, seen, err == nil, masterFiles, now, emit)
+		w.discoverDirty(masterFiles, now, emit)
+	}
 	w.heartbeatsFromMaster(master, workers)
 	for pid, t := range workers {
 		if !seen[pid] && err == nil {
