@@ -62,6 +62,18 @@ type Facts struct {
 	Waiting    []string // what the last deep sample waited on: "tcp 10.0.0.5:5432", "unix /run/x.sock", "wchan ep_poll"
 	Syscall    string
 	Saturation *Saturation
+
+	// Dirty workers (Gunicorn 25+): see Incident.
+	Role          string
+	Apps          []string
+	Action        string
+	ActionRunning *bool
+	ActionEnded   time.Time
+	ActionFor     time.Duration // how long the action ran in all, once it ended
+	DirtyThreads  int
+	Repeats       int
+	Orphans       []int
+	DirtyWait     *DirtyWait
 }
 
 // Growth is a worker's memory growing over its recorded timeline.
@@ -110,6 +122,13 @@ func measure(e Evidence) Facts {
 	if f.Where == "" {
 		f.Where = inc.StuckAt
 	}
+	f.Role, f.Apps, f.Action, f.ActionRunning, f.ActionEnded = inc.Role, inc.DirtyApps, inc.Action, inc.ActionRunning, inc.ActionEndedAt
+	f.ActionFor = time.Duration(inc.ActionSeconds * float64(time.Second))
+	f.DirtyThreads, f.Repeats, f.Orphans, f.DirtyWait = e.Settings.DirtyThreads, inc.Repeats, inc.Orphans, inc.WaitingOnDirty
+	if inc.Role == RoleDirty {
+		f.Timeout = time.Duration(e.Settings.DirtyTimeout) * time.Second // what the arbiter judges it by
+		f.Async = true                                                    // its event loop beats; actions run in threads
+	}
 	var alive []probes.Sample
 	for _, s := range e.Timeline {
 		if live(s, inc.At) {
@@ -141,6 +160,11 @@ func measure(e Evidence) Facts {
 	lateFrom := from
 	if f.Silence > time.Second {
 		lateFrom = inc.At.Add(-f.Silence / 2)
+	}
+	if inc.Kind == KindExecTimeout && f.Timeout > 0 {
+		// The worker kept beating: what counts is the action's run, --dirty-timeout long up to
+		// the line, judged on its second half like a silence.
+		from, lateFrom = inc.At.Add(-f.Timeout-time.Second), inc.At.Add(-f.Timeout/2)
 	}
 	var window, late []probes.Sample
 	for _, s := range alive {
