@@ -127,7 +127,7 @@ func measure(e Evidence) Facts {
 	f.DirtyThreads, f.Repeats, f.Orphans, f.DirtyWait = e.Settings.DirtyThreads, inc.Repeats, inc.Orphans, inc.WaitingOnDirty
 	if inc.Role == RoleDirty {
 		f.Timeout = time.Duration(e.Settings.DirtyTimeout) * time.Second // what the arbiter judges it by
-		f.Async = true                                                    // its event loop beats; actions run in threads
+		f.Async = true                                                   // its event loop beats; actions run in threads
 	}
 	var alive []probes.Sample
 	for _, s := range e.Timeline {
