@@ -344,7 +344,9 @@ func WriteHTML(w io.Writer, r Report) error {
 
 // subject names the process a report is about: "Worker 812", "Dirty worker 812 (app.ml:Heavy)",
 // "The dirty arbiter 811".
-func subject(inc Incident) string { return who(Facts{PID: inc.PID, Role: inc.Role, Apps: inc.DirtyApps}) }
+func subject(inc Incident) string {
+	return who(Facts{PID: inc.PID, Role: inc.Role, Apps: inc.DirtyApps})
+}
 
 // limitOf is the timeout the worker's heartbeat is charted against: --dirty-timeout for a
 // dirty worker.
