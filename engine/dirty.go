@@ -283,9 +283,12 @@ func (s *state) dirtyKill(e gunicorn.Event, at time.Time) {
 	fields := append([]Field{f("pid", w.id.PID)}, s.roleFields(w)...)
 	switch e.Kind {
 	case gunicorn.KindDirtyTimeout:
+		// Believed when the heartbeat was stale against --dirty-timeout; when gwrap could not
+		// read --dirty-timeout (a config file it could not evaluate), on the arbiter's word.
 		stale, known := s.heartbeatStale(w, at)
 		old := s.dirtyTimeout() > 0 && at.Sub(w.bootedAt) >= s.dirtyTimeout()-time.Second
-		if !stale && (known || !old) {
+		unknown := s.settings.Sources["dirty_timeout"] == gunicorn.SourceUnknown
+		if !stale && !unknown && (known || !old) {
 			s.unverified(e, at, "the dirty worker's heartbeat was not stale")
 			return
 		}

@@ -362,3 +362,25 @@ func TestDirtyStopIsQuiet(t *testing.T) {
 		t.Errorf("a stop made %d reports: %+v", len(d.rec.reports), d.rec.reports[0].Incident)
 	}
 }
+
+// TestDirtyTimeoutUnknownSetting: when --dirty-timeout could not be read (a config file gwrap
+// could not evaluate), the heartbeat cannot be judged against it: the arbiter's DIRTY WORKER
+// TIMEOUT about a dirty worker gwrap knows is taken on its word.
+func TestDirtyTimeoutUnknownSetting(t *testing.T) {
+	d := newDirtySim(t, true)
+	d.st.settings.DirtyTimeout = 300 // Gunicorn's default, assumed; the app set 6
+	d.st.settings.Sources = map[string]gunicorn.Source{"dirty_timeout": gunicorn.SourceUnknown}
+	dirty := d.bootDirty(140)
+	for i := 1; i <= 8; i++ {
+		d.step(time.Second)
+		d.sample(dirty, probes.RoleDirty, 99, "R", time.Duration(i)*time.Second)
+	}
+	d.line(101, "CRITICAL", "DIRTY WORKER TIMEOUT (pid:140)")
+	d.step(time.Second)
+	d.line(101, "WARNING", "Dirty worker (pid:140) killed by signal 9")
+	d.st.probe(probes.Event{Kind: probes.EventVanish, ID: dirty, Time: d.now, Role: probes.RoleDirty})
+	d.step(5 * time.Second)
+	if r, ok := d.reports()["140/timeout"]; !ok || !r.Incident.Escalated {
+		t.Errorf("reports %v", d.reports())
+	}
+}
