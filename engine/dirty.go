@@ -28,6 +28,9 @@ type dirtyInfo struct {
 	reaped   bool     // the arbiter logged "Dirty worker exited" about it
 	bootFail bool     // the arbiter logged "Dirty worker failed to boot" about it
 	folded   bool     // that boot failure was folded into the first of a boot loop
+
+	lastEnd  time.Time // when the last action Gunicorn gave up on ended (a call queued behind it ran from then)
+	lastCall string    // that action
 }
 
 // dirtyWaited is what the dirty workers were doing when an HTTP worker, late, waited on the
@@ -223,10 +226,7 @@ func (s *state) dirtyLine(e gunicorn.Event, at time.Time) {
 		if e.PID == 0 || e.PID != s.dirty.arbiter {
 			return
 		}
-		if s.folding(at) {
-			return // a boot loop: no record, no memory, for a worker that will fail like the others
-		}
-		s.rememberSpawn(e.WorkerPID, e.PID, e.Apps)
+		s.rememberSpawn(e.WorkerPID, e.PID, e.Apps) // bounded: a boot loop spawns a hundred a second
 		if w := s.w.known(e.WorkerPID); isDirty(w) {
 			w.dirty.apps = e.Apps
 		}

@@ -384,3 +384,51 @@ func TestDirtyTimeoutUnknownSetting(t *testing.T) {
 		t.Errorf("reports %v", d.reports())
 	}
 }
+
+// TestExecQueuedBehind: with one dirty thread, a call that comes while another action still
+// runs waits behind it, and Gunicorn's timeout counts the wait: the second execution timeout says
+// how long it waited and behind what, and what it did is judged on its own run only (a sleep,
+// not the loop before it).
+func TestExecQueuedBehind(t *testing.T) {
+	d := newDirtySim(t, true)
+	w := d.bootDirty(150)
+	d.step(10 * time.Second)
+	stack := func(action string) *probes.PyStack {
+		st := &probes.PyStack{Frames: []string{"thread 0x1", "  /srv/apps/dirty.py:28 in " + action}, Top: "apps/dirty.py:28 in " + action}
+		if action != "" {
+			st.DirtyRunning, st.DirtyAction = true, action
+		}
+		return st
+	}
+	for i := 1; i <= 20; i++ {
+		d.step(time.Second)
+		cpu, action := 99.0, "spin" // spin from 1 to 12, then sleep from 12 to 18
+		if i > 12 {
+			cpu, action = 0, "sleep"
+		}
+		if i > 18 {
+			action = ""
+		}
+		d.sample(w, probes.RoleDirty, cpu, "S", time.Duration(i%3)*time.Second)
+		if i == 6 {
+			d.line(150, "WARNING", "Execution timeout for dirty:Heavy.spin after 6s") // spin called at 0, seen ended at 13
+		}
+		if i == 14 {
+			d.line(150, "WARNING", "Execution timeout for dirty:Heavy.sleep after 6s") // sleep called at 8, behind the spin
+		}
+		if i >= 7 {
+			d.st.probe(probes.Event{Kind: probes.EventStack, ID: w, Time: d.now, Role: probes.RoleDirty,
+				Deep: &probes.Deep{Time: d.now, Wchan: "hrtimer_nanosleep", Stack: stack(action)}})
+		}
+	}
+	d.step(5 * time.Second)
+	r, ok := d.reports()["150/execution_timeout"] // the last written: the sleep's
+	inc := r.Incident
+	if !ok || inc.Action != "dirty:Heavy.sleep" || inc.ActionQueuedBehind != "dirty:Heavy.spin" || inc.ActionQueuedSeconds != 5 { // called at 8, ran from 13
+		t.Fatalf("%+v", inc)
+	}
+	if r.Verdict.Cause != postmortem.CauseBlocked || inc.ActionSeconds < 5.5 || inc.ActionSeconds > 7.5 ||
+		!strings.Contains(r.Verdict.Summary, "behind `dirty:Heavy.spin`") {
+		t.Errorf("%s, ran %v s: %s", r.Verdict.Cause, inc.ActionSeconds, r.Verdict.Summary)
+	}
+}

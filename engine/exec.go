@@ -28,6 +28,13 @@ type execTimeout struct {
 	deep    *probes.Deep
 	noStack string // why there is no stack ("no stack: …"), once a take failed
 
+	// runFrom is when it started to run, when it was queued behind another action on the
+	// worker's only thread (--dirty-threads 1): Gunicorn's timeout counts from the call, the
+	// queue included. behind names that action, while it is still running.
+	runFrom    time.Time
+	behindCall string
+	behind     *execTimeout
+
 	ended    time.Time
 	gone     bool // it ended with its worker
 	reported bool
@@ -38,9 +45,33 @@ type execTimeout struct {
 // call is "module:Class.action".
 func (ex *execTimeout) call() string { return ex.app + "." + ex.action }
 
-// started is when the action started, at the latest: --dirty-timeout before the line.
+// started is when the call reached the worker: --dirty-timeout before the line.
 func (ex *execTimeout) started() time.Time {
 	return ex.at.Add(-time.Duration(ex.seconds) * time.Second)
+}
+
+// ran is when the action started to run: the call, or the end of the action it queued behind.
+func (ex *execTimeout) ran() time.Time {
+	if ex.runFrom.After(ex.started()) {
+		return ex.runFrom
+	}
+	return ex.started()
+}
+
+// queueBehind notes, for a worker with one dirty thread, the action this call waited behind: one
+// still running (its end is this one's start), or one that ended after this call came.
+func (s *state) queueBehind(ex *execTimeout) {
+	if s.settings.DirtyThreads != 1 {
+		return
+	}
+	if d := ex.w.dirty; d.lastEnd.After(ex.started()) {
+		ex.runFrom, ex.behindCall = d.lastEnd, d.lastCall
+	}
+	for _, prev := range s.dirty.execs {
+		if prev != ex && prev.w == ex.w && prev.ended.IsZero() && prev.noStack == "" {
+			ex.behind, ex.behindCall = prev, prev.call()
+		}
+	}
 }
 
 // execLine takes an "Execution timeout" line: believed when a dirty worker gwrap knows wrote it
@@ -60,6 +91,7 @@ func (s *state) execLine(e gunicorn.Event, at time.Time) {
 	if ex.seconds == 0 {
 		ex.seconds = s.settings.DirtyTimeout
 	}
+	s.queueBehind(ex)
 	s.dirty.execs = append(s.dirty.execs, ex)
 	s.emit(ev(at, Warn, "worker.execution_timeout",
 		fmt.Sprintf("dirty worker %d ran %s past the %ds --dirty-timeout: Gunicorn answered its caller with an error, but the action goes on running", w.id.PID, ex.call(), ex.seconds),
@@ -101,7 +133,13 @@ func (s *state) execStack(e probes.Event) {
 // report again with the end.
 func (s *state) execEnded(ex *execTimeout, at time.Time, gone bool) {
 	ex.ended, ex.gone = at, gone
-	ran := at.Sub(ex.started())
+	ex.w.dirty.lastEnd, ex.w.dirty.lastCall = at, ex.call()
+	for _, next := range s.dirty.execs {
+		if next.behind == ex {
+			next.behind, next.runFrom = nil, at // the call queued behind it runs from now
+		}
+	}
+	ran := at.Sub(ex.ran())
 	msg := fmt.Sprintf("dirty worker %d finished %s %.1fs after Gunicorn gave up on it (%.1fs in all)", ex.w.id.PID, ex.call(), at.Sub(ex.at).Seconds(), ran.Seconds())
 	if gone {
 		msg = fmt.Sprintf("dirty worker %d is gone, and %s with it, %.1fs after Gunicorn gave up on it", ex.w.id.PID, ex.call(), at.Sub(ex.at).Seconds())
@@ -114,6 +152,7 @@ func (s *state) execEnded(ex *execTimeout, at time.Time, gone bool) {
 		ex.evidence.Incident.ActionRunning = ptrBool(false)
 		ex.evidence.Incident.ActionEndedAt = at
 		ex.evidence.Incident.ActionSeconds = round1(ran.Seconds())
+		ex.evidence.Incident.ActionQueuedSeconds, ex.evidence.Incident.ActionQueuedBehind = ex.queued()
 		ex.report.Incident = ex.evidence.Incident
 		ex.report.Verdict = postmortem.Classify(ex.evidence, s.cfg.Thresholds)
 		s.store(ex.report, at)
@@ -169,10 +208,11 @@ func (s *state) reportExec(ex *execTimeout, now time.Time) {
 	switch {
 	case !ex.ended.IsZero():
 		pi.ActionRunning, pi.ActionEndedAt = ptrBool(false), ex.ended
-		pi.ActionSeconds = round1(ex.ended.Sub(ex.started()).Seconds())
+		pi.ActionSeconds = round1(ex.ended.Sub(ex.ran()).Seconds())
 	case ex.stack != nil:
 		pi.ActionRunning = ptrBool(true)
 	}
+	pi.ActionQueuedSeconds, pi.ActionQueuedBehind = ex.queued()
 	if st := ex.stack; st != nil {
 		pi.PythonStack, pi.StackThread, pi.StackTop = st.Frames, st.Thread, st.Top
 	} else if ex.noStack != "" {
@@ -186,6 +226,19 @@ func (s *state) reportExec(ex *execTimeout, now time.Time) {
 		Container: s.containerAround(ex.at), Platform: s.cfg.Platform}
 	ex.report = postmortem.NewReport(ex.evidence, postmortem.Classify(ex.evidence, s.cfg.Thresholds), s.version, now)
 	s.publish(&ex.report, w, now)
+}
+
+// queued is how long the call waited behind another action before it ran (up to the line, while
+// that action still runs), and that action.
+func (ex *execTimeout) queued() (float64, string) {
+	end := ex.ran()
+	if ex.behind != nil {
+		end = ex.at
+	}
+	if q := end.Sub(ex.started()); q > 0 && ex.behindCall != "" {
+		return round1(q.Seconds()), ex.behindCall
+	}
+	return 0, ""
 }
 
 func ptrBool(b bool) *bool { return &b }

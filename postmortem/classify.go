@@ -51,6 +51,11 @@ type Incident struct {
 	ActionRunning *bool     `json:"action_running,omitempty"`
 	ActionEndedAt time.Time `json:"action_ended_at,omitzero"`
 	ActionSeconds float64   `json:"action_seconds,omitempty"`
+	// ActionQueuedSeconds is how much of --dirty-timeout the call spent waiting behind another
+	// action (ActionQueuedBehind) on the worker's only thread before it ran: Gunicorn's timeout
+	// counts from the call.
+	ActionQueuedSeconds float64 `json:"action_queued_seconds,omitempty"`
+	ActionQueuedBehind  string  `json:"action_queued_behind,omitempty"`
 	// Repeats is, for a dirty worker's boot_failure, how many more dirty workers failed to boot
 	// the same way while the report was made (the arbiter respawns them without end).
 	Repeats int `json:"repeats,omitempty"`

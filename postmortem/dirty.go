@@ -66,7 +66,11 @@ func execSummary(f Facts, d Decision) string {
 	default:
 		what = "doing what gwrap could not measure" + in(f)
 	}
-	s := fmt.Sprintf("%s ran %s past the %s %s: Gunicorn answered its caller with DirtyTimeoutError, but cannot cancel the action", who(f), action, limit(f), what)
+	queued := ""
+	if f.Queued > 0 && f.QueuedBehind != "" {
+		queued = fmt.Sprintf(" (the call first waited %s behind `%s` on the worker's only thread)", secs(f.Queued), f.QueuedBehind)
+	}
+	s := fmt.Sprintf("%s ran %s past the %s%s %s: Gunicorn answered its caller with DirtyTimeoutError, but cannot cancel the action", who(f), action, limit(f), queued, what)
 	holding := ""
 	if f.DirtyThreads > 0 {
 		holding = fmt.Sprintf(", holding one of the worker's %d --dirty-threads", f.DirtyThreads)
@@ -76,7 +80,7 @@ func execSummary(f Facts, d Decision) string {
 	}
 	switch {
 	case !f.ActionEnded.IsZero():
-		s += fmt.Sprintf(": it ran on in its thread for another %s (%s in all)%s until it ended", secs(f.ActionFor-f.Timeout), secs(f.ActionFor), holding)
+		s += fmt.Sprintf(": it ran on in its thread for another %s (%s in all)%s until it ended", secs(f.ActionFor-(f.Timeout-f.Queued)), secs(f.ActionFor), holding)
 	case f.ActionRunning != nil && *f.ActionRunning:
 		s += ": it is still running in its thread" + holding
 		if f.DirtyThreads == 1 {

@@ -70,6 +70,8 @@ type Facts struct {
 	ActionRunning *bool
 	ActionEnded   time.Time
 	ActionFor     time.Duration // how long the action ran in all, once it ended
+	Queued        time.Duration // how long the call waited behind another action first
+	QueuedBehind  string
 	DirtyThreads  int
 	Repeats       int
 	Orphans       []int
@@ -124,6 +126,7 @@ func measure(e Evidence) Facts {
 	}
 	f.Role, f.Apps, f.Action, f.ActionRunning, f.ActionEnded = inc.Role, inc.DirtyApps, inc.Action, inc.ActionRunning, inc.ActionEndedAt
 	f.ActionFor = time.Duration(inc.ActionSeconds * float64(time.Second))
+	f.Queued, f.QueuedBehind = time.Duration(inc.ActionQueuedSeconds*float64(time.Second)), inc.ActionQueuedBehind
 	f.DirtyThreads, f.Repeats, f.Orphans, f.DirtyWait = e.Settings.DirtyThreads, inc.Repeats, inc.Orphans, inc.WaitingOnDirty
 	if inc.Role == RoleDirty {
 		f.Timeout = time.Duration(e.Settings.DirtyTimeout) * time.Second // what the arbiter judges it by
@@ -161,10 +164,11 @@ func measure(e Evidence) Facts {
 	if f.Silence > time.Second {
 		lateFrom = inc.At.Add(-f.Silence / 2)
 	}
-	if inc.Kind == KindExecTimeout && f.Timeout > 0 {
-		// The worker kept beating: what counts is the action's run, --dirty-timeout long up to
-		// the line, judged on its second half like a silence.
-		from, lateFrom = inc.At.Add(-f.Timeout-time.Second), inc.At.Add(-f.Timeout/2)
+	if run := f.Timeout - f.Queued; inc.Kind == KindExecTimeout && run > 0 {
+		// The worker kept beating: what counts is the action's run up to the line (--dirty-timeout,
+		// less the time the call waited behind another action), judged on its second half like a
+		// silence.
+		from, lateFrom = inc.At.Add(-run-time.Second), inc.At.Add(-run/2)
 	}
 	var window, late []probes.Sample
 	for _, s := range alive {

@@ -438,9 +438,44 @@ func (w *Watcher) followStacks(now time.Time, emit func(Event)) {
 		if d == nil {
 			continue
 		}
+		if wc := w.fs.actionWchan(pid); wc != "" {
+			d.Wchan = wc // the process's wchan is its event loop's, always in epoll
+		}
 		w.takeStack(t.w.id, d)
 		emit(Event{Kind: EventStack, ID: t.w.id, Time: now, Sample: t.last, Deep: d, Timeout: w.dirtyTimeout(), Role: RoleDirty})
 	}
+}
+
+// actionWchan is where a dirty worker's action waits: the wait channel of one of its threads
+// other than the main one (which runs the event loop), one not waiting on a futex when there is
+// one (the executor's idle threads wait on a futex; so does an action waiting on a lock), and ""
+// when one of them is running (an action computing has no wait channel, "0").
+func (f FS) actionWchan(pid int) string {
+	tasks, err := os.ReadDir(f.path(pid, "task"))
+	if err != nil {
+		return ""
+	}
+	futex, running := "", false
+	for _, t := range tasks {
+		if t.Name() == strconv.Itoa(pid) {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join(f.path(pid, "task"), t.Name(), "wchan"))
+		wc := strings.TrimSpace(string(b))
+		switch {
+		case err != nil || wc == "":
+		case wc == "0":
+			running = true
+		case strings.HasPrefix(wc, "futex"):
+			futex = wc
+		default:
+			return wc
+		}
+	}
+	if running {
+		return ""
+	}
+	return futex
 }
 
 // Follow asks the watcher to take a dirty worker's stack every sweep (on), or to stop (off): the

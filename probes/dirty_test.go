@@ -218,3 +218,27 @@ func TestDirtyOffThenOn(t *testing.T) {
 		t.Error("a child with no heartbeat file is still a worker")
 	}
 }
+
+// TestActionWchan: a dirty worker's action waits where one of its threads other than the main
+// one waits, a futex (an idle executor thread) only when no other does.
+func TestActionWchan(t *testing.T) {
+	p := newProcTree(t)
+	p.proc(300, 1, 1000, nil, "", nil)
+	for tid, wc := range map[string]string{"300": "do_epoll_wait", "301": "futex_wait_queue", "302": "hrtimer_nanosleep"} {
+		dir := filepath.Join(p.root, "300", "task", tid)
+		p.must(os.MkdirAll(dir, 0o755))
+		p.must(os.WriteFile(filepath.Join(dir, "wchan"), []byte(wc), 0o644))
+	}
+	fs := NewFS(p.root)
+	if got := fs.actionWchan(300); got != "hrtimer_nanosleep" {
+		t.Errorf("got %q", got)
+	}
+	p.must(os.WriteFile(filepath.Join(p.root, "300", "task", "302", "wchan"), []byte("0"), 0o644)) // computing
+	if got := fs.actionWchan(300); got != "" {
+		t.Errorf("computing: got %q", got)
+	}
+	p.must(os.RemoveAll(filepath.Join(p.root, "300", "task", "302"))) // only the idle executor thread
+	if got := fs.actionWchan(300); got != "futex_wait_queue" {
+		t.Errorf("idle or on a lock: got %q", got)
+	}
+}
