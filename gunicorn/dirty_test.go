@@ -1,6 +1,8 @@
 package gunicorn
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"testing"
 )
@@ -92,5 +94,41 @@ func TestAssemblerDirtyBootTraceback(t *testing.T) {
 	}
 	if len(done) != 2 || done[0].Kind != KindDirtyWorkerError || len(done[0].Traceback) != 3 || done[1].Kind != KindDirtyBootFailed {
 		t.Fatalf("done %+v", done)
+	}
+}
+
+// TestExplainDirtyCaptured: explain tells, from a real 26.2.2 log alone, the dirty boot loop (one
+// incident, its repeats, the worker's traceback), the HTTP worker's timeout, the two execution
+// timeouts with their actions, the dirty worker timeout and the arbiter's SIGKILL after it, and a
+// SIGKILL with no timeout (the OOM kill); the arbiter's exit at the stop is no incident.
+func TestExplainDirtyCaptured(t *testing.T) {
+	f, err := os.Open("testdata/logs/gunicorn-26.2.2-dirty-captured.log")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	ex, err := Explain(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, inc := range ex.Incidents {
+		s := fmt.Sprintf("%d %s %s", inc.PID, inc.Role, inc.Kind)
+		switch {
+		case inc.Action != "":
+			s += " " + inc.Action
+		case inc.TimeoutEscalation:
+			s += " escalation"
+		case inc.PossibleOOM:
+			s += " possible_oom"
+		case inc.Repeats > 0:
+			s += fmt.Sprintf(" repeats %d, %d traceback lines", inc.Repeats, len(inc.Traceback))
+		}
+		got = append(got, s)
+	}
+	want := []string{"831 dirty boot_failure repeats 7, 10 traceback lines", "830  timeout", "840 dirty execution_timeout dirty:Heavy.spin",
+		"840 dirty execution_timeout dirty:Heavy.sleep", "840 dirty timeout escalation", "886 dirty signal possible_oom"}
+	if strings.Join(got, "\n") != strings.Join(want, "\n") {
+		t.Errorf("incidents:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

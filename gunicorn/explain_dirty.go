@@ -18,8 +18,8 @@ func (x *explainer) dirtyEvent(ev Event) {
 		x.ex.Counts["dirty_arbiter_started"]++
 		x.timeline(pid, ev.Time, "dirty arbiter started")
 	case KindDirtySpawned:
-		x.ex.Counts["dirty_booted"]++
-		x.timeline(pid, ev.Time, "dirty worker booted ("+strings.Join(ev.Apps, ", ")+")")
+		x.ex.Counts["dirty_spawned"]++
+		x.timeline(pid, ev.Time, "dirty worker spawned ("+strings.Join(ev.Apps, ", ")+")")
 	case KindDirtyTimeout:
 		x.ex.Counts["dirty_timeout"]++
 		x.timeline(pid, ev.Time, "DIRTY WORKER TIMEOUT (SIGABRT sent)")
@@ -44,13 +44,13 @@ func (x *explainer) dirtyEvent(ev Event) {
 	case KindDirtyBootFailed:
 		tb := x.dirtyTB[pid]
 		delete(x.dirtyTB, pid)
+		x.timeline(pid, ev.Time, "dirty worker failed to boot")
 		if l := x.dirtyLoop; l != nil && !ev.Time.IsZero() && !l.at.IsZero() && ev.Time.Sub(l.at) < dirtyLoopGap {
 			l.Repeats++
 			l.at = ev.Time
 			return
 		}
 		x.ex.Counts["dirty_boot_failure"]++
-		x.timeline(pid, ev.Time, "dirty worker failed to boot")
 		inc := x.incident(pid, ev.Time, "boot_failure", ev.Line)
 		code := 3
 		inc.Role, inc.ExitCode, inc.Traceback = "dirty", &code, tb
