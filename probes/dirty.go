@@ -257,14 +257,19 @@ func sortByStart(ws []*worker) {
 	})
 }
 
-// sweepOthers looks at the children of the master that are not HTTP workers: those gone are
-// forgotten (the arbiter's end is an event), and while no arbiter is known, each is checked for
-// being it.
+// sweepOthers looks at the children of the master that are not HTTP workers: those gone (or
+// whose pid a new process took) are forgotten (the arbiter's end is an event), and while no
+// arbiter is known, each is checked for being it.
 func (w *Watcher) sweepOthers(master int, seen map[int]bool, listed bool, masterFiles func() map[int]fileID, now time.Time, emit func(Event)) {
 	d := w.dirty
 	for pid, id := range d.others {
-		if seen[pid] || !listed {
-			continue
+		if !listed {
+			break
+		}
+		if seen[pid] {
+			if cur, err := w.fs.ID(pid); err == nil && cur == id {
+				continue
+			}
 		}
 		delete(d.others, pid)
 		if id == d.arbiter {

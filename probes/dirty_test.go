@@ -242,3 +242,29 @@ func TestActionWchan(t *testing.T) {
 		t.Errorf("idle or on a lock: got %q", got)
 	}
 }
+
+// TestOtherPIDReused: a child of the master that is not a worker ends and a new worker takes its
+// pid: the new process is classified afresh (a sweep later), not ignored under the old one's pid.
+func TestOtherPIDReused(t *testing.T) {
+	p := newProcTree(t)
+	hbA, hbB := p.heartbeat("a"), p.heartbeat("b")
+	p.proc(100, 1, 1000, []int{101, 102}, "", map[int]string{5: hbA})
+	p.proc(101, 100, 1001, nil, "", map[int]string{5: hbA})
+	p.proc(102, 100, 1002, nil, "", nil) // a process a hook started: no heartbeat file
+	w := NewWatcher(NewFS(p.root), Options{Timeout: 30 * time.Second, Dirty: true, DirtyTimeout: 60 * time.Second})
+	workers := map[int]*tracked{}
+	noop := func(Event) {}
+	w.discover(100, workers, time.Now(), noop)
+	if _, ok := w.dirty.others[102]; !ok || len(workers) != 1 {
+		t.Fatalf("others %v workers %d", w.dirty.others, len(workers))
+	}
+	// 102 ends; the master forks a worker that gets pid 102 (a later start time).
+	p.must(os.RemoveAll(filepath.Join(p.root, "102")))
+	p.must(os.Symlink(hbB, filepath.Join(p.root, "100", "fd", "6")))
+	p.proc(102, 100, 2002, nil, "", map[int]string{6: hbB})
+	w.discover(100, workers, time.Now(), noop)
+	w.discover(100, workers, time.Now(), noop)
+	if tr, ok := workers[102]; !ok || tr.w.id.StartTime != 2002 || tr.w.hbFD != 6 {
+		t.Errorf("the new worker 102: %+v (others %v)", tr, w.dirty.others)
+	}
+}
