@@ -432,3 +432,24 @@ func TestExecQueuedBehind(t *testing.T) {
 		t.Errorf("%s, ran %v s: %s", r.Verdict.Cause, inc.ActionSeconds, r.Verdict.Summary)
 	}
 }
+
+// TestExecBounded: actions that never end, called again and again, keep a bounded number of
+// execution timeouts followed.
+func TestExecBounded(t *testing.T) {
+	d := newDirtySim(t, true)
+	w := d.bootDirty(160)
+	d.step(10 * time.Second)
+	for i := 0; i < 3*maxExecs; i++ {
+		d.step(time.Second)
+		d.line(160, "WARNING", "Execution timeout for dirty:Heavy.wait after 6s")
+		d.st.probe(probes.Event{Kind: probes.EventStack, ID: w, Time: d.now, Role: probes.RoleDirty,
+			Deep: &probes.Deep{Time: d.now, Stack: &probes.PyStack{Frames: []string{"x"}, DirtyRunning: true, DirtyAction: "wait"}}})
+	}
+	d.step(5 * time.Second)
+	if n := len(d.st.dirty.execs); n > maxExecs {
+		t.Errorf("%d execution timeouts kept", n)
+	}
+	if n := len(d.events("postmortem")); n != 3*maxExecs {
+		t.Errorf("%d reported, want every one", n)
+	}
+}

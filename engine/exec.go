@@ -42,6 +42,9 @@ type execTimeout struct {
 	evidence postmortem.Evidence
 }
 
+// maxExecs bounds the execution timeouts followed at once.
+const maxExecs = 64
+
 // call is "module:Class.action".
 func (ex *execTimeout) call() string { return ex.app + "." + ex.action }
 
@@ -92,6 +95,16 @@ func (s *state) execLine(e gunicorn.Event, at time.Time) {
 		ex.seconds = s.settings.DirtyTimeout
 	}
 	s.queueBehind(ex)
+	if len(s.dirty.execs) >= maxExecs {
+		// Actions that never end, called again and again: the oldest reported one is no longer
+		// followed (its end, if it comes, is not said), so gwrap's memory stays bounded.
+		for i, old := range s.dirty.execs {
+			if old.reported {
+				s.dirty.execs = append(s.dirty.execs[:i], s.dirty.execs[i+1:]...)
+				break
+			}
+		}
+	}
 	s.dirty.execs = append(s.dirty.execs, ex)
 	s.emit(ev(at, Warn, "worker.execution_timeout",
 		fmt.Sprintf("dirty worker %d ran %s past the %ds --dirty-timeout: Gunicorn answered its caller with an error, but the action goes on running", w.id.PID, ex.call(), ex.seconds),
