@@ -50,6 +50,12 @@ type Config struct {
 	// OnWorkerClass is told the worker class when Gunicorn's log names it (the watcher's normal
 	// heartbeat depends on it).
 	OnWorkerClass func(string)
+	// OnDirty is told --dirty-timeout when the master's own line shows it runs a dirty arbiter
+	// and the settings did not say so (the watcher then tells its children apart).
+	OnDirty func(timeout time.Duration)
+	// Follow asks the watcher to take a dirty worker's stack every sweep, or to stop: the engine
+	// follows an action Gunicorn gave up on (execution timeout) to say when it ends.
+	Follow func(pid int, on bool)
 
 	// OnPanic is told when the engine panicked: it is off from then on (no events, no
 	// post-mortems: its state cannot be trusted), and only relays Gunicorn's lines.

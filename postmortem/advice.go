@@ -27,8 +27,8 @@ func evidence(f Facts, th Thresholds) []Fact {
 		}
 		fact("the cgroup's recorded peak usage (kernel)", val, "")
 	}
-	if f.Silence >= 0 {
-		fact("worker silent (heartbeat age) before its end", secs(f.Silence), fmt.Sprintf("timeout %s; ran long at ≥ %.0f%% of it", secs(f.Timeout), 100*th.LongShare))
+	if f.Silence >= 0 && f.Kind != KindExecTimeout {
+		fact("worker silent (heartbeat age) before its end", secs(f.Silence), fmt.Sprintf("%s %s; ran long at ≥ %.0f%% of it", limitName(f), secs(f.Timeout), 100*th.LongShare))
 	}
 	if f.Samples > 0 {
 		if f.CPUKnown {
@@ -107,12 +107,19 @@ func evidence(f Facts, th Thresholds) []Fact {
 	if f.Where != "" {
 		fact("the app's innermost frame", f.Where, "")
 	}
+	dirtyEvidence(f, fact)
 	return out
 }
 
 // advice is what to change, fitted to the worker class, the platform and the limits set.
 func advice(f Facts, d Decision) []string {
-	out := []string{}
+	out, done := dirtyAdvice(f, d)
+	if done {
+		return out
+	}
+	if out == nil {
+		out = []string{}
+	}
 	add := func(a ...string) { out = append(out, a...) }
 	leak := f.Growth != nil && f.Growth.Steady
 	recycle := "recycle workers with --max-requests 1000 --max-requests-jitter 100"
@@ -152,7 +159,7 @@ func advice(f Facts, d Decision) []string {
 	case CauseBlocked:
 		if c, ok := strings.CutPrefix(first(f.Waiting), "child "); ok {
 			add("the child process `" + c + "` ran past the timeout: give the call that waits for it a timeout (subprocess.run(..., timeout=...)), or run it outside the request")
-		} else if p := peer(f.Waiting); p != "" {
+		} else if p := peer(f.Waiting); p != "" && f.DirtyWait == nil {
 			add("the peer " + p + " did not answer: set a timeout on that call (database, HTTP client)")
 		}
 		if d.Branch == BranchLoopBlocked {

@@ -96,6 +96,11 @@ type PyStack struct {
 	Top    string   `json:"top,omitempty"`    // the app's innermost frame: "app.py:42 in report"
 	Call   string   `json:"call,omitempty"`   // the app's source line there, naming the C call it made
 	Err    string   `json:"error,omitempty"`  // why there is no stack ("no stack: …")
+
+	// A dirty worker's (Gunicorn 25+): whether a thread is running an action, and the action's
+	// name when Gunicorn's DirtyApp dispatched it ("predict").
+	DirtyRunning bool   `json:"dirty_running,omitempty"`
+	DirtyAction  string `json:"dirty_action,omitempty"`
 }
 
 // Child is one of a worker's child processes.
@@ -202,6 +207,10 @@ const (
 	EventLate      EventKind = "late"       // heartbeat age crossed a share of the timeout (Share says which)
 	EventRecovered EventKind = "recovered"  // a late worker heartbeated again
 	EventStuckBoot EventKind = "stuck_boot" // a worker that never heartbeated is older than the timeout
+
+	EventArbiter     EventKind = "dirty_arbiter"      // the dirty arbiter was found (ID; DirtySockets): it is not an HTTP worker
+	EventArbiterGone EventKind = "dirty_arbiter_gone" // the dirty arbiter is gone
+	EventStack       EventKind = "stack"              // a followed dirty worker's deep sample and Python stack (Watcher.Follow)
 )
 
 // Event is one thing the watcher noticed. Sample is the worker's latest hot sample; Deep is set
@@ -216,4 +225,11 @@ type Event struct {
 	// Saturation is the whole server's load when a worker was late or stuck (nil: unreadable).
 	Saturation *Saturation   `json:"saturation,omitempty"`
 	Timeout    time.Duration `json:"timeout,omitempty"` // the timeout the age was judged against
+
+	Role Role `json:"role,omitempty"` // the worker's pool: "" for an HTTP worker, "dirty" for a dirty worker
+	// Dirty is what each dirty worker was doing when an HTTP worker, late, waited on the dirty
+	// arbiter's socket (EventLate, the first share only).
+	Dirty []DirtyCall `json:"dirty,omitempty"`
+	// DirtySockets are the dirty arbiter's listening unix sockets (EventArbiter).
+	DirtySockets []string `json:"dirty_sockets,omitempty"`
 }

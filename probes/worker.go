@@ -26,11 +26,12 @@ type worker struct {
 	stat, status, sched *os.File
 	buf                 []byte
 
-	hbPID    int  // whose fd table holds the heartbeat: the worker, or the master as a fallback
-	hbFD     int  // heartbeat fd number in hbPID, -1 unknown
-	hb       int  // gwrap's own O_PATH fd of the heartbeat file, -1 not open
-	hbTried  bool // looked for it in the worker's own fd table
-	fdDenied bool // the worker's fd table is unreadable (another uid): ask the master's
+	hbPID    int    // whose fd table holds the heartbeat: the worker, or the master as a fallback
+	hbFD     int    // heartbeat fd number in hbPID, -1 unknown
+	hb       int    // gwrap's own O_PATH fd of the heartbeat file, -1 not open
+	hbTried  bool   // looked for it in the worker's own fd table
+	fdDenied bool   // the worker's fd table is unreadable (another uid): ask the master's
+	own      fileID // the heartbeat file it owns, when told apart from its siblings' (dirty.go)
 
 	prevTime          time.Time
 	prevUser, prevSys uint64 // utime, stime at prevTime

@@ -67,7 +67,11 @@ func (f *fleet) Emit(e engine.Event) {
 		f.recent.Add(termlog.Verdict{At: e.Time, PID: p, Cause: c, Summary: s})
 		f.mu.Unlock()
 		if f.m != nil {
-			f.m.WorkerKilled(c)
+			if kind, _ := e.Get("kind"); kind == "execution_timeout" { // no worker died
+				f.m.ExecTimeout(c)
+			} else {
+				f.m.WorkerKilled(c, metricRole(e))
+			}
 		}
 	case "gunicorn.start":
 		if v, ok := e.Get("gunicorn_version"); ok {
@@ -88,12 +92,17 @@ func (f *fleet) count(e engine.Event) {
 	switch e.Name {
 	case "worker.boot":
 		if _, again := e.Get("boot_seconds"); !again { // a stuck boot that finished is not a new worker
-			f.m.WorkerStarted()
+			f.m.WorkerStarted(metricRole(e))
 		}
 	case "worker.late":
 		if share, ok := e.Get("share"); ok {
 			s, _ := share.(float64)
-			f.m.WorkerLate(s)
+			f.m.WorkerLate(s, metricRole(e))
+		}
+	case "dirty_arbiter.start":
+		if t, ok := e.Get("dirty_timeout_s"); ok {
+			n, _ := t.(int)
+			f.m.SetDirtyTimeout(time.Duration(n) * time.Second)
 		}
 	case "oom.kill":
 		if n, ok := e.Get("count"); ok {
@@ -119,6 +128,19 @@ func (f *fleet) gunicorn() {
 	s, v := f.settings, f.version
 	f.mu.Unlock()
 	f.m.SetGunicorn(v, engine.WorkerClass(s), time.Duration(s.Timeout)*time.Second)
+	if s.DirtyWorkers > 0 && len(s.DirtyApps) > 0 {
+		f.m.SetDirtyTimeout(time.Duration(s.DirtyTimeout) * time.Second)
+	}
+}
+
+// metricRole is the role label of an event about a worker: its role field, else http.
+func metricRole(e engine.Event) string {
+	if r, ok := e.Get("role"); ok {
+		if s, _ := r.(string); s != "" {
+			return s
+		}
+	}
+	return metrics.RoleHTTP
 }
 
 // container feeds the cgroup's gauges.
@@ -166,6 +188,12 @@ func (f *fleet) readLive() (metrics.Saturation, error) {
 	}
 	if s.BusyKnown {
 		out.Busy = metrics.Known(float64(s.Busy))
+	}
+	if d := s.Dirty; d != nil {
+		out.DirtyWorkers = metrics.Known(float64(d.Workers))
+		if d.HeartbeatAgeMax >= 0 {
+			out.DirtyHeartbeatAgeMax = metrics.Known(d.HeartbeatAgeMax.Seconds())
+		}
 	}
 	for _, l := range s.Listeners {
 		q := metrics.Queue{Listener: l.Addr, Length: metrics.Known(float64(l.Queue))}

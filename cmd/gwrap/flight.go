@@ -212,9 +212,12 @@ func flightLine(rec *flightQueue, l []byte) {
 
 // flightProbe records the watcher's samples and events.
 func flightProbe(rec *flightQueue, ev probes.Event) {
-	if ev.Kind == probes.EventSample {
+	switch ev.Kind {
+	case probes.EventSample:
 		rec.Worker(ev.ID, ev.Sample)
-		return
+	case probes.EventStack:
+		// A followed dirty worker's stack, every sweep: gwrap's own following, not the worker's story.
+	default:
+		rec.Event(ev)
 	}
-	rec.Event(ev)
 }

@@ -114,6 +114,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		OnForget:      func(pid int) { stk.forget(pid, time.Now()) },
 		OnWorkerClass: func(class string) { watcher.SetWorkerClass(class) },
 		OnPanic:       func(p guard.Panic) { ps.panicked(p, true) },
+		OnDirty:       func(timeout time.Duration) { watcher.SetDirty(timeout) },
+		Follow:        func(pid int, on bool) { watcher.Follow(pid, on) },
 		History:       cfg.History,
 		Interval:      cfg.Interval,
 	}, fl)
@@ -123,6 +125,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		FastInterval: cfg.FastInterval,
 		Timeout:      time.Duration(settings.Timeout) * time.Second,
 		WorkerClass:  engine.WorkerClass(settings),
+		Dirty:        settings.DirtyWorkers > 0 && len(settings.DirtyApps) > 0,
+		DirtyTimeout: time.Duration(settings.DirtyTimeout) * time.Second,
 		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
 		// The container's cgroup is sampled in the workers' sweep, and the sweep's events reach
 		// the engine in one batch: an idle gwrap wakes once a second, and wakes the engine once.

@@ -123,6 +123,9 @@ func (s *stacks) forget(pid int, now time.Time) {
 
 func (s *stacks) convert(pid int, st pystack.Stack) *probes.PyStack {
 	out := &probes.PyStack{Frames: st.Lines()}
+	if c := st.DirtyCall(); c.Running {
+		out.DirtyRunning, out.DirtyAction = true, c.Action
+	}
 	if top, ok := st.Top(); ok {
 		out.Top, out.Thread = top.String(), top.Thread
 		if src, err := s.hook.Source(pid, top.Frame); err == nil {
