@@ -109,6 +109,13 @@ func (k *oomKill) fateOf(w *worker) (f probes.Fate, seen, withChildren bool) {
 	if f, ok := k.fates[w.id]; ok {
 		return f, true, true
 	}
+	if w.id.StartTime == 0 { // known from a line only: whatever child has its pid
+		for id, f := range k.fates {
+			if id.PID == w.id.PID {
+				return f, true, true
+			}
+		}
+	}
 	f, seen = k.later[w.id]
 	return f, seen, false
 }
@@ -138,7 +145,7 @@ func (s *state) oom(in oomIn, now time.Time) {
 		}
 	}
 	for _, w := range s.w.byID {
-		if f, ok := k.fates[w.id]; ok {
+		if f, ok, _ := k.fateOf(w); ok {
 			if f.Dying() {
 				w.endAt = minTime(w.endAt, k.seenAt)
 			}

@@ -36,6 +36,8 @@ type state struct {
 	bootFailure string // the master's "Reason:" line (Worker failed to boot, App failed to load)
 	warned      map[string]bool
 	reported    int
+
+	dirty dirtyState // Gunicorn 25+'s dirty arbiter and its workers (dirty.go)
 }
 
 // containerKeep bounds the cgroup samples kept (10 minutes at 1 Hz).
@@ -45,7 +47,7 @@ func newState(cfg Config, out Emitter) *state {
 	// Room for the whole history at the normal rate plus 30 s of a late worker's fast samples.
 	capacity := int(cfg.History/cfg.Interval) + 300
 	return &state{cfg: cfg, out: out, settings: cfg.Settings, w: newWorkers(capacity),
-		asm: map[string]*gunicorn.Assembler{}, warned: map[string]bool{}}
+		asm: map[string]*gunicorn.Assembler{}, warned: map[string]bool{}, dirty: newDirtyState(cfg.Settings)}
 }
 
 func (s *state) emit(e Event) { s.out.Emit(e) }
@@ -68,6 +70,9 @@ func (s *state) setSettings(n gunicorn.Settings) {
 	if s.cfg.OnWorkerClass != nil {
 		s.cfg.OnWorkerClass(WorkerClass(n))
 	}
+	if n.DirtyWorkers > 0 && len(n.DirtyApps) > 0 {
+		s.turnOn()
+	}
 }
 
 func (s *state) timeout() time.Duration { return time.Duration(s.settings.Timeout) * time.Second }
@@ -76,6 +81,14 @@ func (s *state) timeout() time.Duration { return time.Duration(s.settings.Timeou
 // up to 64 KiB, and a line of megabytes must not be copied again for the parser (the relay
 // writes the whole line from its bytes; the parsed message of such a line is its start).
 const parseMax = 64 << 10
+
+// limitOf is the timeout a worker is held to: --timeout, or --dirty-timeout for a dirty worker.
+func (s *state) limitOf(w *worker) time.Duration {
+	if isDirty(w) {
+		return time.Duration(s.settings.DirtyTimeout) * time.Second
+	}
+	return s.timeout()
+}
 
 // line relays one line of the child's output and takes in what it says.
 func (s *state) line(stream string, b []byte, at time.Time) {
@@ -160,6 +173,10 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 		}
 	case gunicorn.KindTimeout, gunicorn.KindSignaled, gunicorn.KindExited:
 		s.killLine(e, at)
+	default:
+		if e.IsDirty() {
+			s.dirtyLine(e, at)
+		}
 	}
 }
 
@@ -208,19 +225,22 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 		return
 	}
 	w := s.w.known(e.WorkerPID)
+	if w != nil && w.dirty != nil {
+		w = nil // the master speaks of its HTTP workers only (the arbiter of the dirty ones)
+	}
 	attributed := s.fromMaster(e)
 	// A line without Gunicorn's prefix (a custom log format) cannot be attributed: it may
 	// complete what /proc already showed, never start an incident.
 	unprefixed := e.PID == 0 && w != nil && w.inc != nil
 	if w == nil || !(attributed || unprefixed) {
-		s.unverified(e.Message, at, "it does not come from the Gunicorn master about one of its workers")
+		s.unverified(e, at, "it does not come from the Gunicorn master about one of its workers")
 		return
 	}
 	if e.Kind != gunicorn.KindTimeout {
 		// The master writes its signal and exit lines once it has reaped the worker: a worker
 		// /proc still shows alive did not die, whoever wrote the line.
 		if s.alive(w) {
-			s.unverified(e.Message, at, "the worker it names is alive")
+			s.unverified(e, at, "the worker it names is alive")
 			return
 		}
 		w.endAt = minTime(w.endAt, at)
@@ -233,7 +253,7 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 		stale, known := s.heartbeatStale(w, at)
 		old := s.timeout() > 0 && at.Sub(w.bootedAt) >= s.timeout()-time.Second
 		if !stale && (known || !attributed || !old) {
-			s.unverified(e.Message, at, "the worker's heartbeat was not stale")
+			s.unverified(e, at, "the worker's heartbeat was not stale")
 			return
 		}
 		inc := s.incidentFor(w, at)
@@ -261,9 +281,10 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 }
 
 // alive reports whether /proc shows the worker alive now: there, with the same start time, not
-// exiting, no SIGKILL pending. Without /proc nothing can be checked: it counts as not alive.
+// exiting, no SIGKILL pending. Without /proc nothing can be checked, nor can a worker known by its
+// pid only be told from a process that reused it: both count as not alive.
 func (s *state) alive(w *worker) bool {
-	if s.cfg.Fate == nil || w.gone() {
+	if s.cfg.Fate == nil || w.gone() || w.id.StartTime == 0 {
 		return false
 	}
 	return !s.cfg.Fate(w.id).Dying()
@@ -271,7 +292,12 @@ func (s *state) alive(w *worker) bool {
 
 // unverified ignores a line that looks like one of Gunicorn's kill lines but that /proc does not
 // back, and says so once.
-func (s *state) unverified(msg string, at time.Time, why string) {
+func (s *state) unverified(e gunicorn.Event, at time.Time, why string) {
+	s.unverifiedText(e.Message, at, why)
+}
+
+// unverifiedText is unverified for a line gwrap names itself.
+func (s *state) unverifiedText(msg string, at time.Time, why string) {
 	s.warnOnce("unverified", at, "unverified_line", fmt.Sprintf(
 		"ignored a line that looks like Gunicorn's %q because %s; lines like it are ignored from now on without a word (the app's own output cannot make an incident)",
 		truncate(msg, 120), why))
@@ -281,7 +307,7 @@ func (s *state) unverified(msg string, at time.Time, why string) {
 // was older than three quarters of the timeout (Gunicorn times out past the whole timeout, and a
 // late worker is sampled ten times a second). known is false when no heartbeat could be read.
 func (s *state) heartbeatStale(w *worker, at time.Time) (stale, known bool) {
-	t := s.timeout()
+	t := s.limitOf(w)
 	samples := w.samples.list()
 	for i := len(samples) - 1; i >= 0; i-- {
 		sm := samples[i]
@@ -302,14 +328,18 @@ func (s *state) heartbeatStale(w *worker, at time.Time) (stale, known bool) {
 // probe takes one of the watcher's events.
 func (s *state) probe(e probes.Event) {
 	at := e.Time
+	if s.dirtyProbe(e) {
+		return
+	}
 	switch e.Kind {
 	case probes.EventMaster:
 		s.master = e.ID.PID
 	case probes.EventBoot:
 		if w, isNew := s.w.watched(e.ID, at); isNew {
 			w.bootedAt = minTime(w.bootedAt, at)
-			s.emit(ev(at, Info, "worker.boot", fmt.Sprintf("worker %d booted", e.ID.PID),
-				f("pid", e.ID.PID), f("start_ticks", e.ID.StartTime)))
+			s.dirtyBoot(w, e)
+			s.emit(ev(at, Info, "worker.boot", s.name(w)+" booted",
+				append([]Field{f("pid", e.ID.PID), f("start_ticks", e.ID.StartTime)}, s.roleFields(w)...)...))
 		}
 	case probes.EventSample:
 		w, _ := s.w.watched(e.ID, at)
@@ -328,6 +358,7 @@ func (s *state) probe(e probes.Event) {
 			return // a worker told to stop is draining, not late
 		}
 		w.lateSeen = e.Share
+		s.dirtyLate(w, e)
 		s.late(w, e, "worker.late")
 	case probes.EventStuckBoot:
 		w, _ := s.w.watched(e.ID, at)
@@ -363,7 +394,8 @@ func (s *state) probe(e probes.Event) {
 		}
 		w.goneAt = at
 		w.endAt = minTime(w.endAt, at)
-		s.emit(ev(at, Info, "worker.gone", fmt.Sprintf("worker %d is gone", w.id.PID), f("pid", w.id.PID)))
+		s.dirtyGone(w, at)
+		s.emit(ev(at, Info, "worker.gone", s.name(w)+" is gone", append([]Field{f("pid", w.id.PID)}, s.roleFields(w)...)...))
 		inc := s.incidentFor(w, at)
 		// The v1 oom_kill counter moves only once the victim is reaped: give it a moment.
 		inc.extend(at, 700*time.Millisecond)
@@ -382,7 +414,7 @@ func (s *state) beatAfterTimeout(w *worker, sm probes.Sample, at time.Time) {
 		!at.Add(-sm.HeartbeatAge).After(inc.at.Add(-s.timeout()/2)) {
 		return
 	}
-	s.unverified(fmt.Sprintf("WORKER TIMEOUT (pid:%d)", w.id.PID), at, "the worker it names beat again after it")
+	s.unverifiedText(fmt.Sprintf("WORKER TIMEOUT (pid:%d)", w.id.PID), at, "the worker it names beat again after it")
 	if inc.stuck {
 		inc.timeout, inc.lines = false, nil // still stuck booting: that incident stays open
 		return
@@ -410,15 +442,24 @@ func (s *state) late(w *worker, e probes.Event, name string) {
 			waiting = wo
 		}
 	}
-	msg := fmt.Sprintf("worker %d silent for %.1fs of a %ds timeout (%.0f%% CPU, state %s)", w.id.PID,
-		sm.HeartbeatAge.Seconds(), int(e.Timeout.Seconds()), sm.CPUPercent(), sm.State)
+	limit := "timeout"
+	if isDirty(w) {
+		limit = "--dirty-timeout"
+	}
+	msg := fmt.Sprintf("%s silent for %.1fs of a %ds %s (%.0f%% CPU, state %s)", s.name(w),
+		sm.HeartbeatAge.Seconds(), int(e.Timeout.Seconds()), limit, sm.CPUPercent(), sm.State)
 	if name == "worker.stuck_boot" {
-		msg = fmt.Sprintf("worker %d has not finished booting after %ds (timeout %ds)", w.id.PID, int(sm.HeartbeatAge.Seconds()), int(e.Timeout.Seconds()))
+		msg = fmt.Sprintf("%s has not finished booting after %ds (%s %ds)", s.name(w), int(sm.HeartbeatAge.Seconds()), limit, int(e.Timeout.Seconds()))
 	}
 	fields := []Field{f("pid", w.id.PID),
 		f("heartbeat_age_s", round1(sm.HeartbeatAge.Seconds())), f("timeout_s", e.Timeout.Seconds()),
 		f("share", e.Share), f("cpu_percent", round1(sm.CPUPercent())), f("state", sm.State),
 		f("waiting_on", waiting), f("rss_bytes", sm.RSS())}
+	fields = append(fields, s.roleFields(w)...)
+	if dw := s.chain(w, e.Time); dw != nil && dw.PID != 0 {
+		msg += fmt.Sprintf(", waiting on dirty worker %d", dw.PID)
+		fields = append(fields, f("dirty_pid", dw.PID), f("dirty_action", dw.Action))
+	}
 	if st := w.stack; st != nil && st.Top != "" {
 		fields = append(fields, f("stack_top", st.Top))
 		msg += " in " + st.Top
@@ -477,13 +518,14 @@ func (s *state) tick(now time.Time) {
 	}
 	s.resolveOOM(now, false)
 	s.decideDue(now, false)
+	s.execDue(now, false)
 	s.w.expire(now, s.cfg.OnForget)
 }
 
 // busy reports whether tick has work: an incident open, a traceback being collected, a gone
 // worker's record to forget, an OOM kill whose victims are not named yet. An idle engine needs no timer.
 func (s *state) busy() bool {
-	if len(s.open) > 0 || len(s.ooms) > 0 {
+	if len(s.open) > 0 || len(s.ooms) > 0 || s.execPending() {
 		return true
 	}
 	for _, a := range s.asm {
@@ -508,6 +550,7 @@ func (s *state) flush(now time.Time) {
 	}
 	s.resolveOOM(now, true)
 	s.decideDue(now, true)
+	s.execDue(now, true)
 }
 
 func (s *state) addLine(w *worker, e gunicorn.Event) {

@@ -29,6 +29,9 @@ type worker struct {
 	aliveAt, endAt time.Time
 	inc            *incident
 	reported       bool // its incident was reported: never two for one worker
+
+	dirty  *dirtyInfo   // a dirty worker's or the dirty arbiter's record (dirty.go); nil for an HTTP worker
+	waited *dirtyWaited // an HTTP worker late while it waited on the dirty arbiter: what the dirty workers did
 }
 
 func (w *worker) gone() bool     { return !w.goneAt.IsZero() }
@@ -61,6 +64,13 @@ func (t *workers) watched(id probes.ID, now time.Time) (w *worker, isNew bool) {
 		t.sweeping = true
 		return w, isNew
 	}
+	if w := t.byPID[id.PID]; w != nil && w.id.StartTime == 0 && !w.gone() {
+		// Known from a line only, before /proc was asked (a dirty worker's spawn line).
+		delete(t.byID, w.id)
+		w.id, w.watched = id, true
+		t.byID[id] = w
+		return w, true
+	}
 	t.sweeping = true
 	w = &worker{id: id, watched: true, bootedAt: now, samples: newRing(t.cap)}
 	t.byID[id] = w
@@ -69,7 +79,8 @@ func (t *workers) watched(id probes.ID, now time.Time) (w *worker, isNew bool) {
 }
 
 // logged returns the record for a worker that announced itself in the log ("Booting worker with
-// pid: N" from pid N) once /proc confirmed it (id), making one when the watcher has not seen it yet.
+// pid: N" from pid N, once /proc confirmed it: id has its start time; a dirty worker's spawn line:
+// the start time is 0 until the watcher sees it), making one when the watcher has not seen it yet.
 func (t *workers) logged(id probes.ID, now time.Time) *worker {
 	if w := t.byPID[id.PID]; w != nil && !w.gone() {
 		return w

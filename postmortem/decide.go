@@ -43,7 +43,8 @@ type Decision struct {
 func decide(f Facts, th Thresholds) Decision {
 	d := Decision{
 		NearMemoryLimit: f.Limit > 0 && f.WSKnown && f.WSFrac >= th.NearLimit,
-		RanLong:         f.TimeoutLogged || f.BootStuck || (f.Timeout > 0 && f.Silence >= time.Duration(th.LongShare*float64(f.Timeout))),
+		RanLong: f.TimeoutLogged || f.BootStuck || f.Kind == KindExecTimeout ||
+			(f.Timeout > 0 && f.Silence >= time.Duration(th.LongShare*float64(f.Timeout))),
 	}
 	sigkill := (f.Signal == "" || f.Signal == "SIGKILL") && !f.HandledAbort && f.ExitCode == nil
 	oomKilled := f.OOMKillDelta > 0 && sigkill && len(f.OOMShared) == 0
@@ -66,7 +67,8 @@ func decide(f Facts, th Thresholds) Decision {
 		d.Cause, d.Branch, d.Confidence = CauseBootTimeout, BranchBootStuck, "high"
 	case f.TimeoutLogged && f.NeverBeat:
 		d.Cause, d.Branch, d.Confidence = CauseBootTimeout, BranchBootLogged, "high"
-	case f.Kind == KindSignal || f.Kind == KindExit || f.Kind == KindBootFailure || !f.TimeoutLogged:
+	case f.Kind == KindSignal || f.Kind == KindExit || f.Kind == KindBootFailure || f.Kind == KindDirtyArbiterExit ||
+		!f.TimeoutLogged && f.Kind != KindExecTimeout:
 		d.Cause = CauseCrashed
 		switch {
 		case f.Kind == KindBootFailure:

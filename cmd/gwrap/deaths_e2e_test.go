@@ -151,15 +151,6 @@ func (l *lineLog) waitFrom(t testing.TB, from int, d time.Duration, what string,
 	}
 }
 
-func eventTime(t *testing.T, m map[string]any) time.Time {
-	t.Helper()
-	at, err := time.Parse(time.RFC3339Nano, fmt.Sprint(m["time"]))
-	if err != nil {
-		t.Fatalf("event time %v: %v", m["time"], err)
-	}
-	return at
-}
-
 func want(t *testing.T, got []string, want ...string) {
 	t.Helper()
 	sort.Strings(want)
