@@ -9,8 +9,8 @@ import (
 // worker is everything gwrap knows of one worker process: one record per (pid, start time),
 // forgotten at one expiry after it is gone and its incident, if any, is decided.
 type worker struct {
-	id       probes.ID
-	watched  bool // the watcher saw it as a child of the master
+	id       probes.ID // StartTime is 0 while a dirty worker is known only from its spawn line
+	watched  bool      // the watcher saw it as a child of the master
 	bootedAt time.Time
 	samples  ring
 	deep     *probes.Deep
@@ -18,17 +18,18 @@ type worker struct {
 	load     []probes.Saturation // the server's load at each late event of this silence
 	lateSeen float64             // the largest share of the timeout it was reported late at, this silence
 
-	stuckAt time.Time // when it was seen stuck booting (zero: not stuck)
-	stopAt  time.Time // when it was told to stop (a signal to the master, max-requests…)
-	exiting bool      // it logged "Worker exiting"
-	goneAt  time.Time // when it vanished
+	stuckAt  time.Time // when it was seen stuck booting (zero: not stuck)
+	stopAt   time.Time // when it was told to stop (a signal to the master, max-requests…)
+	exiting  bool      // it logged "Worker exiting"
+	goneAt   time.Time // when it vanished
+	inc      *incident
+	reported bool // its incident was reported: never two for one worker
+
 	// aliveAt is the latest sample that showed it alive (not a zombie, no SIGKILL pending);
 	// endAt the first sign of its end that gwrap believes (its vanish, the master's death line
 	// once /proc agreed, /proc showing it dying or gone). Between them lies its death: what an
 	// OOM kill is matched against.
 	aliveAt, endAt time.Time
-	inc            *incident
-	reported       bool // its incident was reported: never two for one worker
 
 	dirty  *dirtyInfo   // a dirty worker's or the dirty arbiter's record (dirty.go); nil for an HTTP worker
 	waited *dirtyWaited // an HTTP worker late while it waited on the dirty arbiter: what the dirty workers did
