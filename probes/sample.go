@@ -142,13 +142,14 @@ type EventKind string
 
 // The watcher's events.
 const (
-	EventMaster    EventKind = "master"     // the Gunicorn master was found (ID.PID); its children are the workers
-	EventSample    EventKind = "sample"     // a hot sample of a worker (every sweep)
-	EventBoot      EventKind = "boot"       // a new child of the master appeared
-	EventVanish    EventKind = "vanish"     // a worker is gone (its pid vanished or was reused)
-	EventLate      EventKind = "late"       // heartbeat age crossed a share of the timeout (Share says which)
-	EventRecovered EventKind = "recovered"  // a late worker heartbeated again
-	EventStuckBoot EventKind = "stuck_boot" // a worker that never heartbeated is older than the timeout
+	EventMaster     EventKind = "master"      // a Gunicorn master was found (ID); its children are workers (Parent: the master it was found under, 0 for the first)
+	EventMasterGone EventKind = "master_gone" // a master found before is gone (ID)
+	EventSample     EventKind = "sample"      // a hot sample of a worker (every sweep)
+	EventBoot       EventKind = "boot"        // a new child of the master appeared
+	EventVanish     EventKind = "vanish"      // a worker is gone (its pid vanished or was reused)
+	EventLate       EventKind = "late"        // heartbeat age crossed a share of the timeout (Share says which)
+	EventRecovered  EventKind = "recovered"   // a late worker heartbeated again
+	EventStuckBoot  EventKind = "stuck_boot"  // a worker that never heartbeated is older than the timeout
 )
 
 // Event is one thing the watcher noticed. Sample is the worker's latest hot sample; Deep is set
@@ -163,4 +164,11 @@ type Event struct {
 	// Saturation is the whole server's load when a worker was late or stuck (nil: unreadable).
 	Saturation *Saturation   `json:"saturation,omitempty"`
 	Timeout    time.Duration `json:"timeout,omitempty"` // the timeout the age was judged against
+	// Master is the pid of the master whose child the worker is (EventBoot).
+	Master int `json:"master,omitempty"`
+	// Parent is, for EventMaster, the master among whose children this one was found (a USR2
+	// upgrade's new master is its old master's child); 0 for the master found under the command.
+	Parent int `json:"parent,omitempty"`
+	// Evidence is, for EventMaster, how the master was recognised.
+	Evidence Evidence `json:"evidence,omitempty"`
 }

@@ -43,7 +43,8 @@ type Watcher struct {
 	class     atomic.Pointer[string] // the worker class, once Gunicorn's log names it
 	timeoutNS atomic.Int64           // Gunicorn's timeout (ns), once the master's own settings are read
 
-	master int // the master Run found (Run's goroutine only)
+	master int   // the master Run found (Run's goroutine only)
+	hints  hints // pids Gunicorn's start lines named
 
 	mu     sync.Mutex
 	warned map[string]bool
@@ -102,6 +103,7 @@ func (w *Watcher) lateAfter(share float64) time.Duration {
 
 type tracked struct {
 	w       *worker
+	master  int  // the master whose child it is
 	crossed int  // how many LateShares were crossed in this silence
 	stuck   bool // EventStuckBoot sent
 	last    Sample
@@ -109,11 +111,47 @@ type tracked struct {
 
 func (t *tracked) fast() bool { return t.crossed > 0 || t.stuck }
 
-// Run samples the Gunicorn master's children until ctx is done. root is the supervised command:
-// the master is root itself or found below it (probes.FS.FindMaster), and until it is found
-// nothing is a worker (a shell running a migration before `exec gunicorn` has children that are
-// not). Run returns an error only when root cannot be read at all; everything else degrades the
-// samples and is said once through Warn.
+// family is what Run knows of the Gunicorn processes below the command: the master found under
+// it, the masters found among a master's children (a USR2 upgrade's new master is its old
+// master's child), and the children of a master that are neither workers nor masters yet.
+type family struct {
+	main   int
+	nested map[int]int    // a master found among a master's children → that master
+	other  map[int]uint64 // pid → start time of a child that is neither (looked at again while it has children)
+}
+
+// masters lists the masters whose children are swept: the main one first.
+func (f *family) masters() []int {
+	var out []int
+	if f.main != 0 {
+		out = append(out, f.main)
+	}
+	nested := make([]int, 0, len(f.nested))
+	for pid := range f.nested {
+		nested = append(nested, pid)
+	}
+	sort.Ints(nested)
+	return append(out, nested...)
+}
+
+// Hint tells the watcher that one of Gunicorn's start lines ("Starting gunicorn", "Listening
+// at: … (PID)") named pid as the master's. A hint is never proof: FindMaster still needs /proc to
+// confirm it (a listening socket), unless the process's open files are closed to gwrap. Safe
+// from any goroutine.
+func (w *Watcher) Hint(pid int) {
+	if pid > 0 {
+		w.hints.add(pid)
+	}
+}
+
+// Run samples the workers of the Gunicorn master found at or below root until ctx is done. The
+// master is recognised by what it does (FS.FindMaster), and until it is found nothing is a
+// worker (a shell running a migration before `exec gunicorn` has children that are not); when
+// it is gone, it is looked for again. A master's children are workers when they hold one of its
+// heartbeat files; a child that holds heartbeat files of its own children is a master too (a
+// USR2 upgrade's new master), whose children are watched the same way. Run returns an error only
+// when root cannot be read at all; everything else degrades the samples and is said once
+// through Warn.
 func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 	if _, err := os.Stat(w.fs.path(root)); err != nil {
 		return fmt.Errorf("command %d: %w", root, err)
@@ -124,7 +162,7 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 			t.w.close()
 		}
 	}()
-	master := 0
+	fam := &family{nested: map[int]int{}, other: map[int]uint64{}}
 	findEvery := w.opt.FastInterval
 	// One timer: the next full sweep, or sooner while a worker is late. An idle gwrap wakes once
 	// per Interval here, not ten times.
@@ -135,7 +173,7 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 	for {
 		now := w.opt.Now()
 		sample := func() {
-			if master != 0 && now.Sub(lastFull) < w.opt.Interval-w.opt.FastInterval/2 {
+			if fam.main != 0 && now.Sub(lastFull) < w.opt.Interval-w.opt.FastInterval/2 {
 				for pid, t := range workers {
 					if t.fast() {
 						w.sampleOne(pid, t, workers, now, emit)
@@ -144,15 +182,16 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 				return
 			}
 			lastFull = now
-			if master == 0 {
-				if pid, ok := w.fs.FindMaster(root); ok {
-					master, w.master = pid, pid
-					emit(Event{Kind: EventMaster, ID: ID{PID: pid}, Time: now})
+			if fam.main == 0 {
+				if m, ok := w.fs.FindMaster(root, w.hints.has); ok {
+					fam.main, w.master = m.PID, m.PID
+					delete(fam.nested, m.PID)
+					id, _ := w.fs.ID(m.PID)
+					id.PID = m.PID
+					emit(Event{Kind: EventMaster, ID: id, Time: now, Evidence: m.By})
 				}
 			}
-			if master != 0 {
-				w.discover(master, workers, now, emit)
-			}
+			w.sweep(fam, workers, now, emit)
 		}
 		if w.opt.Sweep != nil && now.Sub(lastSweep) >= w.opt.Interval-w.opt.FastInterval/2 {
 			lastSweep = now
@@ -167,9 +206,11 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 				break
 			}
 		}
-		if master == 0 {
+		if fam.main == 0 {
 			// Until the command has exec'd Gunicorn, look again soon, backing off to the sweep.
 			next, findEvery = min(next, findEvery), min(2*findEvery, w.opt.Interval)
+		} else {
+			findEvery = w.opt.FastInterval
 		}
 		timer.Reset(max(next, time.Millisecond))
 		select {
@@ -180,35 +221,109 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 	}
 }
 
-// discover lists the master's children, opens the new ones and samples every worker. A worker
-// already tracked is not identified again: its stat file, kept open, refers to its process, so
-// its sample fails once that process is gone, even if the pid was reused (the new process is
-// then found at the next sweep).
-func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, emit func(Event)) {
-	kids, err := w.fs.ChildPIDs(master)
-	if err != nil {
-		w.warn("children", fmt.Sprintf("cannot list the master's children (%v): workers are not sampled", err))
-	}
-	seen := make(map[int]bool, len(kids))
-	for _, pid := range kids {
-		seen[pid] = true
-		if _, ok := workers[pid]; ok {
-			continue
+// sweep lists every master's children, takes on the new ones and samples every worker. A
+// worker already tracked is not identified again: its stat file, kept open, refers to its
+// process, so its sample fails once that process is gone, even if the pid was reused (the new
+// process is then found at the next sweep). The workers of a master that is gone are sampled
+// until they are gone too.
+func (w *Watcher) sweep(fam *family, workers map[int]*tracked, now time.Time, emit func(Event)) {
+	seen := map[int]bool{}
+	listed := map[int]bool{}
+	for _, m := range fam.masters() {
+		var kids []int
+		var err error
+		if m == fam.main {
+			kids, err = w.fs.ChildPIDs(m)
+		} else {
+			kids, err = w.fs.childrenOf(m)
 		}
-		wk, err := openWorker(w.fs, pid)
 		if err != nil {
+			if gone(err) {
+				if m == fam.main {
+					fam.main, w.master = 0, 0
+				} else {
+					delete(fam.nested, m)
+				}
+				emit(Event{Kind: EventMasterGone, ID: ID{PID: m}, Time: now})
+			} else {
+				w.warn("children", fmt.Sprintf("cannot list the master's children (%v): workers are not sampled", err))
+			}
 			continue
 		}
-		workers[pid] = &tracked{w: wk}
-		emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout()})
+		listed[m] = true
+		var fresh []int
+		for _, pid := range kids {
+			seen[pid] = true
+			if _, ok := workers[pid]; ok {
+				continue
+			}
+			if _, ok := fam.nested[pid]; ok {
+				continue
+			}
+			if st, ok := fam.other[pid]; ok && !w.mayHaveChanged(pid, st) {
+				continue
+			}
+			fresh = append(fresh, pid)
+		}
+		if len(fresh) > 0 {
+			w.takeOn(fam, m, fresh, workers, now, emit)
+		}
 	}
-	w.heartbeatsFromMaster(master, workers)
+	for pid := range fam.other {
+		if !seen[pid] {
+			delete(fam.other, pid)
+		}
+	}
+	for _, m := range fam.masters() {
+		w.heartbeatsFromMaster(m, workers)
+	}
 	for pid, t := range workers {
-		if !seen[pid] && err == nil {
+		if !seen[pid] && listed[t.master] {
 			w.vanish(pid, t, workers, now, emit)
 			continue
 		}
 		w.sampleOne(pid, t, workers, now, emit)
+	}
+}
+
+// mayHaveChanged reports whether a child once found to be neither worker nor master must be
+// looked at again: its pid now names another process, or it has children of its own (a new
+// master that forked its first workers).
+func (w *Watcher) mayHaveChanged(pid int, start uint64) bool {
+	id, err := w.fs.ID(pid)
+	if err != nil || id.StartTime != start {
+		return true
+	}
+	kids, _ := w.fs.childrenOf(pid)
+	return len(kids) > 0
+}
+
+// takeOn classifies new children of master m: workers are tracked, masters watched in turn.
+func (w *Watcher) takeOn(fam *family, m int, fresh []int, workers map[int]*tracked, now time.Time, emit func(Event)) {
+	roles := w.fs.classify(m, fresh)
+	for _, pid := range fresh {
+		switch roles[pid] {
+		case RoleWorker:
+			wk, err := openWorker(w.fs, pid)
+			if err != nil {
+				continue
+			}
+			delete(fam.other, pid)
+			workers[pid] = &tracked{w: wk, master: m}
+			emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout(), Master: m})
+		case RoleMaster:
+			id, err := w.fs.ID(pid)
+			if err != nil {
+				continue
+			}
+			delete(fam.other, pid)
+			fam.nested[pid] = m
+			emit(Event{Kind: EventMaster, ID: id, Time: now, Parent: m, Evidence: ByHeartbeats})
+		case RoleOther:
+			if id, err := w.fs.ID(pid); err == nil {
+				fam.other[pid] = id.StartTime
+			}
+		}
 	}
 }
 
@@ -222,6 +337,9 @@ func (w *Watcher) heartbeatsFromMaster(master int, workers map[int]*tracked) {
 	var lacking []*worker
 	claimed := map[int]bool{}
 	for _, t := range workers {
+		if t.master != master {
+			continue
+		}
 		t.w.findHeartbeat()
 		switch {
 		case t.w.hbFD >= 0: // the same number in the worker and in the master
