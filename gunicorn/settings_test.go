@@ -2,6 +2,7 @@ package gunicorn
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -198,6 +199,37 @@ func TestFindPython(t *testing.T) {
 	}
 	if _, ok := CommandArgs([]string{"uwsgi"}); ok {
 		t.Error("uwsgi is not gunicorn")
+	}
+}
+
+// TestCommandArgs: every launcher whose argv is Gunicorn's command line gives its arguments.
+func TestCommandArgs(t *testing.T) {
+	run := "from gunicorn.app.wsgiapp import run; run()"
+	for _, c := range []struct {
+		argv []string
+		want string // "-": not Gunicorn's command line
+	}{
+		{[]string{"gunicorn", "app:app", "-t", "9"}, "[app:app -t 9]"},
+		{[]string{"/usr/bin/python3", "-m", "gunicorn", "app:app"}, "[app:app]"},
+		{[]string{"python3", "-mgunicorn", "app:app"}, "[app:app]"},
+		{[]string{"python3", "-u", "-X", "dev", "-m", "gunicorn.app.wsgiapp", "app:app"}, "[app:app]"},
+		{[]string{"python3", "-c", run, "--timeout", "4", "app:app"}, "[--timeout 4 app:app]"},
+		{[]string{"python3.11", "-B", "-c" + run, "app:app"}, "[app:app]"},
+		{[]string{"/usr/bin/python3", "/usr/bin/gunicorn", "app:app"}, "[app:app]"},
+		{[]string{"python3", "server.py", "--timeout", "4"}, "-"}, // a custom application: its own argv
+		{[]string{"python3", "-c", "import server; server.main()", "--timeout", "4"}, "-"},
+		{[]string{"python3", "-m", "uvicorn", "app:app"}, "-"},
+		{[]string{"python3", "-c"}, "-"},
+		{[]string{"sh", "-c", "exec gunicorn app:app"}, "-"},
+	} {
+		args, ok := CommandArgs(c.argv)
+		got := "-"
+		if ok {
+			got = fmt.Sprint(args)
+		}
+		if got != c.want {
+			t.Errorf("CommandArgs(%q) = %s, want %s", c.argv, got, c.want)
+		}
 	}
 }
 
