@@ -48,6 +48,10 @@ type Config struct {
 	// OnWorkerClass is told the worker class when Gunicorn's log names it (the watcher's normal
 	// heartbeat depends on it).
 	OnWorkerClass func(string)
+	// OnMasterHint is told the pid a start line of Gunicorn's names as its master's ("Starting
+	// gunicorn", "Listening at: … (PID)"): a hint for the watcher, which /proc must confirm
+	// (probes.Watcher.Hint). Called on the engine's goroutine; it must not block.
+	OnMasterHint func(pid int)
 
 	History  time.Duration // per-worker history kept (5 min)
 	Interval time.Duration // the watcher's sweep period (1 s): sizes the history and the tick
