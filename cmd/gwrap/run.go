@@ -17,6 +17,7 @@ import (
 
 	"github.com/gwrap/gwrap/engine"
 	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/internal/asuser"
 	"github.com/gwrap/gwrap/internal/group"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/postmortem"
@@ -365,7 +366,8 @@ func learnSettings(ctx context.Context, cfg config, proc probes.FS, stk *stacks,
 	s, err := stk.reportedSettings(ctx, pid)
 	if err != nil {
 		var ok bool
-		if s, ok = masterSettings(ctx, cfg, proc, pid); !ok {
+		warn := func(msg string) { out.warnOnce("settings-static", "config.warning", msg) }
+		if s, ok = masterSettings(ctx, cfg, proc, pid, warn); !ok {
 			out.warnCode("settings-unknown", "settings_unknown", fmt.Sprintf(
 				"cannot learn the settings of the Gunicorn master %d: its command line is not Gunicorn's (a custom application sets them in Python) and it reported none (%v); gwrap assumes Gunicorn's defaults (timeout %d s) until its log says otherwise",
 				pid, err, gunicorn.Defaults().Timeout))
@@ -382,8 +384,11 @@ func learnSettings(ctx context.Context, cfg config, proc probes.FS, stk *stacks,
 }
 
 // masterSettings reads the settings of a Gunicorn master from its argv, environment and working
-// directory in /proc; ok is false when its argv is not Gunicorn's command line.
-func masterSettings(ctx context.Context, cfg config, proc probes.FS, pid int) (gunicorn.Settings, bool) {
+// directory in /proc; ok is false when its argv is not Gunicorn's command line. Its config file
+// is the app's: it is evaluated, and read, with the master's uid, gid and groups (from its
+// status), never as gwrap's root; when gwrap cannot take on that identity, only the command line
+// is read, and warn says so.
+func masterSettings(ctx context.Context, cfg config, proc probes.FS, pid int, warn func(string)) (gunicorn.Settings, bool) {
 	argv, env, dir, err := proc.Command(pid)
 	if err != nil {
 		return gunicorn.Settings{}, false
@@ -392,16 +397,26 @@ func masterSettings(ctx context.Context, cfg config, proc probes.FS, pid int) (g
 	if !ok {
 		return gunicorn.Settings{}, false
 	}
+	as, err := asuser.Of(cfg.ProcRoot, pid)
+	if err == nil && !as.Equal(asuser.Self()) && os.Geteuid() != 0 {
+		err = fmt.Errorf("gwrap (uid %d) cannot act as %s", os.Geteuid(), as)
+	}
 	python := ""
-	if cfg.EvalConfig {
+	if err != nil {
+		warn("Gunicorn's settings are read from its command line only, without running or reading its config file: " + err.Error())
+	} else if cfg.EvalConfig {
 		python = cfg.Python
 		if python == "" {
 			python = gunicorn.FindPython(argv)
 		}
 	}
+	in := gunicorn.SettingsInput{Args: args, Env: env, Dir: dir, Python: python, Timeout: 4 * time.Second, As: &as}
+	if err != nil {
+		in.As, in.CommandLineOnly = nil, true
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	return gunicorn.ReadSettings(ctx, gunicorn.SettingsInput{Args: args, Env: env, Dir: dir, Python: python, Timeout: 4 * time.Second}), true
+	return gunicorn.ReadSettings(ctx, in), true
 }
 
 // pidSet is a set of pids shared between goroutines.
