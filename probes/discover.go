@@ -2,7 +2,9 @@ package probes
 
 import (
 	"errors"
+	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -212,9 +214,16 @@ func (f FS) fdTable(pid int) (fdTable, error) {
 	}
 	targets := make([]string, 0, len(names))
 	for _, n := range names {
-		if t, err := os.Readlink(filepath.Join(dir, n)); err == nil {
-			targets = append(targets, t)
+		t, err := os.Readlink(filepath.Join(dir, n))
+		if err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				// The directory lists, but its links need ptrace access (another uid, and
+				// no CAP_SYS_PTRACE): the table is closed to gwrap.
+				return fdTable{}, fmt.Errorf("%s: %w", dir, err)
+			}
+			continue // closed meanwhile
 		}
+		targets = append(targets, t)
 	}
 	return parseFDTargets(targets), nil
 }

@@ -8,8 +8,8 @@ import (
 
 // IsGunicornCmdline reports whether a /proc/<pid>/cmdline (NUL-separated argv) looks like
 // Gunicorn's: argv[0] named gunicorn (or its process title "gunicorn: master [app]"), or a Python
-// interpreter running the gunicorn script, `-m gunicorn…` or `-c CODE` whose code names
-// gunicorn. It is a hint for FindMaster, never proof: a shell whose script merely mentions
+// interpreter running the gunicorn script, `-m gunicorn…` or `-c CODE` whose code uses
+// gunicorn.app. It is a hint for FindMaster, never proof: a shell whose script merely mentions
 // gunicorn is not Gunicorn, and a custom application (`python3 server.py`) looks like nothing.
 func IsGunicornCmdline(b []byte) bool {
 	argv := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
@@ -35,9 +35,9 @@ func IsGunicornCmdline(b []byte) bool {
 		case strings.HasPrefix(a, "-m") && len(a) > 2:
 			return isGunicornModule(a[2:])
 		case a == "-c" && i+1 < len(argv):
-			return strings.Contains(argv[i+1], "gunicorn")
+			return strings.Contains(argv[i+1], "gunicorn.app")
 		case strings.HasPrefix(a, "-c") && len(a) > 2:
-			return strings.Contains(a[2:], "gunicorn")
+			return strings.Contains(a[2:], "gunicorn.app")
 		case a == "-X" || a == "-W":
 			i++ // an interpreter option with its value (-X dev, -W ignore)
 		case strings.HasPrefix(a, "-"):

@@ -21,6 +21,7 @@ func TestIsGunicornCmdline(t *testing.T) {
 		{"python3\x00-c\x00from gunicorn.app.wsgiapp import run; run()\x00app:app\x00", true},
 		{"python3\x00-X\x00dev\x00-c\x00from gunicorn.app.wsgiapp import run; run()\x00", true},
 		{"python3\x00-c\x00import uvicorn; uvicorn.run()\x00", false},
+		{"python3\x00-c\x00print('Starting gunicorn 20.1.0')\x00", false},
 		{"python3\x00server.py\x00", false},
 		{"", false},
 	} {

@@ -233,6 +233,7 @@ type supervision struct {
 	pgid     int
 	usr2     bool
 	stopSig  syscall.Signal // the stop signal forwarded, 0 before any
+	stopped  map[int]bool   // the upgrade's new masters the stop signal was passed on to
 	forced   bool
 	mainDone bool
 	status   unix.WaitStatus
@@ -307,7 +308,11 @@ func (s *supervision) stopUpgrade(sig syscall.Signal) {
 		return
 	}
 	for _, pid := range s.cfg.Upgrading() {
-		if pid != s.main && pid > 0 {
+		if pid != s.main && pid > 0 && !s.stopped[pid] {
+			if s.stopped == nil {
+				s.stopped = map[int]bool{}
+			}
+			s.stopped[pid] = true
 			_ = unix.Kill(pid, sig)
 		}
 	}
@@ -357,8 +362,9 @@ func (s *supervision) adopt() bool {
 			if s.cfg.OnAdopt != nil {
 				s.cfg.OnAdopt(pid)
 			}
-			if s.stopSig != 0 {
-				// A stop was asked during the upgrade: it is the new master's too.
+			if s.stopSig != 0 && !s.stopped[pid] {
+				// A stop was asked during the upgrade: it is the new master's too (once: a
+				// second TERM during Python's exit, its handlers gone, would kill it).
 				_ = unix.Kill(pid, s.stopSig)
 			}
 			return true

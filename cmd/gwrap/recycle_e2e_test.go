@@ -61,7 +61,8 @@ func TestRecyclesWithoutLines(t *testing.T) {
 			port := freePort(t)
 			g := append([]string{testkit.Gunicorn(t), "--chdir", testkit.AppsDir(), "wsgi:app", "--bind", fmt.Sprintf("127.0.0.1:%d", port),
 				"--timeout", "3", "--graceful-timeout", "1", "--workers", "2", "--max-requests", "1"}, c.args(dir)...)
-			argv := append(append(append([]string{gwrapBin, "--report-dir", t.TempDir()}, c.gwrap...), "--"), g...)
+			// Sweeps ten times a second, so that gwrap sees most short-lived workers come and go.
+			argv := append(append(append([]string{gwrapBin, "--report-dir", t.TempDir(), "--interval", "100ms", "--fast-interval", "50ms"}, c.gwrap...), "--"), g...)
 			env := []string{"PYTHONPATH=" + dir + string(os.PathListSeparator) + testkit.AppsDir(), "QUIET_LOG=" + filepath.Join(dir, "quiet.log")}
 			p := startCmd(t, exec.Command(argv[0], argv[1:]...), env)
 			t.Cleanup(func() {
