@@ -48,6 +48,10 @@ func TestLateIsNotSaidForAWorkerToldToStop(t *testing.T) {
 		}, 0},
 		// Signals that stop no worker never mute the watch (issue 19).
 		{"a forwarded HUP nobody acted on (a shell in front)", func(st *state, at time.Time) { st.signal(syscall.SIGHUP, true, at) }, 2},
+		{"a HUP forwarded to the master itself, its lines elsewhere", func(st *state, at time.Time) {
+			st.root = 100
+			st.signal(syscall.SIGHUP, true, at)
+		}, 0},
 		{"a forwarded WINCH (a terminal resize)", func(st *state, at time.Time) {
 			st.signal(syscall.SIGWINCH, true, at)
 			st.line("stderr", []byte("[2026-11-25 06:00:10 +0000] [100] [INFO] Handling signal: winch"), at)

@@ -469,11 +469,17 @@ func (s *state) signal(sig syscall.Signal, forwarded bool, at time.Time) {
 	}
 	s.emit(ev(at, Info, "signal", msg, f("signal", name), f("forwarded", forwarded)))
 	// gwrap's own stop (TERM, INT, QUIT) ends everything it runs. Any other signal is Gunicorn's
-	// to act on: what it stops, its master says (told).
+	// to act on: what it stops, its master says (told). When the master is gwrap's command itself,
+	// the signal reached it, and a HUP or TTOU stops what it stops even if its lines do not reach
+	// gwrap; through a shell, only the master's line says it arrived.
 	switch sig {
 	case unix.SIGTERM, unix.SIGINT, unix.SIGQUIT:
 		if forwarded && s.shutdown.IsZero() {
 			s.shutdown = at
+		}
+	case unix.SIGHUP, unix.SIGTTOU:
+		if forwarded && s.master != 0 && s.master == s.root {
+			s.told(s.master, name, at)
 		}
 	}
 }

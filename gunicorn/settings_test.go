@@ -268,6 +268,13 @@ func TestLint(t *testing.T) {
 		}
 	}
 
+	// A log level the config file computes: gwrap cannot tell whether a normal exit shows.
+	s = Defaults()
+	s.Timeout, s.Sources["timeout"], s.Sources["loglevel"] = 600, SourceCLI, SourceUnknown
+	if got := codes(BlindSpots(s)); !got["loglevel_unknown"] || len(got) != 1 {
+		t.Errorf("loglevel unknown: %v", got)
+	}
+
 	// --log-syslog adds a handler and leaves stderr as it is: not a blind spot.
 	s = Defaults()
 	s.Timeout, s.Sources["timeout"], s.Syslog = 600, SourceFile, true
