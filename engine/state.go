@@ -172,8 +172,9 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 // workers that signal stops are stopping, their deaths and their silence part of that stop, not
 // incidents — and only they, and only for as long as the stop can last. A signal that stops no
 // worker (WINCH, which Gunicorn ignores unless daemonized; TTIN; USR1; USR2, whose new master
-// leaves the old workers serving) marks none. A signal gwrap forwarded counts only through this
-// line: forwarded to a shell that does not pass it on, it stops nothing.
+// leaves the old workers serving) marks none. A signal gwrap forwarded counts through this line,
+// or when gwrap sent it to the master itself (signal): forwarded to a shell that does not pass it
+// on, it stops nothing.
 func (s *state) told(master int, sig string, at time.Time) {
 	var ws []*worker
 	for _, w := range s.w.live() {
