@@ -135,9 +135,9 @@ func (f *family) masters() []int {
 }
 
 // Hint tells the watcher that one of Gunicorn's start lines ("Starting gunicorn", "Listening
-// at: … (PID)") named pid as the master's. A hint is never proof: FindMaster still needs /proc to
-// confirm it (a listening socket), unless the process's open files are closed to gwrap. Safe
-// from any goroutine.
+// at: … (PID)") named pid as the master's. A hint is never proof (the app can print such a line):
+// it counts only for a process whose open files are closed to gwrap (ByHint); any other master
+// is confirmed from /proc. Safe from any goroutine.
 func (w *Watcher) Hint(pid int) {
 	if pid > 0 {
 		w.hints.add(pid)
