@@ -59,7 +59,7 @@ func ParseReported(b []byte) (Settings, string, error) {
 // saneReported says whether a reported value has the type and range the setting takes.
 func saneReported(key string, v any) bool {
 	switch key {
-	case "timeout", "graceful_timeout", "workers", "threads", "max_requests":
+	case "timeout", "graceful_timeout", "workers", "threads", "max_requests", "dirty_workers", "dirty_timeout", "dirty_threads":
 		n, ok := v.(float64)
 		return ok && n >= 0 && n <= 1e7 && n == math.Trunc(n)
 	case "syslog", "capture_output", "preload_app":
@@ -68,7 +68,7 @@ func saneReported(key string, v any) bool {
 	case "logconfig_dict":
 		_, ok := v.(bool)
 		return ok
-	case "bind":
+	case "bind", "dirty_apps":
 		l, ok := v.([]any)
 		if !ok || len(l) > 64 {
 			return false

@@ -82,7 +82,8 @@ func (f FS) FindMaster(root int, hinted func(pid int) bool) (Master, bool) {
 			if visited++; visited > maxVisited {
 				break
 			}
-			kids, _ := f.childrenOf(p)
+			kids := f.childrenOf(p)
+			sort.Ints(kids)
 			if m, ok := f.judge(p, kids, hinted); ok && (best.PID == 0 || m.By.rank() < best.By.rank()) {
 				best = m
 			}
@@ -127,65 +128,18 @@ func (f FS) judge(p int, kids []int, hinted func(int) bool) (Master, bool) {
 	return Master{}, false
 }
 
-// Role is what a child of a master is.
-type Role int
-
-// The roles of a master's children.
-const (
-	RoleOther     Role = iota // neither a worker nor a master (yet): a hook's subprocess, a new master before its first worker
-	RoleWorker                // a worker: it holds one of the master's heartbeat files
-	RoleMaster                // a master of its own: it holds heartbeat files its own children hold, none of its parent's (a USR2 upgrade's new master)
-	RoleUnsettled             // just forked: it still holds its siblings' heartbeat files; look again
-)
-
-// classify says what each child of a master is, from the heartbeat files each holds. When the
-// master's own open files cannot be read, every child is a worker (what gwrap can read says
-// nothing else); so is a child whose open files cannot be read (a worker under another uid,
-// whose heartbeat the master's fd table gives). A child that is gone is left out.
-func (f FS) classify(master int, kids []int) map[int]Role {
-	out := make(map[int]Role, len(kids))
-	mt, merr := f.fdTable(master)
-	for _, k := range kids {
-		if merr != nil {
-			out[k] = RoleWorker
-			continue
-		}
-		kt, err := f.fdTable(k)
-		if err != nil {
-			if !gone(err) {
-				out[k] = RoleWorker
-			}
-			continue
-		}
-		out[k] = roleOf(kt.heartbeats, mt.heartbeats, func() bool { return f.holdsOwnWorkers(k, kt) })
-	}
-	return out
+// newMasterOf reports whether pid, a child of master, is a new master a USR2 binary upgrade
+// started: Gunicorn re-executes itself with GUNICORN_PID=<the old master's pid> in the new
+// master's environment (arbiter.py reexec), which no worker or dirty arbiter (forked without an
+// exec) has — their environment is the one the master was started with. False when the
+// environment cannot be read (another uid): the child stays a worker, as before.
+func (f FS) newMasterOf(master, pid int) bool {
+	b, _, err := readBounded(f.path(pid, "environ"), maxEnviron)
+	return err == nil && strings.Contains("\x00"+string(b), "\x00GUNICORN_PID="+strconv.Itoa(master)+"\x00")
 }
 
-// roleOf is classify's rule (pure): mine are the child's heartbeat files, parents the master's;
-// ownWorkers tells whether one of the child's own children holds one of the child's files.
-func roleOf(mine, parents []string, ownWorkers func() bool) Role {
-	switch n := shared(mine, parents); {
-	case n == 1:
-		return RoleWorker
-	case n > 1:
-		return RoleUnsettled
-	case len(mine) > 0 && ownWorkers():
-		return RoleMaster
-	}
-	return RoleOther
-}
-
-// holdsOwnWorkers reports whether one of p's children holds one of p's heartbeat files.
-func (f FS) holdsOwnWorkers(p int, t fdTable) bool {
-	kids, _ := f.childrenOf(p)
-	for _, k := range kids {
-		if kt, err := f.fdTable(k); err == nil && shared(kt.heartbeats, t.heartbeats) > 0 {
-			return true
-		}
-	}
-	return false
-}
+// maxEnviron bounds what is read of a process's environment (the kernel allows 2 MiB).
+const maxEnviron = 256 << 10
 
 // fdTable is what discovery reads of a process's open files.
 type fdTable struct {
@@ -283,29 +237,6 @@ func (f FS) listens(pid int, inodes map[uint64]bool) bool {
 func (f FS) gunicornCmdline(pid int) bool {
 	b, err := os.ReadFile(f.path(pid, "cmdline"))
 	return err == nil && IsGunicornCmdline(b)
-}
-
-// childrenOf lists pid's children from <proc>/<pid>/task/*/children, without the open files
-// kept for the master (discovery reads many processes once; the sweep reads the master often).
-func (f FS) childrenOf(pid int) ([]int, error) {
-	tasks, err := os.ReadDir(f.path(pid, "task"))
-	if err != nil {
-		return nil, err
-	}
-	var out []int
-	for _, t := range tasks {
-		b, err := os.ReadFile(filepath.Join(f.path(pid, "task"), t.Name(), "children"))
-		if err != nil {
-			continue
-		}
-		for _, p := range strings.Fields(string(b)) {
-			if n, err := strconv.Atoi(p); err == nil {
-				out = append(out, n)
-			}
-		}
-	}
-	sort.Ints(out)
-	return out, nil
 }
 
 // hints are the pids Gunicorn's start lines named ("[PID] … Starting gunicorn", "Listening at: …

@@ -17,6 +17,7 @@ type fakeProc struct {
 	fds       []string // fd link targets, fd 3 upwards
 	closed    bool     // its fd table cannot be read (another uid)
 	listens   uint64   // the inode of a listening TCP socket it holds (also one of fds)
+	environ   string   // NUL-separated
 }
 
 // heartbeat is the fd link target of the Gunicorn heartbeat file named n.
@@ -50,6 +51,7 @@ func writeProc(t *testing.T, procs []fakeProc) string {
 			"cmdline": strings.Join(p.cmdline, "\x00") + "\x00",
 			"task/" + strconv.Itoa(p.pid) + "/children": strings.Join(kids[p.pid], " ") + " ",
 			"net/tcp": tcp,
+			"environ": p.environ,
 		}
 		for name, content := range files {
 			if err := os.WriteFile(filepath.Join(dir, name), []byte(content), 0o644); err != nil {
@@ -170,45 +172,53 @@ func TestFindMaster(t *testing.T) {
 	}
 }
 
-func TestRoleOf(t *testing.T) {
-	parents := []string{heartbeat("a"), heartbeat("b"), heartbeat("c")}
-	yes := func() bool { return true }
-	no := func() bool { return false }
-	for _, c := range []struct {
-		name       string
-		mine       []string
-		ownWorkers func() bool
-		want       Role
-	}{
-		{"a worker holds one of its master's files", []string{heartbeat("b")}, no, RoleWorker},
-		{"just forked: it still holds its siblings'", []string{heartbeat("a"), heartbeat("b")}, no, RoleUnsettled},
-		{"a new master after USR2: files its own workers hold", []string{heartbeat("x"), heartbeat("y")}, yes, RoleMaster},
-		{"files of its own no child holds", []string{heartbeat("x")}, no, RoleOther},
-		{"no heartbeat file: a hook's subprocess, a new master before its workers", nil, yes, RoleOther},
+// TestNewMasterOf: a USR2 upgrade's new master is told from the workers of the master it is a
+// child of by the GUNICORN_PID Gunicorn sets when it re-executes itself.
+func TestNewMasterOf(t *testing.T) {
+	root := t.TempDir()
+	for pid, env := range map[int]string{
+		11: "PATH=/usr/bin\x00PYTHONPATH=/app\x00",                    // a worker: the master's own environment
+		12: "PATH=/usr/bin\x00GUNICORN_PID=10\x00GUNICORN_FD=3,4\x00", // the new master
+		13: "PATH=/usr/bin\x00GUNICORN_PID=9\x00",                     // started by another master's upgrade
+		14: "XGUNICORN_PID=10\x00",                                    // not the variable
 	} {
-		if got := roleOf(c.mine, parents, c.ownWorkers); got != c.want {
-			t.Errorf("%s: roleOf = %v, want %v", c.name, got, c.want)
+		dir := filepath.Join(root, strconv.Itoa(pid))
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "environ"), []byte(env), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	fs := NewFS(root)
+	for pid, want := range map[int]bool{11: false, 12: true, 13: false, 14: false, 15: false} {
+		if got := fs.newMasterOf(10, pid); got != want {
+			t.Errorf("newMasterOf(10, %d) = %v, want %v", pid, got, want)
 		}
 	}
 }
 
-// TestSweepNestedMaster: after USR2 the new master is its old master's child; it is watched as
-// a master, its workers as workers (with their master), and a child that is neither is no worker.
-func TestSweepNestedMaster(t *testing.T) {
+// TestSweepFindsTheUpgrade: after USR2 the new master is its old master's child; it is watched as
+// a master, its workers as its workers, and it is not taken for a worker itself.
+func TestSweepFindsTheUpgrade(t *testing.T) {
 	gunicorn := []string{"/usr/bin/python3", "/usr/bin/gunicorn", "app:app"}
 	root := writeProc(t, []fakeProc{
 		{pid: 10, ppid: 1, cmdline: gunicorn, fds: []string{heartbeat("a")}},
-		{pid: 11, ppid: 10, cmdline: gunicorn, fds: []string{heartbeat("a")}},                  // old worker
-		{pid: 12, ppid: 10, cmdline: gunicorn, fds: []string{heartbeat("x")}},                  // new master
-		{pid: 13, ppid: 12, cmdline: gunicorn, fds: []string{heartbeat("x")}},                  // its worker
-		{pid: 14, ppid: 10, cmdline: []string{"/bin/sleep", "60"}, fds: []string{"/dev/null"}}, // a hook's subprocess
+		{pid: 11, ppid: 10, cmdline: gunicorn, fds: []string{heartbeat("a")}},                                 // old worker
+		{pid: 12, ppid: 10, cmdline: gunicorn, fds: []string{heartbeat("x")}, environ: "GUNICORN_PID=10\x00"}, // new master
+		{pid: 13, ppid: 12, cmdline: gunicorn, fds: []string{heartbeat("x")}, environ: "GUNICORN_PID=10\x00"}, // its worker
 	})
 	w := NewWatcher(NewFS(root), Options{Timeout: 30 * time.Second})
-	fam := &family{main: 10, nested: map[int]int{}, other: map[int]uint64{}}
+	w.upgrades = map[int]*newMaster{}
 	workers := map[int]*tracked{}
 	t.Cleanup(func() {
 		for _, tr := range workers {
 			tr.w.close()
+		}
+		for _, nm := range w.upgrades {
+			for _, tr := range nm.workers {
+				tr.w.close()
+			}
 		}
 	})
 	var got []string
@@ -220,13 +230,11 @@ func TestSweepNestedMaster(t *testing.T) {
 			got = append(got, fmt.Sprintf("master %d under %d", e.ID.PID, e.Parent))
 		}
 	}
-	w.sweep(fam, workers, time.Now(), emit) // finds 11, 12 (a master), 14 (other)
-	w.sweep(fam, workers, time.Now(), emit) // then 12's children
-	want := "[boot 11 of 10 master 12 under 10 boot 13 of 12]"
-	if fmt.Sprint(got) != want {
-		t.Errorf("events %v, want %v", got, want)
+	if gone := w.discover(10, workers, time.Now(), emit); gone {
+		t.Fatal("the master taken for gone")
 	}
-	if _, ok := fam.other[14]; !ok || workers[14] != nil {
-		t.Errorf("the hook's subprocess: other %v, tracked %v", fam.other, workers[14])
+	w.discoverUpgrades(time.Now(), emit)
+	if want := "[master 12 under 10 boot 11 of 10 boot 13 of 12]"; fmt.Sprint(got) != want {
+		t.Errorf("events %v, want %v", got, want)
 	}
 }

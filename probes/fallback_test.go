@@ -114,8 +114,7 @@ func TestHeartbeatFromMaster(t *testing.T) {
 			w := NewWatcher(NewFS(root), Options{Timeout: 30 * time.Second, Warn: func(m string) { warns = append(warns, m) }})
 			workers := map[int]*tracked{}
 			var events []Event
-			fam := &family{main: master, nested: map[int]int{}, other: map[int]uint64{}}
-			w.sweep(fam, workers, time.Now(), func(e Event) { events = append(events, e) })
+			w.discover(master, workers, time.Now(), func(e Event) { events = append(events, e) })
 			t.Cleanup(func() {
 				for _, tr := range workers {
 					tr.w.close()

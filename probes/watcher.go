@@ -16,8 +16,14 @@ type Options struct {
 	Interval     time.Duration // hot sampling period (1 s)
 	FastInterval time.Duration // sampling period of a late worker (100 ms)
 	Timeout      time.Duration // Gunicorn's --timeout; 0 disables lateness
-	WorkerClass  string        // decides the normal heartbeat period
-	LateShares   []float64     // shares of the timeout that make a worker late ({0.5, 0.8})
+	// Dirty says the master runs a dirty arbiter (Gunicorn 25+, --dirty-workers and --dirty-app
+	// set): its children are then told apart by their heartbeat files (dirty.go); until then every
+	// child of the master is a worker. DirtyTimeout is --dirty-timeout, which dirty workers are
+	// judged against (0 disables their lateness). SetDirty turns it on later.
+	Dirty        bool
+	DirtyTimeout time.Duration
+	WorkerClass  string    // decides the normal heartbeat period
+	LateShares   []float64 // shares of the timeout that make a worker late ({0.5, 0.8})
 	Now          func() time.Time
 	// Warn is told once per kind of degradation (an unreadable file, a missing heartbeat).
 	Warn func(msg string)
@@ -46,8 +52,17 @@ type Watcher struct {
 	master int   // the master Run found (Run's goroutine only)
 	hints  hints // pids Gunicorn's start lines named
 
+	// upgrades are the new masters USR2 upgrades started (children of a master, found by
+	// Gunicorn's GUNICORN_PID in their environment) and their workers (Run's goroutine only).
+	upgrades map[int]*newMaster
+
+	dirtyOn        atomic.Bool  // Options.Dirty, or SetDirty since
+	dirtyTimeoutNS atomic.Int64 // --dirty-timeout (ns)
+	dirty          *dirtyWatch  // the dirty arbiter and its workers (Run's goroutine only)
+
 	mu     sync.Mutex
 	warned map[string]bool
+	follow map[int]bool // dirty workers whose stack is taken every sweep (Follow)
 }
 
 // NewWatcher applies the defaults.
@@ -65,9 +80,12 @@ func NewWatcher(fs FS, opt Options) *Watcher {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	w := &Watcher{fs: fs, opt: opt, warned: map[string]bool{}}
+	w := &Watcher{fs: fs, opt: opt, warned: map[string]bool{}, follow: map[int]bool{}, dirty: newDirtyWatch(fs),
+		upgrades: map[int]*newMaster{}}
 	w.class.Store(&opt.WorkerClass)
 	w.timeoutNS.Store(int64(opt.Timeout))
+	w.dirtyTimeoutNS.Store(int64(opt.DirtyTimeout))
+	w.dirtyOn.Store(opt.Dirty)
 	return w
 }
 
@@ -95,15 +113,16 @@ func NormalBeat(class string, timeout time.Duration) time.Duration {
 // lateAfter is the silence after which a worker is late at this share of the timeout: never
 // before its normal beat plus a grace (a tenth of the timeout, between 0.5 s and 2 s), so a
 // healthy idle worker is never called late.
-func (w *Watcher) lateAfter(share float64) time.Duration {
-	t := w.timeout()
+func (w *Watcher) lateAfter(tr *tracked, share float64) time.Duration {
+	t := w.limitOf(tr)
 	grace := min(2*time.Second, max(500*time.Millisecond, t/10))
-	return max(time.Duration(share*float64(t)), NormalBeat(*w.class.Load(), t)+grace)
+	return max(time.Duration(share*float64(t)), w.normalBeatOf(tr)+grace)
 }
 
 type tracked struct {
 	w       *worker
-	master  int  // the master whose child it is
+	role    Role // an HTTP worker, or a dirty worker (judged against --dirty-timeout)
+	young   int  // sweeps since it was taken on: a USR2 child forked but not exec'd yet looks like a worker
 	crossed int  // how many LateShares were crossed in this silence
 	stuck   bool // EventStuckBoot sent
 	last    Sample
@@ -111,27 +130,12 @@ type tracked struct {
 
 func (t *tracked) fast() bool { return t.crossed > 0 || t.stuck }
 
-// family is what Run knows of the Gunicorn processes below the command: the master found under
-// it, the masters found among a master's children (a USR2 upgrade's new master is its old
-// master's child), and the children of a master that are neither workers nor masters yet.
-type family struct {
-	main   int
-	nested map[int]int    // a master found among a master's children → that master
-	other  map[int]uint64 // pid → start time of a child that is neither (looked at again while it has children)
-}
-
-// masters lists the masters whose children are swept: the main one first.
-func (f *family) masters() []int {
-	var out []int
-	if f.main != 0 {
-		out = append(out, f.main)
-	}
-	nested := make([]int, 0, len(f.nested))
-	for pid := range f.nested {
-		nested = append(nested, pid)
-	}
-	sort.Ints(nested)
-	return append(out, nested...)
+// newMaster is a master a USR2 upgrade started, with its workers.
+type newMaster struct {
+	id      ID
+	parent  int  // the master it is a child of
+	gone    bool // it ended: its workers are sampled until they are gone
+	workers map[int]*tracked
 }
 
 // Hint tells the watcher that one of Gunicorn's start lines ("Starting gunicorn", "Listening
@@ -147,22 +151,29 @@ func (w *Watcher) Hint(pid int) {
 // Run samples the workers of the Gunicorn master found at or below root until ctx is done. The
 // master is recognised by what it does (FS.FindMaster), and until it is found nothing is a
 // worker (a shell running a migration before `exec gunicorn` has children that are not); when
-// it is gone, it is looked for again. A master's children are workers when they hold one of its
-// heartbeat files; a child that holds heartbeat files of its own children is a master too (a
-// USR2 upgrade's new master), whose children are watched the same way. Run returns an error only
-// when root cannot be read at all; everything else degrades the samples and is said once
-// through Warn.
+// it is gone, it is looked for again, and its workers sampled until they are gone too. The new
+// master a USR2 upgrade starts (its child) is watched as a master of its own, its children as
+// workers. Run returns an error only when root cannot be read at all; everything else degrades
+// the samples and is said once through Warn.
 func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 	if _, err := os.Stat(w.fs.path(root)); err != nil {
 		return fmt.Errorf("command %d: %w", root, err)
 	}
 	workers := map[int]*tracked{}
+	w.dirty = newDirtyWatch(w.fs) // a new master (USR2) starts over
+	w.upgrades = map[int]*newMaster{}
 	defer func() {
 		for _, t := range workers {
 			t.w.close()
 		}
+		for _, nm := range w.upgrades {
+			for _, t := range nm.workers {
+				t.w.close()
+			}
+		}
+		w.dirty.close()
 	}()
-	fam := &family{nested: map[int]int{}, other: map[int]uint64{}}
+	master := 0
 	findEvery := w.opt.FastInterval
 	// One timer: the next full sweep, or sooner while a worker is late. An idle gwrap wakes once
 	// per Interval here, not ten times.
@@ -173,25 +184,48 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 	for {
 		now := w.opt.Now()
 		sample := func() {
-			if fam.main != 0 && now.Sub(lastFull) < w.opt.Interval-w.opt.FastInterval/2 {
+			if master != 0 && now.Sub(lastFull) < w.opt.Interval-w.opt.FastInterval/2 {
 				for pid, t := range workers {
 					if t.fast() {
 						w.sampleOne(pid, t, workers, now, emit)
 					}
 				}
+				for pid, t := range w.dirty.workers {
+					if t.fast() {
+						w.sampleOne(pid, t, w.dirty.workers, now, emit)
+					}
+				}
+				for _, nm := range w.upgrades {
+					for pid, t := range nm.workers {
+						if t.fast() {
+							w.sampleOne(pid, t, nm.workers, now, emit)
+						}
+					}
+				}
 				return
 			}
 			lastFull = now
-			if fam.main == 0 {
+			if master == 0 {
 				if m, ok := w.fs.FindMaster(root, w.hints.has); ok {
-					fam.main, w.master = m.PID, m.PID
-					delete(fam.nested, m.PID)
+					master, w.master = m.PID, m.PID
+					delete(w.upgrades, m.PID) // a new master whose old one is gone: the master now
 					id, _ := w.fs.ID(m.PID)
 					id.PID = m.PID
 					emit(Event{Kind: EventMaster, ID: id, Time: now, Evidence: m.By})
+				} else {
+					for pid, t := range workers { // a gone master's workers, until they are gone
+						w.sampleOne(pid, t, workers, now, emit)
+					}
 				}
 			}
-			w.sweep(fam, workers, now, emit)
+			if master != 0 {
+				if gone := w.discover(master, workers, now, emit); gone {
+					emit(Event{Kind: EventMasterGone, ID: ID{PID: master}, Time: now})
+					master, w.master = 0, 0
+				}
+				w.followStacks(now, emit)
+			}
+			w.discoverUpgrades(now, emit)
 		}
 		if w.opt.Sweep != nil && now.Sub(lastSweep) >= w.opt.Interval-w.opt.FastInterval/2 {
 			lastSweep = now
@@ -206,7 +240,20 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 				break
 			}
 		}
-		if fam.main == 0 {
+		for _, t := range w.dirty.workers {
+			if t.fast() {
+				next = min(next, w.opt.FastInterval)
+				break
+			}
+		}
+		for _, nm := range w.upgrades {
+			for _, t := range nm.workers {
+				if t.fast() {
+					next = min(next, w.opt.FastInterval)
+				}
+			}
+		}
+		if master == 0 {
 			// Until the command has exec'd Gunicorn, look again soon, backing off to the sweep.
 			next, findEvery = min(next, findEvery), min(2*findEvery, w.opt.Interval)
 		} else {
@@ -221,108 +268,177 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 	}
 }
 
-// sweep lists every master's children, takes on the new ones and samples every worker. A
-// worker already tracked is not identified again: its stat file, kept open, refers to its
-// process, so its sample fails once that process is gone, even if the pid was reused (the new
-// process is then found at the next sweep). The workers of a master that is gone are sampled
-// until they are gone too.
-func (w *Watcher) sweep(fam *family, workers map[int]*tracked, now time.Time, emit func(Event)) {
-	seen := map[int]bool{}
-	listed := map[int]bool{}
-	for _, m := range fam.masters() {
-		var kids []int
-		var err error
-		if m == fam.main {
-			kids, err = w.fs.ChildPIDs(m)
-		} else {
-			kids, err = w.fs.childrenOf(m)
+// discover lists the master's children, opens the new ones and samples every worker; it reports
+// whether the master is gone. A worker
+// already tracked is not identified again: its stat file, kept open, refers to its process, so
+// its sample fails once that process is gone, even if the pid was reused (the new process is
+// then found at the next sweep). A new child is an HTTP worker unless its heartbeat files show
+// otherwise (dirty.go): the dirty arbiter is not, and its children, the dirty workers, are
+// sampled as well.
+func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, emit func(Event)) (masterGone bool) {
+	kids, err := w.fs.ChildPIDs(master)
+	if err != nil {
+		if gone(err) {
+			return true // looked for again; its workers are sampled until they are gone
 		}
-		if err != nil {
-			if gone(err) {
-				if m == fam.main {
-					fam.main, w.master = 0, 0
-				} else {
-					delete(fam.nested, m)
-				}
-				emit(Event{Kind: EventMasterGone, ID: ID{PID: m}, Time: now})
-			} else {
-				w.warn("children", fmt.Sprintf("cannot list the master's children (%v): workers are not sampled", err))
-			}
+		w.warn("children", fmt.Sprintf("cannot list the master's children (%v): workers are not sampled", err))
+	}
+	seen := make(map[int]bool, len(kids))
+	var fresh []*worker
+	for _, pid := range kids {
+		seen[pid] = true
+		if _, ok := workers[pid]; ok {
 			continue
 		}
-		listed[m] = true
-		var fresh []int
-		for _, pid := range kids {
-			seen[pid] = true
-			if _, ok := workers[pid]; ok {
+		if _, ok := w.dirty.others[pid]; ok {
+			continue
+		}
+		if _, ok := w.upgrades[pid]; ok {
+			continue
+		}
+		if w.takeUpgrade(master, pid, now, emit) {
+			continue
+		}
+		wk, err := openWorker(w.fs, pid)
+		if err != nil {
+			continue
+		}
+		fresh = append(fresh, wk)
+	}
+	// The master's heartbeat files, read once a sweep and only when needed.
+	var mfiles map[int]fileID
+	mread := false
+	masterFiles := func() map[int]fileID {
+		if !mread {
+			mread = true
+			if f, complete, err := w.fs.heartbeatFiles(master); err == nil && complete {
+				mfiles = f
+			}
+		}
+		return mfiles
+	}
+	if w.dirtyOn.Load() && !w.dirty.on {
+		w.dirty.on = true
+		w.reclassify(workers, masterFiles)
+	}
+	if len(fresh) > 0 && !w.dirty.on {
+		for _, wk := range fresh {
+			workers[wk.id.PID] = &tracked{w: wk}
+			emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout(), Master: master})
+		}
+		fresh = nil
+	}
+	if len(fresh) > 0 {
+		sortByStart(fresh)
+		claimed := map[fileID]bool{}
+		for _, t := range workers {
+			if t.w.own != (fileID{}) {
+				claimed[t.w.own] = true
+			}
+		}
+		for _, wk := range fresh {
+			if w.fs.classifyChild(wk, masterFiles(), claimed) == childOther {
+				w.dirty.others[wk.id.PID] = wk.id
+				wk.close()
 				continue
 			}
-			if _, ok := fam.nested[pid]; ok {
-				continue
+			if wk.own != (fileID{}) {
+				claimed[wk.own] = true
 			}
-			if st, ok := fam.other[pid]; ok && !w.mayHaveChanged(pid, st) {
-				continue
-			}
-			fresh = append(fresh, pid)
-		}
-		if len(fresh) > 0 {
-			w.takeOn(fam, m, fresh, workers, now, emit)
+			workers[wk.id.PID] = &tracked{w: wk}
+			emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout(), Master: master})
 		}
 	}
-	for pid := range fam.other {
-		if !seen[pid] {
-			delete(fam.other, pid)
-		}
+	if w.dirty.on {
+		w.sweepOthers(master, seen, err == nil, masterFiles, now, emit)
+		w.discoverDirty(masterFiles, now, emit)
 	}
-	for _, m := range fam.masters() {
-		w.heartbeatsFromMaster(m, workers)
-	}
+	w.heartbeatsFromMaster(master, workers)
 	for pid, t := range workers {
-		if !seen[pid] && listed[t.master] {
+		if !seen[pid] && err == nil {
 			w.vanish(pid, t, workers, now, emit)
 			continue
 		}
+		if t.role == RoleHTTP && t.young < upgradeChecks {
+			// A USR2 upgrade forks before it execs the new master: a child caught between looks
+			// like a worker for a moment.
+			t.young++
+			if w.fs.newMasterOf(master, pid) {
+				w.vanish(pid, t, workers, now, emit)
+				w.takeUpgrade(master, pid, now, emit)
+				continue
+			}
+		}
 		w.sampleOne(pid, t, workers, now, emit)
 	}
+	return false
 }
 
-// mayHaveChanged reports whether a child once found to be neither worker nor master must be
-// looked at again: its pid now names another process, or it has children of its own (a new
-// master that forked its first workers).
-func (w *Watcher) mayHaveChanged(pid int, start uint64) bool {
-	id, err := w.fs.ID(pid)
-	if err != nil || id.StartTime != start {
-		return true
+// upgradeChecks is how many sweeps a new worker is looked at for being a USR2 upgrade's new master.
+const upgradeChecks = 3
+
+// takeUpgrade takes pid, a child of master, on as a new master when it is one (FS.newMasterOf).
+func (w *Watcher) takeUpgrade(master, pid int, now time.Time, emit func(Event)) bool {
+	if !w.fs.newMasterOf(master, pid) {
+		return false
 	}
-	kids, _ := w.fs.childrenOf(pid)
-	return len(kids) > 0
+	id, err := w.fs.ID(pid)
+	if err != nil {
+		return false
+	}
+	w.upgrades[pid] = &newMaster{id: id, parent: master, workers: map[int]*tracked{}}
+	emit(Event{Kind: EventMaster, ID: id, Time: now, Parent: master, Evidence: ByHeartbeats})
+	return true
 }
 
-// takeOn classifies new children of master m: workers are tracked, masters watched in turn.
-func (w *Watcher) takeOn(fam *family, m int, fresh []int, workers map[int]*tracked, now time.Time, emit func(Event)) {
-	roles := w.fs.classify(m, fresh)
-	for _, pid := range fresh {
-		switch roles[pid] {
-		case RoleWorker:
+// discoverUpgrades sweeps the new masters of USR2 upgrades as discover sweeps the master: their
+// children are their workers (and a further upgrade's new master), sampled until they are gone.
+// A new master that is gone is forgotten once its workers are.
+func (w *Watcher) discoverUpgrades(now time.Time, emit func(Event)) {
+	pids := make([]int, 0, len(w.upgrades))
+	for pid := range w.upgrades {
+		pids = append(pids, pid)
+	}
+	sort.Ints(pids)
+	for _, mp := range pids {
+		nm := w.upgrades[mp]
+		if cur, err := w.fs.ID(mp); err != nil || cur != nm.id {
+			if !nm.gone {
+				nm.gone = true
+				emit(Event{Kind: EventMasterGone, ID: nm.id, Time: now})
+			}
+			for pid, t := range nm.workers {
+				w.sampleOne(pid, t, nm.workers, now, emit)
+			}
+			if len(nm.workers) == 0 {
+				delete(w.upgrades, mp)
+			}
+			continue
+		}
+		kids := w.fs.childrenOf(mp)
+		seen := make(map[int]bool, len(kids))
+		for _, pid := range kids {
+			seen[pid] = true
+			if _, ok := nm.workers[pid]; ok {
+				continue
+			}
+			if _, ok := w.upgrades[pid]; ok || w.takeUpgrade(mp, pid, now, emit) {
+				continue
+			}
 			wk, err := openWorker(w.fs, pid)
 			if err != nil {
 				continue
 			}
-			delete(fam.other, pid)
-			workers[pid] = &tracked{w: wk, master: m}
-			emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout(), Master: m})
-		case RoleMaster:
-			id, err := w.fs.ID(pid)
-			if err != nil {
+			nm.workers[pid] = &tracked{w: wk}
+			emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout(), Master: mp})
+		}
+		w.heartbeatsFromMaster(mp, nm.workers)
+		for pid, t := range nm.workers {
+			if !seen[pid] {
+				w.vanish(pid, t, nm.workers, now, emit)
 				continue
 			}
-			delete(fam.other, pid)
-			fam.nested[pid] = m
-			emit(Event{Kind: EventMaster, ID: id, Time: now, Parent: m, Evidence: ByHeartbeats})
-		case RoleOther:
-			if id, err := w.fs.ID(pid); err == nil {
-				fam.other[pid] = id.StartTime
-			}
+			w.sampleOne(pid, t, nm.workers, now, emit)
 		}
 	}
 }
@@ -337,9 +453,6 @@ func (w *Watcher) heartbeatsFromMaster(master int, workers map[int]*tracked) {
 	var lacking []*worker
 	claimed := map[int]bool{}
 	for _, t := range workers {
-		if t.master != master {
-			continue
-		}
 		t.w.findHeartbeat()
 		switch {
 		case t.w.hbFD >= 0: // the same number in the worker and in the master
@@ -378,48 +491,62 @@ func (w *Watcher) sampleOne(pid int, t *tracked, workers map[int]*tracked, now t
 	}
 	prevAge := t.last.HeartbeatAge
 	t.last = s
-	emit(Event{Kind: EventSample, ID: t.w.id, Time: now, Sample: s, Timeout: w.timeout()})
+	emit(Event{Kind: EventSample, ID: t.w.id, Time: now, Sample: s, Timeout: w.limitOf(t), Role: t.role})
 	w.judge(t, s, prevAge, now, emit)
 }
 
 // judge emits late, recovered and stuck-boot events.
 func (w *Watcher) judge(t *tracked, s Sample, prevAge time.Duration, now time.Time, emit func(Event)) {
-	if w.timeout() <= 0 || s.HeartbeatAge < 0 {
+	limit := w.limitOf(t)
+	if limit <= 0 || s.HeartbeatAge < 0 {
 		return
 	}
 	id := t.w.id
 	if !s.Heartbeats {
-		if s.HeartbeatAge > w.timeout() && !t.stuck {
+		if s.HeartbeatAge > limit && !t.stuck {
 			t.stuck = true
 			d := w.takeDeep(id, now)
 			w.takeStack(id, d)
-			emit(Event{Kind: EventStuckBoot, ID: id, Time: now, Sample: s, Deep: d, Timeout: w.timeout(),
-				Saturation: w.saturation(now)})
+			emit(Event{Kind: EventStuckBoot, ID: id, Time: now, Sample: s, Deep: d, Timeout: limit,
+				Saturation: w.saturationOf(t, now), Role: t.role})
 		}
 		return
 	}
 	if t.stuck {
 		// It finished booting after all (Gunicorn ≥ 22 never times out a booting worker).
 		t.stuck = false
-		emit(Event{Kind: EventRecovered, ID: id, Time: now, Sample: s, Timeout: w.timeout()})
+		emit(Event{Kind: EventRecovered, ID: id, Time: now, Sample: s, Timeout: limit, Role: t.role})
 		return
 	}
 	if t.crossed > 0 && s.HeartbeatAge < prevAge {
 		// The age fell: the worker beat again.
 		t.crossed = 0
-		emit(Event{Kind: EventRecovered, ID: id, Time: now, Sample: s, Timeout: w.timeout()})
+		emit(Event{Kind: EventRecovered, ID: id, Time: now, Sample: s, Timeout: limit, Role: t.role})
 		return
 	}
-	for t.crossed < len(w.opt.LateShares) && s.HeartbeatAge >= w.lateAfter(w.opt.LateShares[t.crossed]) {
+	for t.crossed < len(w.opt.LateShares) && s.HeartbeatAge >= w.lateAfter(t, w.opt.LateShares[t.crossed]) {
 		share := w.opt.LateShares[t.crossed]
 		t.crossed++
 		d := w.takeDeep(id, now)
+		var calls []DirtyCall
 		if t.crossed == 1 {
 			w.takeStack(id, d)
+			if t.role == RoleHTTP {
+				calls = w.dirtyCalls(d) // it waits on the dirty arbiter: what the dirty workers do
+			}
 		}
-		emit(Event{Kind: EventLate, ID: id, Time: now, Sample: s, Deep: d, Share: share, Timeout: w.timeout(),
-			Saturation: w.saturation(now)})
+		emit(Event{Kind: EventLate, ID: id, Time: now, Sample: s, Deep: d, Share: share, Timeout: limit,
+			Saturation: w.saturationOf(t, now), Role: t.role, Dirty: calls})
 	}
+}
+
+// saturationOf is the server's load for an HTTP worker's late event (none for a dirty worker:
+// it serves no HTTP).
+func (w *Watcher) saturationOf(t *tracked, now time.Time) *Saturation {
+	if t.role != RoleHTTP {
+		return nil
+	}
+	return w.saturation(now)
 }
 
 func (w *Watcher) takeDeep(id ID, now time.Time) *Deep {
@@ -457,7 +584,7 @@ func (w *Watcher) takeStack(id ID, d *Deep) {
 func (w *Watcher) vanish(pid int, t *tracked, workers map[int]*tracked, now time.Time, emit func(Event)) {
 	t.w.close()
 	delete(workers, pid)
-	emit(Event{Kind: EventVanish, ID: t.w.id, Time: now, Sample: t.last, Timeout: w.timeout()})
+	emit(Event{Kind: EventVanish, ID: t.w.id, Time: now, Sample: t.last, Timeout: w.limitOf(t), Role: t.role})
 }
 
 func (w *Watcher) warn(key, msg string) {
