@@ -398,13 +398,106 @@ func TestBootLinesMakeRecordsOnlyForChildren(t *testing.T) {
 	for n := 1000; n < 101000; n++ {
 		w.st.line("stdout", []byte(fmt.Sprintf("[2026-11-25 06:00:00 +0000] [%d] [INFO] Booting worker with pid: %d", n, n)), at(1))
 	}
+	for n := 6000; n < 8000; n++ { // live processes, none the master's child
+		w.proc.other(probes.ID{PID: n, StartTime: 3})
+		w.st.line("stdout", []byte(fmt.Sprintf("[2026-11-25 06:00:00 +0000] [%d] [INFO] Booting worker with pid: %d", n, n)), at(1))
+	}
 	if n := len(w.st.w.byID) + len(w.st.w.byPID); n != 0 {
 		t.Fatalf("%d records from printed boot lines", n)
+	}
+	if n := len(w.st.bootSeen); n > bootLines {
+		t.Fatalf("%d boot lines remembered, want at most %d", n, bootLines)
 	}
 	w.proc.child(id(201)) // a worker that fails before the watcher's first sweep
 	w.line(at(2), 201, "INFO", "Booting worker with pid: 201")
 	if r := w.st.w.known(201); r == nil || r.id != id(201) {
 		t.Fatalf("no record (or the wrong one) for a real worker's boot line: %+v", r)
+	}
+}
+
+// TestABootLineSaysTheWorkersLinesReachGwrap: a worker that vanishes without a line is a crash
+// only when its own boot line reached gwrap (its exit would have been said too), however the boot
+// line and the watcher's first sight of it are ordered, whether the master was found yet (a shell
+// in front of Gunicorn), and for a USR2 upgrade's new master's workers; a boot line /proc does
+// not back (a pid no master's child) counts for nothing.
+func TestABootLineSaysTheWorkersLinesReachGwrap(t *testing.T) {
+	const shell, newMaster = 50, 300
+	boot := func(w *world, pid int, t time.Time) {
+		w.line(t, pid, "INFO", fmt.Sprintf("Booting worker with pid: %d", pid))
+	}
+	sight := func(w *world, pid, m int, t time.Time) {
+		w.st.probe(probes.Event{Kind: probes.EventBoot, ID: id(pid), Master: m, Time: t})
+	}
+	for _, c := range []struct {
+		name  string
+		pid   int
+		start func(w *world) // the worker forks at 1 s, the watcher sees it, its boot line comes
+		want  string
+	}{
+		{"the line before the watcher's sight", 201, func(w *world) {
+			w.st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: master}, Time: t0})
+			w.proc.child(id(201))
+			boot(w, 201, at(1))
+			sight(w, 201, master, at(1.5))
+		}, "201 crashed"},
+		{"the line after the watcher's sight", 201, func(w *world) {
+			w.st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: master}, Time: t0})
+			w.proc.child(id(201))
+			sight(w, 201, master, at(1))
+			boot(w, 201, at(1.5))
+		}, "201 crashed"},
+		{"the line before the master is found (a shell in front)", 201, func(w *world) {
+			w.proc.child(id(201))
+			boot(w, 201, at(1))
+			w.st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: master}, Time: at(1.5)})
+			sight(w, 201, master, at(1.5))
+		}, "201 crashed"},
+		{"a USR2 upgrade's new master's worker", 301, func(w *world) {
+			w.st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: master}, Time: t0})
+			w.st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: newMaster}, Parent: master, Time: t0})
+			w.proc.procs[301] = probes.Fate{ID: id(301), PPID: newMaster, State: "S", StatusKnown: true}
+			boot(w, 301, at(1))
+			sight(w, 301, newMaster, at(1.5))
+		}, "301 crashed"},
+		{"no boot line", 201, func(w *world) {
+			w.st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: master}, Time: t0})
+			w.proc.child(id(201))
+			sight(w, 201, master, at(1))
+		}, ""},
+		{"a boot line for a pid no master's child, reused by a worker long after", 201, func(w *world) {
+			w.st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: master}, Time: t0})
+			w.proc.other(id(201))
+			boot(w, 201, at(1))
+			w.proc.child(probes.ID{PID: 201, StartTime: 5}) // the pid, reused by a real worker
+			w.st.probe(probes.Event{Kind: probes.EventBoot, ID: probes.ID{PID: 201, StartTime: 5}, Master: master, Time: at(40)})
+		}, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			st, rec := testState(gunicorn201)
+			w := &world{st: st, rec: rec, proc: newFakeProc(master)}
+			w.proc.install(st)
+			st.root = shell
+			c.start(w)
+			wid := id(c.pid)
+			if r := st.w.known(c.pid); r != nil {
+				wid = r.id
+			}
+			from := 2.0
+			if wid.StartTime == 5 {
+				from = 41
+			}
+			for s := from; s <= 50; s++ {
+				st.containerSample(memwatch.Stats{Time: at(s), Version: 1, OOMKill: memwatch.Value{V: 0, Known: true}})
+				st.probe(w.proc.sample(wid, at(s), time.Duration(s)%2*time.Second, 40<<20))
+				st.tick(at(s))
+			}
+			w.proc.reap(c.pid)
+			st.probe(probes.Event{Kind: probes.EventVanish, ID: wid, Time: at(51)})
+			w.end(at(51))
+			if got := w.verdicts(); got != c.want {
+				t.Errorf("got %q, want %q", got, c.want)
+			}
+		})
 	}
 }
 

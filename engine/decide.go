@@ -18,7 +18,8 @@ type facts struct {
 	ExitCode     *int // the master logged its exit code
 	Exiting      bool // it logged "Worker exiting" (a Python-level exit)
 	Stopping     bool // it was told to stop: a signal to Gunicorn, max-requests, a shutdown
-	ExitsVisible bool // the log level shows INFO lines: a normal exit would have said so
+	ExitsVisible bool // the worker's INFO lines reach gwrap: a normal exit would have said so
+	StaleAtDeath bool // it vanished with its heartbeat stale past the timeout
 	BootFailure  bool // the worker's "Exception in worker process", confirmed by the master (its Reason line or exit code 3/4)
 	Final        bool // gwrap is stopping: this is the last word on it
 	Arbiter      bool // the record is the dirty arbiter's: its death is of its own kind
@@ -27,8 +28,9 @@ type facts struct {
 
 // decide says whether an incident happened and of what kind. A death is reported only when
 // something says it was not an ordinary exit: an OOM kill, a timeout, a stuck boot, a signal or
-// a non-zero exit that no stop explains, or — at a log level that would have shown a normal
-// exit — a silent vanish.
+// a non-zero exit that no stop explains, or — when the worker's lines would have shown a normal
+// exit — a silent vanish. When they would not (Gunicorn's lines do not reach gwrap), a silent
+// vanish is a timeout if the heartbeat was stale past the timeout, and nothing otherwise.
 func decide(f facts) (confirmed bool, kind postmortem.Kind) {
 	if f.Folded {
 		return false, ""
@@ -61,6 +63,8 @@ func decide(f facts) (confirmed bool, kind postmortem.Kind) {
 		return false, ""
 	case f.Died && f.ExitsVisible:
 		return true, postmortem.KindSignal
+	case f.Died && f.StaleAtDeath:
+		return true, postmortem.KindTimeout
 	}
 	return false, ""
 }

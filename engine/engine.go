@@ -61,6 +61,10 @@ type Config struct {
 	// OnWorkerClass is told the worker class when Gunicorn's log names it (the watcher's normal
 	// heartbeat depends on it).
 	OnWorkerClass func(string)
+	// OnMasterHint is told the pid a start line of Gunicorn's names as its master's ("Starting
+	// gunicorn", "Listening at: … (PID)"): a hint for the watcher, which /proc must confirm
+	// (probes.Watcher.Hint). Called on the engine's goroutine; it must not block.
+	OnMasterHint func(pid int)
 	// OnDirty is told --dirty-timeout when the master's own line shows it runs a dirty arbiter
 	// and the settings did not say so (the watcher then tells its children apart).
 	OnDirty func(timeout time.Duration)

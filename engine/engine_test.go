@@ -43,7 +43,29 @@ func TestLateIsNotSaidForAWorkerToldToStop(t *testing.T) {
 	}{
 		{"running", func(*state, time.Time) {}, 2},
 		{"after gwrap forwarded TERM", func(st *state, at time.Time) { st.signal(syscall.SIGTERM, true, at) }, 0},
-		{"after a HUP reload", func(st *state, at time.Time) { st.signal(syscall.SIGHUP, true, at) }, 0},
+		{"after a HUP reload the master acted on", func(st *state, at time.Time) {
+			st.signal(syscall.SIGHUP, true, at)
+			st.line("stderr", []byte("[2026-11-25 06:00:10 +0000] [100] [INFO] Handling signal: hup"), at)
+		}, 0},
+		// Signals that stop no worker never mute the watch (issue 19).
+		{"a forwarded HUP nobody acted on (a shell in front)", func(st *state, at time.Time) { st.signal(syscall.SIGHUP, true, at) }, 2},
+		{"a HUP forwarded to the master itself, its lines elsewhere", func(st *state, at time.Time) {
+			st.root = 100
+			st.signal(syscall.SIGHUP, true, at)
+		}, 0},
+		{"a forwarded WINCH (a terminal resize)", func(st *state, at time.Time) {
+			st.signal(syscall.SIGWINCH, true, at)
+			st.line("stderr", []byte("[2026-11-25 06:00:10 +0000] [100] [INFO] Handling signal: winch"), at)
+		}, 2},
+		{"a forwarded USR2: the old workers keep serving", func(st *state, at time.Time) {
+			st.signal(syscall.SIGUSR2, true, at)
+			st.line("stderr", []byte("[2026-11-25 06:00:10 +0000] [100] [INFO] Handling signal: usr2"), at)
+		}, 2},
+		{"a TTOU with one worker stops none", func(st *state, at time.Time) {
+			st.signal(syscall.SIGTTOU, true, at)
+			st.line("stderr", []byte("[2026-11-25 06:00:10 +0000] [100] [INFO] Handling signal: ttou"), at)
+		}, 2},
+
 		{"after the master said Handling signal: quit", func(st *state, at time.Time) {
 			st.line("stderr", []byte("[2026-11-25 06:00:10 +0000] [100] [INFO] Handling signal: quit"), at)
 		}, 0},
@@ -53,7 +75,7 @@ func TestLateIsNotSaidForAWorkerToldToStop(t *testing.T) {
 		{"a TTIN adds a worker, it does not stop one", func(st *state, at time.Time) { st.signal(syscall.SIGTTIN, true, at) }, 2},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			st, rec := testState(gunicorn.Settings{Timeout: 30, WorkerClass: "gthread", LogLevel: "info"})
+			st, rec := testState(gunicorn.Settings{Timeout: 30, GracefulTimeout: 30, WorkerClass: "gthread", LogLevel: "info"})
 			id := probes.ID{PID: 101, StartTime: 7}
 			at := bootWorker(st, 100, id)
 			c.before(st, at)
@@ -76,6 +98,54 @@ func TestLateIsNotSaidForAWorkerToldToStop(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestStopsEndWithTheirStop: a TTOU stops the master's oldest worker only; a stop that did not
+// end its worker (graceful timeout + margin later it still lives) no longer mutes it; workers
+// of another master (a USR2 upgrade's new one) are not stopped by the old master's signals.
+func TestStopsEndWithTheirStop(t *testing.T) {
+	st, rec := testState(gunicorn.Settings{Timeout: 30, GracefulTimeout: 10, WorkerClass: "gthread", LogLevel: "info"})
+	old, young := probes.ID{PID: 101, StartTime: 1}, probes.ID{PID: 102, StartTime: 2}
+	other := probes.ID{PID: 201, StartTime: 3} // a worker of the new master 200
+	st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 100}, Time: t0})
+	st.probe(probes.Event{Kind: probes.EventBoot, ID: old, Master: 100, Time: t0})
+	st.probe(probes.Event{Kind: probes.EventBoot, ID: young, Master: 100, Time: t0.Add(time.Second)})
+	st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 200}, Parent: 100, Time: t0.Add(2 * time.Second)})
+	st.probe(probes.Event{Kind: probes.EventBoot, ID: other, Master: 200, Time: t0.Add(2 * time.Second)})
+	at := t0.Add(10 * time.Second)
+	st.line("stderr", []byte("[2026-11-25 06:00:10 +0000] [100] [INFO] Handling signal: ttou"), at)
+	lates := func() []int {
+		var pids []int
+		for _, e := range rec.named("worker.late") {
+			p, _ := e.Get("pid")
+			pids = append(pids, p.(int))
+		}
+		return pids
+	}
+	for _, id := range []probes.ID{old, young, other} {
+		st.probe(lateEvent(id, at.Add(5*time.Second), 0.5))
+	}
+	if got := fmt.Sprint(lates()); got != "[102 201]" {
+		t.Errorf("late after TTOU: %s, want the young worker and the other master's", got)
+	}
+	// The old worker outlived its stop (10 s graceful + 5 s): it is watched again.
+	st.probe(probes.Event{Kind: probes.EventRecovered, ID: old, Time: at.Add(20 * time.Second)})
+	st.probe(lateEvent(old, at.Add(21*time.Second), 0.5))
+	if got := fmt.Sprint(lates()); got != "[102 201 101]" {
+		t.Errorf("late after the stop was over: %s", got)
+	}
+	// The old master's TERM (the end of an upgrade) stops its workers, not the new master's.
+	st.line("stderr", []byte("[2026-11-25 06:00:40 +0000] [100] [INFO] Handling signal: term"), at.Add(30*time.Second))
+	for _, id := range []probes.ID{young, other} {
+		st.probe(probes.Event{Kind: probes.EventRecovered, ID: id, Time: at.Add(31 * time.Second)})
+		st.probe(lateEvent(id, at.Add(32*time.Second), 0.5))
+	}
+	if got := fmt.Sprint(lates()); got != "[102 201 101 201]" {
+		t.Errorf("late after the old master's TERM: %s", got)
+	}
+	if !st.shutdown.IsZero() {
+		t.Error("the old master's stop was taken for Gunicorn's shutdown while a new master serves")
 	}
 }
 
@@ -447,6 +517,137 @@ func TestTwoOOMKillsInARow(t *testing.T) {
 		if pids, _ := e.Get("pids"); fmt.Sprint(pids) != fmt.Sprintf("[%d]", 801+i) {
 			t.Errorf("oom.kill %d names %v", i, pids)
 		}
+	}
+}
+
+// TestDeathsWithoutGunicornsLines: when a worker's lines do not reach gwrap (--error-logfile
+// FILE, a custom logger, a log level gwrap could not read), its death is judged from /proc and
+// the cgroup alone: gone with a fresh heartbeat is no incident (a max-requests recycle), gone
+// with a heartbeat stale past the timeout is a timeout. A worker whose boot line gwrap saw and
+// that vanished without a word is still reported (the log would have shown a normal exit).
+func TestDeathsWithoutGunicornsLines(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		settings gunicorn.Settings
+		bootLine bool
+		samples  sampleGen
+		want     string // "" no report, else kind/cause
+	}{
+		{"recycled, error log in a file", gunicorn.Settings{Timeout: 30, LogLevel: "info", ErrorLog: "/var/log/g.log"}, false, healthy, ""},
+		{"recycled, log level unknown", gunicorn.Settings{Timeout: 30}, false, healthy, ""},
+		{"recycled, a custom logger that prints elsewhere", gunicorn.Settings{Timeout: 30, LogLevel: "info", LoggerClass: "app.Logger"}, false, healthy, ""},
+		{"timed out, error log in a file", gunicorn.Settings{Timeout: 30, LogLevel: "info", ErrorLog: "/var/log/g.log"}, false, busy(1, "S", true), "timeout/blocked"},
+		{"timed out, log level unknown", gunicorn.Settings{Timeout: 30}, false, busy(99, "R", true), "timeout/cpu_bound"},
+		{"gone silently though its lines reach gwrap", gunicorn.Settings{Timeout: 30, LogLevel: "info"}, true, healthy, "signal/crashed"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.settings.WorkerClass = "sync"
+			st, rec := testState(c.settings)
+			id := probes.ID{PID: 501, StartTime: 9}
+			st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 500}, Time: t0})
+			if c.bootLine {
+				st.line("stderr", []byte("[2026-11-25 06:00:00 +0000] [501] [INFO] Booting worker with pid: 501"), t0)
+			}
+			st.probe(probes.Event{Kind: probes.EventBoot, ID: id, Master: 500, Time: t0})
+			end := t0.Add(40 * time.Second)
+			for _, s := range c.samples(t0, end) {
+				st.containerSample(memwatch.Stats{Time: s.Time, OOMKill: memwatch.Value{V: 0, Known: true}})
+				st.probe(probes.Event{Kind: probes.EventSample, ID: id, Time: s.Time, Sample: s})
+			}
+			st.probe(probes.Event{Kind: probes.EventVanish, ID: id, Time: end.Add(200 * time.Millisecond)})
+			st.tick(end.Add(10 * time.Second))
+			st.flush(end.Add(11 * time.Second))
+			got := ""
+			if len(rec.reports) == 1 {
+				r := rec.reports[0]
+				got = string(r.Incident.Kind) + "/" + string(r.Verdict.Cause)
+				if c.want == "timeout/blocked" && (!r.Incident.TimeoutInferred || !r.Verdict.RanLong || r.Incident.Timeout) {
+					t.Errorf("incident %+v", r.Incident)
+				}
+			} else if len(rec.reports) > 1 {
+				t.Fatalf("%d reports", len(rec.reports))
+			}
+			if got != c.want {
+				t.Errorf("got %q, want %q", got, c.want)
+			}
+		})
+	}
+}
+
+// TestFindingTheMaster: a start line names its pid to the watcher (a hint); when the watcher has
+// not found the master a few seconds after Gunicorn's first line, gwrap says so once; when it
+// found workers but none of Gunicorn's lines come though the settings say they should, it says
+// that once.
+func TestFindingTheMaster(t *testing.T) {
+	codes := func(rec *recorder) []string {
+		var out []string
+		for _, e := range rec.named("config.warning") {
+			c, _ := e.Get("code")
+			out = append(out, c.(string))
+		}
+		return out
+	}
+	t.Run("not found", func(t *testing.T) {
+		st, rec := testState(gunicorn.Settings{Timeout: 30, LogLevel: "info"})
+		var hints []int
+		st.cfg.OnMasterHint = func(pid int) { hints = append(hints, pid) }
+		st.line("stderr", []byte("[2026-11-25 06:00:00 +0000] [700] [INFO] Starting gunicorn 23.0.0"), t0)
+		st.line("stderr", []byte("[2026-11-25 06:00:00 +0000] [700] [INFO] Listening at: http://0.0.0.0:8000 (700)"), t0)
+		if fmt.Sprint(hints) != "[700 700]" {
+			t.Errorf("hints %v", hints)
+		}
+		if !st.busy() {
+			t.Error("the engine does not tick while it waits for the master")
+		}
+		st.tick(t0.Add(4 * time.Second))
+		if got := codes(rec); len(got) != 0 {
+			t.Errorf("warned too early: %v", got)
+		}
+		st.tick(t0.Add(6 * time.Second))
+		st.tick(t0.Add(9 * time.Second))
+		if got := fmt.Sprint(codes(rec)); got != "[master_not_found]" {
+			t.Errorf("warnings %s", got)
+		}
+		if st.busy() {
+			t.Error("still ticking once it said so")
+		}
+	})
+	t.Run("found in time", func(t *testing.T) {
+		st, rec := testState(gunicorn.Settings{Timeout: 30, LogLevel: "info"})
+		st.line("stderr", []byte("[2026-11-25 06:00:00 +0000] [700] [INFO] Starting gunicorn 23.0.0"), t0)
+		st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 700}, Time: t0.Add(time.Second)})
+		id := probes.ID{PID: 701, StartTime: 1}
+		st.probe(probes.Event{Kind: probes.EventBoot, ID: id, Master: 700, Time: t0.Add(time.Second)})
+		st.line("stderr", []byte("[2026-11-25 06:00:01 +0000] [701] [INFO] Booting worker with pid: 701"), t0.Add(time.Second))
+		for _, s := range healthy(t0.Add(time.Second), t0.Add(20*time.Second)) {
+			st.probe(probes.Event{Kind: probes.EventSample, ID: id, Time: s.Time, Sample: s})
+		}
+		st.tick(t0.Add(20 * time.Second))
+		if got := codes(rec); len(got) != 0 {
+			t.Errorf("warnings %v", got)
+		}
+	})
+	for _, c := range []struct {
+		name     string
+		settings gunicorn.Settings
+		want     string
+	}{
+		{"no line reaches gwrap though the settings say they should", gunicorn.Settings{Timeout: 30, LogLevel: "info"}, "[lines_not_seen]"},
+		{"the error log is a file: the start-up lint said so", gunicorn.Settings{Timeout: 30, LogLevel: "info", ErrorLog: "/var/log/g.log"}, "[]"},
+		{"at log level warning no INFO line is expected", gunicorn.Settings{Timeout: 30, LogLevel: "warning"}, "[]"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			st, rec := testState(c.settings)
+			st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 700}, Time: t0})
+			id := probes.ID{PID: 701, StartTime: 1}
+			st.probe(probes.Event{Kind: probes.EventBoot, ID: id, Master: 700, Time: t0})
+			for _, s := range healthy(t0, t0.Add(20*time.Second)) {
+				st.probe(probes.Event{Kind: probes.EventSample, ID: id, Time: s.Time, Sample: s})
+			}
+			if got := fmt.Sprint(codes(rec)); got != c.want {
+				t.Errorf("warnings %s, want %s", got, c.want)
+			}
+		})
 	}
 }
 

@@ -79,21 +79,44 @@ func (s *state) facts(inc *incident, final bool) facts {
 	if lvl == "" {
 		lvl = "info"
 	}
-	stopping := !w.stopAt.IsZero() && (!w.gone() || !w.stopAt.After(w.goneAt))
+	stopping := false
+	if !w.stopAt.IsZero() {
+		if w.gone() {
+			stopping = w.stoppingAt(w.goneAt)
+		} else {
+			stopping = w.stopEnd.IsZero() || inc.at.Before(w.stopEnd)
+		}
+	}
 	return s.dirtyFacts(inc, facts{
-		OOMKilled:    inc.oomKills > 0,
-		OOMShared:    len(inc.oomShared) > 0,
-		Timeout:      inc.timeout,
-		StuckBoot:    inc.stuck,
-		Died:         w.gone(),
-		Signal:       inc.signal,
-		ExitCode:     inc.exitCode,
-		Exiting:      w.exiting,
-		Stopping:     stopping || (!s.shutdown.IsZero() && (!w.gone() || !s.shutdown.After(w.goneAt))),
-		ExitsVisible: (lvl == "info" || lvl == "debug") && s.settings.LogConfig == "",
+		OOMKilled: inc.oomKills > 0,
+		OOMShared: len(inc.oomShared) > 0,
+		Timeout:   inc.timeout,
+		StuckBoot: inc.stuck,
+		Died:      w.gone(),
+		Signal:    inc.signal,
+		ExitCode:  inc.exitCode,
+		Exiting:   w.exiting,
+		Stopping:  stopping || (!s.shutdown.IsZero() && (!w.gone() || !s.shutdown.After(w.goneAt))),
+		// A normal exit would have said so only if this worker's INFO lines reach gwrap: its own
+		// boot line did (not with --error-logfile FILE, a custom logger, a higher log level).
+		ExitsVisible: (lvl == "info" || lvl == "debug") && s.settings.LogConfig == "" && s.settings.Sources["loglevel"] != gunicorn.SourceUnknown && w.bootLine,
+		StaleAtDeath: s.staleAtDeath(w),
 		BootFailure:  inc.bootError && (s.bootFailure != "" || inc.exitCode != nil && (*inc.exitCode == 3 || *inc.exitCode == 4)),
 		Final:        final,
 	})
+}
+
+// staleAtDeath reports whether a gone worker's heartbeat was stale past Gunicorn's timeout when
+// it vanished: its last sample's silence, plus the time from that sample to the vanish, reaches
+// the timeout, and that sample was already past three quarters of it (a late worker is sampled
+// ten times a second; an idle sync worker beats every timeout/2).
+func (s *state) staleAtDeath(w *worker) bool {
+	t := s.timeout()
+	last, ok := w.samples.last()
+	if !w.gone() || t <= 0 || !ok || last.HeartbeatAge < 0 || !last.Heartbeats {
+		return false
+	}
+	return last.HeartbeatAge >= t*3/4 && last.HeartbeatAge+w.goneAt.Sub(last.Time) >= t
 }
 
 // waiting reports whether an incident's window must stay open past its due time: a timed-out
@@ -168,7 +191,7 @@ func (s *state) report(inc *incident, kind postmortem.Kind, now time.Time) {
 	pi := postmortem.Incident{Kind: kind, PID: w.id.PID, StartTime: w.id.StartTime, At: inc.at, BootedAt: w.bootedAt,
 		Signal: inc.signalName, ExitCode: inc.exitCode, Timeout: inc.timeout, HandledAbort: inc.timeout && w.exiting,
 		Escalated: inc.timeout && inc.signal == 9, OOMHint: inc.oomHint, OOMKillDelta: inc.oomKills, OOMShared: inc.oomShared,
-		BootStuck: inc.stuck, Vanished: w.gone(),
+		BootStuck: inc.stuck, Vanished: w.gone(), TimeoutInferred: kind == postmortem.KindTimeout && !inc.timeout && !inc.stuck,
 		Lines: postmortem.RedactAll(inc.lines), Traceback: postmortem.RedactAll(inc.traceback), StuckAt: postmortem.Redact(inc.stuckAt)}
 	if st := s.stackOf(inc); st != nil {
 		pi.PythonStack, pi.StackThread, pi.StackTop = st.Frames, st.Thread, st.Top

@@ -3,6 +3,7 @@ package engine
 import (
 	"fmt"
 	"slices"
+	"sort"
 	"strings"
 	"syscall"
 	"time"
@@ -24,14 +25,23 @@ type state struct {
 
 	classFromLog string // the worker class Gunicorn's "Using worker:" line named
 
-	root     int // the supervised command's pid
-	master   int // the Gunicorn master's pid (0 until the watcher or the root's own lines show it)
-	w        workers
-	open     []*incident
-	asm      map[string]*gunicorn.Assembler
-	cgroup   []memwatch.Stats // the last containerKeep cgroup samples
-	ooms     []*oomKill       // moves of the oom_kill counter whose victims are not all named yet
-	shutdown time.Time        // Gunicorn was told to stop (TERM, INT, QUIT) or said it is
+	root    int          // the supervised command's pid
+	master  int          // the Gunicorn master's pid (0 until the watcher or the root's own lines show it)
+	masters map[int]bool // every master the watcher found: the first and those found among a master's children (USR2)
+	found   bool         // the watcher found a master (the root's own start line is not enough)
+	// firstLine is when Gunicorn's first line came (a start, boot or signal line from some pid):
+	// from then on the watcher should find the master within masterGrace.
+	firstLine time.Time
+	// linesSeen: a line of Gunicorn's own format came from a master or a worker the watcher found.
+	linesSeen bool
+	startPIDs []int             // the pids of the last start lines, until the watcher finds the master
+	bootSeen  map[int]time.Time // boot lines of workers the watcher had not found (bootPending)
+	w         workers
+	open      []*incident
+	asm       map[string]*gunicorn.Assembler
+	cgroup    []memwatch.Stats // the last containerKeep cgroup samples
+	ooms      []*oomKill       // moves of the oom_kill counter whose victims are not all named yet
+	shutdown  time.Time        // Gunicorn was told to stop (TERM, INT, QUIT) or said it is
 
 	bootFailure string // the master's "Reason:" line (Worker failed to boot, App failed to load)
 	warned      map[string]bool
@@ -47,7 +57,7 @@ func newState(cfg Config, out Emitter) *state {
 	// Room for the whole history at the normal rate plus 30 s of a late worker's fast samples.
 	capacity := int(cfg.History/cfg.Interval) + 300
 	return &state{cfg: cfg, out: out, settings: cfg.Settings, w: newWorkers(capacity),
-		asm: map[string]*gunicorn.Assembler{}, warned: map[string]bool{}, dirty: newDirtyState(cfg.Settings)}
+		asm: map[string]*gunicorn.Assembler{}, warned: map[string]bool{}, masters: map[int]bool{}, dirty: newDirtyState(cfg.Settings)}
 }
 
 func (s *state) emit(e Event) { s.out.Emit(e) }
@@ -104,14 +114,18 @@ func (s *state) line(stream string, b []byte, at time.Time) {
 	}
 }
 
-// fromMaster reports whether a line was written by the Gunicorn master.
-func (s *state) fromMaster(e gunicorn.Event) bool { return s.master != 0 && e.PID == s.master }
+// fromMaster reports whether a line was written by a Gunicorn master (the first one, or one
+// found among a master's children after a USR2 upgrade).
+func (s *state) fromMaster(e gunicorn.Event) bool {
+	return e.PID > 0 && (e.PID == s.master || s.masters[e.PID])
+}
 
 // gunicorn takes one complete event of Gunicorn's log.
 func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 	if s.master == 0 && s.root != 0 && e.PID == s.root && (e.Kind == gunicorn.KindStarting || e.Kind == gunicorn.KindListening) {
 		s.master = s.root // Gunicorn itself is the command: its master speaks before the first sweep
 	}
+	s.noteLine(e, at)
 	switch e.Kind {
 	case gunicorn.KindStarting:
 		if s.master == 0 || s.fromMaster(e) {
@@ -134,11 +148,11 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 		}
 	case gunicorn.KindHandlingSignal:
 		if s.fromMaster(e) {
-			s.told(e.SignalIn, at)
+			s.told(e.PID, e.SignalIn, at)
 		}
 	case gunicorn.KindShuttingDown:
 		if s.fromMaster(e) {
-			s.told("term", at)
+			s.told(e.PID, "term", at)
 		}
 	case gunicorn.KindReason:
 		if s.fromMaster(e) {
@@ -153,17 +167,15 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 			pid = e.WorkerPID
 		}
 		if w := s.w.known(pid); w != nil {
-			if w.stopAt.IsZero() {
-				w.stopAt = at
-			}
+			w.stop(at, time.Time{})
 			if e.Kind == gunicorn.KindWorkerExiting {
 				w.exiting = true
 			}
 			s.addLine(w, e)
 		}
 	case gunicorn.KindGracefulTimeout:
-		if w := s.w.known(e.WorkerPID); w != nil && s.fromMaster(e) && w.stopAt.IsZero() {
-			w.stopAt = at
+		if w := s.w.known(e.WorkerPID); w != nil && s.fromMaster(e) {
+			w.stop(at, time.Time{})
 		}
 	case gunicorn.KindRequestError, gunicorn.KindWorkerError:
 		// The worker's own traceback: where an aborted request was stuck (22+), or why it could
@@ -181,42 +193,113 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 }
 
 // bootLine takes a worker's "Booting worker with pid: N", written by N itself. The app can print
-// any number of such lines: a record is made only for a pid /proc shows as a child of the master
-// (or, until the master is known, of the command), with its start time.
+// any number of such lines: a record is made only for a pid /proc shows as a child of a master
+// (or, until the master is found, of the command), with its start time. Either way the line says
+// the worker's INFO lines reach gwrap (worker.bootLine): a worker the watcher has not found yet
+// and /proc cannot place (its master is not found yet: a shell in front) is remembered by its
+// pid, a few at most, until the watcher finds it.
 func (s *state) bootLine(pid int, at time.Time) {
 	if w := s.w.known(pid); w != nil && !w.gone() {
+		s.w.logged(w.id, at) // the watcher found it first
 		return
 	}
-	parent := s.master
-	if parent == 0 {
-		parent = s.root
+	if s.cfg.Fate != nil {
+		f := s.cfg.Fate(probes.ID{PID: pid})
+		if f.Gone {
+			return
+		}
+		if f.PPID > 0 && (f.PPID == s.master || s.masters[f.PPID] || !s.found && f.PPID == s.root) {
+			w := s.w.logged(f.ID, at)
+			if w.master == 0 {
+				w.master = f.PPID
+			}
+			return
+		}
 	}
-	if parent == 0 || s.cfg.Fate == nil {
-		return
+	s.bootPending(pid, at)
+}
+
+// bootLines bounds the boot lines of workers not found yet that gwrap remembers; bootLineKeep is
+// how long it remembers one (the watcher finds the master within masterGrace of its first line,
+// and its workers at its next sweep).
+const (
+	bootLines    = 64
+	bootLineKeep = 30 * time.Second
+)
+
+// bootPending remembers that pid's boot line came at at, for when the watcher finds it. Under a
+// flood of such lines the oldest are forgotten: a worker whose line was forgotten is judged from
+// /proc alone, as if its lines did not reach gwrap.
+func (s *state) bootPending(pid int, at time.Time) {
+	if s.bootSeen == nil {
+		s.bootSeen = map[int]time.Time{}
 	}
-	if f := s.cfg.Fate(probes.ID{PID: pid}); !f.Gone && f.PPID == parent {
-		s.w.logged(f.ID, at)
+	for p, t := range s.bootSeen {
+		if at.Sub(t) > bootLineKeep {
+			delete(s.bootSeen, p)
+		}
+	}
+	if _, ok := s.bootSeen[pid]; !ok && len(s.bootSeen) >= bootLines {
+		oldest := 0
+		for p, t := range s.bootSeen {
+			if oldest == 0 || t.Before(s.bootSeen[oldest]) {
+				oldest = p
+			}
+		}
+		delete(s.bootSeen, oldest)
+	}
+	s.bootSeen[pid] = at
+}
+
+// told takes a master's word that it was told sig ("Handling signal: hup", "Shutting down"): the
+// workers that signal stops are stopping, their deaths and their silence part of that stop, not
+// incidents — and only they, and only for as long as the stop can last. A signal that stops no
+// worker (WINCH, which Gunicorn ignores unless daemonized; TTIN; USR1; USR2, whose new master
+// leaves the old workers serving) marks none. A signal gwrap forwarded counts through this line,
+// or when gwrap sent it to the master itself (signal): forwarded to a shell that does not pass it
+// on, it stops nothing.
+func (s *state) told(master int, sig string, at time.Time) {
+	var ws []*worker
+	for _, w := range s.w.live() {
+		if w.master == master || (w.master == 0 && master == s.master) {
+			ws = append(ws, w)
+		}
+	}
+	// How long a stop can take: Gunicorn's graceful timeout, and a margin for the reaping.
+	end := at.Add(time.Duration(max(s.settings.GracefulTimeout, 0))*time.Second + stopMargin)
+	switch strings.ToLower(strings.TrimPrefix(strings.ToUpper(sig), "SIG")) {
+	case "term", "int", "quit":
+		// This master stops with all its workers. It is Gunicorn's whole shutdown unless another
+		// master serves on (a USR2 upgrade ending with the old master's stop).
+		if master == s.master && len(s.masters) <= 1 && s.shutdown.IsZero() {
+			s.shutdown = at
+		}
+		for _, w := range ws {
+			w.stop(at, time.Time{})
+		}
+	case "hup":
+		// A reload replaces every worker of this master: the ones alive now stop.
+		for _, w := range ws {
+			if w.bootedAt.Before(at) {
+				w.stop(at, end)
+			}
+		}
+	case "ttou":
+		// One worker fewer, never below one: Gunicorn stops its oldest.
+		if len(ws) > 1 {
+			sort.Slice(ws, func(i, j int) bool {
+				if !ws[i].bootedAt.Equal(ws[j].bootedAt) {
+					return ws[i].bootedAt.Before(ws[j].bootedAt)
+				}
+				return ws[i].id.StartTime < ws[j].id.StartTime
+			})
+			ws[0].stop(at, end)
+		}
 	}
 }
 
-// told marks the workers that Gunicorn was told to stop or replace: their deaths and their
-// silence from now on are part of that, not incidents.
-func (s *state) told(sig string, at time.Time) {
-	switch strings.ToLower(strings.TrimPrefix(strings.ToUpper(sig), "SIG")) {
-	case "term", "int", "quit":
-		if s.shutdown.IsZero() {
-			s.shutdown = at
-		}
-	case "hup", "ttou", "usr2", "winch":
-	default:
-		return
-	}
-	for _, w := range s.w.live() {
-		if w.stopAt.IsZero() {
-			w.stopAt = at
-		}
-	}
-}
+// stopMargin is added to Gunicorn's graceful timeout for how long a stop can last.
+const stopMargin = 5 * time.Second
 
 // killLine takes a WORKER TIMEOUT, a death by signal or an exit code: believed only when the
 // master wrote it about a worker gwrap knows (and, for a timeout, the heartbeat was stale).
@@ -333,9 +416,30 @@ func (s *state) probe(e probes.Event) {
 	}
 	switch e.Kind {
 	case probes.EventMaster:
-		s.master = e.ID.PID
+		if e.Parent == 0 {
+			s.master, s.found = e.ID.PID, true
+			for _, p := range s.startPIDs {
+				s.linesSeen = s.linesSeen || p == e.ID.PID
+			}
+			s.startPIDs = nil
+		}
+		s.masters[e.ID.PID] = true
+	case probes.EventMasterGone:
+		delete(s.masters, e.ID.PID)
 	case probes.EventBoot:
-		if w, isNew := s.w.watched(e.ID, at); isNew {
+		w, isNew := s.w.watched(e.ID, at)
+		if e.Master != 0 {
+			w.master = e.Master
+		}
+		if lineAt, ok := s.bootSeen[e.ID.PID]; ok {
+			delete(s.bootSeen, e.ID.PID)
+			if isNew && at.Sub(lineAt) <= bootLineKeep {
+				w.bootLine = true
+				w.bootedAt = minTime(w.bootedAt, lineAt)
+			}
+		}
+		s.linesSeen = s.linesSeen || w.bootLine
+		if isNew {
 			w.bootedAt = minTime(w.bootedAt, at)
 			s.dirtyBoot(w, e)
 			s.emit(ev(at, Info, "worker.boot", s.name(w)+" booted",
@@ -348,13 +452,14 @@ func (s *state) probe(e probes.Event) {
 			w.aliveAt = maxTime(w.aliveAt, at)
 		}
 		s.beatAfterTimeout(w, e.Sample, at)
+		s.findingChecks(at)
 	case probes.EventLate:
 		w, _ := s.w.watched(e.ID, at)
 		s.keepDeep(w, e.Deep)
 		if e.Saturation != nil {
 			w.load = append(w.load, *e.Saturation)
 		}
-		if w.stopping() || !s.shutdown.IsZero() || e.Share <= w.lateSeen {
+		if w.stoppingAt(at) || !s.shutdown.IsZero() || e.Share <= w.lateSeen {
 			return // a worker told to stop is draining, not late
 		}
 		w.lateSeen = e.Share
@@ -366,7 +471,7 @@ func (s *state) probe(e probes.Event) {
 		if e.Saturation != nil {
 			w.load = append(w.load, *e.Saturation)
 		}
-		if w.stopping() || !s.shutdown.IsZero() || !w.stuckAt.IsZero() {
+		if w.stoppingAt(at) || !s.shutdown.IsZero() || !w.stuckAt.IsZero() {
 			return
 		}
 		w.stuckAt = at
@@ -484,8 +589,19 @@ func (s *state) signal(sig syscall.Signal, forwarded bool, at time.Time) {
 		msg = "received " + name + ", not forwarded"
 	}
 	s.emit(ev(at, Info, "signal", msg, f("signal", name), f("forwarded", forwarded)))
-	if forwarded {
-		s.told(name, at)
+	// gwrap's own stop (TERM, INT, QUIT) ends everything it runs. Any other signal is Gunicorn's
+	// to act on: what it stops, its master says (told). When the master is gwrap's command itself,
+	// the signal reached it, and a HUP or TTOU stops what it stops even if its lines do not reach
+	// gwrap; through a shell, only the master's line says it arrived.
+	switch sig {
+	case unix.SIGTERM, unix.SIGINT, unix.SIGQUIT:
+		if forwarded && s.shutdown.IsZero() {
+			s.shutdown = at
+		}
+	case unix.SIGHUP, unix.SIGTTOU:
+		if forwarded && s.master != 0 && s.master == s.root {
+			s.told(s.master, name, at)
+		}
 	}
 }
 
@@ -511,6 +627,7 @@ func (s *state) childExit(x ExitInfo, at time.Time) {
 // tick completes quiet tracebacks, decides the incidents whose window closed, and forgets what
 // expired.
 func (s *state) tick(now time.Time) {
+	s.findingChecks(now)
 	for _, a := range s.asm {
 		for _, e := range a.FlushIdle() {
 			s.gunicorn(e, now)
@@ -527,6 +644,9 @@ func (s *state) tick(now time.Time) {
 func (s *state) busy() bool {
 	if len(s.open) > 0 || len(s.ooms) > 0 || s.execPending() {
 		return true
+	}
+	if !s.found && !s.firstLine.IsZero() && !s.warned["master-not-found"] {
+		return true // waiting for the watcher to find the master
 	}
 	for _, a := range s.asm {
 		if a.Pending() {
@@ -580,4 +700,68 @@ func maxTime(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// masterGrace is how long after Gunicorn's first line the watcher may take to find its master
+// before gwrap says it has not (it looks every 100 ms backing off to a second; a master shows
+// itself with its listening sockets at once, with its workers' heartbeat files within a second).
+const masterGrace = 5 * time.Second
+
+// noteLine keeps what Gunicorn's lines say about finding it: a start line names its master's pid
+// (a hint the watcher must confirm from /proc), the first line starts the wait for the master,
+// and a line of Gunicorn's format from a master or worker the watcher found shows its lines
+// reach gwrap.
+func (s *state) noteLine(e gunicorn.Event, at time.Time) {
+	if e.PID <= 0 || e.Kind == gunicorn.KindRaw || e.Kind == gunicorn.KindAccess {
+		return
+	}
+	if e.Kind == gunicorn.KindStarting || e.Kind == gunicorn.KindListening {
+		if s.cfg.OnMasterHint != nil {
+			s.cfg.OnMasterHint(e.PID)
+		}
+		if !s.found && len(s.startPIDs) < 8 {
+			s.startPIDs = append(s.startPIDs, e.PID)
+		}
+	}
+	if s.firstLine.IsZero() {
+		s.firstLine = at
+	}
+	if !s.linesSeen && (s.found && s.fromMaster(e) || s.w.watchedPID(e.PID)) {
+		s.linesSeen = true
+	}
+}
+
+// findingChecks says once when the watcher has not found the master masterGrace after
+// Gunicorn's first line, and once when it found workers but none of Gunicorn's lines reach gwrap
+// though the settings say they should (a custom logger, a log level gwrap could not read): from
+// then on deaths are judged from /proc and the cgroup alone.
+func (s *state) findingChecks(now time.Time) {
+	if !s.found && !s.firstLine.IsZero() && now.Sub(s.firstLine) >= masterGrace {
+		s.warnOnce("master-not-found", now, "master_not_found", fmt.Sprintf(
+			"gwrap has not found the Gunicorn master %.0fs after Gunicorn's first line, so no worker is sampled and a post-mortem can quote only Gunicorn's lines (no heartbeat, memory or CPU): "+
+				"gwrap looks below its command for the process that holds the heartbeat files its workers hold, or a listening socket and Gunicorn's start line with its pid; "+
+				"its open files may be closed to gwrap (another user, and no CAP_SYS_PTRACE), or Gunicorn runs outside gwrap's process tree",
+			now.Sub(s.firstLine).Seconds()))
+	}
+	if s.found && !s.linesSeen && !s.warned["lines-not-seen"] && s.linesExpected() {
+		for _, w := range s.w.byID {
+			if w.watched && !w.gone() && now.Sub(w.bootedAt) >= masterGrace {
+				s.warnOnce("lines-not-seen", now, "lines_not_seen",
+					"none of Gunicorn's log lines reach gwrap (a custom logger or logging configuration, or a log level it could not read): worker deaths are judged from /proc and the cgroup alone — "+
+						"a worker gone with its heartbeat stale past the timeout is reported as a timeout, one gone with a fresh heartbeat and no OOM kill is no incident")
+				return
+			}
+		}
+	}
+}
+
+// linesExpected reports whether the settings say Gunicorn's INFO lines come to gwrap: when they
+// say otherwise (a file error log, a logger class, a level above info), the start-up lint said so.
+func (s *state) linesExpected() bool {
+	switch strings.ToLower(s.settings.LogLevel) {
+	case "", "info", "debug":
+	default:
+		return false
+	}
+	return len(gunicorn.BlindSpots(s.settings)) == 0
 }

@@ -11,6 +11,8 @@ import (
 type worker struct {
 	id       probes.ID // StartTime is 0 while a dirty worker is known only from its spawn line
 	watched  bool      // the watcher saw it as a child of the master
+	master   int       // the master whose child the watcher saw it as (0: not seen yet)
+	bootLine bool      // its own "Booting worker" line reached gwrap: its INFO lines do
 	bootedAt time.Time
 	samples  ring
 	deep     *probes.Deep
@@ -18,8 +20,11 @@ type worker struct {
 	load     []probes.Saturation // the server's load at each late event of this silence
 	lateSeen float64             // the largest share of the timeout it was reported late at, this silence
 
-	stuckAt  time.Time // when it was seen stuck booting (zero: not stuck)
-	stopAt   time.Time // when it was told to stop (a signal to the master, max-requests…)
+	stuckAt time.Time // when it was seen stuck booting (zero: not stuck)
+	stopAt  time.Time // when it was told to stop (a signal to the master, max-requests…)
+	// stopEnd is when that stop is over if the worker still lives: it was not stopped after all
+	// (zero: the stop lasts, as for a worker that said it is exiting).
+	stopEnd  time.Time
 	exiting  bool      // it logged "Worker exiting"
 	goneAt   time.Time // when it vanished
 	inc      *incident
@@ -35,8 +40,24 @@ type worker struct {
 	waited *dirtyWaited // an HTTP worker late while it waited on the dirty arbiter: what the dirty workers did
 }
 
-func (w *worker) gone() bool     { return !w.goneAt.IsZero() }
-func (w *worker) stopping() bool { return !w.stopAt.IsZero() }
+func (w *worker) gone() bool { return !w.goneAt.IsZero() }
+
+// stoppingAt reports whether the worker was told to stop and that stop still held at t.
+func (w *worker) stoppingAt(t time.Time) bool {
+	return !w.stopAt.IsZero() && !t.Before(w.stopAt) && (w.stopEnd.IsZero() || t.Before(w.stopEnd))
+}
+
+// stop marks the worker as told to stop at, until end (zero: for good). An earlier mark that is
+// over is replaced; one that holds is kept, lengthened to end.
+func (w *worker) stop(at, end time.Time) {
+	if !w.stopAt.IsZero() && w.stoppingAt(at) {
+		if end.IsZero() || (!w.stopEnd.IsZero() && end.After(w.stopEnd)) {
+			w.stopEnd = end
+		}
+		return
+	}
+	w.stopAt, w.stopEnd = at, end
+}
 
 // keepGone is how long a gone worker's record stays: long enough for the lines about it that come
 // late, short enough that max-requests recycling thousands of workers a day does not grow gwrap.
@@ -82,11 +103,13 @@ func (t *workers) watched(id probes.ID, now time.Time) (w *worker, isNew bool) {
 // logged returns the record for a worker that announced itself in the log ("Booting worker with
 // pid: N" from pid N, once /proc confirmed it: id has its start time; a dirty worker's spawn line:
 // the start time is 0 until the watcher sees it), making one when the watcher has not seen it yet.
+// Either way its INFO lines reach gwrap (bootLine).
 func (t *workers) logged(id probes.ID, now time.Time) *worker {
 	if w := t.byPID[id.PID]; w != nil && !w.gone() {
+		w.bootLine = true
 		return w
 	}
-	w := &worker{id: id, bootedAt: now, samples: newRing(t.cap)}
+	w := &worker{id: id, bootedAt: now, samples: newRing(t.cap), bootLine: true}
 	t.byID[id] = w
 	t.byPID[id.PID] = w
 	return w
@@ -99,6 +122,12 @@ func (t *workers) known(pid int) *worker {
 		return nil
 	}
 	return t.byPID[pid]
+}
+
+// watchedPID reports whether pid is a worker the watcher found and that is not gone.
+func (t *workers) watchedPID(pid int) bool {
+	w := t.byPID[pid]
+	return w != nil && w.watched && !w.gone()
 }
 
 // live lists the workers not known to be gone.

@@ -51,26 +51,8 @@ func Lint(in LintInput) []Warning {
 	var out []Warning
 	add := func(code, msg, fix string) { out = append(out, Warning{code, msg, fix}) }
 
-	// Blind spots first: without Gunicorn's lines gwrap cannot see timeouts. (--log-syslog adds
-	// a handler and leaves stderr as it is, so it blinds nothing: GUNICORN.md §1.4.)
-	if s.ErrorLog != "" && s.ErrorLog != "-" && s.ErrorLog != "/dev/stderr" && s.ErrorLog != "/dev/stdout" {
-		msg := fmt.Sprintf("GWRAP IS BLIND: Gunicorn writes its error log to the file %s, not to stderr, so gwrap never sees WORKER TIMEOUT or any kill line and can only infer kills from /proc and the cgroup", s.ErrorLog)
-		if s.CaptureOutput {
-			msg += "; --capture-output sends the app's own output there too"
-		}
-		add("errorlog_not_visible", msg, "--error-logfile - (GUNICORN_CMD_ARGS=\"--error-logfile -\"); read an old file with gwrap explain FILE")
-	}
-	if s.LogConfig != "" {
-		add("logconfig", fmt.Sprintf("GWRAP MAY BE BLIND: a logging configuration (%s) may move or reformat Gunicorn's lines; gwrap matches the message texts on stdout and stderr, but lines sent to a file, a socket or syslog only are lost to it", s.LogConfig),
-			"keep a StreamHandler (ext://sys.stderr) on the gunicorn.error logger in that configuration")
-	}
-	if s.LoggerClass != "" {
-		add("logger_class", fmt.Sprintf("GWRAP MAY BE BLIND: a custom logger class (%s) decides where Gunicorn's lines go; gwrap sees them only on stdout or stderr", s.LoggerClass),
-			"let the logger class keep Gunicorn's stream handler on stderr (subclass gunicorn.glogging.Logger)")
-	}
-	if lvl := strings.ToLower(s.LogLevel); lvl == "critical" {
-		add("loglevel", "--log-level critical hides the SIGKILL and exit lines: gwrap still sees WORKER TIMEOUT but must infer the rest", "use --log-level info or warning")
-	}
+	// Blind spots first: without Gunicorn's lines gwrap cannot see timeouts.
+	out = append(out, BlindSpots(s)...)
 
 	platform := Platform(in.Env)
 	switch {
@@ -103,5 +85,38 @@ func Lint(in LintInput) []Warning {
 		add("graceful_timeout_above_budget", fmt.Sprintf("--graceful-timeout %d is longer than gwrap's %v stop budget: on a stop, busy workers are killed before they finish", s.GracefulTimeout, in.StopBudget),
 			fmt.Sprintf("--graceful-timeout %d, or raise --stop-budget within the platform's grace period", max(1, fix)))
 	}
+	return out
+}
+
+// BlindSpots are the warnings about settings that keep Gunicorn's lines from gwrap (a file error
+// log, a logging configuration, a custom logger class, a log level that hides the kill lines):
+// part of Lint, and said on their own when the settings are learnt from a running master.
+// (--log-syslog adds a handler and leaves stderr as it is, so it blinds nothing: GUNICORN.md §1.4.)
+func BlindSpots(s Settings) []Warning {
+	var out []Warning
+	add := func(code, msg, fix string) { out = append(out, Warning{code, msg, fix}) }
+	if s.ErrorLog != "" && s.ErrorLog != "-" && s.ErrorLog != "/dev/stderr" && s.ErrorLog != "/dev/stdout" {
+		msg := fmt.Sprintf("GWRAP IS BLIND: Gunicorn writes its error log to the file %s, not to stderr, so gwrap never sees WORKER TIMEOUT or any kill line and can only infer kills from /proc and the cgroup", s.ErrorLog)
+		if s.CaptureOutput {
+			msg += "; --capture-output sends the app's own output there too"
+		}
+		add("errorlog_not_visible", msg, "--error-logfile - (GUNICORN_CMD_ARGS=\"--error-logfile -\"); read an old file with gwrap explain FILE")
+	}
+	if s.LogConfig != "" {
+		add("logconfig", fmt.Sprintf("GWRAP MAY BE BLIND: a logging configuration (%s) may move or reformat Gunicorn's lines; gwrap matches the message texts on stdout and stderr, but lines sent to a file, a socket or syslog only are lost to it", s.LogConfig),
+			"keep a StreamHandler (ext://sys.stderr) on the gunicorn.error logger in that configuration")
+	}
+	if s.LoggerClass != "" {
+		add("logger_class", fmt.Sprintf("GWRAP MAY BE BLIND: a custom logger class (%s) decides where Gunicorn's lines go; gwrap sees them only on stdout or stderr", s.LoggerClass),
+			"let the logger class keep Gunicorn's stream handler on stderr (subclass gunicorn.glogging.Logger)")
+	}
+	if s.Sources["loglevel"] == SourceUnknown {
+		add("loglevel_unknown", "the config file computes --log-level and gwrap could not evaluate it: gwrap cannot tell whether a worker's normal exit shows in the log, so it judges a worker that vanished without a line from /proc and the cgroup alone (a stale heartbeat is a timeout, a fresh one no incident)",
+			"set --log-level on the command line or in GUNICORN_CMD_ARGS, or let gwrap evaluate the config (--eval-config, a python that imports gunicorn)")
+	}
+	if lvl := strings.ToLower(s.LogLevel); lvl == "critical" {
+		add("loglevel", "--log-level critical hides the SIGKILL and exit lines: gwrap still sees WORKER TIMEOUT but must infer the rest", "use --log-level info or warning")
+	}
+
 	return out
 }

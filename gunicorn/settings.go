@@ -10,6 +10,9 @@ const (
 	SourceEnv     Source = "GUNICORN_CMD_ARGS"
 	SourceCLI     Source = "command_line"
 	SourceUnknown Source = "unknown" // a config file set it in a way that could not be evaluated
+	// SourceMaster: the running master reported the value itself (gwrap's hook in its Python),
+	// whatever set it: the command line, a config file, a custom application's Python.
+	SourceMaster Source = "master"
 )
 
 // Settings are Gunicorn's effective settings for one command line, as far as they can be known.

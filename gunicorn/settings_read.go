@@ -48,20 +48,53 @@ func Defaults() Settings {
 		DirtyTimeout: 300, DirtyThreads: 1}
 }
 
-// CommandArgs returns Gunicorn's arguments when argv runs Gunicorn (`gunicorn …`, `gunicorn3 …`,
-// `python -m gunicorn …`), and false otherwise.
+// CommandArgs returns Gunicorn's arguments when argv runs Gunicorn's command line (`gunicorn …`,
+// `gunicorn3 …`, `python -m gunicorn …`, `python -m gunicorn.app.wsgiapp …`, the gunicorn script
+// run by its interpreter, and `python -c CODE ARGS` whose code runs gunicorn.app.wsgiapp, which
+// parses ARGS), and false otherwise: a custom application (`python3 server.py`) sets its
+// settings in Python, where no command line says them.
 func CommandArgs(argv []string) ([]string, bool) {
 	if len(argv) == 0 {
 		return nil, false
 	}
-	if strings.HasPrefix(filepath.Base(argv[0]), "gunicorn") {
+	base := filepath.Base(argv[0])
+	if strings.HasPrefix(base, "gunicorn") {
 		return argv[1:], true
 	}
-	if strings.HasPrefix(filepath.Base(argv[0]), "python") && len(argv) >= 3 && argv[1] == "-m" && argv[2] == "gunicorn" {
-		return argv[3:], true
+	if !strings.HasPrefix(base, "python") {
+		return nil, false
 	}
-	if strings.HasPrefix(filepath.Base(argv[0]), "python") && len(argv) >= 2 && filepath.Base(argv[1]) == "gunicorn" {
-		return argv[2:], true // the master as /proc shows it: python3 /usr/bin/gunicorn …
+	for i := 1; i < len(argv); i++ {
+		a := argv[i]
+		switch {
+		case a == "-m" || a == "-c":
+			if i+1 >= len(argv) {
+				return nil, false
+			}
+			return gunicornRest(a, argv[i+1], argv[i+2:])
+		case strings.HasPrefix(a, "-m") || strings.HasPrefix(a, "-c"):
+			return gunicornRest(a[:2], a[2:], argv[i+1:])
+		case a == "-X" || a == "-W":
+			i++ // an interpreter option with its value
+		case strings.HasPrefix(a, "-"):
+			// an interpreter option (-u, -B, -Xdev…)
+		case filepath.Base(a) == "gunicorn":
+			return argv[i+1:], true // the master as /proc shows it: python3 /usr/bin/gunicorn …
+		default:
+			return nil, false // a script: its arguments are its own
+		}
+	}
+	return nil, false
+}
+
+// gunicornRest: `-m MODULE REST` and `-c CODE REST` run Gunicorn's command line on REST when the
+// module is gunicorn's or the code runs its WSGI application.
+func gunicornRest(opt, what string, rest []string) ([]string, bool) {
+	switch {
+	case opt == "-m" && (what == "gunicorn" || what == "gunicorn.app.wsgiapp"):
+		return rest, true
+	case opt == "-c" && strings.Contains(what, "gunicorn.app.wsgiapp"):
+		return rest, true
 	}
 	return nil, false
 }

@@ -2,6 +2,7 @@ package gunicorn
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -201,6 +202,37 @@ func TestFindPython(t *testing.T) {
 	}
 }
 
+// TestCommandArgs: every launcher whose argv is Gunicorn's command line gives its arguments.
+func TestCommandArgs(t *testing.T) {
+	run := "from gunicorn.app.wsgiapp import run; run()"
+	for _, c := range []struct {
+		argv []string
+		want string // "-": not Gunicorn's command line
+	}{
+		{[]string{"gunicorn", "app:app", "-t", "9"}, "[app:app -t 9]"},
+		{[]string{"/usr/bin/python3", "-m", "gunicorn", "app:app"}, "[app:app]"},
+		{[]string{"python3", "-mgunicorn", "app:app"}, "[app:app]"},
+		{[]string{"python3", "-u", "-X", "dev", "-m", "gunicorn.app.wsgiapp", "app:app"}, "[app:app]"},
+		{[]string{"python3", "-c", run, "--timeout", "4", "app:app"}, "[--timeout 4 app:app]"},
+		{[]string{"python3.11", "-B", "-c" + run, "app:app"}, "[app:app]"},
+		{[]string{"/usr/bin/python3", "/usr/bin/gunicorn", "app:app"}, "[app:app]"},
+		{[]string{"python3", "server.py", "--timeout", "4"}, "-"}, // a custom application: its own argv
+		{[]string{"python3", "-c", "import server; server.main()", "--timeout", "4"}, "-"},
+		{[]string{"python3", "-m", "uvicorn", "app:app"}, "-"},
+		{[]string{"python3", "-c"}, "-"},
+		{[]string{"sh", "-c", "exec gunicorn app:app"}, "-"},
+	} {
+		args, ok := CommandArgs(c.argv)
+		got := "-"
+		if ok {
+			got = fmt.Sprint(args)
+		}
+		if got != c.want {
+			t.Errorf("CommandArgs(%q) = %s, want %s", c.argv, got, c.want)
+		}
+	}
+}
+
 func TestLint(t *testing.T) {
 	codes := func(ws []Warning) map[string]bool {
 		m := map[string]bool{}
@@ -234,6 +266,13 @@ func TestLint(t *testing.T) {
 		if w.Code == "errorlog_not_visible" && !strings.HasPrefix(w.Message, "GWRAP IS BLIND") {
 			t.Errorf("a file error log must be said loudly: %q", w.Message)
 		}
+	}
+
+	// A log level the config file computes: gwrap cannot tell whether a normal exit shows.
+	s = Defaults()
+	s.Timeout, s.Sources["timeout"], s.Sources["loglevel"] = 600, SourceCLI, SourceUnknown
+	if got := codes(BlindSpots(s)); !got["loglevel_unknown"] || len(got) != 1 {
+		t.Errorf("loglevel unknown: %v", got)
 	}
 
 	// --log-syslog adds a handler and leaves stderr as it is: not a blind spot.

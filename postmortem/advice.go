@@ -88,6 +88,9 @@ func evidence(f Facts, th Thresholds) []Fact {
 	if f.Vanished && f.Signal == "" && f.ExitCode == nil {
 		fact("gwrap saw the process disappear", "with no Gunicorn line about its end", "")
 	}
+	if f.TimeoutInferred {
+		fact("Gunicorn's timeout, told from the heartbeat", "stale past the timeout when it vanished", "Gunicorn's lines do not reach gwrap")
+	}
 	if f.OOMKnown || f.OOMKillDelta > 0 {
 		fact("cgroup oom_kill counter moved by", fmt.Sprint(f.OOMKillDelta), "")
 	}

@@ -29,6 +29,9 @@ type Incident struct {
 	OOMShared []int `json:"oom_kill_shared_with,omitempty"`
 	BootStuck bool  `json:"boot_stuck"` // gwrap saw it never finish booting
 	Vanished  bool  `json:"vanished"`   // gwrap saw the process disappear
+	// TimeoutInferred: Gunicorn's lines do not reach gwrap, and the worker vanished with its
+	// heartbeat stale past the timeout: Gunicorn's timeout, told from /proc alone.
+	TimeoutInferred bool `json:"timeout_inferred,omitempty"`
 
 	Lines     []string `json:"gunicorn_lines,omitempty"`
 	Traceback []string `json:"traceback,omitempty"`

@@ -43,7 +43,7 @@ type Decision struct {
 func decide(f Facts, th Thresholds) Decision {
 	d := Decision{
 		NearMemoryLimit: f.Limit > 0 && f.WSKnown && f.WSFrac >= th.NearLimit,
-		RanLong: f.TimeoutLogged || f.BootStuck || f.Kind == KindExecTimeout ||
+		RanLong: f.TimeoutLogged || f.TimeoutInferred || f.BootStuck || f.Kind == KindExecTimeout ||
 			(f.Timeout > 0 && f.Silence >= time.Duration(th.LongShare*float64(f.Timeout))),
 	}
 	sigkill := (f.Signal == "" || f.Signal == "SIGKILL") && !f.HandledAbort && f.ExitCode == nil
@@ -68,7 +68,7 @@ func decide(f Facts, th Thresholds) Decision {
 	case f.TimeoutLogged && f.NeverBeat:
 		d.Cause, d.Branch, d.Confidence = CauseBootTimeout, BranchBootLogged, "high"
 	case f.Kind == KindSignal || f.Kind == KindExit || f.Kind == KindBootFailure || f.Kind == KindDirtyArbiterExit ||
-		!f.TimeoutLogged && f.Kind != KindExecTimeout:
+		!f.TimeoutLogged && !f.TimeoutInferred && f.Kind != KindExecTimeout:
 		d.Cause = CauseCrashed
 		switch {
 		case f.Kind == KindBootFailure:

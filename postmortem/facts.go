@@ -24,6 +24,7 @@ type Facts struct {
 
 	// From Gunicorn's lines and the correlator.
 	TimeoutLogged, BootStuck, Escalated, OOMHint, HandledAbort, Vanished bool
+	TimeoutInferred                                                      bool // vanished stale past the timeout, with no line (Incident.TimeoutInferred)
 	Signal                                                               string
 	ExitCode                                                             *int
 	OOMKillDelta                                                         uint64
@@ -119,7 +120,7 @@ func measure(e Evidence) Facts {
 	f := Facts{PID: inc.PID, Kind: inc.Kind, Timeout: time.Duration(e.Settings.Timeout) * time.Second, Class: e.Settings.WorkerClass,
 		Async: isAsync(e.Settings.WorkerClass, e.Settings.Threads), Platform: e.Platform, MaxReqs: e.Settings.MaxRequests,
 		TimeoutLogged: inc.Timeout, BootStuck: inc.BootStuck, Escalated: inc.Escalated, OOMHint: inc.OOMHint,
-		HandledAbort: inc.HandledAbort, Vanished: inc.Vanished, Signal: inc.Signal, ExitCode: inc.ExitCode,
+		HandledAbort: inc.HandledAbort, Vanished: inc.Vanished, TimeoutInferred: inc.TimeoutInferred, Signal: inc.Signal, ExitCode: inc.ExitCode,
 		OOMKillDelta: inc.OOMKillDelta, OOMShared: inc.OOMShared, Exception: lastException(inc.Traceback), Where: inc.StackTop,
 		Silence: -1, Saturation: e.Saturation}
 	if f.Where == "" {

@@ -28,8 +28,12 @@ func TestRealOOMVerdictQuotesThePeakBeforeTheKill(t *testing.T) {
 	if c.Dir() != cg.Dir {
 		t.Fatalf("opened %s, want %s", c.Dir(), cg.Dir)
 	}
-	cmd := exec.Command(python, "-c", `import os, sys, time
+	// A master as Gunicorn's is: it makes the worker's heartbeat file (wgunicorn-*, unlinked)
+	// before the fork and keeps it, which is how the watcher recognises a master.
+	cmd := exec.Command(python, "-c", `import os, sys, tempfile, time
 sys.stdin.readline()
+fd, name = tempfile.mkstemp(prefix="wgunicorn-")
+os.unlink(name)
 pid = os.fork()
 if pid == 0:
     x = []
@@ -38,7 +42,6 @@ if pid == 0:
         time.sleep(0.05)
 os.waitpid(pid, 0)
 sys.stdin.readline()`)
-	cmd.Args[0] = "gunicorn" // the watcher takes only a Gunicorn master's children for workers
 	stdin, _ := cmd.StdinPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

@@ -173,6 +173,11 @@ func (f FS) heartbeatFDs(pid int) ([]int, error) {
 	for _, e := range ents {
 		target, err := os.Readlink(filepath.Join(dir, e.Name()))
 		if err != nil {
+			if errors.Is(err, fs.ErrPermission) {
+				// The directory lists, but its links need ptrace access (another uid, and no
+				// CAP_SYS_PTRACE): the table is closed to gwrap.
+				return nil, fmt.Errorf("%s: %w", dir, err)
+			}
 			continue
 		}
 		if strings.HasPrefix(filepath.Base(target), "wgunicorn-") {

@@ -6,41 +6,11 @@ import (
 	"strings"
 )
 
-// masterDepth bounds how far below the supervised command the Gunicorn master is looked for
-// (`sh -c 'gunicorn …'`, an entrypoint script that does not exec).
-const masterDepth = 3
-
-// FindMaster returns the Gunicorn master at or below root: root itself when its command line is
-// Gunicorn's, else the shallowest descendant whose command line is Gunicorn's (its children are
-// workers, not masters). ok is false while there is none — a shell still running a migration
-// before `exec gunicorn`, or a command that is not Gunicorn at all: its children are not workers.
-func (f FS) FindMaster(root int) (pid int, ok bool) {
-	level := []int{root}
-	for depth := 0; depth <= masterDepth && len(level) > 0; depth++ {
-		var next []int
-		for _, p := range level {
-			if b, err := os.ReadFile(f.path(p, "cmdline")); err == nil && IsGunicornCmdline(b) {
-				return p, true
-			}
-			if depth < masterDepth {
-				kids, err := f.Children(p)
-				if err != nil {
-					continue
-				}
-				for _, k := range kids {
-					next = append(next, k.PID)
-				}
-			}
-		}
-		level = next
-	}
-	return 0, false
-}
-
-// IsGunicornCmdline reports whether a /proc/<pid>/cmdline (NUL-separated argv) runs Gunicorn:
-// argv[0] named gunicorn (or its process title "gunicorn: master [app]"), or a Python
-// interpreter running the gunicorn script or `-m gunicorn`. A shell whose script merely
-// mentions gunicorn is not Gunicorn.
+// IsGunicornCmdline reports whether a /proc/<pid>/cmdline (NUL-separated argv) looks like
+// Gunicorn's: argv[0] named gunicorn (or its process title "gunicorn: master [app]"), or a Python
+// interpreter running the gunicorn script, `-m gunicorn…` or `-c CODE` whose code uses
+// gunicorn.app. It is a hint for FindMaster, never proof: a shell whose script merely mentions
+// gunicorn is not Gunicorn, and a custom application (`python3 server.py`) looks like nothing.
 func IsGunicornCmdline(b []byte) bool {
 	argv := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
 	if len(argv) == 0 || argv[0] == "" {
@@ -61,17 +31,26 @@ func IsGunicornCmdline(b []byte) bool {
 		a := argv[i]
 		switch {
 		case a == "-m" && i+1 < len(argv):
-			return argv[i+1] == "gunicorn"
+			return isGunicornModule(argv[i+1])
 		case strings.HasPrefix(a, "-m") && len(a) > 2:
-			return a[2:] == "gunicorn"
+			return isGunicornModule(a[2:])
+		case a == "-c" && i+1 < len(argv):
+			return strings.Contains(argv[i+1], "gunicorn.app")
+		case strings.HasPrefix(a, "-c") && len(a) > 2:
+			return strings.Contains(a[2:], "gunicorn.app")
+		case a == "-X" || a == "-W":
+			i++ // an interpreter option with its value (-X dev, -W ignore)
 		case strings.HasPrefix(a, "-"):
-			continue // an interpreter option (-u, -X dev, -W…)
+			continue // an interpreter option (-u, -B, -Xdev…)
 		default:
 			return filepath.Base(a) == "gunicorn"
 		}
 	}
 	return false
 }
+
+// isGunicornModule: `-m gunicorn` and `-m gunicorn.app.wsgiapp` both run Gunicorn.
+func isGunicornModule(m string) bool { return m == "gunicorn" || strings.HasPrefix(m, "gunicorn.") }
 
 // killPending reads the pending-signal masks of /proc/<pid>/status (SigPnd for the thread,
 // ShdPnd for the process) and reports whether SIGKILL is among them.

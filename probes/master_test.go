@@ -17,6 +17,12 @@ func TestIsGunicornCmdline(t *testing.T) {
 		{"sh\x00-c\x00python3 migrate.py; exec gunicorn app:app\x00", false},
 		{"/usr/bin/python3\x00migrate.py\x00", false},
 		{"python3\x00-m\x00uvicorn\x00app:app\x00", false},
+		{"python3\x00-m\x00gunicorn.app.wsgiapp\x00app:app\x00", true},
+		{"python3\x00-c\x00from gunicorn.app.wsgiapp import run; run()\x00app:app\x00", true},
+		{"python3\x00-X\x00dev\x00-c\x00from gunicorn.app.wsgiapp import run; run()\x00", true},
+		{"python3\x00-c\x00import uvicorn; uvicorn.run()\x00", false},
+		{"python3\x00-c\x00print('Starting gunicorn 20.1.0')\x00", false},
+		{"python3\x00server.py\x00", false},
 		{"", false},
 	} {
 		if got := IsGunicornCmdline([]byte(c.argv)); got != c.want {

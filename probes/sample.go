@@ -200,13 +200,14 @@ type EventKind string
 
 // The watcher's events.
 const (
-	EventMaster    EventKind = "master"     // the Gunicorn master was found (ID.PID); its children are the workers
-	EventSample    EventKind = "sample"     // a hot sample of a worker (every sweep)
-	EventBoot      EventKind = "boot"       // a new child of the master appeared
-	EventVanish    EventKind = "vanish"     // a worker is gone (its pid vanished or was reused)
-	EventLate      EventKind = "late"       // heartbeat age crossed a share of the timeout (Share says which)
-	EventRecovered EventKind = "recovered"  // a late worker heartbeated again
-	EventStuckBoot EventKind = "stuck_boot" // a worker that never heartbeated is older than the timeout
+	EventMaster     EventKind = "master"      // a Gunicorn master was found (ID); its children are workers (Parent: the master it was found under, 0 for the first)
+	EventMasterGone EventKind = "master_gone" // a master found before is gone (ID)
+	EventSample     EventKind = "sample"      // a hot sample of a worker (every sweep)
+	EventBoot       EventKind = "boot"        // a new child of the master appeared
+	EventVanish     EventKind = "vanish"      // a worker is gone (its pid vanished or was reused)
+	EventLate       EventKind = "late"        // heartbeat age crossed a share of the timeout (Share says which)
+	EventRecovered  EventKind = "recovered"   // a late worker heartbeated again
+	EventStuckBoot  EventKind = "stuck_boot"  // a worker that never heartbeated is older than the timeout
 
 	EventArbiter     EventKind = "dirty_arbiter"      // the dirty arbiter was found (ID; DirtySockets): it is not an HTTP worker
 	EventArbiterGone EventKind = "dirty_arbiter_gone" // the dirty arbiter is gone
@@ -225,6 +226,13 @@ type Event struct {
 	// Saturation is the whole server's load when a worker was late or stuck (nil: unreadable).
 	Saturation *Saturation   `json:"saturation,omitempty"`
 	Timeout    time.Duration `json:"timeout,omitempty"` // the timeout the age was judged against
+	// Master is the pid of the master whose child the worker is (EventBoot).
+	Master int `json:"master,omitempty"`
+	// Parent is, for EventMaster, the master among whose children this one was found (a USR2
+	// upgrade's new master is its old master's child); 0 for the master found under the command.
+	Parent int `json:"parent,omitempty"`
+	// Evidence is, for EventMaster, how the master was recognised.
+	Evidence Evidence `json:"evidence,omitempty"`
 
 	Role Role `json:"role,omitempty"` // the worker's pool: "" for an HTTP worker, "dirty" for a dirty worker
 	// Dirty is what each dirty worker was doing when an HTTP worker, late, waited on the dirty

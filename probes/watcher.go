@@ -49,7 +49,12 @@ type Watcher struct {
 	class     atomic.Pointer[string] // the worker class, once Gunicorn's log names it
 	timeoutNS atomic.Int64           // Gunicorn's timeout (ns), once the master's own settings are read
 
-	master int // the master Run found (Run's goroutine only)
+	master int   // the master Run found (Run's goroutine only)
+	hints  hints // pids Gunicorn's start lines named
+
+	// upgrades are the new masters USR2 upgrades started (children of a master, found by
+	// Gunicorn's GUNICORN_PID in their environment) and their workers (Run's goroutine only).
+	upgrades map[int]*newMaster
 
 	dirtyOn        atomic.Bool  // Options.Dirty, or SetDirty since
 	dirtyTimeoutNS atomic.Int64 // --dirty-timeout (ns)
@@ -75,7 +80,8 @@ func NewWatcher(fs FS, opt Options) *Watcher {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	w := &Watcher{fs: fs, opt: opt, warned: map[string]bool{}, follow: map[int]bool{}, dirty: newDirtyWatch(fs)}
+	w := &Watcher{fs: fs, opt: opt, warned: map[string]bool{}, follow: map[int]bool{}, dirty: newDirtyWatch(fs),
+		upgrades: map[int]*newMaster{}}
 	w.class.Store(&opt.WorkerClass)
 	w.timeoutNS.Store(int64(opt.Timeout))
 	w.dirtyTimeoutNS.Store(int64(opt.DirtyTimeout))
@@ -116,6 +122,7 @@ func (w *Watcher) lateAfter(tr *tracked, share float64) time.Duration {
 type tracked struct {
 	w       *worker
 	role    Role // an HTTP worker, or a dirty worker (judged against --dirty-timeout)
+	young   int  // sweeps since it was taken on: a USR2 child forked but not exec'd yet looks like a worker
 	crossed int  // how many LateShares were crossed in this silence
 	stuck   bool // EventStuckBoot sent
 	last    Sample
@@ -123,20 +130,46 @@ type tracked struct {
 
 func (t *tracked) fast() bool { return t.crossed > 0 || t.stuck }
 
-// Run samples the Gunicorn master's children until ctx is done. root is the supervised command:
-// the master is root itself or found below it (probes.FS.FindMaster), and until it is found
-// nothing is a worker (a shell running a migration before `exec gunicorn` has children that are
-// not). Run returns an error only when root cannot be read at all; everything else degrades the
-// samples and is said once through Warn.
+// newMaster is a master a USR2 upgrade started, with its workers.
+type newMaster struct {
+	id      ID
+	parent  int  // the master it is a child of
+	gone    bool // it ended: its workers are sampled until they are gone
+	workers map[int]*tracked
+}
+
+// Hint tells the watcher that one of Gunicorn's start lines ("Starting gunicorn", "Listening
+// at: … (PID)") named pid as the master's. A hint is never proof (the app can print such a line):
+// it counts only for a process whose open files are closed to gwrap (ByHint); any other master
+// is confirmed from /proc. Safe from any goroutine.
+func (w *Watcher) Hint(pid int) {
+	if pid > 0 {
+		w.hints.add(pid)
+	}
+}
+
+// Run samples the workers of the Gunicorn master found at or below root until ctx is done. The
+// master is recognised by what it does (FS.FindMaster), and until it is found nothing is a
+// worker (a shell running a migration before `exec gunicorn` has children that are not); when
+// it is gone, it is looked for again, and its workers sampled until they are gone too. The new
+// master a USR2 upgrade starts (its child) is watched as a master of its own, its children as
+// workers. Run returns an error only when root cannot be read at all; everything else degrades
+// the samples and is said once through Warn.
 func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 	if _, err := os.Stat(w.fs.path(root)); err != nil {
 		return fmt.Errorf("command %d: %w", root, err)
 	}
 	workers := map[int]*tracked{}
 	w.dirty = newDirtyWatch(w.fs) // a new master (USR2) starts over
+	w.upgrades = map[int]*newMaster{}
 	defer func() {
 		for _, t := range workers {
 			t.w.close()
+		}
+		for _, nm := range w.upgrades {
+			for _, t := range nm.workers {
+				t.w.close()
+			}
 		}
 		w.dirty.close()
 	}()
@@ -162,19 +195,37 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 						w.sampleOne(pid, t, w.dirty.workers, now, emit)
 					}
 				}
+				for _, nm := range w.upgrades {
+					for pid, t := range nm.workers {
+						if t.fast() {
+							w.sampleOne(pid, t, nm.workers, now, emit)
+						}
+					}
+				}
 				return
 			}
 			lastFull = now
 			if master == 0 {
-				if pid, ok := w.fs.FindMaster(root); ok {
-					master, w.master = pid, pid
-					emit(Event{Kind: EventMaster, ID: ID{PID: pid}, Time: now})
+				if m, ok := w.fs.FindMaster(root, w.hints.has); ok {
+					master, w.master = m.PID, m.PID
+					delete(w.upgrades, m.PID) // a new master whose old one is gone: the master now
+					id, _ := w.fs.ID(m.PID)
+					id.PID = m.PID
+					emit(Event{Kind: EventMaster, ID: id, Time: now, Evidence: m.By})
+				} else {
+					for pid, t := range workers { // a gone master's workers, until they are gone
+						w.sampleOne(pid, t, workers, now, emit)
+					}
 				}
 			}
 			if master != 0 {
-				w.discover(master, workers, now, emit)
+				if gone := w.discover(master, workers, now, emit); gone {
+					emit(Event{Kind: EventMasterGone, ID: ID{PID: master}, Time: now})
+					master, w.master = 0, 0
+				}
 				w.followStacks(now, emit)
 			}
+			w.discoverUpgrades(now, emit)
 		}
 		if w.opt.Sweep != nil && now.Sub(lastSweep) >= w.opt.Interval-w.opt.FastInterval/2 {
 			lastSweep = now
@@ -195,9 +246,18 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 				break
 			}
 		}
+		for _, nm := range w.upgrades {
+			for _, t := range nm.workers {
+				if t.fast() {
+					next = min(next, w.opt.FastInterval)
+				}
+			}
+		}
 		if master == 0 {
 			// Until the command has exec'd Gunicorn, look again soon, backing off to the sweep.
 			next, findEvery = min(next, findEvery), min(2*findEvery, w.opt.Interval)
+		} else {
+			findEvery = w.opt.FastInterval
 		}
 		timer.Reset(max(next, time.Millisecond))
 		select {
@@ -208,15 +268,19 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 	}
 }
 
-// discover lists the master's children, opens the new ones and samples every worker. A worker
+// discover lists the master's children, opens the new ones and samples every worker; it reports
+// whether the master is gone. A worker
 // already tracked is not identified again: its stat file, kept open, refers to its process, so
 // its sample fails once that process is gone, even if the pid was reused (the new process is
 // then found at the next sweep). A new child is an HTTP worker unless its heartbeat files show
 // otherwise (dirty.go): the dirty arbiter is not, and its children, the dirty workers, are
 // sampled as well.
-func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, emit func(Event)) {
+func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, emit func(Event)) (masterGone bool) {
 	kids, err := w.fs.ChildPIDs(master)
 	if err != nil {
+		if gone(err) {
+			return true // looked for again; its workers are sampled until they are gone
+		}
 		w.warn("children", fmt.Sprintf("cannot list the master's children (%v): workers are not sampled", err))
 	}
 	seen := make(map[int]bool, len(kids))
@@ -227,6 +291,12 @@ func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, 
 			continue
 		}
 		if _, ok := w.dirty.others[pid]; ok {
+			continue
+		}
+		if _, ok := w.upgrades[pid]; ok {
+			continue
+		}
+		if w.takeUpgrade(master, pid, now, emit) {
 			continue
 		}
 		wk, err := openWorker(w.fs, pid)
@@ -254,7 +324,7 @@ func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, 
 	if len(fresh) > 0 && !w.dirty.on {
 		for _, wk := range fresh {
 			workers[wk.id.PID] = &tracked{w: wk}
-			emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout()})
+			emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout(), Master: master})
 		}
 		fresh = nil
 	}
@@ -276,7 +346,7 @@ func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, 
 				claimed[wk.own] = true
 			}
 			workers[wk.id.PID] = &tracked{w: wk}
-			emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout()})
+			emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout(), Master: master})
 		}
 	}
 	if w.dirty.on {
@@ -289,7 +359,87 @@ func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, 
 			w.vanish(pid, t, workers, now, emit)
 			continue
 		}
+		if t.role == RoleHTTP && t.young < upgradeChecks {
+			// A USR2 upgrade forks before it execs the new master: a child caught between looks
+			// like a worker for a moment.
+			t.young++
+			if w.fs.newMasterOf(master, pid) {
+				w.vanish(pid, t, workers, now, emit)
+				w.takeUpgrade(master, pid, now, emit)
+				continue
+			}
+		}
 		w.sampleOne(pid, t, workers, now, emit)
+	}
+	return false
+}
+
+// upgradeChecks is how many sweeps a new worker is looked at for being a USR2 upgrade's new master.
+const upgradeChecks = 3
+
+// takeUpgrade takes pid, a child of master, on as a new master when it is one (FS.newMasterOf).
+func (w *Watcher) takeUpgrade(master, pid int, now time.Time, emit func(Event)) bool {
+	if !w.fs.newMasterOf(master, pid) {
+		return false
+	}
+	id, err := w.fs.ID(pid)
+	if err != nil {
+		return false
+	}
+	w.upgrades[pid] = &newMaster{id: id, parent: master, workers: map[int]*tracked{}}
+	emit(Event{Kind: EventMaster, ID: id, Time: now, Parent: master, Evidence: ByHeartbeats})
+	return true
+}
+
+// discoverUpgrades sweeps the new masters of USR2 upgrades as discover sweeps the master: their
+// children are their workers (and a further upgrade's new master), sampled until they are gone.
+// A new master that is gone is forgotten once its workers are.
+func (w *Watcher) discoverUpgrades(now time.Time, emit func(Event)) {
+	pids := make([]int, 0, len(w.upgrades))
+	for pid := range w.upgrades {
+		pids = append(pids, pid)
+	}
+	sort.Ints(pids)
+	for _, mp := range pids {
+		nm := w.upgrades[mp]
+		if cur, err := w.fs.ID(mp); err != nil || cur != nm.id {
+			if !nm.gone {
+				nm.gone = true
+				emit(Event{Kind: EventMasterGone, ID: nm.id, Time: now})
+			}
+			for pid, t := range nm.workers {
+				w.sampleOne(pid, t, nm.workers, now, emit)
+			}
+			if len(nm.workers) == 0 {
+				delete(w.upgrades, mp)
+			}
+			continue
+		}
+		kids := w.fs.childrenOf(mp)
+		seen := make(map[int]bool, len(kids))
+		for _, pid := range kids {
+			seen[pid] = true
+			if _, ok := nm.workers[pid]; ok {
+				continue
+			}
+			if _, ok := w.upgrades[pid]; ok || w.takeUpgrade(mp, pid, now, emit) {
+				continue
+			}
+			wk, err := openWorker(w.fs, pid)
+			if err != nil {
+				continue
+			}
+			nm.workers[pid] = &tracked{w: wk}
+			emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout(), Master: mp})
+		}
+		w.heartbeatsFromMaster(mp, nm.workers)
+		for pid, t := range nm.workers {
+			if !seen[pid] {
+				w.vanish(pid, t, nm.workers, now, emit)
+				continue
+			}
+			w.sampleOne(pid, t, nm.workers, now, emit)
+		}
 	}
 }
 

@@ -23,6 +23,9 @@ var sitecustomize []byte
 const (
 	EnvDir    = "GWRAP_STACK_DIR"    // the directory of the per-pid files
 	EnvSignal = "GWRAP_STACK_SIGNAL" // the real-time signal number faulthandler is registered on
+	// EnvSettings lists (comma-separated) the Gunicorn settings a master reports to gwrap in
+	// <pid>.settings; unset, it reports none.
+	EnvSettings = "GWRAP_STACK_SETTINGS"
 )
 
 // DefaultSignal is the signal stacks are asked with: SIGRTMIN+26 for glibc (whose SIGRTMIN is 34),
@@ -45,6 +48,7 @@ type Hook struct {
 	dir      string
 	sig      syscall.Signal
 	procRoot string
+	settings []string // the Gunicorn settings a master reports (Options.Settings)
 
 	mu   sync.Mutex
 	busy map[int]bool
@@ -55,6 +59,10 @@ type Options struct {
 	Parent   string         // where the private directory is made (default os.TempDir())
 	Signal   syscall.Signal // DefaultSignal
 	ProcRoot string         // /proc
+	// Settings are the names of the Gunicorn settings a master reports in <pid>.settings (see
+	// Hook.Settings); none: no report. Only these are written: a master's other settings
+	// (raw_env, for one) may hold secrets.
+	Settings []string
 }
 
 // Install makes a private directory (mode 0700) under opt.Parent and writes the hook into it.
@@ -77,7 +85,13 @@ func Install(opt Options) (*Hook, error) {
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		dir = real
 	}
-	h := &Hook{dir: dir, sig: opt.Signal, procRoot: opt.ProcRoot, busy: map[int]bool{}}
+	for _, k := range opt.Settings {
+		if k == "" || strings.ContainsAny(k, ",= \x00") {
+			os.RemoveAll(dir)
+			return nil, fmt.Errorf("pystack: %q is not a setting name", k)
+		}
+	}
+	h := &Hook{dir: dir, sig: opt.Signal, procRoot: opt.ProcRoot, settings: opt.Settings, busy: map[int]bool{}}
 	if err := os.Mkdir(h.StackDir(), 0o700); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("pystack: %w", err)
@@ -107,9 +121,14 @@ func (h *Hook) Close() error {
 }
 
 // Env returns environ (KEY=VALUE pairs, e.g. os.Environ()) with the hook's directory first on
-// PYTHONPATH and GWRAP_STACK_DIR, GWRAP_STACK_SIGNAL set: the child's environment.
+// PYTHONPATH and GWRAP_STACK_DIR, GWRAP_STACK_SIGNAL (and GWRAP_STACK_SETTINGS) set: the
+// child's environment.
 func (h *Hook) Env(environ []string) []string {
-	return withHookEnv(environ, h.PathDir(), h.StackDir(), h.sig)
+	env := withHookEnv(environ, h.PathDir(), h.StackDir(), h.sig)
+	if len(h.settings) > 0 {
+		env = append(env, EnvSettings+"="+strings.Join(h.settings, ","))
+	}
+	return env
 }
 
 func withHookEnv(environ []string, pathDir, stackDir string, sig syscall.Signal) []string {
@@ -122,7 +141,7 @@ func withHookEnv(environ []string, pathDir, stackDir string, sig syscall.Signal)
 			if v != "" {
 				pp = pathDir + string(os.PathListSeparator) + v
 			}
-		case EnvDir, EnvSignal:
+		case EnvDir, EnvSignal, EnvSettings:
 		default:
 			out = append(out, kv)
 		}
@@ -134,6 +153,8 @@ func withHookEnv(environ []string, pathDir, stackDir string, sig syscall.Signal)
 func (h *Hook) Forget(pid int) {
 	os.Remove(h.stackFile(pid))
 	os.Remove(h.errFile(pid))
+	os.Remove(h.settingsFile(pid))
+	os.Remove(h.settingsFile(pid) + ".tmp")
 }
 
 func (h *Hook) stackFile(pid int) string {
@@ -223,9 +244,12 @@ func (h *Hook) Prune(now time.Time, grace time.Duration) int {
 	}
 	n := 0
 	for _, e := range ents {
-		name, ok := strings.CutSuffix(e.Name(), ".stack")
-		if !ok {
-			name, ok = strings.CutSuffix(e.Name(), ".err")
+		var name string
+		var ok bool
+		for _, suffix := range []string{".stack", ".err", ".settings", ".settings.tmp"} {
+			if name, ok = strings.CutSuffix(e.Name(), suffix); ok {
+				break
+			}
 		}
 		pid, err := strconv.Atoi(name)
 		if !ok || err != nil {
@@ -242,4 +266,48 @@ func (h *Hook) Prune(now time.Time, grace time.Duration) int {
 		n++
 	}
 	return n
+}
+
+// maxSettings bounds a master's settings file: Gunicorn has about a hundred settings, each
+// value cut at 4 KiB by the hook; a file larger than this is not the hook's.
+const maxSettings = 256 << 10
+
+// ErrNoSettings says the master wrote no settings file (yet): it did not load the hook, is not a
+// Gunicorn master, or could not write in gwrap's private directory (another uid).
+var ErrNoSettings = errors.New("the master reported no settings")
+
+// Settings returns what the Gunicorn master pid reported of its effective settings (JSON written
+// by the hook when its arbiter started, and again after each reload): the raw bytes, untrusted
+// input to be parsed defensively (gunicorn.ParseReported). The file is opened without following
+// links or blocking, and must be a regular file of at most maxSettings bytes.
+func (h *Hook) Settings(pid int) ([]byte, error) {
+	path := h.settingsFile(pid)
+	fd, err := syscall.Open(path, syscall.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK|syscall.O_CLOEXEC, 0)
+	if err != nil {
+		if errors.Is(err, syscall.ENOENT) {
+			return nil, fmt.Errorf("pystack: pid %d: %w", pid, ErrNoSettings)
+		}
+		return nil, fmt.Errorf("pystack: open %s: %w", path, err)
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("pystack: %w", err)
+	}
+	if !fi.Mode().IsRegular() || fi.Size() > maxSettings {
+		return nil, fmt.Errorf("pystack: %s: not a regular file of at most %d bytes", path, maxSettings)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxSettings+1))
+	if err != nil {
+		return nil, fmt.Errorf("pystack: read %s: %w", path, err)
+	}
+	if len(b) > maxSettings {
+		return nil, fmt.Errorf("pystack: %s: larger than %d bytes", path, maxSettings)
+	}
+	return b, nil
+}
+
+func (h *Hook) settingsFile(pid int) string {
+	return filepath.Join(h.StackDir(), strconv.Itoa(pid)+".settings")
 }

@@ -228,7 +228,7 @@ func TestPrune(t *testing.T) {
 	}
 	defer h.Close()
 	old := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	for _, f := range []string{"10.stack", "10.err", "11.stack", "12.stack", "notes.txt"} {
+	for _, f := range []string{"10.stack", "10.err", "10.settings", "11.stack", "12.stack", "notes.txt"} {
 		p := filepath.Join(h.StackDir(), f)
 		if err := os.WriteFile(p, nil, 0o600); err != nil {
 			t.Fatal(err)

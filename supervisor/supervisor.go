@@ -69,6 +69,12 @@ type Config struct {
 
 	ProcRoot string // /proc (default), to find adopted children after USR2
 
+	// Upgrading, when set, lists the new masters of a USR2 binary upgrade under way (children of
+	// the child): a stop signal (TERM, INT, QUIT, or the stop on cancel) goes to them as well,
+	// so that both masters stop together and gracefully. A new master that becomes the child
+	// after a stop was asked gets the stop signal too.
+	Upgrading func() []int
+
 	// ChildOOMScoreAdj raises the child's oom_score_adj this much above gwrap's own (0: leave it),
 	// so that when the container runs out of memory the kernel picks a worker (which inherits it
 	// from the master) before gwrap: gwrap's death is the container's. Raising needs no privilege.
@@ -229,6 +235,8 @@ type supervision struct {
 	main     int // the child (after USR2, the adopted new master)
 	pgid     int
 	usr2     bool
+	stopSig  syscall.Signal // the stop signal forwarded, 0 before any
+	stopped  map[int]bool   // the upgrade's new masters the stop signal was passed on to
 	forced   bool
 	mainDone bool
 	status   unix.WaitStatus
@@ -273,6 +281,7 @@ func (s *supervision) loop(ctx context.Context, sigs <-chan os.Signal) Result {
 			}
 			switch sig {
 			case unix.SIGTERM, unix.SIGINT, unix.SIGQUIT:
+				s.stopUpgrade(sig.(syscall.Signal))
 				startBudget()
 			case unix.SIGUSR2:
 				s.usr2 = true
@@ -280,12 +289,34 @@ func (s *supervision) loop(ctx context.Context, sigs <-chan os.Signal) Result {
 		case <-done:
 			done = nil
 			_ = unix.Kill(s.main, unix.SIGTERM)
+			s.stopUpgrade(unix.SIGTERM)
 			startBudget()
 		case <-budget:
 			s.forced = true
 			_ = unix.Kill(-s.pgid, unix.SIGKILL)
 			budget = nil
 		case <-tick.C:
+		}
+	}
+}
+
+// stopUpgrade passes a stop signal on to the new masters of a USR2 upgrade under way: the old
+// master, which got it, stops only its own workers, and its new master would otherwise serve on
+// until the budget's SIGKILL.
+func (s *supervision) stopUpgrade(sig syscall.Signal) {
+	if s.stopSig == 0 {
+		s.stopSig = sig
+	}
+	if !s.usr2 || s.cfg.Upgrading == nil {
+		return
+	}
+	for _, pid := range s.cfg.Upgrading() {
+		if pid != s.main && pid > 0 && !s.stopped[pid] {
+			if s.stopped == nil {
+				s.stopped = map[int]bool{}
+			}
+			s.stopped[pid] = true
+			_ = unix.Kill(pid, sig)
 		}
 	}
 }
@@ -333,6 +364,11 @@ func (s *supervision) adopt() bool {
 			s.main, s.mainDone, s.usr2 = pid, false, false
 			if s.cfg.OnAdopt != nil {
 				s.cfg.OnAdopt(pid)
+			}
+			if s.stopSig != 0 && !s.stopped[pid] {
+				// A stop was asked during the upgrade: it is the new master's too (once: a
+				// second TERM during Python's exit, its handlers gone, would kill it).
+				_ = unix.Kill(pid, s.stopSig)
 			}
 			return true
 		}

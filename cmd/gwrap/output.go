@@ -95,6 +95,17 @@ func (o *output) warnOnce(key, name, msg string) {
 // relay writes one of Gunicorn's lines. In JSON it is a gunicorn.log event with the original text
 // in line (invalid UTF-8 is replaced there and the exact bytes are kept in line_b64), and the
 // parsed pid and level where the line has them.
+// warnCode says a config.warning with its code once per key.
+func (o *output) warnCode(key, code, msg string) {
+	o.onceMu.Lock()
+	seen := o.once[key]
+	o.once[key] = true
+	o.onceMu.Unlock()
+	if !seen {
+		o.event(zerolog.WarnLevel, "config.warning").Str("code", code).Msg(msg)
+	}
+}
+
 func (o *output) relay(s supervisor.Stream, line []byte, ev gunicorn.Event) {
 	if o.text {
 		buf := make([]byte, 0, len(line)+1)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -94,7 +95,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	// Gunicorn starts, nor on the relay, signal, engine or stop paths.
 	store := postmortem.NewStore(cfg.ReportDir, postmortem.Retention{MaxCount: cfg.ReportMaxCount, MaxBytes: cfg.ReportMaxBytes})
 	reports := newReportQueue(store, out, ps)
-	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, ps, func(msg string) { out.warnOnce("pystack", "config.warning", msg) })
+	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, gunicorn.Tracked(), ps, func(msg string) { out.warnOnce("pystack", "config.warning", msg) })
 	defer stk.close()
 	proc := procFS(cfg.ProcRoot)
 	var watcher *probes.Watcher // made below, once what its sweep feeds exists
@@ -114,6 +115,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		CrashStack:    stk.crash,
 		OnForget:      func(pid int) { stk.forget(pid, time.Now()) },
 		OnWorkerClass: func(class string) { watcher.SetWorkerClass(class) },
+		OnMasterHint:  func(pid int) { watcher.Hint(pid) },
 		OnPanic:       func(p guard.Panic) { ps.panicked(p, true) },
 		OnDirty:       func(timeout time.Duration) { watcher.SetDirty(timeout) },
 		Follow:        func(pid int, on bool) { watcher.Follow(pid, on) },
@@ -159,6 +161,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	// The supervised command's pid: from the start, and again if a USR2 upgrade hands over to a
 	// new master. The watcher finds the Gunicorn master at or below it.
 	master := make(chan int, 4)
+	upgrading := newPIDSet() // the new masters of a USR2 upgrade, as the watcher finds them
 	var result supervisor.Result
 	var runErr error
 	var g group.Group
@@ -174,6 +177,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			StopBudget:       cfg.StopBudget,
 			Signals:          sigs,
 			ReapEvery:        5 * time.Second, // sigs carry SIGCHLD (subscribe)
+			Upgrading:        upgrading.list,
 			OnStop:           func(pid int, stopped bool, sig syscall.Signal) { stoppedEvent(out, pid, stopped, sig) },
 			OnStart: func(pid int) {
 				eng.Started(pid)
@@ -214,17 +218,27 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			if ev.Kind == probes.EventBoot {
 				stk.booted(int(fl.master.Load()))
 			}
-			if ev.Kind == probes.EventMaster {
+			switch {
+			case ev.Kind == probes.EventMaster && ev.Parent != 0:
+				upgrading.add(ev.ID.PID)
+			case ev.Kind == probes.EventMasterGone:
+				upgrading.remove(ev.ID.PID)
+			case ev.Kind == probes.EventMaster:
 				fl.master.Store(int64(ev.ID.PID))
+				if ev.Evidence == probes.ByHint {
+					out.warnCode("master-by-hint", "master_unconfirmed", fmt.Sprintf(
+						"gwrap took process %d for the Gunicorn master on its command line or start line alone: its open files are closed to gwrap (another user, and no CAP_SYS_PTRACE), so heartbeats cannot be read either", ev.ID.PID))
+				}
 				if !isGunicorn {
-					// The command is a shell or a script: Gunicorn's settings are those of the
-					// master it runs, read once the watcher finds it.
+					// The command is a launcher (a shell, python3 -c, a custom application, a
+					// wrapper): Gunicorn's settings are those of the master it runs, learnt once
+					// the watcher finds it.
 					go ps.run(partSettings, func() {
-						masterSettings(wctx, cfg, proc, ev.ID.PID, func(s gunicorn.Settings) {
+						learnSettings(wctx, cfg, proc, stk, ev.ID.PID, out, func(s gunicorn.Settings) {
 							watcher.SetTimeout(time.Duration(s.Timeout) * time.Second)
 							fl.setSettings(s)
 							eng.Settings(s)
-						}, func(msg string) { out.warnOnce("settings-static", "config.warning", msg) })
+						})
 					})
 				}
 			}
@@ -419,19 +433,45 @@ func readSettings(ctx context.Context, cfg config) gunicorn.Settings {
 		Timeout: 4 * time.Second, MaxTimeout: 20 * time.Second, ProcRoot: cfg.ProcRoot})
 }
 
-// masterSettings reads the settings of a Gunicorn master gwrap did not start itself (its argv,
-// environment and working directory from /proc) and hands them to use. Its config file is the
-// app's: it is evaluated, and read, with the master's uid, gid and groups (from its status),
-// never as gwrap's root; when gwrap cannot take on that identity, only the command line is read,
-// and warn says so.
-func masterSettings(ctx context.Context, cfg config, proc probes.FS, pid int, use func(gunicorn.Settings), warn func(string)) {
+// learnSettings learns the settings of a Gunicorn master gwrap did not start as `gunicorn`
+// itself: what the master reported of its own Config through the stack hook (the only source for
+// a custom application, whose settings are set in Python), else what its command line says
+// (masterSettings). It says once what keeps Gunicorn's lines from gwrap, or that the settings
+// could not be learnt.
+func learnSettings(ctx context.Context, cfg config, proc probes.FS, stk *stacks, pid int, out *output, use func(gunicorn.Settings)) {
+	s, err := stk.reportedSettings(ctx, pid)
+	if err != nil {
+		var ok bool
+		warn := func(msg string) { out.warnOnce("settings-static", "config.warning", msg) }
+		if s, ok = masterSettings(ctx, cfg, proc, pid, warn); !ok {
+			out.warnCode("settings-unknown", "settings_unknown", fmt.Sprintf(
+				"cannot learn the settings of the Gunicorn master %d: its command line is not Gunicorn's (a custom application sets them in Python) and it reported none (%v); gwrap assumes Gunicorn's defaults (timeout %d s) until its log says otherwise",
+				pid, err, gunicorn.Defaults().Timeout))
+			return
+		}
+	}
+	for _, p := range s.Problems {
+		out.warnCode("settings-problem-"+p, "settings_unknown", p)
+	}
+	for _, w := range gunicorn.BlindSpots(s) {
+		out.event(zerolog.WarnLevel, "config.warning").Str("code", w.Code).Str("fix", w.Fix).Msg(w.Message)
+	}
+	use(s)
+}
+
+// masterSettings reads the settings of a Gunicorn master from its argv, environment and working
+// directory in /proc; ok is false when its argv is not Gunicorn's command line. Its config file
+// is the app's: it is evaluated, and read, with the master's uid, gid and groups (from its
+// status), never as gwrap's root; when gwrap cannot take on that identity, only the command line
+// is read, and warn says so.
+func masterSettings(ctx context.Context, cfg config, proc probes.FS, pid int, warn func(string)) (gunicorn.Settings, bool) {
 	argv, env, dir, err := proc.Command(pid)
 	if err != nil {
-		return
+		return gunicorn.Settings{}, false
 	}
 	args, ok := gunicorn.CommandArgs(argv)
 	if !ok {
-		return
+		return gunicorn.Settings{}, false
 	}
 	as, err := asuser.Of(cfg.ProcRoot, pid)
 	if err == nil && !as.Equal(asuser.Self()) && os.Geteuid() != 0 {
@@ -452,7 +492,28 @@ func masterSettings(ctx context.Context, cfg config, proc probes.FS, pid int, us
 	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	use(gunicorn.ReadSettings(ctx, in))
+	return gunicorn.ReadSettings(ctx, in), true
+}
+
+// pidSet is a set of pids shared between goroutines.
+type pidSet struct {
+	mu   sync.Mutex
+	pids map[int]bool
+}
+
+func newPIDSet() *pidSet { return &pidSet{pids: map[int]bool{}} }
+
+func (p *pidSet) add(pid int)    { p.mu.Lock(); p.pids[pid] = true; p.mu.Unlock() }
+func (p *pidSet) remove(pid int) { p.mu.Lock(); delete(p.pids, pid); p.mu.Unlock() }
+
+func (p *pidSet) list() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := make([]int, 0, len(p.pids))
+	for pid := range p.pids {
+		out = append(out, pid)
+	}
+	return out
 }
 
 func startEvent(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {

@@ -2,10 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"os"
 	"sync"
 	"time"
 
+	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/probes"
 	"github.com/gwrap/gwrap/pystack"
 )
@@ -22,13 +25,14 @@ type stacks struct {
 	once sync.Once // Loaded is asked once, after the first worker booted
 }
 
-// newStacks installs the hook when enabled; an install that fails is said once and gwrap goes on.
-func newStacks(enabled bool, procRoot string, ps *parts, warn func(string)) *stacks {
+// newStacks installs the hook when enabled, asking Gunicorn's master to report the settings
+// named; an install that fails is said once and gwrap goes on.
+func newStacks(enabled bool, procRoot string, settings []string, ps *parts, warn func(string)) *stacks {
 	s := &stacks{warn: warn, ps: ps}
 	if !enabled {
 		return s
 	}
-	h, err := pystack.Install(pystack.Options{ProcRoot: procRoot})
+	h, err := pystack.Install(pystack.Options{ProcRoot: procRoot, Settings: settings})
 	if err != nil {
 		s.why = pystack.Why(err)
 		warn("Python stacks are off: " + err.Error())
@@ -119,6 +123,41 @@ func (s *stacks) forget(pid int, now time.Time) {
 		s.hook.Forget(pid)
 		s.hook.Prune(now, time.Minute)
 	})
+}
+
+// reportedSettings returns the settings the Gunicorn master pid reported through the hook. The
+// master writes them when its arbiter starts, before any worker, so they are normally there by the
+// time it is found; a master that loaded the hook gets up to a second more, one that did not (a
+// Python wrapper such as ddtrace-run loaded it and cleaned the environment before it exec'd
+// Gunicorn, another sitecustomize shadows gwrap's, another user) none.
+func (s *stacks) reportedSettings(ctx context.Context, pid int) (gunicorn.Settings, error) {
+	if s.hook == nil {
+		return gunicorn.Settings{}, fmt.Errorf("no stack hook (--python-stacks off, or it could not be installed)")
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Second)
+	defer cancel()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for first := true; ; first = false {
+		b, err := s.hook.Settings(pid)
+		if err == nil {
+			st, _, err := gunicorn.ParseReported(b)
+			return st, err
+		}
+		if !errors.Is(err, pystack.ErrNoSettings) {
+			return gunicorn.Settings{}, err
+		}
+		if first {
+			if lerr := s.hook.Loaded(pid); lerr != nil {
+				return gunicorn.Settings{}, lerr
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return gunicorn.Settings{}, err
+		case <-tick.C:
+		}
+	}
 }
 
 func (s *stacks) convert(pid int, st pystack.Stack) *probes.PyStack {
