@@ -501,6 +501,38 @@ func TestABootLineSaysTheWorkersLinesReachGwrap(t *testing.T) {
 	}
 }
 
+// TestOOMReadsTheChildrenOfEveryParent: the moment the counter moves, Engine.OOM reads the
+// children of the command until a master is found, then of every master found (a USR2 upgrade's
+// new one while both serve) and of the dirty arbiter (whose children are the dirty workers), and
+// no longer of one that is gone.
+func TestOOMReadsTheChildrenOfEveryParent(t *testing.T) {
+	var asked [][]int
+	var round []int
+	rec := &recorder{}
+	e := New(Config{Settings: gunicorn201, Reports: rec, Fates: func(pid int) ([]probes.Fate, error) {
+		round = append(round, pid)
+		return nil, nil
+	}}, rec)
+	oom := func() {
+		round = nil
+		e.OOM(memwatch.OOMEvent{Time: t0, Count: 1})
+		sort.Ints(round)
+		asked = append(asked, round)
+	}
+	e.Started(50)
+	oom()
+	e.Probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 100}})
+	oom()
+	e.Probe(probes.Event{Kind: probes.EventArbiter, ID: probes.ID{PID: 101}})
+	e.Probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 300}, Parent: 100})
+	oom()
+	e.Probes([]probes.Event{{Kind: probes.EventMasterGone, ID: probes.ID{PID: 100}}, {Kind: probes.EventArbiterGone, ID: probes.ID{PID: 101}}})
+	oom()
+	if got, want := fmt.Sprint(asked), "[[50] [100] [100 101 300] [300]]"; got != want {
+		t.Errorf("children read of %s, want %s", got, want)
+	}
+}
+
 // TestLinesQueuedAreBoundedInBytes: a producer faster than the engine waits once the lines
 // queued hold inBytes, not only once inBuffer lines are queued.
 func TestLinesQueuedAreBoundedInBytes(t *testing.T) {

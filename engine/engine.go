@@ -20,7 +20,6 @@ package engine
 import (
 	"context"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -95,8 +94,8 @@ type Engine struct {
 	off     bool // it panicked: lines are relayed, nothing else is done (Run's goroutine only)
 	relayed bool // the line being taken reached the emitter (Run's goroutine only)
 
-	// fatesOf is the pid whose children OOM reads: the master, once known (else the command).
-	fatesOf atomic.Int64
+	// fatesOf are the processes whose children OOM reads.
+	fatesOf parents
 }
 
 // marked is the engine's emitter: it notes that the line being taken was relayed, so that a
@@ -205,11 +204,7 @@ func (e *Engine) Probes(evs []probes.Event) {
 	}
 }
 
-func (e *Engine) sawMaster(ev probes.Event) {
-	if ev.Kind == probes.EventMaster {
-		e.fatesOf.Store(int64(ev.ID.PID))
-	}
-}
+func (e *Engine) sawMaster(ev probes.Event) { e.fatesOf.saw(ev) }
 
 // OOM hands the engine an OOM-kill event of the container's cgroup. It reads the fate of the
 // master's children first, on the caller's goroutine: call it as soon as the counter moved,
@@ -217,10 +212,13 @@ func (e *Engine) sawMaster(ev probes.Event) {
 func (e *Engine) OOM(ev memwatch.OOMEvent) {
 	in := &oomIn{ev: ev}
 	if e.cfg.Fates != nil {
-		if pid := int(e.fatesOf.Load()); pid != 0 {
+		for _, pid := range e.fatesOf.list() {
 			if fates, err := e.cfg.Fates(pid); err == nil {
-				in.fates, in.seen, in.seenAt = fates, true, e.cfg.Now()
+				in.fates, in.seen = append(in.fates, fates...), true
 			}
+		}
+		if in.seen {
+			in.seenAt = e.cfg.Now()
 		}
 	}
 	e.send(input{oom: in})
@@ -240,7 +238,7 @@ func (e *Engine) ChildExit(x ExitInfo) { e.send(input{exit: &x}) }
 // Started tells the engine the supervised command's pid: when Gunicorn is the command (or exec'd
 // by it), its master's lines come from that pid before the watcher's first sweep finds it.
 func (e *Engine) Started(pid int) {
-	e.fatesOf.CompareAndSwap(0, int64(pid))
+	e.fatesOf.started(pid)
 	e.send(input{root: pid})
 }
 

@@ -2,7 +2,9 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"sort"
+	"sync"
 	"time"
 
 	"github.com/gwrap/gwrap/memwatch"
@@ -280,4 +282,47 @@ func (s *state) explained(w *worker) bool {
 	}
 	inc := w.inc
 	return inc != nil && (inc.exitCode != nil || inc.signal != 0 && inc.signal != 9)
+}
+
+// parents are the processes whose children Engine.OOM reads the moment the counter moved: the
+// command until the watcher finds a master, then every master it found (the first, and a USR2
+// upgrade's new one while both serve) and the dirty arbiter (whose children are the dirty
+// workers). The watcher's goroutine writes them (Engine.Probe), the OOM watcher's reads them.
+type parents struct {
+	mu   sync.Mutex
+	root int   // the command, read until a master is found
+	pids []int // the masters and the arbiter found and not gone, at most maxParents
+}
+
+// maxParents bounds the parents read: a master, a new one during an upgrade, their arbiters.
+const maxParents = 8
+
+func (p *parents) started(root int) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.root = root
+}
+
+// saw takes a watcher's event: a master or an arbiter found, or gone.
+func (p *parents) saw(ev probes.Event) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch ev.Kind {
+	case probes.EventMaster, probes.EventArbiter:
+		if !slices.Contains(p.pids, ev.ID.PID) && len(p.pids) < maxParents {
+			p.pids = append(p.pids, ev.ID.PID)
+		}
+	case probes.EventMasterGone, probes.EventArbiterGone:
+		p.pids = slices.DeleteFunc(p.pids, func(pid int) bool { return pid == ev.ID.PID })
+	}
+}
+
+// list returns the pids whose children to read now.
+func (p *parents) list() []int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.pids) == 0 && p.root != 0 {
+		return []int{p.root}
+	}
+	return slices.Clone(p.pids)
 }
