@@ -177,6 +177,9 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 				default:
 				}
 			},
+			BeforeStop: func(sig os.Signal) {
+				fl.stopping(cfg.terminationLogPath(fileExists), sig, cfg.StopBudget, time.Now())
+			},
 			OnSignal: func(sig os.Signal, forwarded bool) {
 				flight.Signal(sig, forwarded)
 				if s, ok := sig.(syscall.Signal); ok {
