@@ -30,10 +30,10 @@ const (
 
 // engine is the container engine the cases drive and what they expect of it.
 type engine struct {
-	image    string
-	cgroup   int           // the cgroup version gwrap must find
-	slow     time.Duration // how much slower than real time the machine runs (1 here, more emulated)
-	timeout  int           // Gunicorn's --timeout for the cases that time a worker out
+	image   string
+	cgroup  int           // the cgroup version gwrap must find
+	slow    time.Duration // how much slower than real time the machine runs (1 here, more emulated)
+	timeout int           // Gunicorn's --timeout for the cases that time a worker out
 	// hostNetwork runs containers on the machine's network, each on a port of its own (PORT),
 	// rather than publishing its port from a bridge: the cgroup v2 guest's kernel cannot load
 	// the bridge and netfilter modules a bridge needs.
