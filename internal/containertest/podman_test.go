@@ -108,7 +108,8 @@ func (e *engine) run(t *testing.T, s spec) *container {
 	switch {
 	case e.hostNetwork:
 		c.port = freePort(t)
-		args = append(args, "--network", "host", "-e", fmt.Sprintf("PORT=%d", c.port))
+		// A UTS namespace of its own, as on a bridge: the container's id as its host name.
+		args = append(args, "--network", "host", "--uts", "private", "-e", fmt.Sprintf("PORT=%d", c.port))
 		if s.metrics {
 			c.metrics = freePort(t)
 			args = append(args, "-e", fmt.Sprintf("GWRAP_METRICS_ADDR=127.0.0.1:%d", c.metrics))
