@@ -108,8 +108,9 @@ func (e *engine) run(t *testing.T, s spec) *container {
 	switch {
 	case e.hostNetwork:
 		c.port = freePort(t)
-		// A UTS namespace of its own, as on a bridge: the container's id as its host name.
-		args = append(args, "--network", "host", "--uts", "private", "-e", fmt.Sprintf("PORT=%d", c.port))
+		// A host name of its own, as on a bridge (gwrap's flight record is keyed by it); on the
+		// host's network podman would give it the machine's.
+		args = append(args, "--network", "host", "--uts", "private", "--hostname", c.name, "-e", fmt.Sprintf("PORT=%d", c.port))
 		if s.metrics {
 			c.metrics = freePort(t)
 			args = append(args, "-e", fmt.Sprintf("GWRAP_METRICS_ADDR=127.0.0.1:%d", c.metrics))
