@@ -250,6 +250,11 @@ func timeoutThenOOM(t *testing.T, e *engine) {
 			t.Errorf("verdicts %v: want oom_killed for the replacement %d", got, pid)
 		}
 	}
+	for _, p := range oom["pids"].([]any) {
+		if int(p.(float64)) == timedOut {
+			t.Errorf("oom.kill names %v: the timed-out worker %d was not the OOM killer's victim", oom["pids"], timedOut)
+		}
+	}
 }
 
 // eventTime is an event's timestamp.
