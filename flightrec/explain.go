@@ -4,11 +4,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 	"time"
 
+	"github.com/gwrap/gwrap/internal/safedir"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
@@ -27,25 +28,27 @@ const surge = 64 << 20
 // explains it (Explain); now is this start. It returns nil when there is nothing to explain, and
 // when a live gwrap with the same host name holds the record (it is not dead, only sharing the dir).
 func Recover(dir, host string, now time.Time, th postmortem.Thresholds) (*postmortem.Report, error) {
-	if _, err := os.Stat(dir); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, nil
-		}
+	d, err := safedir.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
 		return nil, fmt.Errorf("reading the flight record: %w", err)
 	}
-	lf, busy, err := lock(lockName(dir, host))
+	defer d.Close()
+	lf, busy, lerr := lock(d, filepath.Base(lockName(dir, host)))
 	if busy {
 		return nil, nil
 	}
-	if err == nil && lf != nil {
+	if lerr == nil && lf != nil {
 		defer lf.Close()
 	}
-	rec, err := Previous(dir, host)
-	if err != nil || rec == nil || rec.Closed {
+	rec, err := previous(d, host)
+	if rec == nil || rec.Closed {
 		return nil, err
 	}
 	r := Explain(rec, now, th)
-	return &r, nil
+	return &r, err
 }
 
 // finding is what the record shows at its end.
@@ -210,7 +213,7 @@ func Explain(rec *Record, now time.Time, th postmortem.Thresholds) postmortem.Re
 		inc.PID, inc.StartTime = f.victim.PID, f.victim.StartTime
 	}
 	for _, l := range lastLines(rec.Lines, 20) {
-		inc.Lines = append(inc.Lines, l.Text)
+		inc.Lines = append(inc.Lines, postmortem.Redact(l.Text)) // as the engine's reports quote them
 	}
 
 	switch {

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
@@ -170,5 +171,33 @@ func TestExplainGroupOOMRisingFast(t *testing.T) {
 	}
 	if v := record(true, true).Verdict; v.Cause != postmortem.CauseUnknown || !strings.Contains(v.Summary, "killed while stopping") {
 		t.Errorf("group, rising, after TERM: %s: %s", v.Cause, v.Summary)
+	}
+}
+
+// TestExplainRedactsTheLinesItQuotes: the previous_run report quotes Gunicorn's last lines about
+// workers' ends from the record, redacted as a live report's lines are (a worker's exit line can
+// carry a traceback's text with credentials in it).
+func TestExplainRedactsTheLinesItQuotes(t *testing.T) {
+	dir, c := t.TempDir(), &clock{t0}
+	r := newRec(t, dir, "web-1", c, 0)
+	run(r, c, 5, false)
+	for _, l := range []string{
+		"[2026-11-25 12:00:05 +0000] [7] [ERROR] Worker (pid:101) exited with code 3: connect to postgres://app:hunter2@db:5432 failed",
+		"[2026-11-25 12:00:05 +0000] [7] [ERROR] Worker (pid:102) exited with code 1: password=swordfish rejected",
+	} {
+		r.Gunicorn(gunicorn.ParseLine([]byte(l)))
+	}
+	rep := mustRecover(t, r, dir, c)
+	text := strings.Join(rep.Incident.Lines, "\n")
+	if len(rep.Incident.Lines) != 2 {
+		t.Fatalf("lines %q", rep.Incident.Lines)
+	}
+	for _, secret := range []string{"hunter2", "swordfish"} {
+		if strings.Contains(text, secret) {
+			t.Errorf("the report quotes %q:\n%s", secret, text)
+		}
+	}
+	if !strings.Contains(text, "[REDACTED]") || !strings.Contains(text, "Worker (pid:101)") {
+		t.Errorf("lines not quoted redacted:\n%s", text)
 	}
 }

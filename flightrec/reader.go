@@ -6,11 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
+	"path/filepath"
 	"sort"
 	"time"
 
 	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/internal/safedir"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/probes"
 )
@@ -51,19 +52,42 @@ type Signal struct {
 	Forwarded bool
 }
 
+// maxSegmentRead bounds what is read of a segment: gwrap writes at most Options.SegmentBytes
+// (256 KiB by default); anything much larger is not a segment of gwrap's.
+const maxSegmentRead = 16 << 20
+
 // Previous reads host's record in dir. It returns (nil, nil) when there is none (no files, or
-// no segment with a readable header).
+// no segment with a readable header). Only gwrap's own regular files are read (package safedir):
+// a segment name holding a symlink, a FIFO, a device or another user's file is skipped, and the
+// error says so, with the record of the other segment when it has one.
 func Previous(dir, host string) (*Record, error) {
-	names := segmentNames(dir, host)
+	d, err := safedir.Open(dir)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the flight record: %w", err)
+	}
+	defer d.Close()
+	return previous(d, host)
+}
+
+func previous(d *safedir.Dir, host string) (*Record, error) {
+	names := segmentNames(d.Path(), host)
 	var segs [2][]byte
+	var refused []error
 	for i, n := range names {
-		b, err := os.ReadFile(n)
+		b, err := d.ReadOwn(filepath.Base(n), maxSegmentRead)
 		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("reading the flight record: %w", err)
+			refused = append(refused, err)
 		}
 		segs[i] = b
 	}
-	return parse(host, segs[0], segs[1]), nil
+	var err error
+	if len(refused) > 0 {
+		err = fmt.Errorf("reading the flight record: %w", errors.Join(refused...))
+	}
+	return parse(host, segs[0], segs[1]), err
 }
 
 // segment is one parsed segment: its header and its lines.

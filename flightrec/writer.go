@@ -3,13 +3,17 @@ package flightrec
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
 	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/internal/safedir"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/probes"
 )
@@ -49,26 +53,34 @@ type Options struct {
 // use, and never fail: when the directory cannot be written the record degrades to nothing and
 // that is said once through Options.Warn.
 type Recorder struct {
-	mu     sync.Mutex
-	opt    Options
-	names  [2]string
-	active int // index into names
-	f      *os.File
-	lockf  *os.File // holds the host's flock while the run lasts
-	off    int
-	seq    uint64
-	torn   bool // the last write was short: start the next with a newline
-	warned bool
-	closed bool
-	buf    bytes.Buffer
-	enc    *json.Encoder
-	l      line   // reused for each line
-	batch  int    // Batch calls running: lines wait in pending
-	pend   []byte // encoded lines not yet written (counted in off)
+	mu      sync.Mutex
+	opt     Options
+	names   [2]string
+	refused [2]bool // something that is not gwrap's own file is at that segment's name
+	active  int     // index into names
+	dir     *safedir.Dir
+	f       *os.File
+	lockf   *os.File // holds the host's flock while the run lasts
+	off     int
+	seq     uint64
+	torn    bool // the last write was short: start the next with a newline
+	warned  bool
+	closed  bool
+	buf     bytes.Buffer
+	enc     *json.Encoder
+	l       line   // reused for each line
+	batch   int    // Batch calls running: lines wait in pending
+	pend    []byte // encoded lines not yet written (counted in off)
 }
 
 // Open starts this run's record for Options.Identity.Host in Options.Dir, replacing the previous
 // record of the same host: read that one first (Previous). It never fails; see Recorder.
+//
+// The directory may be writable by the app's user (a shared volume): every file is opened
+// relative to one descriptor of it, never through a symlink, never blocking on a FIFO, and used
+// only when it is gwrap's own regular file (package safedir). Something else at a segment's name,
+// at start or swapped in during the run, is refused and said once, and the record goes on in the
+// other segment alone; at the lock's name, the record goes on without the lock.
 func Open(opt Options) *Recorder {
 	if opt.SegmentBytes == 0 {
 		opt.SegmentBytes = DefaultSegmentBytes
@@ -90,17 +102,35 @@ func Open(opt Options) *Recorder {
 		r.fail(fmt.Errorf("creating %s: %w", opt.Dir, err))
 		return r
 	}
-	lf, busy, err := lock(lockName(opt.Dir, opt.Identity.Host))
-	if err != nil || busy {
-		if busy {
-			err = fmt.Errorf("another live gwrap with host name %q keeps its record in %s", opt.Identity.Host, opt.Dir)
-		}
+	d, err := safedir.Open(opt.Dir)
+	if err != nil {
+		r.fail(err)
+		return r
+	}
+	r.dir = d
+	lf, busy, err := lock(d, filepath.Base(lockName(opt.Dir, opt.Identity.Host)))
+	switch {
+	case busy:
+		r.fail(fmt.Errorf("another live gwrap with host name %q keeps its record in %s", opt.Identity.Host, opt.Dir))
+		return r
+	case errors.Is(err, safedir.ErrRefused):
+		r.warn(err.Error() + "; the flight record goes on without its lock")
+	case err != nil:
 		r.fail(err)
 		return r
 	}
 	r.lockf = lf
 	// The other segment still holds the previous run: empty it, so that a reader never mixes runs.
-	if err := os.Truncate(r.names[1], 0); err != nil && !os.IsNotExist(err) {
+	if f, _, err := d.OpenOwn(filepath.Base(r.names[1]), os.O_WRONLY, 0); err == nil {
+		err = f.Truncate(0)
+		f.Close()
+		if err != nil {
+			r.fail(fmt.Errorf("truncating %s: %w", r.names[1], err))
+			return r
+		}
+	} else if errors.Is(err, safedir.ErrRefused) {
+		r.refuse(1, err)
+	} else if !errors.Is(err, fs.ErrNotExist) {
 		r.fail(fmt.Errorf("truncating %s: %w", r.names[1], err))
 		return r
 	}
@@ -108,18 +138,50 @@ func Open(opt Options) *Recorder {
 	return r
 }
 
-// startSegment truncates segment i, makes it the active one and writes its header.
+// startSegment truncates segment i, makes it the active one and writes its header. A segment
+// whose name holds something that is not gwrap's own file is refused (said once) and the other
+// one is used in its place: the record then keeps one segment's history instead of two.
 func (r *Recorder) startSegment(i int) {
 	if r.f != nil {
 		r.f.Close()
 		r.f = nil
 	}
-	f, err := os.OpenFile(r.names[i], os.O_WRONLY|os.O_CREATE|os.O_TRUNC|os.O_APPEND, 0o640)
-	if err != nil {
-		r.fail(fmt.Errorf("opening %s: %w", r.names[i], err))
+	for _, j := range []int{i, 1 - i} {
+		if r.refused[j] {
+			continue
+		}
+		f, _, err := r.dir.OpenOwn(filepath.Base(r.names[j]), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o640)
+		if errors.Is(err, safedir.ErrRefused) {
+			r.refuse(j, err)
+			continue
+		}
+		if err == nil {
+			if err = f.Truncate(0); err != nil {
+				f.Close()
+			}
+		}
+		if err != nil {
+			r.fail(fmt.Errorf("opening %s: %w", r.names[j], err))
+			return
+		}
+		r.f, r.active, r.off, r.torn = f, j, 0, false
+		r.header()
 		return
 	}
-	r.f, r.active, r.off, r.torn = f, i, 0, false
+	r.fail(fmt.Errorf("neither segment can be used in %s", r.opt.Dir))
+}
+
+// refuse marks segment i unusable and says so once.
+func (r *Recorder) refuse(i int, err error) {
+	if r.refused[i] {
+		return
+	}
+	r.refused[i] = true
+	r.warn(err.Error() + "; the flight record goes on without it")
+}
+
+// header writes the active segment's header line.
+func (r *Recorder) header() {
 	r.reset(kindHeader, r.opt.Now())
 	id, s, l := r.opt.Identity, r.opt.Settings, &r.l
 	l.Host, l.PID, l.Version, l.Start = id.Host, id.PID, id.Version, ms(id.Start)
@@ -128,6 +190,13 @@ func (r *Recorder) startSegment(i int) {
 		s.Timeout, s.GracefulTimeout, s.Workers, s.WorkerClass, s.Threads, s.MaxRequests, s.PreloadApp
 	l.CgroupVer, l.CPUQuotaMil = r.opt.Cgroup.Version, int64(r.opt.Cgroup.CPUQuotaCores*1000)
 	r.emit()
+}
+
+// warn says something through Options.Warn (a degraded part of the record, not its end).
+func (r *Recorder) warn(msg string) {
+	if r.opt.Warn != nil {
+		r.opt.Warn("flight record: " + msg)
+	}
 }
 
 // fail says once that the record cannot be kept.
@@ -339,16 +408,19 @@ func (r *Recorder) Close() error {
 		return nil
 	}
 	r.closed = true
-	if r.f == nil {
-		return nil
+	var err error
+	if r.f != nil {
+		r.reset(kindClose, r.opt.Now())
+		r.emit()
+		r.flush() // also when Close comes during a Batch
+		err = r.f.Close()
+		r.f = nil
 	}
-	r.reset(kindClose, r.opt.Now())
-	r.emit()
-	r.flush() // also when Close comes during a Batch
-	err := r.f.Close()
-	r.f = nil
 	if r.lockf != nil {
 		r.lockf.Close() // releases the flock
+	}
+	if r.dir != nil {
+		r.dir.Close()
 	}
 	if err != nil {
 		return fmt.Errorf("closing the flight record: %w", err)

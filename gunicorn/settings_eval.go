@@ -10,7 +10,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+
+	"github.com/gwrap/gwrap/internal/asuser"
 )
 
 // evalTick is how often a running evaluator's CPU time is read; evalIdle is how long it may go
@@ -26,7 +29,8 @@ const (
 // on, while an interpreter blocked on something (a config file waiting on the network) uses no
 // CPU and is stopped at in.Timeout. Past in.Timeout it runs as long as its CPU time moved in the
 // last second, up to in.MaxTimeout. Gunicorn evaluates the same config file at its own start, so
-// a config file that is slow to compute delays Gunicorn as much as it delays gwrap.
+// a config file that is slow to compute delays Gunicorn as much as it delays gwrap. With in.As
+// the interpreter runs as that user (its uid, gid and groups), never as gwrap's root.
 func evaluate(ctx context.Context, in SettingsInput) (evaluated, error) {
 	d := in.Timeout
 	if d <= 0 {
@@ -40,6 +44,11 @@ func evaluate(ctx context.Context, in SettingsInput) (evaluated, error) {
 	cmd.Dir = in.Dir
 	cmd.WaitDelay = time.Second // a child the config file started must not hold the pipes open
 	cmd.Env = append(append([]string{}, in.Env...), "PYTHONDONTWRITEBYTECODE=1")
+	if in.As != nil && !in.As.Equal(asuser.Self()) {
+		// The master's own user: the config file, the modules beside it and a usercustomize in
+		// its home are the app's, and must never run as root.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: in.As.SysProcAttr()}
+	}
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	if err := cmd.Start(); err != nil {

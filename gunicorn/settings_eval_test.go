@@ -5,9 +5,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gwrap/gwrap/internal/asuser"
 	"github.com/gwrap/gwrap/internal/testkit"
 )
 
@@ -61,5 +63,84 @@ func TestEvaluateIdleIsStoppedAtTimeout(t *testing.T) {
 	s, took := evalConf(t, "import time\ntimeout = 45\ntime.sleep(60)\n", time.Second, time.Minute)
 	if len(s.Problems) == 0 || !strings.Contains(s.Problems[0], "idle") || s.Timeout != 45 || took > 10*time.Second {
 		t.Errorf("after %v: %+v", took, s)
+	}
+}
+
+// publicDir is a directory nobody can enter (t.TempDir's parent is root's 0700).
+func publicDir(t *testing.T) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "gwrap-as-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// TestEvaluateAsTheMaster: with As, the config file runs as that user (it records its uid), and
+// is read statically with that user's rights: a file only root may read gives nothing.
+func TestEvaluateAsTheMaster(t *testing.T) {
+	testkit.RequireRoot(t)
+	python := testkit.Python(t)
+	testkit.Gunicorn(t)
+	dir := publicDir(t)
+	conf := "import os\nopen(os.path.join(os.path.dirname(os.path.abspath(__file__)), 'uid'), 'w').write(str(os.getuid()))\ntimeout = 6 * 7\n"
+	if err := os.WriteFile(filepath.Join(dir, "gunicorn.conf.py"), []byte(conf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	nobody := &asuser.Cred{UID: 65534, GID: 65534}
+	s := ReadSettings(context.Background(), SettingsInput{Args: []string{"app:app"}, Dir: dir, Python: python, Timeout: 20 * time.Second, As: nobody})
+	if uid, err := os.ReadFile(filepath.Join(dir, "uid")); err != nil || string(uid) != "65534" {
+		t.Errorf("the config file ran as uid %q (%v), want 65534", uid, err)
+	}
+	if s.Timeout != 42 || len(s.Problems) > 0 {
+		t.Errorf("settings %+v", s)
+	}
+
+	// A config file only root may read, read statically as nobody: unknown, not read.
+	secret := filepath.Join(dir, "secret.conf.py")
+	if err := os.WriteFile(secret, []byte("timeout = 99\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = ReadSettings(context.Background(), SettingsInput{Args: []string{"-c", secret, "app:app"}, Dir: dir, As: nobody})
+	if s.Timeout == 99 || len(s.Problems) == 0 || !strings.Contains(strings.Join(s.Problems, " "), "permission denied") {
+		t.Errorf("a root-only config file was read for nobody: timeout %d, problems %q", s.Timeout, s.Problems)
+	}
+}
+
+// TestCommandLineOnlyOpensNothing: the config file is not opened (a FIFO there would block) and
+// what it sets is unknown; the command line still counts.
+func TestCommandLineOnlyOpensNothing(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "gunicorn.conf.py")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan Settings, 1)
+	go func() {
+		done <- ReadSettings(context.Background(), SettingsInput{Args: []string{"-c", fifo, "--timeout", "120", "app:app"}, Dir: dir, Python: "/usr/bin/python3", CommandLineOnly: true})
+	}()
+	select {
+	case s := <-done:
+		if s.Timeout != 120 || s.Sources["workers"] != SourceUnknown || len(s.Problems) != 1 {
+			t.Errorf("settings %+v", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the config file was opened")
+	}
+	// The same FIFO read statically without CommandLineOnly: refused, not blocked on.
+	go func() {
+		done <- ReadSettings(context.Background(), SettingsInput{Args: []string{"-c", fifo, "app:app"}, Dir: dir})
+	}()
+	select {
+	case s := <-done:
+		if len(s.Problems) == 0 {
+			t.Errorf("a FIFO read as a config file: %+v", s)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the static read blocked on a FIFO")
 	}
 }

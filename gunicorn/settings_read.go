@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,10 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gwrap/gwrap/internal/asuser"
 )
 
 // SettingsInput is what decides Gunicorn's effective settings.
@@ -25,6 +30,15 @@ type SettingsInput struct {
 	// CPU-throttled machine importing gunicorn); default Timeout, i.e. no extension.
 	MaxTimeout time.Duration
 	ProcRoot   string // where the interpreter's CPU time is read (default /proc)
+	// As, when set, is the identity of the Gunicorn master whose settings these are: a master gwrap
+	// did not start itself (behind sh, setpriv, gosu). The evaluator runs as that user, and the
+	// config file is read with its rights: the file is the app's, and gwrap is root. Nil: gwrap's
+	// own identity, for the Gunicorn gwrap starts, which evaluates the same file as the same user.
+	As *asuser.Cred
+	// CommandLineOnly reads the command line and GUNICORN_CMD_ARGS and nothing else: no
+	// interpreter is run and the config file is not opened (what the file sets is unknown). For a
+	// master whose identity gwrap cannot take on.
+	CommandLineOnly bool
 }
 
 // Defaults are Gunicorn's defaults (identical from 19.9 to 26.1 for these settings).
@@ -65,13 +79,39 @@ func FindPython(argv []string) string {
 	if err != nil {
 		return ""
 	}
-	f, err := os.Open(script)
+	b, err := readRegular(script, 256) // argv[0] of a master gwrap did not start is the app's
 	if err != nil {
 		return ""
 	}
-	defer f.Close()
-	first, _ := bufio.NewReader(f).ReadString('\n')
+	first, _, _ := strings.Cut(string(b), "\n")
 	return shebangPython(first)
+}
+
+// maxConfigFile bounds a config file read statically: Gunicorn's are a few KiB.
+const maxConfigFile = 1 << 20
+
+// readRegular reads at most max bytes of path when it is a regular file, never blocking on a
+// FIFO or a device (O_NONBLOCK, then fstat). Symlinks are followed: a config file mounted from a
+// Kubernetes ConfigMap is one.
+func readRegular(path string, max int) ([]byte, error) {
+	fd, err := unix.Open(path, unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	f := os.NewFile(uintptr(fd), path)
+	defer f.Close()
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil {
+		return nil, &os.PathError{Op: "fstat", Path: path, Err: err}
+	}
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return nil, fmt.Errorf("%s: not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, int64(max)))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	return b, nil
 }
 
 // shebangPython reads `#!/usr/bin/python3` or `#!/usr/bin/env python3`.
@@ -128,7 +168,14 @@ func ReadSettings(ctx context.Context, in SettingsInput) Settings {
 	s.ConfigFile = cfgFile
 	s.App = cli.app
 
-	if in.Python != "" {
+	if in.CommandLineOnly && cfgFile != "" {
+		for _, k := range tracked {
+			s.Sources[k] = SourceUnknown
+		}
+		s.Problems = append(s.Problems, fmt.Sprintf("%s was not read (it is the app's, and gwrap cannot read it as the app's user): what it sets is unknown", cfgFile))
+		in.Python, cfgFile = "", ""
+	}
+	if in.Python != "" && !in.CommandLineOnly {
 		out, err := evaluate(ctx, in)
 		if err == nil {
 			// Gunicorn itself applied its precedence: take its values, and its word on sources.
@@ -150,7 +197,7 @@ func ReadSettings(ctx context.Context, in SettingsInput) Settings {
 		s.Problems = append(s.Problems, fmt.Sprintf("could not evaluate Gunicorn's settings with %s (%v); read statically", in.Python, err))
 	}
 	if cfgFile != "" {
-		vals, unknown, err := readConfigStatic(in.Dir, cfgFile)
+		vals, unknown, err := readConfigStatic(ctx, in.As, in.Dir, cfgFile)
 		if err != nil {
 			s.Problems = append(s.Problems, err.Error())
 			unknown = tracked
@@ -405,7 +452,8 @@ var tracked = []string{"timeout", "graceful_timeout", "workers", "worker_class",
 
 // readConfigStatic reads `name = literal` lines of a Python config file: what a static read can
 // know. unknown lists the tracked settings the file assigns with code (`timeout = 60 * 10`).
-func readConfigStatic(dir, name string) (vals map[string]any, unknown []string, err error) {
+// With as set, the file is read with that identity's rights (asuser.Do), within a second.
+func readConfigStatic(ctx context.Context, as *asuser.Cred, dir, name string) (vals map[string]any, unknown []string, err error) {
 	if strings.HasPrefix(name, "python:") {
 		return nil, nil, fmt.Errorf("config %s is a Python module: its values are unknown without evaluating it", name)
 	}
@@ -413,7 +461,22 @@ func readConfigStatic(dir, name string) (vals map[string]any, unknown []string, 
 	if !filepath.IsAbs(path) {
 		path = filepath.Join(dir, path)
 	}
-	b, err := os.ReadFile(path)
+	var b []byte
+	if as == nil {
+		b, err = readRegular(path, maxConfigFile)
+	} else {
+		ctx, cancel := context.WithTimeout(ctx, time.Second)
+		defer cancel()
+		var got []byte
+		err = asuser.Do(ctx, *as, func() error {
+			var rerr error
+			got, rerr = readRegular(path, maxConfigFile)
+			return rerr
+		})
+		if err == nil {
+			b = got
+		}
+	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("config file: %w", err)
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -15,7 +16,7 @@ import (
 // warning before anything runs), Serve runs until its context ends. Its failure must never
 // stop Gunicorn's supervision: the caller logs it and carries on.
 type Server struct {
-	ln  net.Listener
+	ln  *connLimit
 	srv *http.Server
 }
 
@@ -41,9 +42,95 @@ func Listen(addr string, m *Metrics) (*Server, error) {
 		}
 		fmt.Fprintln(w, "gwrap: metrics at /metrics")
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
-		WriteTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10}
-	return &Server{ln: ln, srv: srv}, nil
+	lim := &connLimit{Listener: ln, max: MaxConns, conns: map[net.Conn]*tracked{}}
+	srv := &http.Server{Handler: http.MaxBytesHandler(mux, maxBody), ReadHeaderTimeout: 5 * time.Second, ReadTimeout: 10 * time.Second,
+		WriteTimeout: 10 * time.Second, IdleTimeout: 60 * time.Second, MaxHeaderBytes: 16 << 10, ConnState: lim.state}
+	return &Server{ln: lim, srv: srv}, nil
+}
+
+// MaxConns bounds the connections the server holds at once: Prometheus keeps one per target, a
+// few scrapers and a curl fit. Each costs a goroutine and its buffers in PID 1, so a flood of idle
+// connections must not grow with the flood: past the bound, the oldest connection that is not in
+// a request (none of its request read yet, or idle between two) is closed for the new one, so a
+// scraper that sends its request at once is still answered; when every held connection is in a
+// request, the new one is closed.
+const MaxConns = 16
+
+// maxBody bounds what a request may send: /metrics takes no body.
+const maxBody = 4 << 10
+
+// connLimit is the listener that keeps the server within MaxConns connections.
+type connLimit struct {
+	net.Listener
+	max int
+
+	mu    sync.Mutex
+	conns map[net.Conn]*tracked
+	seq   uint64
+}
+
+// tracked is a held connection: its order of arrival and its state as http.Server reports it.
+type tracked struct {
+	seq   uint64
+	state http.ConnState
+}
+
+// Accept returns the next connection, making room for it first.
+func (l *connLimit) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		l.mu.Lock()
+		if len(l.conns) >= l.max && !l.evictLocked() {
+			l.mu.Unlock()
+			c.Close()
+			continue
+		}
+		l.seq++
+		l.conns[c] = &tracked{seq: l.seq, state: http.StateNew}
+		l.mu.Unlock()
+		return c, nil
+	}
+}
+
+// evictLocked closes the oldest held connection that is not in a request; false when all are.
+func (l *connLimit) evictLocked() bool {
+	var victim net.Conn
+	var seq uint64
+	for c, t := range l.conns {
+		if (t.state == http.StateNew || t.state == http.StateIdle) && (victim == nil || t.seq < seq) {
+			victim, seq = c, t.seq
+		}
+	}
+	if victim == nil {
+		return false
+	}
+	victim.Close()
+	delete(l.conns, victim)
+	return true
+}
+
+// state is http.Server.ConnState: it follows each held connection.
+func (l *connLimit) state(c net.Conn, s http.ConnState) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	switch s {
+	case http.StateClosed, http.StateHijacked:
+		delete(l.conns, c)
+	default:
+		if t, ok := l.conns[c]; ok {
+			t.state = s
+		}
+	}
+}
+
+// held is how many connections the server holds (for tests).
+func (l *connLimit) held() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return len(l.conns)
 }
 
 // Addr is the bound address (with the port chosen for ":0").

@@ -11,7 +11,12 @@ import (
 	"regexp"
 	"sort"
 	"strings"
+	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gwrap/gwrap/internal/safedir"
 )
 
 // Retention bounds what a Store keeps; zero means no bound.
@@ -31,12 +36,19 @@ type Retention struct {
 // is removed only when its name is a report id and it begins as gwrap's page does; a temp file
 // only when its name is that of gwrap's temp files for a report id. The report just written is
 // never deleted by retention.
+//
+// Every file is opened relative to one descriptor of the directory (package safedir), with
+// O_NOFOLLOW and O_NONBLOCK, and checked with fstat before it is read; what retention deletes
+// must also be gwrap's own (its owner, one link): the directory may be one the app's user can
+// write (an emptyDir is mode 0777), and gwrap is root.
 type Store struct {
 	dir string
 	ret Retention
 	now func() time.Time // for the age of leftovers
 
-	refused error // a symlinked or non-directory report dir: nothing is written there
+	mu      sync.Mutex
+	d       *safedir.Dir // opened on first use
+	refused error        // a symlinked or non-directory report dir: nothing is written there
 }
 
 // NewStore uses dir (created on first write, mode 0750).
@@ -72,7 +84,7 @@ const maxReportSize = 16 << 20
 var idPattern = regexp.MustCompile(`^[0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9]{1,10}(?:-[A-Za-z0-9_-]{1,40})?$`)
 
 // tempPattern is a temp file of writeAtomic for a report's JSON or page.
-var tempPattern = regexp.MustCompile(`^\.([0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9]{1,10}(?:-[A-Za-z0-9_-]{1,40})?)\.(?:json|html)\.tmp-[0-9]+$`)
+var tempPattern = regexp.MustCompile(`^\.([0-9]{8}T[0-9]{6}\.[0-9]{3}Z-[0-9]{1,10}(?:-[A-Za-z0-9_-]{1,40})?)\.(?:json|html)\.tmp-[0-9a-f]+$`)
 
 // schemaPrefix is how every report's JSON begins (json.MarshalIndent, Schema the first field);
 // any version of the schema is gwrap's.
@@ -86,16 +98,16 @@ const pageMark = "<title>gwrap post-mortem:"
 // dir that is a symlink or not a directory, creates a missing one, and tries to create and remove
 // a file there.
 func (s *Store) Check() error {
-	if err := s.mkdir(); err != nil {
+	d, err := s.open(true)
+	if err != nil {
 		return err
 	}
-	f, err := os.CreateTemp(s.dir, ".gwrap-check.tmp-*")
+	f, name, err := d.CreateTemp(".gwrap-check.tmp-")
 	if err != nil {
 		return fmt.Errorf("report dir %s is not writable, post-mortems will be lost: %w", s.dir, err)
 	}
-	name := f.Name()
 	f.Close()
-	if err := os.Remove(name); err != nil {
+	if err := d.RemoveOwn(name); err != nil {
 		return fmt.Errorf("report dir %s: removing %s: %w", s.dir, name, err)
 	}
 	return nil
@@ -110,7 +122,8 @@ func (s *Store) Write(r Report) (string, error) {
 	if !idPattern.MatchString(r.ID) {
 		return "", fmt.Errorf("report id %q is not one gwrap makes", r.ID)
 	}
-	if err := s.mkdir(); err != nil {
+	d, err := s.open(true)
+	if err != nil {
 		return "", err
 	}
 	js, err := json.MarshalIndent(r, "", "  ")
@@ -121,79 +134,98 @@ func (s *Store) Write(r Report) (string, error) {
 	if err := WriteHTML(&html, r); err != nil {
 		return "", fmt.Errorf("rendering report %s: %w", r.ID, err)
 	}
-	path := filepath.Join(s.dir, r.ID+".json")
-	htmlPath := filepath.Join(s.dir, r.ID+".html")
-	if err := s.replaceable(path); err != nil {
+	name, page := r.ID+".json", r.ID+".html"
+	if err := replaceable(d, name); err != nil {
 		return "", err
 	}
-	if err := s.replaceable(htmlPath); err != nil {
+	if err := replaceable(d, page); err != nil {
 		return "", err
 	}
-	if err := writeAtomic(htmlPath, html.Bytes()); err != nil {
+	if err := writeAtomic(d, page, html.Bytes()); err != nil {
 		return "", err
 	}
-	if err := writeAtomic(path, append(js, '\n')); err != nil {
-		os.Remove(htmlPath)
+	if err := writeAtomic(d, name, append(js, '\n')); err != nil {
+		_ = d.RemoveOwn(page)
 		return "", err
 	}
-	if err := s.retain(r.ID); err != nil {
+	path := filepath.Join(s.dir, name)
+	if err := s.retain(d, r.ID); err != nil {
 		return path, err
 	}
 	return path, nil
 }
 
-// replaceable refuses to rename over something at path that is not a regular file (a directory,
+// replaceable refuses to rename over something at name that is not a regular file (a directory,
 // a symlink someone placed there): only a previous report of the same id is replaced.
-func (s *Store) replaceable(path string) error {
-	st, err := os.Lstat(path)
+func replaceable(d *safedir.Dir, name string) error {
+	st, err := d.Stat(name)
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
 	if err != nil {
-		return fmt.Errorf("writing %s: %w", path, err)
+		return fmt.Errorf("writing %s: %w", filepath.Join(d.Path(), name), err)
 	}
-	if !st.Mode().IsRegular() {
-		return fmt.Errorf("writing %s: %w: something that is not a regular file is in the way", path, ErrRefused)
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
+		return fmt.Errorf("writing %s: %w: something that is not a regular file is in the way", filepath.Join(d.Path(), name), ErrRefused)
 	}
 	return nil
 }
 
-// mkdir creates the report directory, mode 0750 whatever the umask; an existing one is left
-// as it is. A symlink or a non-directory is refused: a report dir pointing at /etc must not be
-// followed silently.
-func (s *Store) mkdir() error {
+// open returns the directory's descriptor, opened on first use (and again when the directory was
+// removed meanwhile). With create it makes a missing directory, mode 0750 whatever the umask;
+// an existing one is left as it is. A symlink or a non-directory is refused for good: a report
+// dir pointing at /etc must not be followed silently.
+func (s *Store) open(create bool) (*safedir.Dir, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
 	if s.refused != nil {
-		return s.refused
+		return nil, s.refused
 	}
-	if st, err := os.Lstat(s.dir); err == nil {
-		switch {
-		case st.Mode()&fs.ModeSymlink != 0:
-			s.refused = fmt.Errorf("%w: %s is a symlink; give the real directory (or a new one) as --report-dir", ErrRefused, s.dir)
-		case !st.IsDir():
-			s.refused = fmt.Errorf("%w: %s is not a directory", ErrRefused, s.dir)
-		default:
-			return nil
+	if s.d != nil && !s.d.Gone() {
+		return s.d, nil
+	}
+	if s.d != nil {
+		s.d.Close()
+		s.d = nil
+	}
+	if create {
+		if _, err := os.Lstat(s.dir); errors.Is(err, fs.ErrNotExist) {
+			if err := os.MkdirAll(s.dir, 0o750); err != nil {
+				return nil, fmt.Errorf("creating report dir: %w", err)
+			}
+			if err := os.Chmod(s.dir, 0o750); err != nil {
+				return nil, fmt.Errorf("creating report dir: %w", err)
+			}
 		}
-		return s.refused
 	}
-	if err := os.MkdirAll(s.dir, 0o750); err != nil {
-		return fmt.Errorf("creating report dir: %w", err)
+	d, err := safedir.Open(s.dir)
+	if errors.Is(err, safedir.ErrRefused) {
+		hint := ""
+		if st, lerr := os.Lstat(s.dir); lerr == nil && st.Mode()&fs.ModeSymlink != 0 {
+			hint = "; give the real directory (or a new one) as --report-dir"
+		}
+		s.refused = fmt.Errorf("%w: %w%s", ErrRefused, err, hint)
+		return nil, s.refused
 	}
-	if err := os.Chmod(s.dir, 0o750); err != nil {
-		return fmt.Errorf("creating report dir: %w", err)
+	if err != nil {
+		return nil, fmt.Errorf("report dir: %w", err)
 	}
-	return nil
+	s.d = d
+	return d, nil
 }
 
-func writeAtomic(path string, data []byte) (err error) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".tmp-*")
+// writeAtomic writes name in d through a temp file: created new (O_EXCL, never through a
+// planted link), fsynced, renamed into place; removed on error.
+func writeAtomic(d *safedir.Dir, name string, data []byte) (err error) {
+	path := filepath.Join(d.Path(), name)
+	f, tmp, err := d.CreateTemp("." + name + ".tmp-")
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	defer func() {
 		if err != nil {
 			f.Close()
-			os.Remove(f.Name())
+			_ = d.RemoveOwn(tmp)
 		}
 	}()
 	if err = f.Chmod(0o640); err != nil {
@@ -208,33 +240,36 @@ func writeAtomic(path string, data []byte) (err error) {
 	if err = f.Close(); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
-	if err = os.Rename(f.Name(), path); err != nil {
+	if err = d.Rename(tmp, name); err != nil {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
 }
 
-// ours tells whether <dir>/<id>.json is one of gwrap's reports, and its size with its page.
-func (s *Store) ours(id string) (int64, bool) {
-	path := filepath.Join(s.dir, id+".json")
-	st, err := os.Lstat(path)
-	if err != nil || !st.Mode().IsRegular() || st.Size() > maxReportSize {
+// ours tells whether <id>.json in d is one of gwrap's reports, and its size with its page.
+func ours(d *safedir.Dir, id string) (int64, bool) {
+	st, err := d.Stat(id + ".json")
+	if err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG || st.Size > maxReportSize {
 		return 0, false
 	}
-	head, err := readHead(path, 256)
+	head, err := readHead(d, id+".json", 256)
 	if err != nil || !schemaPrefix.Match(head) {
 		return 0, false
 	}
-	size := st.Size()
-	if hs, err := os.Lstat(filepath.Join(s.dir, id+".html")); err == nil && hs.Mode().IsRegular() {
-		size += hs.Size()
+	size := st.Size
+	if hs, err := d.Stat(id + ".html"); err == nil && hs.Mode&unix.S_IFMT == unix.S_IFREG {
+		size += hs.Size
 	}
 	return size, true
 }
 
 // ids lists the report ids in the store, oldest first (ids start with the incident's time).
 func (s *Store) ids() ([]string, error) {
-	ids, _, _, err := s.scan()
+	d, err := s.open(false)
+	if err != nil {
+		return nil, err
+	}
+	ids, _, _, err := s.scan(d)
 	return ids, err
 }
 
@@ -245,26 +280,25 @@ const leftoverAge = 10 * time.Minute
 // scan lists gwrap's reports (see Store), oldest first, with their sizes, and gwrap's leftovers:
 // temp files of a write that was cut short (gwrap killed mid-write) and pages whose JSON is gone,
 // older than leftoverAge. Everything else in the directory is not looked at twice.
-func (s *Store) scan() (ids []string, sizes map[string]int64, leftovers []string, err error) {
-	ents, err := os.ReadDir(s.dir)
+func (s *Store) scan(d *safedir.Dir) (ids []string, sizes map[string]int64, leftovers []string, err error) {
+	ents, err := d.List()
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("reading %s: %w", s.dir, err)
+		return nil, nil, nil, err
 	}
 	sizes = map[string]int64{}
 	for _, e := range ents {
-		n := e.Name()
-		id, ok := strings.CutSuffix(n, ".json")
-		if !ok || !e.Type().IsRegular() || !idPattern.MatchString(id) {
+		id, ok := strings.CutSuffix(e.Name, ".json")
+		if !ok || !e.Regular() || !idPattern.MatchString(id) {
 			continue
 		}
-		if size, mine := s.ours(id); mine {
+		if size, mine := ours(d, id); mine {
 			ids = append(ids, id)
 			sizes[id] = size
 		}
 	}
 	for _, e := range ents {
-		n := e.Name()
-		if !e.Type().IsRegular() {
+		n := e.Name
+		if !e.Regular() {
 			continue
 		}
 		var candidate bool
@@ -272,14 +306,14 @@ func (s *Store) scan() (ids []string, sizes map[string]int64, leftovers []string
 			candidate = true
 		} else if id, ok := strings.CutSuffix(n, ".html"); ok && idPattern.MatchString(id) {
 			if _, has := sizes[id]; !has {
-				head, err := readHead(filepath.Join(s.dir, n), 512)
+				head, err := readHead(d, n, 512)
 				candidate = err == nil && bytes.Contains(head, []byte(pageMark))
 			}
 		}
 		if !candidate {
 			continue
 		}
-		if info, err := e.Info(); err != nil || s.now().Sub(info.ModTime()) < leftoverAge {
+		if mtime := time.Unix(e.Stat.Mtim.Unix()); s.now().Sub(mtime) < leftoverAge {
 			continue
 		}
 		leftovers = append(leftovers, n)
@@ -290,13 +324,13 @@ func (s *Store) scan() (ids []string, sizes map[string]int64, leftovers []string
 
 // retain removes the oldest of gwrap's reports beyond the retention bounds, never keep (the
 // report just written) and never anything that is not gwrap's.
-func (s *Store) retain(keep string) error {
-	ids, sizes, leftovers, err := s.scan()
+func (s *Store) retain(d *safedir.Dir, keep string) error {
+	ids, sizes, leftovers, err := s.scan(d)
 	if err != nil {
 		return err
 	}
 	for _, n := range leftovers {
-		if err := os.Remove(filepath.Join(s.dir, n)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if err := d.RemoveOwn(n); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, safedir.ErrRefused) {
 			return fmt.Errorf("retention: %w", err)
 		}
 	}
@@ -313,7 +347,7 @@ func (s *Store) retain(keep string) error {
 		if id == keep {
 			continue
 		}
-		if err := s.remove(id); err != nil {
+		if err := remove(d, id); err != nil {
 			return err
 		}
 		count--
@@ -322,16 +356,17 @@ func (s *Store) retain(keep string) error {
 	return nil
 }
 
-// remove deletes one of gwrap's reports: its JSON, and its page when that is a regular file.
-func (s *Store) remove(id string) error {
-	if err := os.Remove(filepath.Join(s.dir, id+".json")); err != nil && !errors.Is(err, fs.ErrNotExist) {
+// remove deletes one of gwrap's reports: its JSON, and its page when that is gwrap's own too. A
+// report that is not gwrap's own file (another user's copy, a hard link) is left alone.
+func remove(d *safedir.Dir, id string) error {
+	if err := d.RemoveOwn(id + ".json"); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		if errors.Is(err, safedir.ErrRefused) {
+			return nil
+		}
 		return fmt.Errorf("retention: %w", err)
 	}
-	page := filepath.Join(s.dir, id+".html")
-	if st, err := os.Lstat(page); err == nil && st.Mode().IsRegular() {
-		if err := os.Remove(page); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return fmt.Errorf("retention: %w", err)
-		}
+	if err := d.RemoveOwn(id + ".html"); err != nil && !errors.Is(err, fs.ErrNotExist) && !errors.Is(err, safedir.ErrRefused) {
+		return fmt.Errorf("retention: %w", err)
 	}
 	return nil
 }
@@ -370,7 +405,14 @@ func (s *Store) Get(id string) (Report, error) {
 	if !idPattern.MatchString(id) {
 		return Report{}, fmt.Errorf("%w: %q", ErrNotFound, id)
 	}
-	b, err := readRegular(filepath.Join(s.dir, id+".json"), maxReportSize)
+	d, err := s.open(false)
+	if errors.Is(err, fs.ErrNotExist) {
+		return Report{}, fmt.Errorf("%w: %s in %s", ErrNotFound, id, s.dir)
+	}
+	if err != nil {
+		return Report{}, err
+	}
+	b, err := readRegular(d, id+".json", maxReportSize)
 	if errors.Is(err, fs.ErrNotExist) {
 		return Report{}, fmt.Errorf("%w: %s in %s", ErrNotFound, id, s.dir)
 	}

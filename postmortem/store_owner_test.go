@@ -9,6 +9,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gwrap/gwrap/internal/safedir"
 )
 
 // foreignFiles fills dir with files that are not gwrap's but look more or less like its own, all
@@ -201,14 +203,55 @@ func TestStoreCheck(t *testing.T) {
 
 // TestReadRegularBounds: a file larger than a report is refused before it is read.
 func TestReadRegularBounds(t *testing.T) {
-	p := filepath.Join(t.TempDir(), "big")
-	if err := os.WriteFile(p, bytes.Repeat([]byte("x"), 1024), 0o644); err != nil {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "big"), bytes.Repeat([]byte("x"), 1024), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := readRegular(p, 1000); err == nil {
+	d, err := safedir.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	if _, err := readRegular(d, "big", 1000); err == nil {
 		t.Error("a 1024-byte file read under a 1000-byte bound")
 	}
-	if b, err := readRegular(p, 1024); err != nil || len(b) != 1024 {
+	if b, err := readRegular(d, "big", 1024); err != nil || len(b) != 1024 {
 		t.Errorf("%d bytes, %v", len(b), err)
+	}
+}
+
+// TestStoreDirSwappedMidRun: the report dir renamed away and replaced by a symlink (to /etc, say)
+// while gwrap runs: nothing is written through the link, and the store goes on in the directory
+// it opened.
+func TestStoreDirSwappedMidRun(t *testing.T) {
+	parent := t.TempDir()
+	dir := filepath.Join(parent, "reports")
+	s := NewStore(dir, Retention{MaxCount: 1})
+	if err := s.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write(sampleReport(1, t0)); err != nil {
+		t.Fatal(err)
+	}
+	elsewhere := t.TempDir()
+	if err := os.Rename(dir, dir+".moved"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, dir); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Write(sampleReport(2, t0.Add(time.Second))); err != nil {
+		t.Fatal(err)
+	}
+	if ents, _ := os.ReadDir(elsewhere); len(ents) != 0 {
+		t.Errorf("written through the swapped-in link: %v", ents)
+	}
+	ents, _ := os.ReadDir(dir + ".moved")
+	if len(ents) != 2 { // the second report's JSON and page; retention removed the first
+		var names []string
+		for _, e := range ents {
+			names = append(names, e.Name())
+		}
+		t.Errorf("the directory gwrap opened holds %q", names)
 	}
 }

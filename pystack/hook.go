@@ -12,6 +12,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 //go:embed sitecustomize.py
@@ -164,8 +166,10 @@ func (h *Hook) Crash(pid int) (Stack, bool) {
 // maxDump bounds what is read of a dump: faulthandler writes at most 100 threads of 100 frames.
 const maxDump = 4 << 20
 
+// readBounded reads at most maxDump bytes of a dump file: never through a symlink, never blocking
+// on a FIFO or a device (only a regular file is read).
 func readBounded(path string) ([]byte, error) {
-	f, err := os.Open(path)
+	f, err := openRegular(path, unix.O_RDONLY)
 	if err != nil {
 		return nil, err
 	}
@@ -175,6 +179,28 @@ func readBounded(path string) ([]byte, error) {
 		return nil, fmt.Errorf("read %s: %w", path, err)
 	}
 	return b, nil
+}
+
+// openRegular opens path with flag (plus O_NOFOLLOW, O_NONBLOCK) and returns it only when it is
+// a regular file.
+func openRegular(path string, flag int) (*os.File, error) {
+	fd, err := unix.Open(path, flag|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOCTTY, 0)
+	if err != nil {
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	var st unix.Stat_t
+	if err := unix.Fstat(fd, &st); err != nil || st.Mode&unix.S_IFMT != unix.S_IFREG {
+		unix.Close(fd)
+		if err == nil {
+			err = errors.New("not a regular file")
+		}
+		return nil, &os.PathError{Op: "open", Path: path, Err: err}
+	}
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, &os.PathError{Op: "fcntl", Path: path, Err: err}
+	}
+	return os.NewFile(uintptr(fd), path), nil
 }
 
 // Why is the short reason a report gives when there is no stack: "no stack: " and what Take or

@@ -1,10 +1,8 @@
 package pystack
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
-	"fmt"
 	"strconv"
 	"strings"
 )
@@ -57,26 +55,48 @@ const (
 	truncatedTag = "  ..."
 )
 
+// Bounds of what Parse keeps. faulthandler writes at most 100 threads of 100 frames; the file is
+// the app's to write into once it runs as the worker (it holds the descriptor), so nothing in it
+// is trusted to stay within them.
+const (
+	maxThreads   = 128
+	maxFrames    = 128
+	maxFileName  = 1024
+	maxFuncName  = 256
+	maxFatalText = 256
+	maxLine      = 64 << 10
+)
+
 // Parse reads one faulthandler dump (a registered signal's, or a crash's with its "Fatal Python
 // error" header). Lines it does not know (a crash's "Extension modules", a partial last line) are
-// skipped; a dump with no thread header is ErrFormat.
+// skipped; a dump with no thread header is ErrFormat. The dump is untrusted input: past
+// maxThreads threads or maxFrames frames a thread, the rest is cut (ThreadCut, Truncated), and
+// over-long names are cut.
 func Parse(b []byte) (Stack, error) {
 	var st Stack
 	var cur *Thread
-	sc := bufio.NewScanner(bytes.NewReader(b))
-	sc.Buffer(make([]byte, 0, 4096), 1<<20)
-	n := 0
-	for sc.Scan() {
-		line := sc.Text()
-		n++
+	for len(b) > 0 {
+		raw := b
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			raw, b = b[:i], b[i+1:]
+		} else {
+			b = nil
+		}
+		if len(raw) > maxLine {
+			continue // no line of faulthandler's is this long
+		}
+		line := string(bytes.TrimSuffix(raw, []byte("\r")))
 		switch {
 		case strings.HasPrefix(line, fatalPrefix) && len(st.Threads) == 0:
-			st.Fatal = strings.TrimPrefix(line, fatalPrefix)
+			st.Fatal = cut(strings.TrimPrefix(line, fatalPrefix), maxFatalText)
+		case (strings.HasPrefix(line, currentHead) || strings.HasPrefix(line, threadHead) || line == stackHead) && len(st.Threads) >= maxThreads:
+			st.ThreadCut = true
+			cur = nil
 		case strings.HasPrefix(line, currentHead) && strings.HasSuffix(line, headTail):
-			st.Threads = append(st.Threads, Thread{ID: threadID(line, currentHead), Current: true})
+			st.Threads = append(st.Threads, Thread{ID: cut(threadID(line, currentHead), maxFuncName), Current: true})
 			cur = &st.Threads[len(st.Threads)-1]
 		case strings.HasPrefix(line, threadHead) && strings.HasSuffix(line, headTail):
-			st.Threads = append(st.Threads, Thread{ID: threadID(line, threadHead)})
+			st.Threads = append(st.Threads, Thread{ID: cut(threadID(line, threadHead), maxFuncName)})
 			cur = &st.Threads[len(st.Threads)-1]
 		case line == stackHead:
 			st.Threads = append(st.Threads, Thread{Current: true})
@@ -91,6 +111,11 @@ func Parse(b []byte) (Stack, error) {
 				// A line cut short (read while being written) or garbled: keep what is certain.
 				continue
 			}
+			if len(cur.Frames) >= maxFrames {
+				cur.Truncated = true
+				continue
+			}
+			f.File, f.Func = cut(f.File, maxFileName), cut(f.Func, maxFuncName)
 			cur.Frames = append(cur.Frames, f)
 		case line == truncatedTag:
 			cur.Truncated = true
@@ -100,9 +125,6 @@ func Parse(b []byte) (Stack, error) {
 		default:
 			cur = nil // e.g. "Extension modules: …" after a crash
 		}
-	}
-	if err := sc.Err(); err != nil {
-		return Stack{}, fmt.Errorf("pystack: line %d: %w", n+1, err)
 	}
 	if len(st.Threads) == 0 {
 		return Stack{}, ErrFormat
@@ -114,6 +136,14 @@ func Parse(b []byte) (Stack, error) {
 		}
 	}
 	return st, nil
+}
+
+// cut shortens s to at most n bytes of valid UTF-8, marking the cut with "…".
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return strings.ToValidUTF8(s, "?")
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 func threadID(line, head string) string {

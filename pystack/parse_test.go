@@ -2,6 +2,7 @@ package pystack
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -123,9 +124,15 @@ func FuzzParse(f *testing.F) {
 		if err != nil {
 			return
 		}
+		if len(st.Threads) > maxThreads {
+			t.Fatalf("%d threads kept", len(st.Threads))
+		}
 		for _, th := range st.Threads {
+			if len(th.Frames) > maxFrames {
+				t.Fatalf("%d frames kept", len(th.Frames))
+			}
 			for _, fr := range th.Frames {
-				if fr.Func == "" || fr.Line < 0 {
+				if fr.Func == "" || fr.Line < 0 || len(fr.File) > maxFileName+len("…") || len(fr.Func) > maxFuncName+len("…") {
 					t.Fatalf("frame %+v from %q", fr, b)
 				}
 			}
@@ -133,4 +140,45 @@ func FuzzParse(f *testing.F) {
 		st.Top()
 		st.Lines()
 	})
+}
+
+// TestParseBoundsWhatTheAppWrites: the worker holds its dump file open and can write anything
+// into it; a dump of 10,000 threads of 10,000 frames with 100 KiB names is cut to the bounds
+// faulthandler itself keeps (100 threads of 100 frames), and says it was cut.
+func TestParseBoundsWhatTheAppWrites(t *testing.T) {
+	var b strings.Builder
+	long := strings.Repeat("n", 100<<10)
+	for i := range 10000 {
+		fmt.Fprintf(&b, "Thread 0x%x (most recent call first):\n", i)
+		if i > 0 {
+			fmt.Fprintf(&b, "  File \"/app/t.py\", line %d in f\n", i)
+			continue
+		}
+		fmt.Fprintf(&b, "  File \"/app/%s.py\", line 1 in %s\n", long, long)
+		for j := range 10000 {
+			fmt.Fprintf(&b, "  File \"/app/f.py\", line %d in f\n", j+2)
+		}
+	}
+	st, err := Parse([]byte(b.String()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Threads) != maxThreads || !st.ThreadCut {
+		t.Errorf("%d threads kept (cut %v), want %d", len(st.Threads), st.ThreadCut, maxThreads)
+	}
+	th := st.Threads[0]
+	if len(th.Frames) != maxFrames || !th.Truncated {
+		t.Fatalf("%d frames kept (truncated %v), want %d", len(th.Frames), th.Truncated, maxFrames)
+	}
+	// Frames are innermost last: the long-named one was printed first (innermost).
+	if f := th.Frames[len(th.Frames)-1]; len(f.File) > maxFileName+len("…") || len(f.Func) > maxFuncName+len("…") {
+		t.Errorf("names kept at %d and %d bytes", len(f.File), len(f.Func))
+	}
+	size := 0
+	for _, l := range st.Lines() {
+		size += len(l)
+	}
+	if size > 4<<20 {
+		t.Errorf("the report's python_stack would be %d bytes", size)
+	}
 }

@@ -42,7 +42,7 @@ func (h *Hook) Take(ctx context.Context, pid int) (Stack, error) {
 	case has(st.Pnd, h.sig) || has(st.ShdPnd, h.sig):
 		return Stack{}, fmt.Errorf("pystack: pid %d: a stack signal is still pending (state %c): %w", pid, st.State, ErrTimeout)
 	}
-	if err := os.Truncate(file, 0); err != nil {
+	if err := truncate(file); err != nil {
 		return Stack{}, fmt.Errorf("pystack: pid %d: %w", pid, err)
 	}
 	// To the main thread: it is last in faulthandler's thread list and the one that runs the
@@ -71,6 +71,16 @@ func (h *Hook) Take(ctx context.Context, pid int) (Stack, error) {
 	return stack, nil
 }
 
+// truncate empties a dump file through a descriptor of it (never through a symlink).
+func truncate(file string) error {
+	f, err := openRegular(file, unix.O_WRONLY)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Truncate(0)
+}
+
 // waitDump polls until the dump is complete: the file is not empty (the handler has started, so
 // the kernel has blocked the signal in the thread) and the signal is neither pending nor blocked
 // any more (the handler has returned). Polls every 200 µs, backing off to 5 ms.
@@ -78,7 +88,7 @@ func (h *Hook) waitDump(ctx context.Context, pid int, file string) error {
 	wait := 200 * time.Microsecond
 	var last sigState
 	for {
-		fi, err := os.Stat(file)
+		fi, err := os.Lstat(file)
 		if err != nil {
 			return fmt.Errorf("pystack: pid %d: %w", pid, err)
 		}

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -51,8 +52,14 @@ func startFlight(cfg config, out *output, store *postmortem.Store, refused error
 		Settings:   settings,
 		StopBudget: cfg.StopBudget,
 		Cgroup:     cg,
-		Warn:       func(msg string) { out.warnOnce("flight", "config.warning", msg) },
-		Refused:    refused,
+		Warn: func(msg string) {
+			key := "flight" // the record cannot be kept: said once, with the read error below
+			if strings.HasPrefix(msg, "flight record: ") {
+				key = msg // a file refused: each once (the recorder says each once)
+			}
+			out.warnOnce(key, "config.warning", msg)
+		},
+		Refused: refused,
 	})
 	if readErr != nil {
 		out.warnOnce("flight", "config.warning", "cannot read the previous run's flight record: "+readErr.Error())

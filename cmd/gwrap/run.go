@@ -16,6 +16,7 @@ import (
 
 	"github.com/gwrap/gwrap/engine"
 	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/internal/asuser"
 	"github.com/gwrap/gwrap/internal/group"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/postmortem"
@@ -212,7 +213,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 						watcher.SetTimeout(time.Duration(s.Timeout) * time.Second)
 						fl.setSettings(s)
 						eng.Settings(s)
-					})
+					}, func(msg string) { out.warnOnce("settings-static", "config.warning", msg) })
 				}
 			}
 			flightProbe(flight, ev)
@@ -346,8 +347,11 @@ func readSettings(ctx context.Context, cfg config) gunicorn.Settings {
 }
 
 // masterSettings reads the settings of a Gunicorn master gwrap did not start itself (its argv,
-// environment and working directory from /proc) and hands them to use.
-func masterSettings(ctx context.Context, cfg config, proc probes.FS, pid int, use func(gunicorn.Settings)) {
+// environment and working directory from /proc) and hands them to use. Its config file is the
+// app's: it is evaluated, and read, with the master's uid, gid and groups (from its status),
+// never as gwrap's root; when gwrap cannot take on that identity, only the command line is read,
+// and warn says so.
+func masterSettings(ctx context.Context, cfg config, proc probes.FS, pid int, use func(gunicorn.Settings), warn func(string)) {
 	argv, env, dir, err := proc.Command(pid)
 	if err != nil {
 		return
@@ -356,16 +360,26 @@ func masterSettings(ctx context.Context, cfg config, proc probes.FS, pid int, us
 	if !ok {
 		return
 	}
+	as, err := asuser.Of(cfg.ProcRoot, pid)
+	if err == nil && !as.Equal(asuser.Self()) && os.Geteuid() != 0 {
+		err = fmt.Errorf("gwrap (uid %d) cannot act as %s", os.Geteuid(), as)
+	}
 	python := ""
-	if cfg.EvalConfig {
+	if err != nil {
+		warn("Gunicorn's settings are read from its command line only, without running or reading its config file: " + err.Error())
+	} else if cfg.EvalConfig {
 		python = cfg.Python
 		if python == "" {
 			python = gunicorn.FindPython(argv)
 		}
 	}
+	in := gunicorn.SettingsInput{Args: args, Env: env, Dir: dir, Python: python, Timeout: 4 * time.Second, As: &as}
+	if err != nil {
+		in.As, in.CommandLineOnly = nil, true
+	}
 	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	use(gunicorn.ReadSettings(ctx, gunicorn.SettingsInput{Args: args, Env: env, Dir: dir, Python: python, Timeout: 4 * time.Second}))
+	use(gunicorn.ReadSettings(ctx, in))
 }
 
 func startEvent(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {
