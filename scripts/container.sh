@@ -211,6 +211,7 @@ base) setup && base ;;
 image) image ;;
 save)
 	[ $# -eq 2 ] || { echo "usage: $0 save FILE" >&2; exit 2; }
+	rm -f "$2" # podman save refuses to replace an archive
 	timed "podman save" podman save --quiet -o "$2" "$test_image"
 	;;
 guest-config)

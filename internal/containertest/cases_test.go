@@ -69,6 +69,10 @@ func limitFound(t *testing.T, e *engine) {
 		t.Errorf("gwrap.start memory_limit_bytes %v, want %d: %v", start["memory_limit_bytes"], memoryLimit, start)
 	}
 	c.wait(t, 30*time.Second, "worker.boot", testkit.IsEvent("worker.boot"))
+	// podman exec enters the container's namespaces: its PID 1 is gwrap.
+	if comm := podman(t, "exec", c.id, "cat", "/proc/1/comm"); comm != "gwrap" {
+		t.Errorf("podman exec sees %q as PID 1, want gwrap", comm)
+	}
 	measure(t, "gwrap_rss_idle", "%.1f MiB (gwrap as PID 1, one idle sync worker; VmRSS from this machine's /proc)", float64(rss(t, c.hostPID(t)))/(1<<20))
 }
 

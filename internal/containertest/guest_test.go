@@ -15,7 +15,8 @@ func TestInGuest(t *testing.T) {
 	if image == "" {
 		t.Fatal("GWRAP_TEST_IMAGE is not set (TestContainerCgroupV2 sets it)")
 	}
-	e := &engine{image: image, cgroup: 2, slow: 5, timeout: 8, hostNetwork: true}
+	e := &engine{image: image, runtime: "crun", cgroup: 2, slow: 5, timeout: 8, hostNetwork: true}
+	e.check(t)
 	for _, c := range cases {
 		if c.where&onV2 != 0 {
 			t.Run(c.name, func(t *testing.T) { c.run(t, e) })

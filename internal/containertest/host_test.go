@@ -56,11 +56,12 @@ func buildImage(t *testing.T) string {
 // TestContainer runs every case on this machine's cgroup, with the engine scripts/container.sh
 // configured (runc here).
 func TestContainer(t *testing.T) {
-	e := &engine{image: buildImage(t), cgroup: 1, slow: 1, timeout: 3}
+	e := &engine{image: buildImage(t), runtime: "runc", cgroup: 1, slow: 1, timeout: 3}
 	var fs unix.Statfs_t
 	if err := unix.Statfs("/sys/fs/cgroup", &fs); err == nil && fs.Type == unix.CGROUP2_SUPER_MAGIC {
 		e.cgroup = 2
 	}
+	e.check(t)
 	for _, c := range cases {
 		if c.where&onHost != 0 {
 			t.Run(c.name, func(t *testing.T) { c.run(t, e) })

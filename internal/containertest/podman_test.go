@@ -31,6 +31,7 @@ const (
 // engine is the container engine the cases drive and what they expect of it.
 type engine struct {
 	image   string
+	runtime string        // the OCI runtime podman must be configured with (runc, crun)
 	cgroup  int           // the cgroup version gwrap must find
 	slow    time.Duration // how much slower than real time the machine runs (1 here, more emulated)
 	timeout int           // Gunicorn's --timeout for the cases that time a worker out
@@ -38,6 +39,14 @@ type engine struct {
 	// rather than publishing its port from a bridge: the cgroup v2 guest's kernel cannot load
 	// the bridge and netfilter modules a bridge needs.
 	hostNetwork bool
+}
+
+// check fails the test unless podman runs containers with the expected runtime.
+func (e *engine) check(t *testing.T) {
+	t.Helper()
+	if got := podman(t, "info", "--format", "{{.Host.OCIRuntime.Name}}"); got != e.runtime {
+		t.Fatalf("podman runs containers with %q, want %q", got, e.runtime)
+	}
 }
 
 // scale is d on this engine's machine.
