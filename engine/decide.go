@@ -20,6 +20,8 @@ type facts struct {
 	ExitsVisible bool // the log level shows INFO lines: a normal exit would have said so
 	BootFailure  bool // the worker's "Exception in worker process", confirmed by the master (its Reason line or exit code 3/4)
 	Final        bool // gwrap is stopping: this is the last word on it
+	Arbiter      bool // the record is the dirty arbiter's: its death is of its own kind
+	Folded       bool // a dirty worker's boot failure folded into the first one of a boot loop
 }
 
 // decide says whether an incident happened and of what kind. A death is reported only when
@@ -27,6 +29,14 @@ type facts struct {
 // a non-zero exit that no stop explains, or — at a log level that would have shown a normal
 // exit — a silent vanish.
 func decide(f facts) (confirmed bool, kind postmortem.Kind) {
+	if f.Folded {
+		return false, ""
+	}
+	if f.Arbiter {
+		// The arbiter's death: an OOM kill, or a signal or an exit code that no stop explains.
+		return f.OOMKilled || f.Signal != 0 && !stopSignal(f.Signal, f.Stopping) ||
+			f.ExitCode != nil && *f.ExitCode != 0 && !f.Stopping, postmortem.KindDirtyArbiterExit
+	}
 	switch {
 	case f.OOMKilled && f.Timeout:
 		return true, postmortem.KindTimeout

@@ -21,12 +21,14 @@ import (
 	"time"
 
 	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/internal/guard"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
 )
 
-// Reporter stores a post-mortem and returns where it went.
+// Reporter stores a post-mortem and returns where it goes. gwrap's writes it later, on a
+// goroutine of its own (a slow disk must not hold up the engine), and returns at once.
 type Reporter interface {
 	Write(postmortem.Report) (string, error)
 }
@@ -48,6 +50,16 @@ type Config struct {
 	// OnWorkerClass is told the worker class when Gunicorn's log names it (the watcher's normal
 	// heartbeat depends on it).
 	OnWorkerClass func(string)
+	// OnDirty is told --dirty-timeout when the master's own line shows it runs a dirty arbiter
+	// and the settings did not say so (the watcher then tells its children apart).
+	OnDirty func(timeout time.Duration)
+	// Follow asks the watcher to take a dirty worker's stack every sweep, or to stop: the engine
+	// follows an action Gunicorn gave up on (execution timeout) to say when it ends.
+	Follow func(pid int, on bool)
+
+	// OnPanic is told when the engine panicked: it is off from then on (no events, no
+	// post-mortems: its state cannot be trusted), and only relays Gunicorn's lines.
+	OnPanic func(guard.Panic)
 
 	History  time.Duration // per-worker history kept (5 min)
 	Interval time.Duration // the watcher's sweep period (1 s): sizes the history and the tick
@@ -62,8 +74,22 @@ type Engine struct {
 
 	// in carries every producer's input in the order it was handed over (one channel, so that
 	// the watcher's "this worker exists" is taken before a line that came after it).
-	in   chan input
-	done chan struct{}
+	in      chan input
+	done    chan struct{}
+	off     bool // it panicked: lines are relayed, nothing else is done (Run's goroutine only)
+	relayed bool // the line being taken reached the emitter (Run's goroutine only)
+}
+
+// marked is the engine's emitter: it notes that the line being taken was relayed, so that a
+// line whose handling panicked before it was relayed is still relayed.
+type marked struct {
+	Emitter
+	e *Engine
+}
+
+func (m marked) Relay(stream string, line []byte, parsed gunicorn.Event, at time.Time) {
+	m.Emitter.Relay(stream, line, parsed, at)
+	m.e.relayed = true
 }
 
 // input is one producer's input: exactly one field is set.
@@ -116,7 +142,9 @@ func New(cfg Config, out Emitter) *Engine {
 	if cfg.Thresholds.FollowUpWindow <= 0 {
 		cfg.Thresholds.FollowUpWindow = postmortem.DefaultThresholds().FollowUpWindow
 	}
-	return &Engine{cfg: cfg, st: newState(cfg, out), in: make(chan input, inBuffer), done: make(chan struct{})}
+	e := &Engine{cfg: cfg, in: make(chan input, inBuffer), done: make(chan struct{})}
+	e.st = newState(cfg, marked{out, e})
+	return e
 }
 
 func (e *Engine) send(in input) {
@@ -182,7 +210,9 @@ func (e *Engine) Run(ctx context.Context) {
 	defer tick.Stop()
 	ticking := true
 	for {
-		if busy := e.st.busy(); busy != ticking {
+		busy := false
+		e.guarded(func() { busy = e.st.busy() })
+		if busy != ticking {
 			if busy {
 				tick.Reset(e.cfg.Interval)
 			} else {
@@ -192,22 +222,50 @@ func (e *Engine) Run(ctx context.Context) {
 		}
 		select {
 		case in := <-e.in:
-			e.take(in)
+			e.takeGuarded(in)
 		case <-tick.C:
-			e.st.tick(e.cfg.Now())
+			e.guarded(func() { e.st.tick(e.cfg.Now()) })
 		case <-ctx.Done():
 			for {
 				select {
 				case in := <-e.in:
-					e.take(in)
+					e.takeGuarded(in)
 					continue
 				default:
 				}
 				break
 			}
-			e.st.flush(e.cfg.Now())
+			e.guarded(func() { e.st.flush(e.cfg.Now()) })
 			return
 		}
+	}
+}
+
+// guarded runs a step of the engine unless it is off; a panic turns it off (Config.OnPanic).
+func (e *Engine) guarded(f func()) {
+	if e.off {
+		return
+	}
+	if p := guard.Run("engine", f); p != nil {
+		e.off = true
+		if e.cfg.OnPanic != nil {
+			e.cfg.OnPanic(*p)
+		}
+	}
+}
+
+// takeGuarded takes one input; once the engine is off, it only relays Gunicorn's lines, parsed
+// line by line, so that they still reach stdout in order.
+func (e *Engine) takeGuarded(in input) {
+	if !e.off {
+		e.relayed = false
+		e.guarded(func() { e.take(in) })
+		if !e.off || e.relayed {
+			return
+		}
+	}
+	if l := in.line; l != nil {
+		guard.Run("engine", func() { e.st.out.Relay(l.stream, l.line, gunicorn.ParseLine(l.line), l.at) })
 	}
 }
 

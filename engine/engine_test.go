@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/internal/guard"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
@@ -428,5 +429,40 @@ func TestTwoOOMKillsInARow(t *testing.T) {
 		if pids, _ := e.Get("pids"); fmt.Sprint(pids) != fmt.Sprintf("[%d]", 801+i) {
 			t.Errorf("oom.kill %d names %v", i, pids)
 		}
+	}
+}
+
+// TestPanicTurnsTheEngineOff: a panic while the engine takes an input is told once, and from then
+// on the engine only relays Gunicorn's lines (every one, in order): it reports nothing from a
+// state it can no longer trust, and never takes gwrap down.
+func TestPanicTurnsTheEngineOff(t *testing.T) {
+	rec := &recorder{}
+	var panics []guard.Panic
+	e := New(Config{Settings: gunicorn.Settings{Timeout: 30, LogLevel: "info"}, Reports: rec, Interval: time.Hour,
+		OnWorkerClass: func(string) { var m map[string]int; m["class"]++ },
+		OnPanic:       func(p guard.Panic) { panics = append(panics, p) }}, rec)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.Run(ctx); close(done) }()
+	e.Probes([]probes.Event{
+		{Kind: probes.EventMaster, ID: probes.ID{PID: 10}, Time: time.Now()},
+		{Kind: probes.EventBoot, ID: probes.ID{PID: 11, StartTime: 1}, Time: time.Now()},
+	})
+	e.Line("stderr", []byte("[2026-11-25 06:00:00 +0000] [10] [INFO] Using worker: gthread"))
+	for i := 0; i < 100; i++ {
+		e.Line("stdout", []byte(fmt.Sprintf("line %d", i)))
+	}
+	e.Line("stderr", []byte("[2026-11-25 06:00:01 +0000] [10] [ERROR] Worker (pid:11) was sent SIGSEGV!"))
+	e.ChildExit(ExitInfo{Code: 0})
+	cancel()
+	<-done
+	if len(panics) != 1 || !strings.Contains(panics[0].Message, "nil map") || !strings.Contains(panics[0].Where, "engine/engine_test.go") {
+		t.Fatalf("panics told: %+v", panics)
+	}
+	if rec.relayed != 102 {
+		t.Errorf("%d lines relayed, want 102", rec.relayed)
+	}
+	if len(rec.reports) != 0 || len(rec.named("postmortem")) != 0 || len(rec.named("gunicorn.exit")) != 0 {
+		t.Errorf("an engine that panicked went on: reports %d, events %v", len(rec.reports), rec.events)
 	}
 }

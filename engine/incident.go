@@ -78,7 +78,7 @@ func (s *state) facts(inc *incident, final bool) facts {
 		lvl = "info"
 	}
 	stopping := !w.stopAt.IsZero() && (!w.gone() || !w.stopAt.After(w.goneAt))
-	return facts{
+	return s.dirtyFacts(inc, facts{
 		OOMKilled:    inc.oomKills > 0,
 		Timeout:      inc.timeout,
 		StuckBoot:    inc.stuck,
@@ -90,7 +90,7 @@ func (s *state) facts(inc *incident, final bool) facts {
 		ExitsVisible: (lvl == "info" || lvl == "debug") && s.settings.LogConfig == "",
 		BootFailure:  inc.bootError && (s.bootFailure != "" || inc.exitCode != nil && (*inc.exitCode == 3 || *inc.exitCode == 4)),
 		Final:        final,
-	}
+	})
 }
 
 // waiting reports whether an incident's window must stay open past its due time: a timed-out
@@ -183,27 +183,39 @@ func (s *state) report(inc *incident, kind postmortem.Kind, now time.Time) {
 			pi.StackError = "no stack: " + st.Err
 		}
 	}
+	s.dirtyIncident(inc, &pi)
 	evidence := postmortem.Evidence{Incident: pi, Settings: s.settings, Timeline: w.samples.list(), Deep: w.deep,
 		Container: s.containerAround(inc.at), Platform: s.cfg.Platform, Saturation: saturation(w.load)}
 	r := postmortem.NewReport(evidence, postmortem.Classify(evidence, s.cfg.Thresholds), s.version, now)
+	s.publish(&r, w, now)
+}
+
+// publish writes a report (its id made unique to the host) and announces it.
+func (s *state) publish(r *postmortem.Report, w *worker, now time.Time) string {
 	r.Host = s.cfg.Host
-	if h := idSafe(s.cfg.Host.Hostname); h != "" {
+	if h := idSafe(s.cfg.Host.Hostname); h != "" && !strings.HasSuffix(r.ID, "-"+h) {
 		// Instances of one App Service app share /home: the host keeps their ids apart.
 		r.ID += "-" + h
 	}
 	s.reported++
-	path := ""
-	if s.cfg.Reports != nil {
-		p, err := s.cfg.Reports.Write(r)
-		if err != nil {
-			s.warnOnce("report-write", now, "report_write", "cannot write post-mortem reports: "+err.Error()+" (they still appear on stdout)")
-		}
-		path = p
-	}
+	path := s.store(*r, now)
 	v := r.Verdict
-	s.emit(ev(now, Error, "postmortem", v.Summary, f("cause", string(v.Cause)), f("pid", w.id.PID),
-		f("kind", string(kind)), f("near_memory_limit", v.NearMemoryLimit), f("ran_long", v.RanLong),
-		f("confidence", v.Confidence), f("summary", v.Summary), f("report", path), f("id", r.ID)))
+	s.emit(ev(now, Error, "postmortem", v.Summary, append([]Field{f("cause", string(v.Cause)), f("pid", w.id.PID),
+		f("kind", string(r.Incident.Kind)), f("near_memory_limit", v.NearMemoryLimit), f("ran_long", v.RanLong),
+		f("confidence", v.Confidence), f("summary", v.Summary), f("report", path), f("id", r.ID)}, s.reportFields(r)...)...))
+	return path
+}
+
+// store writes a report; a failure is said once.
+func (s *state) store(r postmortem.Report, now time.Time) string {
+	if s.cfg.Reports == nil {
+		return ""
+	}
+	p, err := s.cfg.Reports.Write(r)
+	if err != nil {
+		s.warnOnce("report-write", now, "report_write", "cannot write post-mortem reports: "+err.Error()+" (they still appear on stdout)")
+	}
+	return p
 }
 
 // saturation sums up the server's load over a worker's silence: whether every worker was busy at

@@ -35,6 +35,8 @@ type state struct {
 	bootFailure string // the master's "Reason:" line (Worker failed to boot, App failed to load)
 	warned      map[string]bool
 	reported    int
+
+	dirty dirtyState // Gunicorn 25+'s dirty arbiter and its workers (dirty.go)
 }
 
 // containerKeep bounds the cgroup samples kept (10 minutes at 1 Hz).
@@ -44,7 +46,7 @@ func newState(cfg Config, out Emitter) *state {
 	// Room for the whole history at the normal rate plus 30 s of a late worker's fast samples.
 	capacity := int(cfg.History/cfg.Interval) + 300
 	return &state{cfg: cfg, out: out, settings: cfg.Settings, w: newWorkers(capacity),
-		asm: map[string]*gunicorn.Assembler{}, warned: map[string]bool{}}
+		asm: map[string]*gunicorn.Assembler{}, warned: map[string]bool{}, dirty: newDirtyState(cfg.Settings)}
 }
 
 func (s *state) emit(e Event) { s.out.Emit(e) }
@@ -67,9 +69,20 @@ func (s *state) setSettings(n gunicorn.Settings) {
 	if s.cfg.OnWorkerClass != nil {
 		s.cfg.OnWorkerClass(WorkerClass(n))
 	}
+	if n.DirtyWorkers > 0 && len(n.DirtyApps) > 0 {
+		s.turnOn()
+	}
 }
 
 func (s *state) timeout() time.Duration { return time.Duration(s.settings.Timeout) * time.Second }
+
+// limitOf is the timeout a worker is held to: --timeout, or --dirty-timeout for a dirty worker.
+func (s *state) limitOf(w *worker) time.Duration {
+	if isDirty(w) {
+		return time.Duration(s.settings.DirtyTimeout) * time.Second
+	}
+	return s.timeout()
+}
 
 // line relays one line of the child's output and takes in what it says.
 func (s *state) line(stream string, b []byte, at time.Time) {
@@ -154,6 +167,10 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 		}
 	case gunicorn.KindTimeout, gunicorn.KindSignaled, gunicorn.KindExited:
 		s.killLine(e, at)
+	default:
+		if e.IsDirty() {
+			s.dirtyLine(e, at)
+		}
 	}
 }
 
@@ -183,6 +200,9 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 		return
 	}
 	w := s.w.known(e.WorkerPID)
+	if w != nil && w.dirty != nil {
+		w = nil // the master speaks of its HTTP workers only (the arbiter of the dirty ones)
+	}
 	attributed := s.fromMaster(e)
 	// A line without Gunicorn's prefix (a custom log format) cannot be attributed: it may
 	// complete what /proc already showed, never start an incident.
@@ -238,7 +258,7 @@ func (s *state) unverified(e gunicorn.Event, at time.Time, why string) {
 // was older than three quarters of the timeout (Gunicorn times out past the whole timeout, and a
 // late worker is sampled ten times a second). known is false when no heartbeat could be read.
 func (s *state) heartbeatStale(w *worker, at time.Time) (stale, known bool) {
-	t := s.timeout()
+	t := s.limitOf(w)
 	samples := w.samples.list()
 	for i := len(samples) - 1; i >= 0; i-- {
 		sm := samples[i]
@@ -259,14 +279,18 @@ func (s *state) heartbeatStale(w *worker, at time.Time) (stale, known bool) {
 // probe takes one of the watcher's events.
 func (s *state) probe(e probes.Event) {
 	at := e.Time
+	if s.dirtyProbe(e) {
+		return
+	}
 	switch e.Kind {
 	case probes.EventMaster:
 		s.master = e.ID.PID
 	case probes.EventBoot:
 		if w, isNew := s.w.watched(e.ID, at); isNew {
 			w.bootedAt = minTime(w.bootedAt, at)
-			s.emit(ev(at, Info, "worker.boot", fmt.Sprintf("worker %d booted", e.ID.PID),
-				f("pid", e.ID.PID), f("start_ticks", e.ID.StartTime)))
+			s.dirtyBoot(w, e)
+			s.emit(ev(at, Info, "worker.boot", s.name(w)+" booted",
+				append([]Field{f("pid", e.ID.PID), f("start_ticks", e.ID.StartTime)}, s.roleFields(w)...)...))
 		}
 	case probes.EventSample:
 		w, _ := s.w.watched(e.ID, at)
@@ -281,6 +305,7 @@ func (s *state) probe(e probes.Event) {
 			return // a worker told to stop is draining, not late
 		}
 		w.lateSeen = e.Share
+		s.dirtyLate(w, e)
 		s.late(w, e, "worker.late")
 	case probes.EventStuckBoot:
 		w, _ := s.w.watched(e.ID, at)
@@ -315,7 +340,8 @@ func (s *state) probe(e probes.Event) {
 			return
 		}
 		w.goneAt = at
-		s.emit(ev(at, Info, "worker.gone", fmt.Sprintf("worker %d is gone", w.id.PID), f("pid", w.id.PID)))
+		s.dirtyGone(w, at)
+		s.emit(ev(at, Info, "worker.gone", s.name(w)+" is gone", append([]Field{f("pid", w.id.PID)}, s.roleFields(w)...)...))
 		inc := s.incidentFor(w, at)
 		// The v1 oom_kill counter moves only once the victim is reaped: give it a moment.
 		inc.extend(at, 700*time.Millisecond)
@@ -342,15 +368,24 @@ func (s *state) late(w *worker, e probes.Event, name string) {
 			waiting = wo
 		}
 	}
-	msg := fmt.Sprintf("worker %d silent for %.1fs of a %ds timeout (%.0f%% CPU, state %s)", w.id.PID,
-		sm.HeartbeatAge.Seconds(), int(e.Timeout.Seconds()), sm.CPUPercent(), sm.State)
+	limit := "timeout"
+	if isDirty(w) {
+		limit = "--dirty-timeout"
+	}
+	msg := fmt.Sprintf("%s silent for %.1fs of a %ds %s (%.0f%% CPU, state %s)", s.name(w),
+		sm.HeartbeatAge.Seconds(), int(e.Timeout.Seconds()), limit, sm.CPUPercent(), sm.State)
 	if name == "worker.stuck_boot" {
-		msg = fmt.Sprintf("worker %d has not finished booting after %ds (timeout %ds)", w.id.PID, int(sm.HeartbeatAge.Seconds()), int(e.Timeout.Seconds()))
+		msg = fmt.Sprintf("%s has not finished booting after %ds (%s %ds)", s.name(w), int(sm.HeartbeatAge.Seconds()), limit, int(e.Timeout.Seconds()))
 	}
 	fields := []Field{f("pid", w.id.PID),
 		f("heartbeat_age_s", round1(sm.HeartbeatAge.Seconds())), f("timeout_s", e.Timeout.Seconds()),
 		f("share", e.Share), f("cpu_percent", round1(sm.CPUPercent())), f("state", sm.State),
 		f("waiting_on", waiting), f("rss_bytes", sm.RSS())}
+	fields = append(fields, s.roleFields(w)...)
+	if dw := s.chain(w, e.Time); dw != nil && dw.PID != 0 {
+		msg += fmt.Sprintf(", waiting on dirty worker %d", dw.PID)
+		fields = append(fields, f("dirty_pid", dw.PID), f("dirty_action", dw.Action))
+	}
 	if st := w.stack; st != nil && st.Top != "" {
 		fields = append(fields, f("stack_top", st.Top))
 		msg += " in " + st.Top
@@ -445,6 +480,7 @@ func (s *state) tick(now time.Time) {
 		}
 	}
 	s.decideDue(now, false)
+	s.execDue(now, false)
 	s.w.expire(now, s.cfg.OnForget)
 	kept := s.ooms[:0]
 	for _, e := range s.ooms {
@@ -458,7 +494,7 @@ func (s *state) tick(now time.Time) {
 // busy reports whether tick has work: an incident open, a traceback being collected, a gone
 // worker's record to forget, an OOM kill not yet claimed. An idle engine needs no timer.
 func (s *state) busy() bool {
-	if len(s.open) > 0 || len(s.ooms) > 0 {
+	if len(s.open) > 0 || len(s.ooms) > 0 || s.execPending() {
 		return true
 	}
 	for _, a := range s.asm {
@@ -482,6 +518,7 @@ func (s *state) flush(now time.Time) {
 		}
 	}
 	s.decideDue(now, true)
+	s.execDue(now, true)
 }
 
 func (s *state) addLine(w *worker, e gunicorn.Event) {

@@ -24,6 +24,9 @@ type worker struct {
 	goneAt   time.Time // when it vanished
 	inc      *incident
 	reported bool // its incident was reported: never two for one worker
+
+	dirty  *dirtyInfo   // a dirty worker's or the dirty arbiter's record (dirty.go); nil for an HTTP worker
+	waited *dirtyWaited // an HTTP worker late while it waited on the dirty arbiter: what the dirty workers did
 }
 
 func (w *worker) gone() bool     { return !w.goneAt.IsZero() }

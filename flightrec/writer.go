@@ -356,12 +356,19 @@ func (r *Recorder) Event(ev probes.Event) {
 	r.emit()
 }
 
-// Gunicorn records the lines about a worker's end (timeout, signal, exit, graceful timeout);
-// it ignores the others.
-func (r *Recorder) Gunicorn(ev gunicorn.Event) {
+// Records reports whether Gunicorn records this line: those about a worker's end (timeout,
+// signal, exit, graceful timeout).
+func Records(ev gunicorn.Event) bool {
 	switch ev.Kind {
 	case gunicorn.KindTimeout, gunicorn.KindSignaled, gunicorn.KindExited, gunicorn.KindGracefulTimeout, gunicorn.KindReason:
-	default:
+		return true
+	}
+	return false
+}
+
+// Gunicorn records the lines about a worker's end (Records); it ignores the others.
+func (r *Recorder) Gunicorn(ev gunicorn.Event) {
+	if !Records(ev) {
 		return
 	}
 	r.mu.Lock()

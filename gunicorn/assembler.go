@@ -34,7 +34,7 @@ func (a *Assembler) Add(line []byte) (ev Event, done []Event) {
 	done = a.complete()
 	switch ev.Kind {
 	case KindRaw, KindAccess:
-	case KindRequestError, KindWorkerError, KindMasterError:
+	case KindRequestError, KindWorkerError, KindMasterError, KindDirtyWorkerError:
 		p := ev
 		a.pending = &p
 	case KindExited:

@@ -33,6 +33,20 @@ const (
 	KindMasterError     Kind = "master_exception" // Unhandled exception in main loop (+ traceback)
 	KindAutorestart     Kind = "autorestart"      // Autorestarting worker after current request.
 	KindGracefulTimeout Kind = "graceful_timeout" // Worker graceful timeout (pid:N)
+
+	// Gunicorn 25+'s dirty arbiter and its dirty workers (dirty.go). The arbiter is a child of
+	// the master; the dirty workers are the arbiter's children.
+	KindDirtyArbiterSpawned  Kind = "dirty_arbiter_spawned"   // Spawned dirty arbiter (pid: P) at SOCKET (the master)
+	KindDirtyArbiterStarting Kind = "dirty_arbiter_starting"  // Dirty arbiter starting (pid: P) (the arbiter)
+	KindDirtyArbiterExited   Kind = "dirty_arbiter_exited"    // Dirty arbiter (pid:P) exited [with code C] / killed by signal S (the master)
+	KindDirtyArbiterOrphan   Kind = "dirty_arbiter_orphan"    // Killing orphaned dirty arbiter (pid: P) (a new master)
+	KindDirtySpawned         Kind = "dirty_spawned"           // Spawned dirty worker (pid: P) with apps: [...] (the arbiter)
+	KindDirtyTimeout         Kind = "dirty_timeout"           // DIRTY WORKER TIMEOUT (pid:P) (the arbiter)
+	KindDirtySignaled        Kind = "dirty_signaled"          // Dirty worker (pid:P) killed by signal S (the arbiter)
+	KindDirtyBootFailed      Kind = "dirty_boot_failed"       // Dirty worker failed to boot (pid:P) (the arbiter)
+	KindDirtyExited          Kind = "dirty_exited"            // Dirty worker exited (pid:P) (the arbiter, at every reap)
+	KindDirtyExecTimeout     Kind = "dirty_execution_timeout" // Execution timeout for APP.ACTION after Ns (the dirty worker)
+	KindDirtyWorkerError     Kind = "dirty_worker_exception"  // Exception in dirty worker process (+ traceback; the dirty worker)
 )
 
 // Event is what one log line (plus, for errors, the traceback lines that follow it) says.
@@ -60,6 +74,13 @@ type Event struct {
 	Reason      string   `json:"reason,omitempty"`       // KindReason
 	Method      string   `json:"method,omitempty"`       // KindRequestError (25.3+)
 	URI         string   `json:"uri,omitempty"`          // KindRequestError
+
+	// Dirty workers (Gunicorn 25+).
+	Apps    []string `json:"apps,omitempty"`    // KindDirtySpawned: the dirty apps the worker loads ("module:Class")
+	App     string   `json:"app,omitempty"`     // KindDirtyExecTimeout: "module:Class"
+	Action  string   `json:"action,omitempty"`  // KindDirtyExecTimeout: the action that ran past the timeout
+	Seconds int      `json:"seconds,omitempty"` // KindDirtyExecTimeout: the timeout it ran past
+	Socket  string   `json:"socket,omitempty"`  // KindDirtyArbiterSpawned: the arbiter's socket path
 
 	// Traceback holds the prefix-less lines that followed an error line, bounded in count and size.
 	Traceback []string `json:"traceback,omitempty"`

@@ -45,6 +45,14 @@ type LogIncident struct {
 	Lines          []string `json:"lines"`
 	Traceback      []string `json:"traceback,omitempty"`
 
+	// Gunicorn 25+'s dirty workers (explain_dirty.go): Role is "dirty" for a dirty worker and
+	// "dirty_arbiter" for the dirty arbiter (absent for an HTTP worker); Action is an
+	// execution_timeout's "module:Class.action"; Repeats counts the boot failures of a dirty
+	// boot loop folded into its first.
+	Role    string `json:"role,omitempty"`
+	Action  string `json:"action,omitempty"`
+	Repeats int    `json:"repeats,omitempty"`
+
 	at time.Time
 }
 
@@ -58,7 +66,8 @@ type WorkerTimeline struct {
 // a container timestamp), or gwrap's own JSON output (gunicorn.log events), mixed or not.
 func Explain(r io.Reader) (*Explanation, error) {
 	x := &explainer{ex: &Explanation{Counts: map[string]int{}, Incidents: []LogIncident{}, Workers: []WorkerTimeline{}, Warnings: []string{}},
-		open: map[int]*LogIncident{}, timelines: map[int]*WorkerTimeline{}, boots: map[int]time.Time{}, ended: map[int]bool{}, requests: map[int]Event{}}
+		open: map[int]*LogIncident{}, timelines: map[int]*WorkerTimeline{}, boots: map[int]time.Time{}, ended: map[int]bool{}, requests: map[int]Event{},
+		dirtyTB: map[int][]string{}}
 	a := NewAssembler(200, 64<<10)
 	lr := lineReader{br: bufio.NewReaderSize(r, 64<<10), max: MaxExplainLine}
 	cuts := 0
@@ -175,6 +184,9 @@ type explainer struct {
 	shutdown  bool           // the master logged "Shutting down"
 	modern    bool           // a 21+ reap line ("Worker (pid:N) …") was seen
 	requests  map[int]Event  // the last request each worker logged at debug level
+
+	dirtyTB   map[int][]string // a dirty worker's boot traceback, until the arbiter's line about it
+	dirtyLoop *LogIncident     // the first boot failure of a dirty boot loop
 }
 
 func (x *explainer) timeline(pid int, at time.Time, what string) {
@@ -205,6 +217,10 @@ func (x *explainer) incident(pid int, at time.Time, kind string, line string) *L
 }
 
 func (x *explainer) event(ev Event) {
+	if ev.IsDirty() {
+		x.dirtyEvent(ev)
+		return
+	}
 	pid := ev.WorkerPID
 	switch ev.Kind {
 	case KindWorkerExiting, KindSignaled, KindExited:
@@ -350,7 +366,7 @@ func (x *explainer) finish() {
 				}
 			}
 		}
-		if inc.Kind == "boot_failure" {
+		if inc.Kind == "boot_failure" && inc.Role == "" {
 			x.ex.Warnings = append(x.ex.Warnings, fmt.Sprintf("worker %d failed to boot: see its traceback; Gunicorn stops when a worker cannot load the app", inc.PID))
 		}
 	}
@@ -403,6 +419,9 @@ func (x *explainer) signalNote() string {
 
 // explainIncident says in plain words what the log alone tells about one kill.
 func explainIncident(inc *LogIncident, version string) string {
+	if inc.Role != "" {
+		return explainDirty(inc)
+	}
 	var b strings.Builder
 	switch inc.Kind {
 	case "timeout":
@@ -476,6 +495,9 @@ func (e *Explanation) WriteText(w io.Writer) error {
 			at = "(no time)"
 		}
 		label := inc.Kind
+		if inc.Role != "" {
+			label = inc.Role + " " + label
+		}
 		switch {
 		case inc.TimeoutEscalation:
 			label += " + SIGKILL escalation"

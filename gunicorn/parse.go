@@ -139,8 +139,10 @@ func cutInt(s string) (int, string, bool) {
 var markers = [256][]string{
 	'W': {"WORKER TIMEOUT (pid:", "Worker exiting (pid: ", "Worker with pid ", "Worker (pid:", "Worker graceful timeout (pid:"},
 	'B': {"Booting worker with pid: "},
-	'E': {"Error handling request", "Exception in worker process"},
-	'S': {"Starting gunicorn ", "Shutting down: "},
+	'E': {"Error handling request", "Exception in worker process", "Execution timeout for ", "Exception in dirty worker process"},
+	'S': {"Starting gunicorn ", "Shutting down: ", "Spawned dirty arbiter (pid: ", "Spawned dirty worker (pid: "},
+	'D': dirtyMarkers,
+	'K': {"Killing orphaned dirty arbiter (pid: "},
 	'L': {"Listening at: "},
 	'U': {"Using worker: ", "Unhandled exception in main loop"},
 	'H': {"Handling signal: ", "Hang up: "},
@@ -267,7 +269,7 @@ func matchAt(ev *Event, m, rest string, atStart bool) bool {
 	case "Autorestarting worker after current request":
 		ev.Kind = KindAutorestart
 	default:
-		return false
+		return matchDirty(ev, m, rest)
 	}
 	return true
 }

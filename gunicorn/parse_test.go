@@ -173,6 +173,10 @@ func FuzzParseLine(f *testing.F) {
 		pfx + "[INFO] Listening at: http://127.0.0.1:1 (1)",
 		`127.0.0.1 - - [25/Nov/2026:03:42:30 +0000] "GET / HTTP/1.1" 200 3 "-" "curl/8"`,
 		"[", "[2", "Worker (pid:", "] [", "", "Traceback (most recent call last):", "Reason: App failed to load.",
+		pfx + "[CRITICAL] DIRTY WORKER TIMEOUT (pid:31851)",
+		pfx + "[INFO] Spawned dirty worker (pid: 31851) with apps: ['dirty:Heavy']",
+		pfx + "[WARNING] Execution timeout for app.ml:Heavy.predict after 300s",
+		pfx + "[ERROR] Dirty arbiter (pid:31849) exited with code 1",
 	} {
 		f.Add([]byte(s))
 	}
@@ -182,7 +186,9 @@ func FuzzParseLine(f *testing.F) {
 		if ev.Line != string(line) {
 			t.Fatalf("line not kept")
 		}
-		if ev.Kind == KindTimeout && ev.WorkerPID == 0 || ev.Kind == KindAccess && ev.PID != 0 {
+		if ev.Kind == KindTimeout && ev.WorkerPID == 0 || ev.Kind == KindAccess && ev.PID != 0 ||
+			ev.IsDirty() && ev.Kind != KindDirtyExecTimeout && ev.Kind != KindDirtyWorkerError && ev.WorkerPID == 0 ||
+			ev.Kind == KindDirtyExecTimeout && (ev.App == "" || ev.Action == "") {
 			t.Fatalf("inconsistent event %+v", ev)
 		}
 		_, done := a.Add(line)

@@ -35,6 +35,12 @@ type Settings struct {
 	ConfigFile      string   `json:"config_file,omitempty"`  // the file Gunicorn loads, "" if none
 	App             string   `json:"app,omitempty"`          // APP_MODULE
 
+	// Dirty workers (Gunicorn 25+): none unless DirtyWorkers > 0 and DirtyApps is set.
+	DirtyApps    []string `json:"dirty_apps,omitempty"` // --dirty-app, "module:Class[:N]"
+	DirtyWorkers int      `json:"dirty_workers"`        // --dirty-workers (0: no dirty arbiter)
+	DirtyTimeout int      `json:"dirty_timeout"`        // --dirty-timeout, seconds (300; 0 disables the checks)
+	DirtyThreads int      `json:"dirty_threads"`        // --dirty-threads (1): actions a dirty worker runs at once
+
 	// Sources says where each setting came from, keyed by Gunicorn's setting name.
 	Sources map[string]Source `json:"sources,omitempty"`
 	// Problems lists what could not be read (a config file that did not evaluate, a value that

@@ -44,7 +44,8 @@ type SettingsInput struct {
 // Defaults are Gunicorn's defaults (identical from 19.9 to 26.1 for these settings).
 func Defaults() Settings {
 	return Settings{Timeout: 30, GracefulTimeout: 30, Workers: 1, WorkerClass: "sync", Threads: 1,
-		Bind: []string{"127.0.0.1:8000"}, ErrorLog: "-", LogLevel: "info", Sources: map[string]Source{}}
+		Bind: []string{"127.0.0.1:8000"}, ErrorLog: "-", LogLevel: "info", Sources: map[string]Source{},
+		DirtyTimeout: 300, DirtyThreads: 1}
 }
 
 // CommandArgs returns Gunicorn's arguments when argv runs Gunicorn (`gunicorn …`, `gunicorn3 …`,
@@ -230,6 +231,8 @@ var options = map[string]string{
 	"--log-level": "loglevel", "--log-config": "logconfig", "--log-config-json": "logconfig_json",
 	"--log-syslog": "syslog", "--capture-output": "capture_output", "--preload": "preload_app",
 	"--max-requests": "max_requests", "-c": "config", "--config": "config", "--logger-class": "logger_class",
+	"--dirty-app": "dirty_apps", "--dirty-workers": "dirty_workers", "--dirty-timeout": "dirty_timeout",
+	"--dirty-threads": "dirty_threads",
 }
 
 var flagOptions = map[string]bool{
@@ -279,7 +282,7 @@ func parseArgs(args []string) parsed {
 		if !known {
 			continue
 		}
-		if key == "bind" {
+		if key == "bind" || key == "dirty_apps" { // action="append"
 			prev, _ := p.values[key].([]string)
 			p.values[key] = append(prev, val)
 			continue
@@ -304,6 +307,14 @@ func applyValues(s *Settings, vals map[string]any, src Source) {
 			s.Threads, ok = toInt(v)
 		case "max_requests":
 			s.MaxRequests, ok = toInt(v)
+		case "dirty_workers":
+			s.DirtyWorkers, ok = toInt(v)
+		case "dirty_timeout":
+			s.DirtyTimeout, ok = toInt(v)
+		case "dirty_threads":
+			s.DirtyThreads, ok = toInt(v)
+		case "dirty_apps":
+			s.DirtyApps, ok = toStrings(v)
 		case "worker_class":
 			s.WorkerClass, ok = v.(string)
 		case "worker_tmp_dir":
@@ -383,6 +394,29 @@ func toInt(v any) (int, bool) {
 	return 0, false
 }
 
+// toStrings reads a list of strings (or one string) as Python's config and the parser give it.
+func toStrings(v any) ([]string, bool) {
+	switch x := v.(type) {
+	case nil:
+		return nil, true
+	case string:
+		return []string{x}, true
+	case []string:
+		return x, true
+	case []any:
+		out := make([]string, 0, len(x))
+		for _, e := range x {
+			s, ok := e.(string)
+			if !ok {
+				return nil, false
+			}
+			out = append(out, s)
+		}
+		return out, true
+	}
+	return nil, false
+}
+
 func toBool(v any) (bool, bool) {
 	switch x := v.(type) {
 	case bool:
@@ -448,7 +482,8 @@ func splitArgs(s string) []string {
 // tracked are the settings gwrap reads, by Gunicorn's names.
 var tracked = []string{"timeout", "graceful_timeout", "workers", "worker_class", "threads", "worker_tmp_dir",
 	"bind", "errorlog", "accesslog", "loglevel", "logconfig", "logconfig_dict", "logconfig_json", "syslog",
-	"capture_output", "preload_app", "max_requests", "logger_class"}
+	"capture_output", "preload_app", "max_requests", "logger_class",
+	"dirty_apps", "dirty_workers", "dirty_timeout", "dirty_threads"}
 
 // readConfigStatic reads `name = literal` lines of a Python config file: what a static read can
 // know. unknown lists the tracked settings the file assigns with code (`timeout = 60 * 10`).

@@ -262,3 +262,47 @@ func TestLint(t *testing.T) {
 		t.Errorf("platform %q", p)
 	}
 }
+
+// TestDirtySettings reads Gunicorn 25+'s dirty-worker settings from every source: the command line
+// (--dirty-app appends), GUNICORN_CMD_ARGS, a config file read statically, and Gunicorn 26's own
+// Config evaluating a config file that computes them.
+func TestDirtySettings(t *testing.T) {
+	s := ReadSettings(context.Background(), SettingsInput{Args: []string{"app:app"}})
+	if s.DirtyWorkers != 0 || s.DirtyTimeout != 300 || s.DirtyThreads != 1 || len(s.DirtyApps) != 0 {
+		t.Errorf("defaults: %+v", s)
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "gunicorn.conf.py"), []byte("dirty_apps = ['ml:Heavy', 'img:Thumb:1']\ndirty_timeout = 60\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s = ReadSettings(context.Background(), SettingsInput{Args: []string{"app:app", "--dirty-workers", "2", "--dirty-threads=3"},
+		Env: []string{"GUNICORN_CMD_ARGS=--dirty-timeout 90"}, Dir: dir})
+	if s.DirtyWorkers != 2 || s.DirtyThreads != 3 || s.DirtyTimeout != 90 || strings.Join(s.DirtyApps, ",") != "ml:Heavy,img:Thumb:1" {
+		t.Errorf("static: %+v", s)
+	}
+	if s.Sources["dirty_timeout"] != SourceEnv || s.Sources["dirty_apps"] != SourceFile || s.Sources["dirty_workers"] != SourceCLI {
+		t.Errorf("sources %v", s.Sources)
+	}
+	s = ReadSettings(context.Background(), SettingsInput{Args: []string{"app:app", "--dirty-app", "a:A", "--dirty-app=b:B"}, Dir: t.TempDir()})
+	if strings.Join(s.DirtyApps, ",") != "a:A,b:B" {
+		t.Errorf("--dirty-app appends: %q", s.DirtyApps)
+	}
+
+	var rel testkit.Release
+	for _, r := range testkit.Releases(t) {
+		if r.Major() >= 25 {
+			rel = r
+		}
+	}
+	if rel.Version == "" {
+		testkit.Unavailable(t, "no Gunicorn 25+ unpacked (run scripts/deps.sh)")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "gunicorn.conf.py"), []byte("dirty_apps = ['ml:Heavy']\ndirty_timeout = 6 * 10\ndirty_workers = 1 + 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s = ReadSettings(context.Background(), SettingsInput{Args: []string{"app:app", "--dirty-threads", "4"}, Env: rel.Env(t),
+		Dir: dir, Python: testkit.Python(t), Timeout: 10 * time.Second})
+	if len(s.Problems) > 0 || s.DirtyTimeout != 60 || s.DirtyWorkers != 2 || s.DirtyThreads != 4 || strings.Join(s.DirtyApps, ",") != "ml:Heavy" {
+		t.Errorf("Gunicorn %s evaluated: %+v", rel.Version, s)
+	}
+}

@@ -28,7 +28,7 @@ func BenchmarkFeed(b *testing.B) {
 	c := Container{WorkingSetBytes: Known(1), LimitBytes: Known(2)}
 	b.ReportAllocs()
 	for b.Loop() {
-		m.WorkerLate(0.5)
+		m.WorkerLate(0.5, RoleHTTP)
 		m.SetContainer(c)
 		m.SetWorkers(8, 0)
 	}

@@ -5,13 +5,13 @@ import "github.com/prometheus/client_golang/prometheus"
 // The gauges' descriptions: units in the names, help on every one.
 var (
 	descWorkers = prometheus.NewDesc("gwrap_workers",
-		"Gunicorn workers alive (children of the master) at the last sweep.", nil, nil)
+		"Gunicorn workers alive: role=http the master's workers, role=dirty the dirty arbiter's (Gunicorn 25+).", []string{"role"}, nil)
 	descBusy = prometheus.NewDesc("gwrap_workers_busy",
-		"Workers holding an accepted client connection (an ESTABLISHED TCP socket on a port the master listens on): for sync workers, exactly those in a request; for gthread/gevent, also idle keep-alive connections.", nil, nil)
+		"Workers holding an accepted client connection (an ESTABLISHED TCP socket on a port the master listens on): for sync workers, exactly those in a request; for gthread/gevent, also idle keep-alive connections.", []string{"role"}, nil)
 	descHeartbeat = prometheus.NewDesc("gwrap_worker_heartbeat_age_max_seconds",
-		"Longest time any live worker has not touched its heartbeat file; Gunicorn kills a worker when this exceeds gwrap_gunicorn_timeout_seconds.", nil, nil)
+		"Longest time any live worker of the role has not touched its heartbeat file; Gunicorn kills a worker when this exceeds gwrap_gunicorn_timeout_seconds of the same role.", []string{"role"}, nil)
 	descTimeout = prometheus.NewDesc("gwrap_gunicorn_timeout_seconds",
-		"Gunicorn's worker timeout (--timeout); absent when the checks are disabled (0).", nil, nil)
+		"Gunicorn's worker timeout: --timeout (role=http), --dirty-timeout (role=dirty); absent when the checks are disabled (0).", []string{"role"}, nil)
 	descWorkingSet = prometheus.NewDesc("gwrap_container_memory_working_set_bytes",
 		"Container cgroup's memory usage minus inactive file pages (what kubelet compares with the limit).", nil, nil)
 	descLimit = prometheus.NewDesc("gwrap_container_memory_limit_bytes",
@@ -59,10 +59,13 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v.V, labels...)
 		}
 	}
-	gauge(descWorkers, s.workers)
-	gauge(descBusy, s.sat.Busy)
-	gauge(descHeartbeat, s.heartbeatAgeMax)
-	gauge(descTimeout, s.timeout)
+	gauge(descWorkers, s.workers, RoleHTTP)
+	gauge(descBusy, s.sat.Busy, RoleHTTP)
+	gauge(descHeartbeat, s.heartbeatAgeMax, RoleHTTP)
+	gauge(descTimeout, s.timeout, RoleHTTP)
+	gauge(descWorkers, s.sat.DirtyWorkers, RoleDirty)
+	gauge(descHeartbeat, s.sat.DirtyHeartbeatAgeMax, RoleDirty)
+	gauge(descTimeout, s.dirtyTimeout, RoleDirty)
 	c := s.container
 	gauge(descWorkingSet, c.WorkingSetBytes)
 	gauge(descLimit, c.LimitBytes)

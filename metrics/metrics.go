@@ -12,6 +12,11 @@
 //
 // A value that could not be read is absent from the exposition, never a 0: no limit means no
 // gwrap_container_memory_limit_bytes series. No series carries a pid (unbounded cardinality).
+//
+// The series about workers carry a role label: "http" for Gunicorn's workers, "dirty" for the
+// dirty workers of Gunicorn 25+ (and, for kills, "dirty_arbiter" for their arbiter), so that one
+// family counts both and a query tells them apart. The dirty series exist from the moment gwrap
+// knows the master runs dirty workers (EnableDirty).
 package metrics
 
 import (
@@ -28,6 +33,25 @@ import (
 // exists from the start at 0, so that increase() sees the first kill. Any other cause string is
 // counted as "unknown" to keep the label bounded.
 var Causes = []string{"oom_killed", "memory_pressure", "cpu_bound", "cpu_starved", "blocked", "boot_timeout", "crashed", "unknown"}
+
+// The roles of the role label.
+const (
+	RoleHTTP         = "http"          // a Gunicorn worker serving HTTP
+	RoleDirty        = "dirty"         // a dirty worker (Gunicorn 25+)
+	RoleDirtyArbiter = "dirty_arbiter" // the dirty arbiter (kills only)
+)
+
+// roles bounds the label: any other value is counted as http.
+var roles = []string{RoleHTTP, RoleDirty, RoleDirtyArbiter}
+
+func role(r string) string {
+	for _, x := range roles {
+		if x == r {
+			return r
+		}
+	}
+	return RoleHTTP
+}
 
 // Value is a reading that may be absent.
 type Value struct {
@@ -52,6 +76,9 @@ type Saturation struct {
 	HeartbeatAgeMax Value // seconds
 	Busy            Value // workers in a request (see probes.Saturation for the definition)
 	Queues          []Queue
+	// DirtyWorkers and DirtyHeartbeatAgeMax are the dirty pool's (absent: none).
+	DirtyWorkers         Value
+	DirtyHeartbeatAgeMax Value
 }
 
 // Container is the cgroup's side of the picture. Ratios are 0–1 (PSI avg10 / 100).
@@ -84,7 +111,9 @@ type Metrics struct {
 	kills    *prometheus.CounterVec
 	ooms     prometheus.Counter
 	late     *prometheus.CounterVec
-	started  prometheus.Counter
+	started  *prometheus.CounterVec
+	execs    *prometheus.CounterVec
+	dirtyOn  sync.Once
 	opt      Options
 	mu       sync.Mutex // guards snap
 	snap     snapshot
@@ -99,6 +128,7 @@ type snapshot struct {
 	workers                Value
 	heartbeatAgeMax        Value // seconds
 	timeout                Value // seconds
+	dirtyTimeout           Value // seconds
 	gunicornVer, workerCls string
 	haveGunicorn           bool
 	sat                    Saturation
@@ -115,20 +145,17 @@ func New(opt Options) *Metrics {
 	}
 	m := &Metrics{reg: prometheus.NewRegistry(), opt: opt}
 	m.kills = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gwrap_worker_kills_total",
-		Help: "Gunicorn workers killed, by gwrap's verdict on why (oom_killed, memory_pressure, cpu_bound, cpu_starved, blocked, boot_timeout, crashed, unknown)."}, []string{"cause"})
+		Help: "Gunicorn workers killed, by gwrap's verdict on why (oom_killed, memory_pressure, cpu_bound, cpu_starved, blocked, boot_timeout, crashed, unknown) and their role (http, dirty, dirty_arbiter)."}, []string{"cause", "role"})
 	m.ooms = prometheus.NewCounter(prometheus.CounterOpts{Name: "gwrap_oom_kills_total",
 		Help: "Processes the kernel OOM killer killed in the container's cgroup while gwrap watched (increase of its oom_kill counter)."})
 	m.late = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gwrap_worker_late_total",
-		Help: "Workers whose heartbeat age crossed a share of Gunicorn's timeout, by that share."}, []string{"share"})
-	m.started = prometheus.NewCounter(prometheus.CounterOpts{Name: "gwrap_workers_started_total",
-		Help: "Gunicorn workers that appeared (booted or respawned) while gwrap watched."})
-	for _, c := range Causes {
-		m.kills.WithLabelValues(c)
-	}
-	for _, s := range opt.LateShares {
-		m.late.WithLabelValues(shareLabel(s))
-	}
-	m.reg.MustRegister(m.kills, m.ooms, m.late, m.started, (*gauges)(m),
+		Help: "Workers whose heartbeat age crossed a share of their timeout (--timeout; --dirty-timeout for role dirty), by that share."}, []string{"share", "role"})
+	m.started = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gwrap_workers_started_total",
+		Help: "Gunicorn workers that appeared (booted or respawned) while gwrap watched."}, []string{"role"})
+	m.execs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gwrap_dirty_execution_timeouts_total",
+		Help: "Dirty actions that ran past --dirty-timeout (Gunicorn answered the caller with an error but could not stop them), by what they were doing."}, []string{"cause"})
+	m.initRole(RoleHTTP)
+	m.reg.MustRegister(m.kills, m.ooms, m.late, m.started, m.execs, (*gauges)(m),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "gwrap"}))
 	return m
 }
@@ -136,26 +163,65 @@ func New(opt Options) *Metrics {
 // Registry is what the HTTP handler serves (and what tests gather).
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
-// WorkerKilled counts one incident's verdict, when its post-mortem is reported.
-func (m *Metrics) WorkerKilled(cause string) {
-	ok := false
+// initRole makes a role's series exist at 0, so that increase() sees their first count.
+func (m *Metrics) initRole(r string) {
 	for _, c := range Causes {
-		ok = ok || c == cause
+		m.kills.WithLabelValues(c, r)
 	}
-	if !ok {
-		cause = "unknown"
+	if r == RoleDirtyArbiter {
+		return
 	}
-	m.kills.WithLabelValues(cause).Inc()
+	for _, s := range m.opt.LateShares {
+		m.late.WithLabelValues(shareLabel(s), r)
+	}
+	m.started.WithLabelValues(r)
+}
+
+// EnableDirty makes the dirty pool's series exist: the master runs dirty workers.
+func (m *Metrics) EnableDirty() {
+	m.dirtyOn.Do(func() {
+		m.initRole(RoleDirty)
+		m.initRole(RoleDirtyArbiter)
+		for _, c := range Causes {
+			m.execs.WithLabelValues(c)
+		}
+	})
+}
+
+func cause(c string) string {
+	for _, x := range Causes {
+		if x == c {
+			return c
+		}
+	}
+	return "unknown"
+}
+
+// WorkerKilled counts one incident's verdict, when its post-mortem is reported, by the role of
+// the process it was about.
+func (m *Metrics) WorkerKilled(c, r string) {
+	if r = role(r); r != RoleHTTP {
+		m.EnableDirty()
+	}
+	m.kills.WithLabelValues(cause(c), r).Inc()
+}
+
+// ExecTimeout counts a dirty action that ran past --dirty-timeout, by its verdict.
+func (m *Metrics) ExecTimeout(c string) {
+	m.EnableDirty()
+	m.execs.WithLabelValues(cause(c)).Inc()
 }
 
 // OOMKills adds n to the OOM-kill count (an oom.kill event's Count).
 func (m *Metrics) OOMKills(n uint64) { m.ooms.Add(float64(n)) }
 
-// WorkerLate counts a worker crossing share of the timeout (a worker.late event).
-func (m *Metrics) WorkerLate(share float64) { m.late.WithLabelValues(shareLabel(share)).Inc() }
+// WorkerLate counts a worker crossing share of its timeout (a worker.late event).
+func (m *Metrics) WorkerLate(share float64, r string) {
+	m.late.WithLabelValues(shareLabel(share), role(r)).Inc()
+}
 
 // WorkerStarted counts a new worker (a worker.boot event).
-func (m *Metrics) WorkerStarted() { m.started.Inc() }
+func (m *Metrics) WorkerStarted(r string) { m.started.WithLabelValues(role(r)).Inc() }
 
 // SetWorkers sets the number of live workers and the oldest heartbeat age among them
 // (heartbeatAgeMax < 0: no worker's heartbeat could be read).
@@ -178,6 +244,17 @@ func (m *Metrics) SetGunicorn(version, workerClass string, timeout time.Duration
 	m.snap.timeout = Value{}
 	if timeout > 0 {
 		m.snap.timeout = Known(timeout.Seconds())
+	}
+}
+
+// SetDirtyTimeout sets --dirty-timeout (0 or negative: absent) and makes the dirty series exist.
+func (m *Metrics) SetDirtyTimeout(timeout time.Duration) {
+	m.EnableDirty()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.snap.dirtyTimeout = Value{}
+	if timeout > 0 {
+		m.snap.dirtyTimeout = Known(timeout.Seconds())
 	}
 }
 

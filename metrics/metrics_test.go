@@ -49,14 +49,14 @@ func serve(t *testing.T, m *Metrics) func() string {
 
 func fed() *Metrics {
 	m := New(Options{Version: "1.2.3", LateShares: []float64{0.5, 0.8}})
-	m.WorkerStarted()
-	m.WorkerStarted()
-	m.WorkerKilled("oom_killed")
-	m.WorkerKilled("blocked")
-	m.WorkerKilled("blocked")
-	m.WorkerKilled("made_up") // counted as unknown
+	m.WorkerStarted(RoleHTTP)
+	m.WorkerStarted(RoleHTTP)
+	m.WorkerKilled("oom_killed", RoleHTTP)
+	m.WorkerKilled("blocked", RoleHTTP)
+	m.WorkerKilled("blocked", "")
+	m.WorkerKilled("made_up", "made_up") // counted as unknown, http
 	m.OOMKills(2)
-	m.WorkerLate(0.8)
+	m.WorkerLate(0.8, RoleHTTP)
 	m.SetWorkers(2, 12500*time.Millisecond)
 	m.SetGunicorn("20.1.0", "sync", 30*time.Second)
 	m.SetContainer(Container{WorkingSetBytes: Known(100 << 20), LimitBytes: Known(512 << 20), ThrottledSeconds: Known(1.5),
@@ -68,18 +68,18 @@ func fed() *Metrics {
 func TestExpositionValues(t *testing.T) {
 	text := serve(t, fed())()
 	for _, want := range []string{
-		`gwrap_worker_kills_total{cause="oom_killed"} 1`,
-		`gwrap_worker_kills_total{cause="blocked"} 2`,
-		`gwrap_worker_kills_total{cause="unknown"} 1`,
-		`gwrap_worker_kills_total{cause="cpu_bound"} 0`, // exists before the first kill
+		`gwrap_worker_kills_total{cause="oom_killed",role="http"} 1`,
+		`gwrap_worker_kills_total{cause="blocked",role="http"} 2`,
+		`gwrap_worker_kills_total{cause="unknown",role="http"} 1`,
+		`gwrap_worker_kills_total{cause="cpu_bound",role="http"} 0`, // exists before the first kill
 		`gwrap_oom_kills_total 2`,
-		`gwrap_worker_late_total{share="0.5"} 0`,
-		`gwrap_worker_late_total{share="0.8"} 1`,
-		`gwrap_workers_started_total 2`,
-		`gwrap_workers 2`,
-		`gwrap_workers_busy 2`,
-		`gwrap_worker_heartbeat_age_max_seconds 12.5`,
-		`gwrap_gunicorn_timeout_seconds 30`,
+		`gwrap_worker_late_total{role="http",share="0.5"} 0`,
+		`gwrap_worker_late_total{role="http",share="0.8"} 1`,
+		`gwrap_workers_started_total{role="http"} 2`,
+		`gwrap_workers{role="http"} 2`,
+		`gwrap_workers_busy{role="http"} 2`,
+		`gwrap_worker_heartbeat_age_max_seconds{role="http"} 12.5`,
+		`gwrap_gunicorn_timeout_seconds{role="http"} 30`,
 		`gwrap_container_memory_working_set_bytes 1.048576e+08`,
 		`gwrap_container_memory_limit_bytes 5.36870912e+08`,
 		`gwrap_container_cpu_throttled_seconds_total 1.5`,
@@ -98,6 +98,46 @@ func TestExpositionValues(t *testing.T) {
 	if strings.Contains(text, "pid=") {
 		t.Error("a series has a pid label")
 	}
+	if strings.Contains(text, `role="dirty"`) || strings.Contains(text, "gwrap_dirty_execution_timeouts_total{") {
+		t.Error("dirty series without dirty workers")
+	}
+}
+
+// TestDirtyRole: dirty workers are counted in the same families with role="dirty" (and the
+// arbiter's death with role="dirty_arbiter"), their series exist at 0 once the master is known to
+// run them, and an action past --dirty-timeout is counted apart: no worker died.
+func TestDirtyRole(t *testing.T) {
+	m := fed()
+	m.SetDirtyTimeout(300 * time.Second)
+	m.WorkerStarted(RoleDirty)
+	m.WorkerKilled("cpu_bound", RoleDirty)
+	m.WorkerKilled("crashed", RoleDirtyArbiter)
+	m.WorkerLate(0.5, RoleDirty)
+	m.ExecTimeout("blocked")
+	m.SetSaturation(Saturation{Busy: Known(1), DirtyWorkers: Known(2), DirtyHeartbeatAgeMax: Known(140)})
+	text := serve(t, m)()
+	for _, want := range []string{
+		`gwrap_worker_kills_total{cause="cpu_bound",role="dirty"} 1`,
+		`gwrap_worker_kills_total{cause="oom_killed",role="dirty"} 0`,
+		`gwrap_worker_kills_total{cause="crashed",role="dirty_arbiter"} 1`,
+		`gwrap_worker_kills_total{cause="oom_killed",role="http"} 1`,
+		`gwrap_workers_started_total{role="dirty"} 1`,
+		`gwrap_worker_late_total{role="dirty",share="0.5"} 1`,
+		`gwrap_dirty_execution_timeouts_total{cause="blocked"} 1`,
+		`gwrap_dirty_execution_timeouts_total{cause="cpu_bound"} 0`,
+		`gwrap_workers{role="dirty"} 2`,
+		`gwrap_workers{role="http"} 2`,
+		`gwrap_worker_heartbeat_age_max_seconds{role="dirty"} 140`,
+		`gwrap_gunicorn_timeout_seconds{role="dirty"} 300`,
+		`gwrap_gunicorn_timeout_seconds{role="http"} 30`,
+	} {
+		if !strings.Contains(text, want+"\n") {
+			t.Errorf("missing %q", want)
+		}
+	}
+	if strings.Contains(text, `gwrap_workers_busy{role="dirty"}`) {
+		t.Error("dirty workers serve no HTTP: no busy series")
+	}
 }
 
 // TestAbsentIsAbsent: what was never read (no limit, no PSI, no listener, timeout disabled)
@@ -108,14 +148,14 @@ func TestAbsentIsAbsent(t *testing.T) {
 	m.SetWorkers(0, -1)
 	m.SetContainer(Container{WorkingSetBytes: Known(1 << 20)})
 	text := serve(t, m)()
-	for _, absent := range []string{"gwrap_container_memory_limit_bytes ", "gwrap_gunicorn_timeout_seconds ",
-		"gwrap_worker_heartbeat_age_max_seconds ", "gwrap_workers_busy ", "gwrap_listen_queue_length{", "_pressure_ratio{",
+	for _, absent := range []string{"gwrap_container_memory_limit_bytes ", "gwrap_gunicorn_timeout_seconds{",
+		"gwrap_worker_heartbeat_age_max_seconds{", "gwrap_workers_busy{", "gwrap_listen_queue_length{", "_pressure_ratio{",
 		"gwrap_container_cpu_throttled_seconds_total "} {
 		if strings.Contains(text, absent) {
 			t.Errorf("%q present:\n%s", absent, text)
 		}
 	}
-	if !strings.Contains(text, "gwrap_workers 0\n") || !strings.Contains(text, "gwrap_container_memory_working_set_bytes 1.048576e+06\n") {
+	if !strings.Contains(text, "gwrap_workers{role=\"http\"} 0\n") || !strings.Contains(text, "gwrap_container_memory_working_set_bytes 1.048576e+06\n") {
 		t.Errorf("known zero or value missing:\n%s", text)
 	}
 }
@@ -157,21 +197,21 @@ func TestSlowLiveDoesNotBlockFeeders(t *testing.T) {
 	go func() { first <- scrape() }()
 	<-entered
 	m.SetWorkers(4, time.Second)
-	m.WorkerKilled("blocked")
+	m.WorkerKilled("blocked", RoleHTTP)
 	m.SetContainer(Container{})
 	m.SetSaturation(Saturation{})
 	m.OOMKills(1)
 	close(release)
-	if text := <-first; !strings.Contains(text, "gwrap_workers 9\n") || !strings.Contains(text, "gwrap_worker_heartbeat_age_max_seconds 3.5\n") ||
-		!strings.Contains(text, "gwrap_workers_busy 1\n") || !strings.Contains(text, `gwrap_listen_queue_length{listener="0.0.0.0:80"} 3`) {
+	if text := <-first; !strings.Contains(text, "gwrap_workers{role=\"http\"} 9\n") || !strings.Contains(text, "gwrap_worker_heartbeat_age_max_seconds{role=\"http\"} 3.5\n") ||
+		!strings.Contains(text, "gwrap_workers_busy{role=\"http\"} 1\n") || !strings.Contains(text, `gwrap_listen_queue_length{listener="0.0.0.0:80"} 3`) {
 		t.Errorf("first scrape:\n%s", text)
 	}
-	if text := scrape(); !strings.Contains(text, "gwrap_workers_busy 1\n") || calls.Load() != 1 {
+	if text := scrape(); !strings.Contains(text, "gwrap_workers_busy{role=\"http\"} 1\n") || calls.Load() != 1 {
 		t.Errorf("within LiveEvery the hook ran %d times", calls.Load())
 	}
 	later := now.Add(time.Second)
 	clock.Store(&later)
-	if text := scrape(); !strings.Contains(text, "gwrap_workers_busy 2\n") {
+	if text := scrape(); !strings.Contains(text, "gwrap_workers_busy{role=\"http\"} 2\n") {
 		t.Errorf("after LiveEvery:\n%s", text)
 	}
 }

@@ -27,8 +27,8 @@ func evidence(f Facts, th Thresholds) []Fact {
 		}
 		fact("the cgroup's recorded peak usage (kernel)", val, "")
 	}
-	if f.Silence >= 0 {
-		fact("worker silent (heartbeat age) before its end", secs(f.Silence), fmt.Sprintf("timeout %s; ran long at ≥ %.0f%% of it", secs(f.Timeout), 100*th.LongShare))
+	if f.Silence >= 0 && f.Kind != KindExecTimeout {
+		fact("worker silent (heartbeat age) before its end", secs(f.Silence), fmt.Sprintf("%s %s; ran long at ≥ %.0f%% of it", limitName(f), secs(f.Timeout), 100*th.LongShare))
 	}
 	if f.Samples > 0 {
 		if f.CPUKnown {
@@ -107,12 +107,19 @@ func evidence(f Facts, th Thresholds) []Fact {
 	if f.Where != "" {
 		fact("the app's innermost frame", f.Where, "")
 	}
+	dirtyEvidence(f, fact)
 	return out
 }
 
 // advice is what to change, fitted to the worker class, the platform and the limits set.
 func advice(f Facts, d Decision) []string {
-	out := []string{}
+	out, done := dirtyAdvice(f, d)
+	if done {
+		return out
+	}
+	if out == nil {
+		out = []string{}
+	}
 	add := func(a ...string) { out = append(out, a...) }
 	leak := f.Growth != nil && f.Growth.Steady
 	recycle := "recycle workers with --max-requests 1000 --max-requests-jitter 100"
@@ -150,7 +157,9 @@ func advice(f Facts, d Decision) []string {
 			add("the CPUs are shared with other work (no CPU quota is set): run fewer workers, or give the container CPUs of its own (a CPU request or reservation)")
 		}
 	case CauseBlocked:
-		if p := peer(f.Waiting); p != "" {
+		if c, ok := strings.CutPrefix(first(f.Waiting), "child "); ok {
+			add("the child process `" + c + "` ran past the timeout: give the call that waits for it a timeout (subprocess.run(..., timeout=...)), or run it outside the request")
+		} else if p := peer(f.Waiting); p != "" && f.DirtyWait == nil {
 			add("the peer " + p + " did not answer: set a timeout on that call (database, HTTP client)")
 		}
 		if d.Branch == BranchLoopBlocked {
@@ -206,8 +215,22 @@ func peer(waiting []string) string {
 		if p, ok := strings.CutPrefix(w, "unix "); ok {
 			return p
 		}
+		if p, ok := strings.CutPrefix(w, "udp "); ok {
+			return p
+		}
+		if p, ok := strings.CutPrefix(w, "udp6 "); ok {
+			return p
+		}
 	}
 	return ""
+}
+
+// first is the most telling thing the worker waited on, or "".
+func first(waiting []string) string {
+	if len(waiting) == 0 {
+		return ""
+	}
+	return waiting[0]
 }
 
 func stateMix(ss []probes.Sample) string {
@@ -260,8 +283,12 @@ func kernelWait(channel string) string {
 	return ""
 }
 
-// describeWait turns "wchan hrtimer_nanosleep" into words; a socket peer stays as it is.
+// describeWait turns "wchan hrtimer_nanosleep" and "child sleep 40" into words; a socket peer
+// stays as it is.
 func describeWait(w string) string {
+	if cmd, ok := strings.CutPrefix(w, "child "); ok {
+		return "its child process `" + cmd + "`"
+	}
 	name, ok := strings.CutPrefix(w, "wchan ")
 	if !ok {
 		return w

@@ -39,6 +39,47 @@ type Incident struct {
 	StackTop    string   `json:"stack_top,omitempty"`
 	// StackError says why there is no stack ("no stack: …") when one was tried and failed.
 	StackError string `json:"stack_error,omitempty"`
+
+	// Dirty workers (Gunicorn 25+). Role is "dirty" for a dirty worker, "dirty_arbiter" for the
+	// dirty arbiter, absent for an HTTP worker; DirtyApps are the apps the dirty worker loaded.
+	Role      string   `json:"role,omitempty"`
+	DirtyApps []string `json:"dirty_apps,omitempty"`
+	// Action is, for an execution_timeout, the action that ran past --dirty-timeout
+	// ("module:Class.action"); ActionRunning whether it still ran when the report was written
+	// (null: unknown, no Python stack), and once it ended, when and how long it had run in all.
+	Action        string    `json:"dirty_action,omitempty"`
+	ActionRunning *bool     `json:"action_running,omitempty"`
+	ActionEndedAt time.Time `json:"action_ended_at,omitzero"`
+	ActionSeconds float64   `json:"action_seconds,omitempty"`
+	// ActionQueuedSeconds is how much of --dirty-timeout the call spent waiting behind another
+	// action (ActionQueuedBehind) on the worker's only thread before it ran: Gunicorn's timeout
+	// counts from the call.
+	ActionQueuedSeconds float64 `json:"action_queued_seconds,omitempty"`
+	ActionQueuedBehind  string  `json:"action_queued_behind,omitempty"`
+	// Repeats is, for a dirty worker's boot_failure, how many more dirty workers failed to boot
+	// the same way while the report was made (the arbiter respawns them without end).
+	Repeats int `json:"repeats,omitempty"`
+	// Orphans are, for a dirty_arbiter_exit, its dirty workers still running after it died.
+	Orphans []int `json:"orphans,omitempty"`
+	// WaitingOnDirty is, for an HTTP worker, the dirty worker it was waiting on through the
+	// dirty arbiter's socket, and what that worker was doing.
+	WaitingOnDirty *DirtyWait `json:"waiting_on_dirty,omitempty"`
+}
+
+// DirtyWait names the dirty worker an HTTP worker waited on and what it was doing.
+type DirtyWait struct {
+	Socket string `json:"socket"` // the dirty arbiter's socket the HTTP worker waited on
+	// PID is the dirty worker running an action at the time (0: none was, or gwrap could not
+	// tell which: Candidates lists those running one when there were several).
+	PID        int      `json:"pid,omitempty"`
+	Candidates []int    `json:"candidates,omitempty"`
+	Action     string   `json:"action,omitempty"`    // "module:Class.action", or the action alone
+	StackTop   string   `json:"stack_top,omitempty"` // the dirty worker's innermost app frame
+	Cause      Cause    `json:"cause,omitempty"`     // cpu_bound or blocked: what it was doing
+	CPUPercent *float64 `json:"cpu_percent"`         // its CPU over the wait (null: not measured)
+	Seconds    float64  `json:"seconds"`             // how long the HTTP worker had waited
+	// Why says why no dirty worker is named ("no Python stacks", "none was running an action").
+	Why string `json:"why,omitempty"`
 }
 
 // Saturation is how busy the whole server was during the worker's silence.

@@ -42,7 +42,8 @@ type Decision struct {
 func decide(f Facts, th Thresholds) Decision {
 	d := Decision{
 		NearMemoryLimit: f.Limit > 0 && f.WSKnown && f.WSFrac >= th.NearLimit,
-		RanLong:         f.TimeoutLogged || f.BootStuck || (f.Timeout > 0 && f.Silence >= time.Duration(th.LongShare*float64(f.Timeout))),
+		RanLong: f.TimeoutLogged || f.BootStuck || f.Kind == KindExecTimeout ||
+			(f.Timeout > 0 && f.Silence >= time.Duration(th.LongShare*float64(f.Timeout))),
 	}
 	oomKilled := f.OOMKillDelta > 0 && (f.Signal == "" || f.Signal == "SIGKILL") && !f.HandledAbort && f.ExitCode == nil
 	psiHigh := f.MemPSI >= th.MemoryPSI && !f.PSIHost
@@ -59,7 +60,8 @@ func decide(f Facts, th Thresholds) Decision {
 		d.Cause, d.Branch, d.Confidence = CauseBootTimeout, BranchBootStuck, "high"
 	case f.TimeoutLogged && f.NeverBeat:
 		d.Cause, d.Branch, d.Confidence = CauseBootTimeout, BranchBootLogged, "high"
-	case f.Kind == KindSignal || f.Kind == KindExit || f.Kind == KindBootFailure || !f.TimeoutLogged:
+	case f.Kind == KindSignal || f.Kind == KindExit || f.Kind == KindBootFailure || f.Kind == KindDirtyArbiterExit ||
+		!f.TimeoutLogged && f.Kind != KindExecTimeout:
 		d.Cause = CauseCrashed
 		switch {
 		case f.Kind == KindBootFailure:

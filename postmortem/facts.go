@@ -62,6 +62,20 @@ type Facts struct {
 	Waiting    []string // what the last deep sample waited on: "tcp 10.0.0.5:5432", "unix /run/x.sock", "wchan ep_poll"
 	Syscall    string
 	Saturation *Saturation
+
+	// Dirty workers (Gunicorn 25+): see Incident.
+	Role          string
+	Apps          []string
+	Action        string
+	ActionRunning *bool
+	ActionEnded   time.Time
+	ActionFor     time.Duration // how long the action ran in all, once it ended
+	Queued        time.Duration // how long the call waited behind another action first
+	QueuedBehind  string
+	DirtyThreads  int
+	Repeats       int
+	Orphans       []int
+	DirtyWait     *DirtyWait
 }
 
 // Growth is a worker's memory growing over its recorded timeline.
@@ -110,6 +124,14 @@ func measure(e Evidence) Facts {
 	if f.Where == "" {
 		f.Where = inc.StuckAt
 	}
+	f.Role, f.Apps, f.Action, f.ActionRunning, f.ActionEnded = inc.Role, inc.DirtyApps, inc.Action, inc.ActionRunning, inc.ActionEndedAt
+	f.ActionFor = time.Duration(inc.ActionSeconds * float64(time.Second))
+	f.Queued, f.QueuedBehind = time.Duration(inc.ActionQueuedSeconds*float64(time.Second)), inc.ActionQueuedBehind
+	f.DirtyThreads, f.Repeats, f.Orphans, f.DirtyWait = e.Settings.DirtyThreads, inc.Repeats, inc.Orphans, inc.WaitingOnDirty
+	if inc.Role == RoleDirty {
+		f.Timeout = time.Duration(e.Settings.DirtyTimeout) * time.Second // what the arbiter judges it by
+		f.Async = true                                                   // its event loop beats; actions run in threads
+	}
 	var alive []probes.Sample
 	for _, s := range e.Timeline {
 		if live(s, inc.At) {
@@ -141,6 +163,12 @@ func measure(e Evidence) Facts {
 	lateFrom := from
 	if f.Silence > time.Second {
 		lateFrom = inc.At.Add(-f.Silence / 2)
+	}
+	if run := f.Timeout - f.Queued; inc.Kind == KindExecTimeout && run > 0 {
+		// The worker kept beating: what counts is the action's run up to the line (--dirty-timeout,
+		// less the time the call waited behind another action), judged on its second half like a
+		// silence.
+		from, lateFrom = inc.At.Add(-run-time.Second), inc.At.Add(-run/2)
 	}
 	var window, late []probes.Sample
 	for _, s := range alive {

@@ -15,7 +15,7 @@ func WriteText(w io.Writer, r Report) error {
 	b := bufio.NewWriter(w)
 	v, inc := r.Verdict, r.Incident
 	fmt.Fprintf(b, "Report %s\n", r.ID)
-	fmt.Fprintf(b, "Worker %d, %s at %s\n\n", inc.PID, inc.Kind, inc.At.UTC().Format(time.RFC3339))
+	fmt.Fprintf(b, "%s, %s at %s\n\n", subject(inc), inc.Kind, inc.At.UTC().Format(time.RFC3339))
 	fmt.Fprintf(b, "Cause: %s (confidence %s)\n", v.Cause, v.Confidence)
 	fmt.Fprintf(b, "Near the memory limit: %s. Ran long: %s.\n\n", yesNo(v.NearMemoryLimit), yesNo(v.RanLong))
 	fmt.Fprintf(b, "%s\n", v.Summary)
@@ -256,7 +256,7 @@ func charts(r Report) []chart {
 		}
 		age = append(age, a)
 		limit = append(limit, lim)
-		timeout = append(timeout, float64(r.Gunicorn.Timeout))
+		timeout = append(timeout, float64(limitOf(r)))
 	}
 	// The container's working set, on the worker's time axis (nearest earlier sample); a gap
 	// where that sample could not read it.
@@ -305,7 +305,7 @@ h1{font-size:1.4em;margin-bottom:.2em} .cause{display:inline-block;padding:.15em
 .chart{display:block;width:100%;height:auto;margin:.4em 0 1.2em;background:#fcfcfc;border:1px solid #eee;border-radius:4px} .ax{font-size:11px;fill:#666} .lg{font-size:12px;fill:#333}
 pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}
 </style></head><body>
-<h1>Worker {{.R.Incident.PID}}: <span class="cause">{{.R.Verdict.Cause}}</span></h1>
+<h1>{{.Who}}: <span class="cause">{{.R.Verdict.Cause}}</span></h1>
 <p class="meta">{{.R.Incident.Kind}} at {{.At}} · confidence {{.R.Verdict.Confidence}} · near the memory limit: {{if .R.Verdict.NearMemoryLimit}}yes{{else}}no{{end}} · ran long: {{if .R.Verdict.RanLong}}yes{{else}}no{{end}} · report {{.R.ID}}</p>
 <p><strong>{{.R.Verdict.Summary}}</strong></p>
 {{if .R.Verdict.Advice}}<h2>What to change</h2><ul>{{range .R.Verdict.Advice}}<li>{{.}}</li>{{end}}</ul>{{end}}
@@ -315,7 +315,7 @@ pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}
 <table><tr><th>fact</th><th>value</th><th>threshold</th></tr>{{range .R.Verdict.Evidence}}<tr><td>{{.Fact}}</td><td>{{.Value}}</td><td>{{.Threshold}}</td></tr>{{end}}</table>
 {{if .R.Verdict.Missing}}<p class="meta">Missing evidence: {{range .R.Verdict.Missing}}{{.}}; {{end}}</p>{{end}}
 <h2>Gunicorn</h2>
-<p>version {{or .R.Gunicorn.Version "unknown"}} · timeout {{.R.Gunicorn.Timeout}} s · {{.R.Gunicorn.Workers}} workers · class {{.R.Gunicorn.WorkerClass}}{{if .R.Gunicorn.MaxRequests}} · max requests {{.R.Gunicorn.MaxRequests}}{{end}}{{if .R.Gunicorn.PreloadApp}} · preload{{end}}</p>
+<p>version {{or .R.Gunicorn.Version "unknown"}} · timeout {{.R.Gunicorn.Timeout}} s · {{.R.Gunicorn.Workers}} workers · class {{.R.Gunicorn.WorkerClass}}{{if .R.Gunicorn.MaxRequests}} · max requests {{.R.Gunicorn.MaxRequests}}{{end}}{{if .R.Gunicorn.PreloadApp}} · preload{{end}}{{if .R.Gunicorn.DirtyWorkers}} · {{.R.Gunicorn.DirtyWorkers}} dirty workers ({{range .R.Gunicorn.DirtyApps}}{{.}} {{end}}) · dirty timeout {{.R.Gunicorn.DirtyTimeout}} s · {{.R.Gunicorn.DirtyThreads}} dirty threads{{end}}</p>
 {{if .R.Incident.Lines}}<pre>{{range .R.Incident.Lines}}{{.}}
 {{end}}</pre>{{end}}
 {{if .R.Incident.PythonStack}}<h3>Python stack{{with .R.Incident.StackThread}} (thread {{.}}){{end}}, innermost last</h3><pre>{{range .R.Incident.PythonStack}}{{.}}
@@ -334,9 +334,25 @@ func WriteHTML(w io.Writer, r Report) error {
 	}
 	return page.Execute(w, struct {
 		R       Report
+		Who     string
 		At      string
 		Created string
 		Span    string
 		Charts  []chart
-	}{r, r.Incident.At.UTC().Format(time.RFC3339), r.Created.UTC().Format(time.RFC3339), span, charts(r)})
+	}{r, subject(r.Incident), r.Incident.At.UTC().Format(time.RFC3339), r.Created.UTC().Format(time.RFC3339), span, charts(r)})
+}
+
+// subject names the process a report is about: "Worker 812", "Dirty worker 812 (app.ml:Heavy)",
+// "The dirty arbiter 811".
+func subject(inc Incident) string {
+	return who(Facts{PID: inc.PID, Role: inc.Role, Apps: inc.DirtyApps})
+}
+
+// limitOf is the timeout the worker's heartbeat is charted against: --dirty-timeout for a
+// dirty worker.
+func limitOf(r Report) int {
+	if r.Incident.Role == RoleDirty && r.Gunicorn.DirtyTimeout > 0 {
+		return r.Gunicorn.DirtyTimeout
+	}
+	return r.Gunicorn.Timeout
 }

@@ -106,6 +106,11 @@ type GunicornState struct {
 	MaxRequests     int    `json:"max_requests"`
 	PreloadApp      bool   `json:"preload_app"`
 	Platform        string `json:"platform,omitempty"`
+	// Dirty workers (Gunicorn 25+), when --dirty-workers and --dirty-app are set.
+	DirtyWorkers int      `json:"dirty_workers,omitempty"`
+	DirtyTimeout int      `json:"dirty_timeout,omitempty"`
+	DirtyThreads int      `json:"dirty_threads,omitempty"`
+	DirtyApps    []string `json:"dirty_apps,omitempty"`
 }
 
 // NewReport assembles a report from the evidence the verdict was reached on; gunicornVersion is
@@ -122,6 +127,10 @@ func NewReport(e Evidence, v Verdict, gunicornVersion string, now time.Time) Rep
 		Gunicorn: GunicornState{Version: gunicornVersion, Timeout: e.Settings.Timeout, GracefulTimeout: e.Settings.GracefulTimeout,
 			Workers: e.Settings.Workers, WorkerClass: e.Settings.WorkerClass, Threads: e.Settings.Threads,
 			MaxRequests: e.Settings.MaxRequests, PreloadApp: e.Settings.PreloadApp, Platform: e.Platform},
+	}
+	if e.Settings.DirtyWorkers > 0 && len(e.Settings.DirtyApps) > 0 {
+		g := &r.Gunicorn
+		g.DirtyWorkers, g.DirtyTimeout, g.DirtyThreads, g.DirtyApps = e.Settings.DirtyWorkers, e.Settings.DirtyTimeout, e.Settings.DirtyThreads, e.Settings.DirtyApps
 	}
 	for _, s := range e.Timeline {
 		r.Timeline = append(r.Timeline, point(s))

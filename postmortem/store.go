@@ -57,6 +57,10 @@ func NewStore(dir string, r Retention) *Store { return &Store{dir: dir, ret: r, 
 // Dir is the store's directory.
 func (s *Store) Dir() string { return s.dir }
 
+// Path is where Write puts the JSON of the report with this id: gwrap announces a post-mortem
+// with its path before the write (which may be slow) is done.
+func (s *Store) Path(id string) string { return filepath.Join(s.dir, id+".json") }
+
 // DefaultDir is /home/LogFiles/gwrap when /home/LogFiles exists (Azure App Service's storage
 // that survives restarts, is shared by the app's instances and is visible in its Kudu and log
 // tools), else /var/log/gwrap: where operators look for logs and mount a volume to keep them,
@@ -148,7 +152,7 @@ func (s *Store) Write(r Report) (string, error) {
 		_ = d.RemoveOwn(page)
 		return "", err
 	}
-	path := filepath.Join(s.dir, name)
+	path := s.Path(r.ID)
 	if err := s.retain(d, r.ID); err != nil {
 		return path, err
 	}

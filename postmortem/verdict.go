@@ -20,6 +20,19 @@ const (
 	KindBootFailure Kind = "boot_failure"
 	// KindPreviousRun: the whole container died; explained from the flight record at the next start.
 	KindPreviousRun Kind = "previous_run"
+	// KindExecTimeout: a dirty worker's action ran past --dirty-timeout (Gunicorn 25+ logged
+	// "Execution timeout for APP.ACTION"): Gunicorn answered the caller with an error, but the
+	// action's thread cannot be cancelled and runs on; the worker lives.
+	KindExecTimeout Kind = "execution_timeout"
+	// KindDirtyArbiterExit: the dirty arbiter, the parent of the dirty workers, died (a signal,
+	// an exit code, the OOM killer); Gunicorn's master starts another.
+	KindDirtyArbiterExit Kind = "dirty_arbiter_exit"
+)
+
+// The roles of incident.role: absent for an HTTP worker.
+const (
+	RoleDirty        = "dirty"         // a dirty worker (Gunicorn 25+)
+	RoleDirtyArbiter = "dirty_arbiter" // the dirty arbiter itself
 )
 
 // Cause is the verdict: exactly one per incident.

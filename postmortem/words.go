@@ -18,8 +18,31 @@ func words(f Facts, d Decision, th Thresholds) Verdict {
 	return v
 }
 
-// who names the worker.
-func who(f Facts) string { return fmt.Sprintf("Worker %d", f.PID) }
+// who names the worker: "Worker 812", "Dirty worker 812 (app.ml:Heavy)", "The dirty arbiter 811".
+func who(f Facts) string {
+	switch f.Role {
+	case RoleDirty:
+		if len(f.Apps) > 0 {
+			return fmt.Sprintf("Dirty worker %d (%s)", f.PID, strings.Join(f.Apps, ", "))
+		}
+		return fmt.Sprintf("Dirty worker %d", f.PID)
+	case RoleDirtyArbiter:
+		return fmt.Sprintf("The dirty arbiter %d", f.PID)
+	}
+	return fmt.Sprintf("Worker %d", f.PID)
+}
+
+// limit names the timeout the worker was held to, with its value: "30.0 s timeout", or for a
+// dirty worker "300.0 s --dirty-timeout".
+func limit(f Facts) string { return secs(f.Timeout) + " " + limitName(f) }
+
+// limitName is "timeout", or "--dirty-timeout" for a dirty worker.
+func limitName(f Facts) string {
+	if f.Role == RoleDirty {
+		return "--dirty-timeout"
+	}
+	return "timeout"
+}
 
 // in says where in the app the worker was, when a Python stack was taken.
 func in(f Facts) string {
@@ -30,6 +53,9 @@ func in(f Facts) string {
 }
 
 func summary(f Facts, d Decision) string {
+	if s, ok := dirtySummary(f, d); ok {
+		return s
+	}
 	w := who(f)
 	var s string
 	switch d.Cause {
@@ -63,12 +89,12 @@ func summary(f Facts, d Decision) string {
 		s += "."
 	case CauseBootTimeout:
 		if d.Branch == BranchBootStuck {
-			s = fmt.Sprintf("%s was still booting past the %s timeout (no heartbeat yet after %s): the app's import or start-up is too slow, and Gunicorn ≥ 22 does not time out a booting worker.", w, secs(f.Timeout), secs(f.Silence))
+			s = fmt.Sprintf("%s was still booting past the %s (no heartbeat yet after %s): the app's import or start-up is too slow, and Gunicorn ≥ 22 does not time out a booting worker.", w, limit(f), secs(f.Silence))
 			if f.Signal != "" {
 				s = also(s, "it then died of "+f.Signal)
 			}
 		} else {
-			s = fmt.Sprintf("%s never finished booting within the %s timeout (it never sent a heartbeat): the app's import or start-up is too slow.", w, secs(f.Timeout))
+			s = fmt.Sprintf("%s never finished booting within the %s (it never sent a heartbeat): the app's import or start-up is too slow.", w, limit(f))
 		}
 	case CauseCrashed, CauseUnknown:
 		s = crashSummary(f, d)
@@ -82,7 +108,7 @@ func summary(f Facts, d Decision) string {
 			s = fmt.Sprintf("%s timed out while swapping: it sat in uninterruptible I/O %.0f%% of the time with part of its memory in swap.", w, 100*f.BlockedIO)
 		}
 	case CauseCPUBound:
-		s = fmt.Sprintf("%s ran long computing%s: %.0f%% of a core for %s, past the %s timeout.", w, in(f), f.CPU, secs(max(f.Silence, 0)), secs(f.Timeout))
+		s = fmt.Sprintf("%s ran long computing%s: %.0f%% of a core for %s, past the %s.", w, in(f), f.CPU, secs(max(f.Silence, 0)), limit(f))
 	case CauseCPUStarved:
 		if d.Branch == BranchQuota {
 			s = fmt.Sprintf("%s wanted CPU but was held back%s: %.0f%% of a core under a %.2f-core quota throttled %d times.", w, in(f), f.CPU, f.Quota, f.Throttled)
@@ -94,11 +120,17 @@ func summary(f Facts, d Decision) string {
 		if len(f.Waiting) > 0 {
 			waiting = " on " + describeWait(f.Waiting[0])
 		}
-		if d.Branch == BranchLoopBlocked {
-			s = fmt.Sprintf("%s (%s) stopped heartbeating while waiting%s%s (%s, %s) for longer than the %s timeout: its main loop was blocked by a call that does not yield to it.", w, f.Class, waiting, in(f), cpuWords(f), f.States, secs(f.Timeout))
-		} else {
-			s = fmt.Sprintf("%s simply ran long waiting%s%s (%s, %s), longer than the %s timeout.", w, waiting, in(f), cpuWords(f), f.States, secs(f.Timeout))
+		if f.DirtyWait != nil {
+			waiting = " on " + dirtyWaitWords(f.DirtyWait)
 		}
+		if d.Branch == BranchLoopBlocked {
+			s = fmt.Sprintf("%s (%s) stopped heartbeating while waiting%s%s (%s, %s) for longer than the %s: its main loop was blocked by a call that does not yield to it.", w, className(f), waiting, in(f), cpuWords(f), f.States, limit(f))
+		} else {
+			s = fmt.Sprintf("%s simply ran long waiting%s%s (%s, %s), longer than the %s.", w, waiting, in(f), cpuWords(f), f.States, limit(f))
+		}
+	}
+	if f.Role == RoleDirty && f.Escalated && f.OOMKillDelta == 0 {
+		s = also(s, "the dirty arbiter SIGKILLed it a second after its DIRTY WORKER TIMEOUT's SIGABRT went unanswered (no Python signal handler could run), not the OOM killer (the cgroup's oom_kill counter did not move)")
 	}
 	if f.Escalated && f.OOMHint && f.OOMKillDelta == 0 {
 		if f.OOMKnown {

@@ -90,6 +90,20 @@ func TestSummaryUsesTheStackAndThePeer(t *testing.T) {
 		!strings.Contains(says(v), "a unix socket read (kernel wait unix_stream_read_generic)") {
 		t.Errorf("%s", says(v))
 	}
+	// A worker waiting for its child names the child's command; a UDP peer is a peer.
+	child := &probes.Deep{Wchan: "do_wait", Syscall: "wait4", Children: []probes.Child{{PID: 7, Command: "sleep 40"}},
+		Sockets: []probes.Socket{{Proto: "udp", Local: "127.0.0.1:40000", Remote: "127.0.0.1:42419", State: "ESTABLISHED"}}}
+	v = timedOut("sync", 1, func(e *Evidence) { e.Deep = child })
+	if !strings.Contains(v.Summary, "waiting on its child process `sleep 40`") ||
+		!strings.Contains(says(v), "the child process `sleep 40` ran past the timeout") ||
+		!strings.Contains(says(v), "udp 127.0.0.1:42419") {
+		t.Errorf("%s", says(v))
+	}
+	udp := &probes.Deep{Wchan: "__skb_wait_for_more_packets", Sockets: child.Sockets}
+	v = timedOut("sync", 1, func(e *Evidence) { e.Deep = udp })
+	if !strings.Contains(v.Summary, "waiting on udp 127.0.0.1:42419") || !strings.Contains(says(v), "the peer 127.0.0.1:42419 did not answer") {
+		t.Errorf("%s", says(v))
+	}
 	// Without a stack, the abort traceback's frame.
 	v = timedOut("sync", 1, func(e *Evidence) { e.Incident.StuckAt = "app.py:42 in report" })
 	if !strings.Contains(v.Summary, "in `app.py:42 in report`") {

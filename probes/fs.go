@@ -19,8 +19,9 @@ import (
 // FS reads processes under a /proc root. Copies share the master's open files.
 type FS struct {
 	root   string
-	peers  unixPeers    // finds unix sockets' peers; nil: unix peers stay unnamed
-	master *masterFiles // nil: every listing reads the files afresh
+	peers  unixPeers               // finds unix sockets' peers; nil: unix peers stay unnamed
+	master *masterFiles            // nil: every listing reads the files afresh
+	redact func([]string) []string // hides secrets in children's arguments (RedactArgs); nil: name only
 }
 
 // NewFS reads under procRoot (normally /proc). Unix sockets' peers are found through the

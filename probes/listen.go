@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -40,6 +41,17 @@ type Saturation struct {
 	BusyKnown bool       `json:"busy_known"` // false when no TCP listener or no worker fd table was readable
 	// HeartbeatAgeMax is the longest silence among the workers whose heartbeat file was found
 	// in their fd table (read on the way, at no extra listing); negative when none was.
+	HeartbeatAgeMax time.Duration `json:"heartbeat_age_max_ns"`
+	// Dirty is Gunicorn 25+'s dirty pool, when the master has a dirty arbiter (not counted in
+	// Workers: it serves no HTTP); nil when there is none.
+	Dirty *DirtyLoad `json:"dirty,omitempty"`
+}
+
+// DirtyLoad is the dirty pool's size and its oldest heartbeat.
+type DirtyLoad struct {
+	Workers int `json:"workers"` // the dirty arbiter's children
+	// HeartbeatAgeMax is the longest silence among the heartbeat files the arbiter holds for
+	// its workers (one per live dirty worker); negative when none was readable.
 	HeartbeatAgeMax time.Duration `json:"heartbeat_age_max_ns"`
 }
 
@@ -169,16 +181,16 @@ func saturationOf(masterInodes map[uint64]bool, rows []tcpRow, workers []map[uin
 	return s
 }
 
-// socketInodes lists the socket inodes among <proc>/<pid>/fd/*, and the path of the fd link of
-// a Gunicorn heartbeat file (wgunicorn-*) when there is one.
-func (f FS) socketInodes(pid int) (map[uint64]bool, string, error) {
+// socketInodes lists the socket inodes among <proc>/<pid>/fd/*, and the fd links of its Gunicorn
+// heartbeat files (wgunicorn-*), by fd.
+func (f FS) socketInodes(pid int) (map[uint64]bool, map[int]string, error) {
 	dir := f.path(pid, "fd")
 	ents, err := os.ReadDir(dir)
 	if err != nil {
-		return nil, "", err
+		return nil, nil, err
 	}
 	out := make(map[uint64]bool, 4)
-	hb := ""
+	var hb map[int]string
 	for _, e := range ents {
 		link := filepath.Join(dir, e.Name())
 		target, err := os.Readlink(link)
@@ -187,8 +199,13 @@ func (f FS) socketInodes(pid int) (map[uint64]bool, string, error) {
 		}
 		if n, ok := parseSocketLink(target); ok {
 			out[n] = true
-		} else if hb == "" && strings.HasPrefix(filepath.Base(target), "wgunicorn-") {
-			hb = link
+		} else if strings.HasPrefix(filepath.Base(target), "wgunicorn-") {
+			if fd, err := strconv.Atoi(e.Name()); err == nil {
+				if hb == nil {
+					hb = map[int]string{}
+				}
+				hb[fd] = link
+			}
 		}
 	}
 	return out, hb, nil
@@ -201,7 +218,7 @@ func (f FS) socketInodes(pid int) (map[uint64]bool, string, error) {
 // <proc>/<master>/net/tcp and tcp6, which cost milliseconds and have no bound. Measured with
 // BenchmarkSaturation (8 idle sync workers): see scripts/bench.sh.
 func (f FS) Saturation(master int, now time.Time) (Saturation, error) {
-	mine, _, err := f.socketInodes(master)
+	mine, mineHB, err := f.socketInodes(master)
 	if err != nil {
 		return Saturation{}, fmt.Errorf("master %d sockets: %w", master, err)
 	}
@@ -209,20 +226,52 @@ func (f FS) Saturation(master int, now time.Time) (Saturation, error) {
 	if err != nil {
 		return Saturation{}, err
 	}
-	workers := make([]map[uint64]bool, len(kids))
+	sort.Slice(kids, func(i, j int) bool { return kids[i].StartTime < kids[j].StartTime })
+	var masterFiles map[int]fileID
+	if files, complete := identify(mineHB); complete {
+		masterFiles = files
+	}
+	// Each child's sockets and heartbeat files; then, when one of the children that own no
+	// heartbeat file of the master's is the dirty arbiter, every such child is left out of the
+	// workers (as the watcher does once it knows the master runs dirty workers).
+	type child struct {
+		socks map[uint64]bool
+		hb    map[int]string
+		files map[int]fileID
+		kind  childKind
+		own   fileID
+	}
+	claimed := map[fileID]bool{}
+	children := make([]child, len(kids))
+	var dirty *DirtyLoad
+	for i, k := range kids {
+		c := &children[i]
+		var err error
+		c.socks, c.hb, err = f.socketInodes(k.PID) // nil when unreadable (vanished, other uid)
+		var complete bool
+		c.files, complete = identify(c.hb)
+		c.kind, _, c.own = childRole(c.files, complete, err, masterFiles, claimed)
+		claimed[c.own] = c.own != (fileID{})
+		if c.kind == childOther && dirty == nil && len(c.files) > 0 && f.isArbiter(master, k.PID, masterFiles) {
+			// Its children are the dirty workers, and it holds each one's heartbeat file.
+			dirty = dirtyLoad(f.childrenOf(k.PID), c.hb, c.files, masterFiles, now)
+		}
+	}
+	workers := make([]map[uint64]bool, 0, len(kids))
 	ageMax := time.Duration(-1)
 	extra := false // a worker holds a socket the master does not: maybe a client connection
-	for i, k := range kids {
-		var hb string
-		workers[i], hb, _ = f.socketInodes(k.PID) // nil when unreadable (vanished, other uid)
-		for in := range workers[i] {
-			extra = extra || !mine[in]
-		}
-		if hb == "" {
+	for _, c := range children {
+		if c.kind == childOther && dirty != nil {
 			continue
 		}
-		if age, _, err := heartbeatAt(hb, now); err == nil {
-			ageMax = max(ageMax, age)
+		workers = append(workers, c.socks)
+		for in := range c.socks {
+			extra = extra || !mine[in]
+		}
+		if link := c.hb[minKey(c.hb, c.files, c.own)]; link != "" {
+			if age, _, err := heartbeatAt(link, now); err == nil {
+				ageMax = max(ageMax, age)
+			}
 		}
 	}
 	// Listeners alone cost ~70 µs to dump; established sockets ~450 µs (the kernel walks its
@@ -240,7 +289,39 @@ func (f FS) Saturation(master int, now time.Time) (Saturation, error) {
 	}
 	s := saturationOf(mine, rows, workers)
 	s.HeartbeatAgeMax = ageMax
+	s.Dirty = dirty
 	return s, nil
+}
+
+// minKey picks the heartbeat file of a worker to age: its own when told, else its lowest fd.
+func minKey(hb map[int]string, files map[int]fileID, own fileID) int {
+	best := -1
+	for fd := range hb {
+		if own != (fileID{}) && files[fd] == own {
+			return fd
+		}
+		if best < 0 || fd < best {
+			best = fd
+		}
+	}
+	return best
+}
+
+// dirtyLoad is the dirty pool as its arbiter's fd table shows it: its children, and the oldest
+// of the heartbeat files it holds that the master does not (a respawned arbiter also holds the
+// HTTP workers').
+func dirtyLoad(kids []int, hb map[int]string, files map[int]fileID, masterFiles map[int]fileID, now time.Time) *DirtyLoad {
+	d := &DirtyLoad{Workers: len(kids), HeartbeatAgeMax: -1}
+	http := idSet(masterFiles)
+	for fd, link := range hb {
+		if id, ok := files[fd]; !ok || http[id] {
+			continue
+		}
+		if age, _, err := heartbeatAt(link, now); err == nil {
+			d.HeartbeatAgeMax = max(d.HeartbeatAgeMax, age)
+		}
+	}
+	return d
 }
 
 // procTCP reads <proc>/<master>/net/tcp and tcp6.

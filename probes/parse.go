@@ -164,7 +164,9 @@ func parseSmapsRollup(b []byte) rollup {
 var tcpStates = map[string]string{"01": "ESTABLISHED", "02": "SYN_SENT", "03": "SYN_RECV", "04": "FIN_WAIT1",
 	"05": "FIN_WAIT2", "06": "TIME_WAIT", "07": "CLOSE", "08": "CLOSE_WAIT", "09": "LAST_ACK", "0A": "LISTEN", "0B": "CLOSING"}
 
-// parseNetTCP reads /proc/<pid>/net/tcp or tcp6 and returns the sockets whose inode is wanted.
+// parseNetTCP reads /proc/<pid>/net/tcp, tcp6, udp or udp6 (one format: a UDP socket's state is
+// 01, ESTABLISHED, once connected, 07, CLOSE, before) and returns the sockets whose inode is
+// wanted.
 func parseNetTCP(b []byte, proto string, want map[uint64]bool) []Socket {
 	var out []Socket
 	lines := bytes.Split(b, []byte{'\n'})

@@ -137,17 +137,25 @@ func TestHeartbeatConventions(t *testing.T) {
 }
 
 func TestLateThresholds(t *testing.T) {
-	w := NewWatcher(NewFS("testdata/proc"), Options{Timeout: 30 * time.Second, WorkerClass: "sync"})
+	w := NewWatcher(NewFS("testdata/proc"), Options{Timeout: 30 * time.Second, WorkerClass: "sync", DirtyTimeout: 300 * time.Second})
+	http, dirty := &tracked{}, &tracked{role: RoleDirty}
 	// An idle sync worker beats every 15 s: late only past 15 s + 2 s.
-	if got := w.lateAfter(0.5); got != 17*time.Second {
+	if got := w.lateAfter(http, 0.5); got != 17*time.Second {
 		t.Errorf("sync 0.5: %v", got)
 	}
-	if got := w.lateAfter(0.8); got != 24*time.Second {
+	if got := w.lateAfter(http, 0.8); got != 24*time.Second {
 		t.Errorf("sync 0.8: %v", got)
 	}
-	g := NewWatcher(NewFS("testdata/proc"), Options{Timeout: 30 * time.Second, WorkerClass: "gthread"})
-	if got := g.lateAfter(0.5); got != 15*time.Second {
+	g := NewWatcher(NewFS("testdata/proc"), Options{Timeout: 30 * time.Second, WorkerClass: "gthread", DirtyTimeout: 300 * time.Second})
+	if got := g.lateAfter(http, 0.5); got != 15*time.Second {
 		t.Errorf("gthread 0.5: %v", got)
+	}
+	// A dirty worker is judged against --dirty-timeout, whatever the HTTP workers' class: its
+	// loop beats every --dirty-timeout/2 (150 s), so it is late past 150 s + 2 s, then 240 s.
+	for _, c := range []*Watcher{w, g} {
+		if a, b := c.lateAfter(dirty, 0.5), c.lateAfter(dirty, 0.8); a != 152*time.Second || b != 240*time.Second {
+			t.Errorf("dirty: %v %v", a, b)
+		}
 	}
 	if NormalBeat("uvicorn.workers.UvicornWorker", 60*time.Second) != 30*time.Second || NormalBeat("gevent", 60*time.Second) != time.Second {
 		t.Error("normal beats")

@@ -6,6 +6,7 @@
 package probes
 
 import (
+	"net"
 	"strings"
 	"time"
 )
@@ -62,24 +63,27 @@ func (s Sample) CPUPercent() float64 { return s.CPUUser + s.CPUSystem }
 
 // Socket is one of a worker's sockets with its peer.
 type Socket struct {
-	Proto  string `json:"proto"`            // tcp, tcp6, unix
+	Proto  string `json:"proto"`            // tcp, tcp6, udp, udp6, unix
 	Type   string `json:"type,omitempty"`   // unix only: stream, dgram, seqpacket
 	Local  string `json:"local,omitempty"`  // 127.0.0.1:8000; for unix, the path when bound (or its listener's, when accepted)
 	Remote string `json:"remote,omitempty"` // 10.0.0.5:5432; for a connected unix stream, the peer's path when it has one; empty for listening sockets
-	State  string `json:"state"`            // ESTABLISHED, SYN_SENT, LISTEN…
+	State  string `json:"state"`            // ESTABLISHED, SYN_SENT, LISTEN…; a connected UDP socket is ESTABLISHED, an unconnected one CLOSE
 	Inode  uint64 `json:"inode"`
 }
 
 // Deep is the expensive sample taken on demand for a suspect worker.
 type Deep struct {
-	Time      time.Time `json:"t"`
-	PSS       uint64    `json:"pss"`     // smaps_rollup Pss
-	USS       uint64    `json:"uss"`     // Private_Clean + Private_Dirty
-	Wchan     string    `json:"wchan"`   // kernel wait channel, "" when running or unknown
-	Syscall   string    `json:"syscall"` // current syscall (name or number) from /proc/<pid>/syscall; "running" when in user space
-	Sockets   []Socket  `json:"sockets"`
-	OpenFiles int       `json:"open_files"`
-	Missing   []string  `json:"missing,omitempty"`
+	Time    time.Time `json:"t"`
+	PSS     uint64    `json:"pss"`     // smaps_rollup Pss
+	USS     uint64    `json:"uss"`     // Private_Clean + Private_Dirty
+	Wchan   string    `json:"wchan"`   // kernel wait channel, "" when running or unknown
+	Syscall string    `json:"syscall"` // current syscall (name or number) from /proc/<pid>/syscall; "running" when in user space
+	Sockets []Socket  `json:"sockets"`
+	// Children are the worker's own live child processes (a subprocess it runs and may be
+	// waiting for), at most maxChildren of them.
+	Children  []Child  `json:"children,omitempty"`
+	OpenFiles int      `json:"open_files"`
+	Missing   []string `json:"missing,omitempty"`
 	// Stack is the worker's Python stack taken with the deep sample (Options.Stack), nil when
 	// none was asked for.
 	Stack *PyStack `json:"python_stack,omitempty"`
@@ -92,13 +96,29 @@ type PyStack struct {
 	Top    string   `json:"top,omitempty"`    // the app's innermost frame: "app.py:42 in report"
 	Call   string   `json:"call,omitempty"`   // the app's source line there, naming the C call it made
 	Err    string   `json:"error,omitempty"`  // why there is no stack ("no stack: …")
+
+	// A dirty worker's (Gunicorn 25+): whether a thread is running an action, and the action's
+	// name when Gunicorn's DirtyApp dispatched it ("predict").
+	DirtyRunning bool   `json:"dirty_running,omitempty"`
+	DirtyAction  string `json:"dirty_action,omitempty"`
+}
+
+// Child is one of a worker's child processes.
+type Child struct {
+	PID int `json:"pid"`
+	// Command is its command line as gwrap quotes app-controlled text: at most maxCmdline bytes
+	// of it read, secrets redacted (FS.RedactArgs), an argument with spaces, quotes or bytes that
+	// are not printable UTF-8 quoted with Go's escapes, the whole at most maxCommand bytes.
+	Command string `json:"command"`
 }
 
 // WaitingOn names what the worker waits on, most telling first: the TCP peers it is connected
-// or connecting to, leaving out listening sockets and the client connections it accepted (their
-// local port is one it listens on), the paths of the unix stream sockets it is connected to
-// (leaving out connections accepted on a path it listens on), then the kernel wait channel.
-// Strings have the form "tcp 127.0.0.1:5432", "unix /var/run/postgresql/.s.PGSQL.5432" and
+// or connecting to and the peers of its connected UDP sockets, leaving out listening sockets and
+// the client connections it accepted (their local port is one it listens on), the paths of the
+// unix stream sockets it is connected to (leaving out connections accepted on a path it listens
+// on), its child processes, then the kernel wait channel. A worker waiting for a child to exit
+// (in wait4 or waitid) names its children first. Strings have the form "tcp 127.0.0.1:5432",
+// "udp 10.0.0.2:53", "unix /var/run/postgresql/.s.PGSQL.5432", "child sleep 40" and
 // "wchan hrtimer_nanosleep".
 func (d Deep) WaitingOn() []string {
 	listening, listeningUnix := map[string]bool{}, map[string]bool{}
@@ -112,8 +132,15 @@ func (d Deep) WaitingOn() []string {
 		}
 	}
 	var out []string
+	children := make([]string, 0, len(d.Children))
+	for _, c := range d.Children {
+		children = append(children, "child "+c.Command)
+	}
+	if d.waitsForChild() {
+		out, children = append(out, children...), nil
+	}
 	for _, s := range d.Sockets {
-		if s.State == "LISTEN" || s.Remote == "" || s.Proto == "unix" || listening[port(s.Local)] {
+		if s.State == "LISTEN" || !connected(s) || s.Proto == "unix" || listening[port(s.Local)] {
 			continue
 		}
 		out = append(out, s.Proto+" "+s.Remote)
@@ -124,10 +151,41 @@ func (d Deep) WaitingOn() []string {
 		}
 		out = append(out, "unix "+s.Remote)
 	}
+	out = append(out, children...)
 	if d.Wchan != "" && d.Wchan != "0" {
 		out = append(out, "wchan "+d.Wchan)
 	}
 	return out
+}
+
+// waitsForChild reports whether the worker is blocked waiting for a child process to end.
+func (d Deep) waitsForChild() bool {
+	switch d.Syscall {
+	case "wait4", "waitid":
+		return true
+	}
+	return d.Wchan == "do_wait" || d.Wchan == "kernel_wait4" || d.Wchan == "do_waitid"
+}
+
+// connected reports whether a socket has a peer: a remote address that is not the unspecified
+// one (an unconnected UDP socket, or a TCP socket not yet connected, shows 0.0.0.0:0), and for
+// UDP, the kernel's "connected" state.
+func connected(s Socket) bool {
+	if s.Remote == "" {
+		return false
+	}
+	if s.Proto == "unix" {
+		return true
+	}
+	if (s.Proto == "udp" || s.Proto == "udp6") && s.State != "ESTABLISHED" {
+		return false
+	}
+	host, p, err := net.SplitHostPort(s.Remote)
+	if err != nil {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return p != "0" && ip != nil && !ip.IsUnspecified()
 }
 
 func port(hostport string) string {
@@ -149,6 +207,10 @@ const (
 	EventLate      EventKind = "late"       // heartbeat age crossed a share of the timeout (Share says which)
 	EventRecovered EventKind = "recovered"  // a late worker heartbeated again
 	EventStuckBoot EventKind = "stuck_boot" // a worker that never heartbeated is older than the timeout
+
+	EventArbiter     EventKind = "dirty_arbiter"      // the dirty arbiter was found (ID; DirtySockets): it is not an HTTP worker
+	EventArbiterGone EventKind = "dirty_arbiter_gone" // the dirty arbiter is gone
+	EventStack       EventKind = "stack"              // a followed dirty worker's deep sample and Python stack (Watcher.Follow)
 )
 
 // Event is one thing the watcher noticed. Sample is the worker's latest hot sample; Deep is set
@@ -163,4 +225,11 @@ type Event struct {
 	// Saturation is the whole server's load when a worker was late or stuck (nil: unreadable).
 	Saturation *Saturation   `json:"saturation,omitempty"`
 	Timeout    time.Duration `json:"timeout,omitempty"` // the timeout the age was judged against
+
+	Role Role `json:"role,omitempty"` // the worker's pool: "" for an HTTP worker, "dirty" for a dirty worker
+	// Dirty is what each dirty worker was doing when an HTTP worker, late, waited on the dirty
+	// arbiter's socket (EventLate, the first share only).
+	Dirty []DirtyCall `json:"dirty,omitempty"`
+	// DirtySockets are the dirty arbiter's listening unix sockets (EventArbiter).
+	DirtySockets []string `json:"dirty_sockets,omitempty"`
 }

@@ -16,8 +16,14 @@ type Options struct {
 	Interval     time.Duration // hot sampling period (1 s)
 	FastInterval time.Duration // sampling period of a late worker (100 ms)
 	Timeout      time.Duration // Gunicorn's --timeout; 0 disables lateness
-	WorkerClass  string        // decides the normal heartbeat period
-	LateShares   []float64     // shares of the timeout that make a worker late ({0.5, 0.8})
+	// Dirty says the master runs a dirty arbiter (Gunicorn 25+, --dirty-workers and --dirty-app
+	// set): its children are then told apart by their heartbeat files (dirty.go); until then every
+	// child of the master is a worker. DirtyTimeout is --dirty-timeout, which dirty workers are
+	// judged against (0 disables their lateness). SetDirty turns it on later.
+	Dirty        bool
+	DirtyTimeout time.Duration
+	WorkerClass  string    // decides the normal heartbeat period
+	LateShares   []float64 // shares of the timeout that make a worker late ({0.5, 0.8})
 	Now          func() time.Time
 	// Warn is told once per kind of degradation (an unreadable file, a missing heartbeat).
 	Warn func(msg string)
@@ -45,8 +51,13 @@ type Watcher struct {
 
 	master int // the master Run found (Run's goroutine only)
 
+	dirtyOn        atomic.Bool  // Options.Dirty, or SetDirty since
+	dirtyTimeoutNS atomic.Int64 // --dirty-timeout (ns)
+	dirty          *dirtyWatch  // the dirty arbiter and its workers (Run's goroutine only)
+
 	mu     sync.Mutex
 	warned map[string]bool
+	follow map[int]bool // dirty workers whose stack is taken every sweep (Follow)
 }
 
 // NewWatcher applies the defaults.
@@ -64,9 +75,11 @@ func NewWatcher(fs FS, opt Options) *Watcher {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
-	w := &Watcher{fs: fs, opt: opt, warned: map[string]bool{}}
+	w := &Watcher{fs: fs, opt: opt, warned: map[string]bool{}, follow: map[int]bool{}, dirty: newDirtyWatch(fs)}
 	w.class.Store(&opt.WorkerClass)
 	w.timeoutNS.Store(int64(opt.Timeout))
+	w.dirtyTimeoutNS.Store(int64(opt.DirtyTimeout))
+	w.dirtyOn.Store(opt.Dirty)
 	return w
 }
 
@@ -94,14 +107,15 @@ func NormalBeat(class string, timeout time.Duration) time.Duration {
 // lateAfter is the silence after which a worker is late at this share of the timeout: never
 // before its normal beat plus a grace (a tenth of the timeout, between 0.5 s and 2 s), so a
 // healthy idle worker is never called late.
-func (w *Watcher) lateAfter(share float64) time.Duration {
-	t := w.timeout()
+func (w *Watcher) lateAfter(tr *tracked, share float64) time.Duration {
+	t := w.limitOf(tr)
 	grace := min(2*time.Second, max(500*time.Millisecond, t/10))
-	return max(time.Duration(share*float64(t)), NormalBeat(*w.class.Load(), t)+grace)
+	return max(time.Duration(share*float64(t)), w.normalBeatOf(tr)+grace)
 }
 
 type tracked struct {
 	w       *worker
+	role    Role // an HTTP worker, or a dirty worker (judged against --dirty-timeout)
 	crossed int  // how many LateShares were crossed in this silence
 	stuck   bool // EventStuckBoot sent
 	last    Sample
@@ -119,10 +133,12 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 		return fmt.Errorf("command %d: %w", root, err)
 	}
 	workers := map[int]*tracked{}
+	w.dirty = newDirtyWatch(w.fs) // a new master (USR2) starts over
 	defer func() {
 		for _, t := range workers {
 			t.w.close()
 		}
+		w.dirty.close()
 	}()
 	master := 0
 	findEvery := w.opt.FastInterval
@@ -141,6 +157,11 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 						w.sampleOne(pid, t, workers, now, emit)
 					}
 				}
+				for pid, t := range w.dirty.workers {
+					if t.fast() {
+						w.sampleOne(pid, t, w.dirty.workers, now, emit)
+					}
+				}
 				return
 			}
 			lastFull = now
@@ -152,6 +173,7 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 			}
 			if master != 0 {
 				w.discover(master, workers, now, emit)
+				w.followStacks(now, emit)
 			}
 		}
 		if w.opt.Sweep != nil && now.Sub(lastSweep) >= w.opt.Interval-w.opt.FastInterval/2 {
@@ -162,6 +184,12 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 		}
 		next := lastFull.Add(w.opt.Interval).Sub(w.opt.Now())
 		for _, t := range workers {
+			if t.fast() {
+				next = min(next, w.opt.FastInterval)
+				break
+			}
+		}
+		for _, t := range w.dirty.workers {
 			if t.fast() {
 				next = min(next, w.opt.FastInterval)
 				break
@@ -183,24 +211,77 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 // discover lists the master's children, opens the new ones and samples every worker. A worker
 // already tracked is not identified again: its stat file, kept open, refers to its process, so
 // its sample fails once that process is gone, even if the pid was reused (the new process is
-// then found at the next sweep).
+// then found at the next sweep). A new child is an HTTP worker unless its heartbeat files show
+// otherwise (dirty.go): the dirty arbiter is not, and its children, the dirty workers, are
+// sampled as well.
 func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, emit func(Event)) {
 	kids, err := w.fs.ChildPIDs(master)
 	if err != nil {
 		w.warn("children", fmt.Sprintf("cannot list the master's children (%v): workers are not sampled", err))
 	}
 	seen := make(map[int]bool, len(kids))
+	var fresh []*worker
 	for _, pid := range kids {
 		seen[pid] = true
 		if _, ok := workers[pid]; ok {
+			continue
+		}
+		if _, ok := w.dirty.others[pid]; ok {
 			continue
 		}
 		wk, err := openWorker(w.fs, pid)
 		if err != nil {
 			continue
 		}
-		workers[pid] = &tracked{w: wk}
-		emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout()})
+		fresh = append(fresh, wk)
+	}
+	// The master's heartbeat files, read once a sweep and only when needed.
+	var mfiles map[int]fileID
+	mread := false
+	masterFiles := func() map[int]fileID {
+		if !mread {
+			mread = true
+			if f, complete, err := w.fs.heartbeatFiles(master); err == nil && complete {
+				mfiles = f
+			}
+		}
+		return mfiles
+	}
+	if w.dirtyOn.Load() && !w.dirty.on {
+		w.dirty.on = true
+		w.reclassify(workers, masterFiles)
+	}
+	if len(fresh) > 0 && !w.dirty.on {
+		for _, wk := range fresh {
+			workers[wk.id.PID] = &tracked{w: wk}
+			emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout()})
+		}
+		fresh = nil
+	}
+	if len(fresh) > 0 {
+		sortByStart(fresh)
+		claimed := map[fileID]bool{}
+		for _, t := range workers {
+			if t.w.own != (fileID{}) {
+				claimed[t.w.own] = true
+			}
+		}
+		for _, wk := range fresh {
+			if w.fs.classifyChild(wk, masterFiles(), claimed) == childOther {
+				w.dirty.others[wk.id.PID] = wk.id
+				wk.close()
+				continue
+			}
+			if wk.own != (fileID{}) {
+				claimed[wk.own] = true
+			}
+			workers[wk.id.PID] = &tracked{w: wk}
+			emit(Event{Kind: EventBoot, ID: wk.id, Time: now, Timeout: w.timeout()})
+		}
+	}
+	if w.dirty.on {
+		w.sweepOthers(master, seen, err == nil, masterFiles, now, emit)
+		w.discoverDirty(masterFiles, now, emit)
 	}
 	w.heartbeatsFromMaster(master, workers)
 	for pid, t := range workers {
@@ -260,48 +341,62 @@ func (w *Watcher) sampleOne(pid int, t *tracked, workers map[int]*tracked, now t
 	}
 	prevAge := t.last.HeartbeatAge
 	t.last = s
-	emit(Event{Kind: EventSample, ID: t.w.id, Time: now, Sample: s, Timeout: w.timeout()})
+	emit(Event{Kind: EventSample, ID: t.w.id, Time: now, Sample: s, Timeout: w.limitOf(t), Role: t.role})
 	w.judge(t, s, prevAge, now, emit)
 }
 
 // judge emits late, recovered and stuck-boot events.
 func (w *Watcher) judge(t *tracked, s Sample, prevAge time.Duration, now time.Time, emit func(Event)) {
-	if w.timeout() <= 0 || s.HeartbeatAge < 0 {
+	limit := w.limitOf(t)
+	if limit <= 0 || s.HeartbeatAge < 0 {
 		return
 	}
 	id := t.w.id
 	if !s.Heartbeats {
-		if s.HeartbeatAge > w.timeout() && !t.stuck {
+		if s.HeartbeatAge > limit && !t.stuck {
 			t.stuck = true
 			d := w.takeDeep(id, now)
 			w.takeStack(id, d)
-			emit(Event{Kind: EventStuckBoot, ID: id, Time: now, Sample: s, Deep: d, Timeout: w.timeout(),
-				Saturation: w.saturation(now)})
+			emit(Event{Kind: EventStuckBoot, ID: id, Time: now, Sample: s, Deep: d, Timeout: limit,
+				Saturation: w.saturationOf(t, now), Role: t.role})
 		}
 		return
 	}
 	if t.stuck {
 		// It finished booting after all (Gunicorn ≥ 22 never times out a booting worker).
 		t.stuck = false
-		emit(Event{Kind: EventRecovered, ID: id, Time: now, Sample: s, Timeout: w.timeout()})
+		emit(Event{Kind: EventRecovered, ID: id, Time: now, Sample: s, Timeout: limit, Role: t.role})
 		return
 	}
 	if t.crossed > 0 && s.HeartbeatAge < prevAge {
 		// The age fell: the worker beat again.
 		t.crossed = 0
-		emit(Event{Kind: EventRecovered, ID: id, Time: now, Sample: s, Timeout: w.timeout()})
+		emit(Event{Kind: EventRecovered, ID: id, Time: now, Sample: s, Timeout: limit, Role: t.role})
 		return
 	}
-	for t.crossed < len(w.opt.LateShares) && s.HeartbeatAge >= w.lateAfter(w.opt.LateShares[t.crossed]) {
+	for t.crossed < len(w.opt.LateShares) && s.HeartbeatAge >= w.lateAfter(t, w.opt.LateShares[t.crossed]) {
 		share := w.opt.LateShares[t.crossed]
 		t.crossed++
 		d := w.takeDeep(id, now)
+		var calls []DirtyCall
 		if t.crossed == 1 {
 			w.takeStack(id, d)
+			if t.role == RoleHTTP {
+				calls = w.dirtyCalls(d) // it waits on the dirty arbiter: what the dirty workers do
+			}
 		}
-		emit(Event{Kind: EventLate, ID: id, Time: now, Sample: s, Deep: d, Share: share, Timeout: w.timeout(),
-			Saturation: w.saturation(now)})
+		emit(Event{Kind: EventLate, ID: id, Time: now, Sample: s, Deep: d, Share: share, Timeout: limit,
+			Saturation: w.saturationOf(t, now), Role: t.role, Dirty: calls})
 	}
+}
+
+// saturationOf is the server's load for an HTTP worker's late event (none for a dirty worker:
+// it serves no HTTP).
+func (w *Watcher) saturationOf(t *tracked, now time.Time) *Saturation {
+	if t.role != RoleHTTP {
+		return nil
+	}
+	return w.saturation(now)
 }
 
 func (w *Watcher) takeDeep(id ID, now time.Time) *Deep {
@@ -339,7 +434,7 @@ func (w *Watcher) takeStack(id ID, d *Deep) {
 func (w *Watcher) vanish(pid int, t *tracked, workers map[int]*tracked, now time.Time, emit func(Event)) {
 	t.w.close()
 	delete(workers, pid)
-	emit(Event{Kind: EventVanish, ID: t.w.id, Time: now, Sample: t.last, Timeout: w.timeout()})
+	emit(Event{Kind: EventVanish, ID: t.w.id, Time: now, Sample: t.last, Timeout: w.limitOf(t), Role: t.role})
 }
 
 func (w *Watcher) warn(key, msg string) {

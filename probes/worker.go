@@ -26,11 +26,12 @@ type worker struct {
 	stat, status, sched *os.File
 	buf                 []byte
 
-	hbPID    int  // whose fd table holds the heartbeat: the worker, or the master as a fallback
-	hbFD     int  // heartbeat fd number in hbPID, -1 unknown
-	hb       int  // gwrap's own O_PATH fd of the heartbeat file, -1 not open
-	hbTried  bool // looked for it in the worker's own fd table
-	fdDenied bool // the worker's fd table is unreadable (another uid): ask the master's
+	hbPID    int    // whose fd table holds the heartbeat: the worker, or the master as a fallback
+	hbFD     int    // heartbeat fd number in hbPID, -1 unknown
+	hb       int    // gwrap's own O_PATH fd of the heartbeat file, -1 not open
+	hbTried  bool   // looked for it in the worker's own fd table
+	fdDenied bool   // the worker's fd table is unreadable (another uid): ask the master's
+	own      fileID // the heartbeat file it owns, when told apart from its siblings' (dirty.go)
 
 	prevTime          time.Time
 	prevUser, prevSys uint64 // utime, stime at prevTime
@@ -176,7 +177,8 @@ func (w *worker) findHeartbeat() {
 }
 
 // Deep takes the expensive sample of one process: PSS and USS, wait channel, current syscall,
-// sockets with their peers (from the process's own network namespace), open files.
+// its child processes with their command lines, sockets (TCP, UDP, unix) with their peers (from
+// the process's own network namespace), open files.
 func (f FS) Deep(pid int, now time.Time) (Deep, error) {
 	d := Deep{Time: now}
 	if _, err := os.Stat(f.path(pid)); err != nil {
@@ -197,6 +199,11 @@ func (f FS) Deep(pid int, now time.Time) (Deep, error) {
 		d.Syscall = parseSyscall(b)
 	} else {
 		d.Missing = append(d.Missing, "syscall")
+	}
+	if kids, err := f.children(pid); err == nil {
+		d.Children = kids
+	} else if !gone(err) {
+		d.Missing = append(d.Missing, "children")
 	}
 	inodes := map[uint64]bool{}
 	ents, err := os.ReadDir(f.path(pid, "fd"))
@@ -219,7 +226,7 @@ func (f FS) Deep(pid int, now time.Time) (Deep, error) {
 	if len(inodes) == 0 {
 		return d, nil
 	}
-	for _, p := range []string{"tcp", "tcp6"} {
+	for _, p := range []string{"tcp", "tcp6", "udp", "udp6"} {
 		if b, err := os.ReadFile(f.path(pid, "net", p)); err == nil {
 			d.Sockets = append(d.Sockets, parseNetTCP(b, p, inodes)...)
 		}

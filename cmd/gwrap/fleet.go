@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sync"
@@ -28,6 +29,7 @@ import (
 // the cgroup sampler and read at scrape time.
 type fleet struct {
 	out    *output
+	ps     *parts
 	m      *metrics.Metrics // nil: metrics off
 	proc   probes.FS
 	master atomic.Int64 // the Gunicorn master's pid, for the scrape-time saturation read
@@ -42,8 +44,8 @@ type fleet struct {
 	stopSaid  bool       // the stop's message is written (or being written)
 }
 
-func newFleet(out *output, proc probes.FS, s gunicorn.Settings, withMetrics bool) *fleet {
-	f := &fleet{out: out, proc: proc, recent: termlog.NewRecent(8), settings: s}
+func newFleet(out *output, ps *parts, proc probes.FS, s gunicorn.Settings, withMetrics bool) *fleet {
+	f := &fleet{out: out, ps: ps, proc: proc, recent: termlog.NewRecent(8), settings: s}
 	if withMetrics {
 		f.m = metrics.New(metrics.Options{Version: version, LateShares: []float64{0.5, 0.8}, Live: f.live})
 		f.gunicorn()
@@ -56,8 +58,10 @@ func (f *fleet) Relay(stream string, line []byte, parsed gunicorn.Event, at time
 	f.out.Relay(stream, line, parsed, at)
 }
 
-// Emit writes the event and counts what it says.
+// Emit writes the event and counts what it says (on the engine's goroutine: a panic here is
+// the engine's).
 func (f *fleet) Emit(e engine.Event) {
+	fault(partEngine)
 	f.out.Emit(e)
 	switch e.Name {
 	case "postmortem":
@@ -71,7 +75,11 @@ func (f *fleet) Emit(e engine.Event) {
 		f.recent.Add(termlog.Verdict{At: e.Time, PID: p, Cause: c, Summary: s})
 		f.mu.Unlock()
 		if f.m != nil {
-			f.m.WorkerKilled(c)
+			if kind, _ := e.Get("kind"); kind == "execution_timeout" { // no worker died
+				f.m.ExecTimeout(c)
+			} else {
+				f.m.WorkerKilled(c, metricRole(e))
+			}
 		}
 	case "gunicorn.start":
 		if v, ok := e.Get("gunicorn_version"); ok {
@@ -84,15 +92,25 @@ func (f *fleet) Emit(e engine.Event) {
 	if f.m == nil {
 		return
 	}
+	f.ps.run(partMetrics, func() { f.count(e) })
+}
+
+// count feeds the counters (the engine's goroutine, behind the metrics part's guard).
+func (f *fleet) count(e engine.Event) {
 	switch e.Name {
 	case "worker.boot":
 		if _, again := e.Get("boot_seconds"); !again { // a stuck boot that finished is not a new worker
-			f.m.WorkerStarted()
+			f.m.WorkerStarted(metricRole(e))
 		}
 	case "worker.late":
 		if share, ok := e.Get("share"); ok {
 			s, _ := share.(float64)
-			f.m.WorkerLate(s)
+			f.m.WorkerLate(s, metricRole(e))
+		}
+	case "dirty_arbiter.start":
+		if t, ok := e.Get("dirty_timeout_s"); ok {
+			n, _ := t.(int)
+			f.m.SetDirtyTimeout(time.Duration(n) * time.Second)
 		}
 	case "oom.kill":
 		if n, ok := e.Get("count"); ok {
@@ -118,6 +136,19 @@ func (f *fleet) gunicorn() {
 	s, v := f.settings, f.version
 	f.mu.Unlock()
 	f.m.SetGunicorn(v, engine.WorkerClass(s), time.Duration(s.Timeout)*time.Second)
+	if s.DirtyWorkers > 0 && len(s.DirtyApps) > 0 {
+		f.m.SetDirtyTimeout(time.Duration(s.DirtyTimeout) * time.Second)
+	}
+}
+
+// metricRole is the role label of an event about a worker: its role field, else http.
+func metricRole(e engine.Event) string {
+	if r, ok := e.Get("role"); ok {
+		if s, _ := r.(string); s != "" {
+			return s
+		}
+	}
+	return metrics.RoleHTTP
 }
 
 // container feeds the cgroup's gauges.
@@ -135,8 +166,22 @@ func (f *fleet) container(st memwatch.Stats) {
 	f.m.SetContainer(c)
 }
 
-// live reads busy workers and the listen queues at scrape time (metrics.Options.Live).
-func (f *fleet) live() (metrics.Saturation, error) {
+// errMetricsOff is the live readings' error after the metrics part panicked.
+var errMetricsOff = errors.New("off after an error in gwrap")
+
+// live reads busy workers and the listen queues at scrape time (metrics.Options.Live), on the
+// scraper's goroutine: behind the metrics part's guard, since a panic there would not be
+// recovered by the HTTP server (the registry collects on goroutines of its own).
+func (f *fleet) live() (s metrics.Saturation, err error) {
+	err = errMetricsOff
+	f.ps.run(partMetrics, func() {
+		fault(partMetrics)
+		s, err = f.readLive()
+	})
+	return s, err
+}
+
+func (f *fleet) readLive() (metrics.Saturation, error) {
 	master := int(f.master.Load())
 	if master == 0 {
 		return metrics.Saturation{}, fmt.Errorf("the Gunicorn master is not found yet")
@@ -151,6 +196,12 @@ func (f *fleet) live() (metrics.Saturation, error) {
 	}
 	if s.BusyKnown {
 		out.Busy = metrics.Known(float64(s.Busy))
+	}
+	if d := s.Dirty; d != nil {
+		out.DirtyWorkers = metrics.Known(float64(d.Workers))
+		if d.HeartbeatAgeMax >= 0 {
+			out.DirtyHeartbeatAgeMax = metrics.Known(d.HeartbeatAgeMax.Seconds())
+		}
 	}
 	for _, l := range s.Listeners {
 		q := metrics.Queue{Listener: l.Addr, Length: metrics.Known(float64(l.Queue))}

@@ -43,7 +43,7 @@ func TestMetricsAndTerminationMessage(t *testing.T) {
 		}
 		return body
 	}
-	if body := scrape(); !strings.Contains(body, `gwrap_worker_kills_total{cause="oom_killed"} 0`) {
+	if body := scrape(); !strings.Contains(body, `gwrap_worker_kills_total{cause="oom_killed",role="http"} 0`) {
 		t.Errorf("before any kill:\n%s", body)
 	}
 	go get(base+"/alloc?1000", 20*time.Second)
@@ -56,11 +56,11 @@ func TestMetricsAndTerminationMessage(t *testing.T) {
 	})
 	body := scrape()
 	for _, want := range []string{
-		`gwrap_worker_kills_total{cause="oom_killed"} 1`,
-		`gwrap_worker_kills_total{cause="blocked"} 1`,
-		`gwrap_worker_kills_total{cause="crashed"} 0`,
+		`gwrap_worker_kills_total{cause="oom_killed",role="http"} 1`,
+		`gwrap_worker_kills_total{cause="blocked",role="http"} 1`,
+		`gwrap_worker_kills_total{cause="crashed",role="http"} 0`,
 		`gwrap_oom_kills_total 1`,
-		`gwrap_gunicorn_timeout_seconds 3`,
+		`gwrap_gunicorn_timeout_seconds{role="http"} 3`,
 		`gwrap_container_memory_limit_bytes 2.097152e+08`,
 	} {
 		if !strings.Contains(body, want) {

@@ -15,71 +15,209 @@ import (
 	"github.com/gwrap/gwrap/probes"
 )
 
-// startFlight is called once, before Gunicorn starts. If this host's previous run died without
-// closing its flight record (the whole container was killed: a group OOM kill, a stop deadline,
-// a node restart), it writes that run's post-mortem (incident.kind previous_run) with the store
-// and announces it as a postmortem event; then it opens this run's record, which replaces the
-// previous one. It never fails: a report dir that cannot be read or written is said once.
-// The caller feeds the recorder (Container, Worker, Event, Gunicorn, Signal, OOM from the event
-// loop's one goroutine) and calls Close when gwrap exits on its own.
-//
-// refused is the store's start-up check when it refused the report dir (a symlink, not a
-// directory): then nothing is read or written there.
-func startFlight(cfg config, out *output, store *postmortem.Store, refused error, settings gunicorn.Settings, cg memwatch.Stats, start time.Time) *flightrec.Recorder {
+// flightQueueMax bounds the flight record's jobs waiting for the disk: one a sweep (a second),
+// plus the lines and signals between them, so minutes of a hung disk; then lines are dropped.
+const flightQueueMax = 512
+
+// flightQueue is the flight record as gwrap's producers see it: every call is a job for the
+// record's diskQueue, so a slow report dir never holds up the relay (Gunicorn), the signal
+// path (Signal) or the watcher's sweep. The recorder stamps each line with the time it was
+// handed over, not written.
+type flightQueue struct {
+	q         *diskQueue
+	rec       *flightrec.Recorder // opened by the first job; the queue's goroutine only
+	stop      chan struct{}       // closed by finish: the first job no longer waits for the store
+	recovered chan struct{}       // closed once the previous run was looked at (and announced)
+
+	// The watcher's sweep being recorded: Batch, Container, Worker and Event are called from
+	// the watcher's goroutine only, and a sweep's samples go to the disk as one job.
+	batching bool
+	batch    []func(*flightrec.Recorder)
+}
+
+// startFlight is called once, before Gunicorn starts, and returns at once; its first job, on
+// the record's own goroutine, does the rest. If this host's previous run died without closing
+// its flight record (the whole container was killed: a group OOM kill, a stop deadline, a node
+// restart), it writes that run's post-mortem (incident.kind previous_run) with the store and
+// announces it as a postmortem event; then it opens this run's record, which replaces the
+// previous one. It never fails: a report dir that cannot be read or written is said once, and
+// one the store's start-up check refused (a symlink, not a directory) is not touched at all.
+func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, settings gunicorn.Settings, cg memwatch.Stats, start time.Time) *flightQueue {
+	f := &flightQueue{stop: make(chan struct{}), recovered: make(chan struct{})}
+	f.q = newDiskQueue(partFlight, ps, flightQueueMax, false, func(int) {
+		out.warnOnce("flight-queue", "config.warning", "the report dir "+cfg.ReportDir+" is not keeping up with the flight record: its lines are dropped and counted in gwrap.exit")
+	})
 	host, err := os.Hostname()
 	if err != nil {
 		out.warnOnce("flight-host", "config.warning", "cannot read the host name ("+err.Error()+"); the flight record is kept as host \"unknown\"")
 	}
-	var rep *postmortem.Report
-	var readErr error
-	if refused == nil {
-		rep, readErr = flightrec.Recover(cfg.ReportDir, host, start, cfg.Thresholds)
-	}
-	if rep != nil {
-		path, err := store.Write(*rep)
-		if err != nil {
-			out.warnOnce("report-write", "config.warning", "cannot write post-mortem reports to "+cfg.ReportDir+": "+err.Error()+" (they still appear on stdout)")
-		}
-		v := rep.Verdict
-		out.event(zerolog.ErrorLevel, "postmortem").Str("cause", string(v.Cause)).Int("pid", rep.Incident.PID).
-			Str("kind", string(rep.Incident.Kind)).Bool("near_memory_limit", v.NearMemoryLimit).Bool("ran_long", v.RanLong).
-			Str("confidence", v.Confidence).Str("summary", v.Summary).Str("report", path).Str("id", rep.ID).Msg(v.Summary)
-	}
-	// One warning for a dir that can be neither read nor written: the writer's, which says more.
-	rec := flightrec.Open(flightrec.Options{
-		Dir:        cfg.ReportDir,
-		Identity:   flightrec.Identity{Host: host, PID: os.Getpid(), Version: version, Start: start},
-		Settings:   settings,
-		StopBudget: cfg.StopBudget,
-		Cgroup:     cg,
-		Warn: func(msg string) {
-			key := "flight" // the record cannot be kept: said once, with the read error below
-			if strings.HasPrefix(msg, "flight record: ") {
-				key = msg // a file refused: each once (the recorder says each once)
+	f.q.push(diskJob{at: start, run: func() error {
+		recovered := false
+		defer func() {
+			if !recovered {
+				close(f.recovered)
 			}
-			out.warnOnce(key, "config.warning", msg)
-		},
-		Refused: refused,
-	})
-	if readErr != nil {
-		out.warnOnce("flight", "config.warning", "cannot read the previous run's flight record: "+readErr.Error())
+		}()
+		done, refused := reports.check(f.stop)
+		if !done {
+			return nil // gwrap is exiting before the report dir was even checked
+		}
+		var rep *postmortem.Report
+		var readErr error
+		if refused == nil {
+			rep, readErr = flightrec.Recover(cfg.ReportDir, host, start, cfg.Thresholds)
+		}
+		if rep != nil {
+			path, err := reports.Write(*rep)
+			if err != nil {
+				out.warnOnce("report-write", "config.warning", "cannot write post-mortem reports to "+cfg.ReportDir+": "+err.Error()+" (they still appear on stdout)")
+			}
+			v := rep.Verdict
+			out.event(zerolog.ErrorLevel, "postmortem").Str("cause", string(v.Cause)).Int("pid", rep.Incident.PID).
+				Str("kind", string(rep.Incident.Kind)).Bool("near_memory_limit", v.NearMemoryLimit).Bool("ran_long", v.RanLong).
+				Str("confidence", v.Confidence).Str("summary", v.Summary).Str("report", path).Str("id", rep.ID).Msg(v.Summary)
+		}
+		recovered = true
+		close(f.recovered)
+		// One warning for a dir that can be neither read nor written: the writer's, which says more.
+		f.rec = flightrec.Open(flightrec.Options{
+			Dir:        cfg.ReportDir,
+			Identity:   flightrec.Identity{Host: host, PID: os.Getpid(), Version: version, Start: start},
+			Settings:   settings,
+			StopBudget: cfg.StopBudget,
+			Cgroup:     cg,
+			Now:        f.q.now,
+			Warn: func(msg string) {
+				key := "flight" // the record cannot be kept: said once, with the read error below
+				if strings.HasPrefix(msg, "flight record: ") {
+					key = msg // a file refused: each once (the recorder says each once)
+				}
+				out.warnOnce(key, "config.warning", msg)
+			},
+			Refused: refused,
+		})
+		if readErr != nil {
+			out.warnOnce("flight", "config.warning", "cannot read the previous run's flight record: "+readErr.Error())
+		}
+		return nil
+	}})
+	return f
+}
+
+// startWait is how long Gunicorn's start waits for the previous run's post-mortem: with a report
+// dir that answers, it comes first, as people read a log; with one that stalls, it comes later.
+const startWait = 500 * time.Millisecond
+
+// awaitRecovery waits, at most startWait, until the previous run was looked at and announced.
+func (f *flightQueue) awaitRecovery() {
+	timer := time.NewTimer(startWait)
+	defer timer.Stop()
+	select {
+	case <-f.recovered:
+	case <-timer.C:
 	}
-	return rec
+}
+
+// line queues one line of the record (from any goroutine).
+func (f *flightQueue) line(do func(*flightrec.Recorder)) {
+	f.q.push(diskJob{items: 1, run: func() error {
+		if f.rec != nil {
+			do(f.rec)
+		}
+		return nil
+	}})
+}
+
+// sample queues one of the watcher's lines, in its sweep's batch while one is recorded.
+func (f *flightQueue) sample(do func(*flightrec.Recorder)) {
+	if f.batching {
+		f.batch = append(f.batch, do)
+		return
+	}
+	f.line(do)
+}
+
+// Batch runs fn (the watcher's sweep) and records the samples it made in one write.
+func (f *flightQueue) Batch(fn func()) {
+	f.batching = true
+	defer func() { // also when fn panics: the watcher's guard recovers it
+		b := f.batch
+		f.batching, f.batch = false, nil
+		if len(b) == 0 {
+			return
+		}
+		f.q.push(diskJob{items: len(b), run: func() error {
+			if f.rec != nil {
+				f.rec.Batch(func() {
+					for _, do := range b {
+						do(f.rec)
+					}
+				})
+			}
+			return nil
+		}})
+	}()
+	fn()
+}
+
+// Container records a cgroup sample (the watcher's goroutine).
+func (f *flightQueue) Container(st memwatch.Stats) {
+	f.sample(func(r *flightrec.Recorder) { r.Container(st) })
+}
+
+// Worker records a worker's hot sample (the watcher's goroutine).
+func (f *flightQueue) Worker(id probes.ID, s probes.Sample) {
+	f.sample(func(r *flightrec.Recorder) { r.Worker(id, s) })
+}
+
+// Event records one of the watcher's events (the watcher's goroutine).
+func (f *flightQueue) Event(ev probes.Event) { f.sample(func(r *flightrec.Recorder) { r.Event(ev) }) }
+
+// Gunicorn records a line about a worker's end (the relay's goroutines).
+func (f *flightQueue) Gunicorn(ev gunicorn.Event) {
+	if flightrec.Records(ev) {
+		f.line(func(r *flightrec.Recorder) { r.Gunicorn(ev) })
+	}
+}
+
+// Signal records a signal gwrap received (the supervisor's goroutine).
+func (f *flightQueue) Signal(sig os.Signal, forwarded bool) {
+	f.line(func(r *flightrec.Recorder) { r.Signal(sig, forwarded) })
+}
+
+// OOM records an OOM-kill notification (the OOM watcher's goroutine).
+func (f *flightQueue) OOM(ev memwatch.OOMEvent) { f.line(func(r *flightrec.Recorder) { r.OOM(ev) }) }
+
+// finish closes the record at exit: gwrap exits on its own, so the next start has nothing to
+// explain. Lines still waiting are dropped (a clean exit needs none of them) and only the
+// closing line is written, until deadline. It returns how many lines were not written.
+func (f *flightQueue) finish(deadline time.Time) int {
+	f.q.push(diskJob{final: true, run: func() error {
+		if f.rec != nil {
+			return f.rec.Close()
+		}
+		return nil
+	}})
+	close(f.stop)
+	return f.q.finish(deadline, true)
 }
 
 // flightLine records the lines about a worker's end (every one names a worker: the others, access
 // lines first, are not parsed twice).
-func flightLine(rec *flightrec.Recorder, l []byte) {
+func flightLine(rec *flightQueue, l []byte) {
 	if bytes.Contains(l, []byte("orker")) || bytes.Contains(l, []byte("ORKER")) {
 		rec.Gunicorn(gunicorn.ParseLine(l))
 	}
 }
 
 // flightProbe records the watcher's samples and events.
-func flightProbe(rec *flightrec.Recorder, ev probes.Event) {
-	if ev.Kind == probes.EventSample {
+func flightProbe(rec *flightQueue, ev probes.Event) {
+	switch ev.Kind {
+	case probes.EventSample:
 		rec.Worker(ev.ID, ev.Sample)
-		return
+	case probes.EventStack:
+		// A followed dirty worker's stack, every sweep: gwrap's own following, not the worker's story.
+	default:
+		rec.Event(ev)
 	}
-	rec.Event(ev)
 }

@@ -53,7 +53,11 @@ func TestStartFlight(t *testing.T) {
 	}
 
 	out := newOutput(&buf, io.Discard, "json", time.Now)
-	second := startFlight(cfg, out, store, nil, gunicorn.Settings{Timeout: 30}, memwatch.Stats{}, time.Now())
+	ps := newParts(out)
+	reports := newReportQueue(store, out, ps)
+	second := startFlight(cfg, out, ps, reports, gunicorn.Settings{Timeout: 30}, memwatch.Stats{}, time.Now())
+	drain(second.q)
+	drain(reports.q)
 	out.finish(func() {}, time.Second, io.Discard) // the writer has written everything
 	evs := events(&buf)
 	if len(evs) != 1 || evs[0]["event"] != "postmortem" || evs[0]["kind"] != "previous_run" {
@@ -61,14 +65,19 @@ func TestStartFlight(t *testing.T) {
 	}
 	if p, _ := evs[0]["report"].(string); p == "" || filepath.Dir(p) != cfg.ReportDir {
 		t.Errorf("the report is not in the store: %v", evs[0]["report"])
+	} else if _, err := os.Stat(p); err != nil {
+		t.Errorf("the report is not written: %v", err)
 	}
-	if err := second.Close(); err != nil {
-		t.Fatal(err)
+	if lost := second.finish(time.Now().Add(5 * time.Second)); lost != 0 {
+		t.Fatalf("%d lines lost", lost)
 	}
 	buf.Reset()
 	out = newOutput(&buf, io.Discard, "json", time.Now)
-	third := startFlight(cfg, out, store, nil, gunicorn.Settings{}, memwatch.Stats{}, time.Now())
-	defer third.Close()
+	ps = newParts(out)
+	reports = newReportQueue(store, out, ps)
+	third := startFlight(cfg, out, ps, reports, gunicorn.Settings{}, memwatch.Stats{}, time.Now())
+	defer third.finish(time.Now().Add(5 * time.Second))
+	drain(third.q)
 	out.finish(func() {}, time.Second, io.Discard)
 	if evs := events(&buf); len(evs) != 0 {
 		t.Errorf("a clean exit was explained: %v", evs)
@@ -81,11 +90,23 @@ func TestStartFlight(t *testing.T) {
 	bad.ReportDir = filepath.Join(file, "reports")
 	buf.Reset()
 	out = newOutput(&buf, io.Discard, "json", time.Now)
-	r := startFlight(bad, out, postmortem.NewStore(bad.ReportDir, postmortem.Retention{}), nil, gunicorn.Settings{}, memwatch.Stats{}, time.Now())
+	ps = newParts(out)
+	reports = newReportQueue(postmortem.NewStore(bad.ReportDir, postmortem.Retention{}), out, ps)
+	r := startFlight(bad, out, ps, reports, gunicorn.Settings{}, memwatch.Stats{}, time.Now())
 	r.Container(memwatch.Stats{Time: time.Now()})
-	r.Close()
+	drain(r.q)
+	r.finish(time.Now().Add(5 * time.Second))
 	out.finish(func() {}, time.Second, io.Discard)
-	if evs := events(&buf); len(evs) != 1 || evs[0]["event"] != "config.warning" || !strings.Contains(evs[0]["message"].(string), "flight record") {
+	evs = events(&buf)
+	if len(evs) != 2 || evs[0]["code"] != "report_dir" || !strings.Contains(evs[1]["message"].(string), "flight record") {
 		t.Errorf("events for an unwritable dir: %v", evs)
+	}
+}
+
+// drain waits until the queue has done every job handed over so far.
+func drain(q *diskQueue) {
+	done := make(chan struct{})
+	if q.push(diskJob{run: func() error { close(done); return nil }}) {
+		<-done
 	}
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -18,6 +19,7 @@ import (
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/internal/asuser"
 	"github.com/gwrap/gwrap/internal/group"
+	"github.com/gwrap/gwrap/internal/guard"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
@@ -63,6 +65,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		sigs = ch
 	}
 	out := newOutput(stdout, stderr, cfg.LogFormat, time.Now)
+	ps := newParts(out)
 	// Start-up (the settings' Python takes up to 5 s) ends at a TERM/INT/QUIT, before Gunicorn.
 	startCtx, endStartup := watchStartup(sigs, out)
 
@@ -87,33 +90,32 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	}
 	lintAtStart(out, cfg, cg, cgStats, settings)
 
+	// The report dir is written only by the queues' own goroutines (disk.go): not here, before
+	// Gunicorn starts, nor on the relay, signal, engine or stop paths.
 	store := postmortem.NewStore(cfg.ReportDir, postmortem.Retention{MaxCount: cfg.ReportMaxCount, MaxBytes: cfg.ReportMaxBytes})
-	var refused error
-	if err := store.Check(); err != nil {
-		out.event(zerolog.WarnLevel, "config.warning").Str("code", "report_dir").Msg(err.Error() + "; post-mortems will not be written")
-		if errors.Is(err, postmortem.ErrRefused) {
-			refused = err
-		}
-	}
-	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, func(msg string) { out.warnOnce("pystack", "config.warning", msg) })
+	reports := newReportQueue(store, out, ps)
+	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, ps, func(msg string) { out.warnOnce("pystack", "config.warning", msg) })
 	defer stk.close()
-	proc := probes.NewFS(cfg.ProcRoot)
+	proc := procFS(cfg.ProcRoot)
 	var watcher *probes.Watcher // made below, once what its sweep feeds exists
 	var batch []probes.Event    // the sweep's events while Options.Sweep runs it (the watcher's goroutine only)
-	flight := startFlight(cfg, out, store, refused, settings, cgStats, time.Now())
-	defer flight.Close()
-	fl := newFleet(out, proc, settings, cfg.MetricsAddr != "")
+	flight := startFlight(cfg, out, ps, reports, settings, cgStats, time.Now())
+	flight.awaitRecovery()
+	fl := newFleet(out, ps, proc, settings, cfg.MetricsAddr != "")
 	hostname, _ := os.Hostname()
 	eng := engine.New(engine.Config{
 		Settings:      settings,
 		Thresholds:    cfg.Thresholds,
 		Host:          postmortem.Host{Hostname: hostname, GwrapVersion: version, Instance: os.Getenv("WEBSITE_INSTANCE_ID")},
 		Platform:      gunicorn.Platform(os.Environ()),
-		Reports:       store,
+		Reports:       reports,
 		Dying:         proc.Dying,
 		CrashStack:    stk.crash,
 		OnForget:      func(pid int) { stk.forget(pid, time.Now()) },
 		OnWorkerClass: func(class string) { watcher.SetWorkerClass(class) },
+		OnPanic:       func(p guard.Panic) { ps.panicked(p, true) },
+		OnDirty:       func(timeout time.Duration) { watcher.SetDirty(timeout) },
+		Follow:        func(pid int, on bool) { watcher.Follow(pid, on) },
 		History:       cfg.History,
 		Interval:      cfg.Interval,
 	}, fl)
@@ -123,6 +125,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		FastInterval: cfg.FastInterval,
 		Timeout:      time.Duration(settings.Timeout) * time.Second,
 		WorkerClass:  engine.WorkerClass(settings),
+		Dirty:        settings.DirtyWorkers > 0 && len(settings.DirtyApps) > 0,
+		DirtyTimeout: time.Duration(settings.DirtyTimeout) * time.Second,
 		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
 		// The container's cgroup is sampled in the workers' sweep, and the sweep's events reach
 		// the engine in one batch: an idle gwrap wakes once a second, and wakes the engine once.
@@ -130,10 +134,13 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		Sweep: func(_ time.Time, sample func()) {
 			flight.Batch(func() {
 				if cg != nil {
-					st := sampleCgroup(cg, out)
-					flight.Container(st)
-					fl.container(st)
-					eng.Container(st)
+					ps.run(partCgroup, func() {
+						fault(partCgroup)
+						st := sampleCgroup(cg, out)
+						flight.Container(st)
+						fl.container(st)
+						eng.Container(st)
+					})
 				}
 				batch = []probes.Event{}
 				sample()
@@ -154,6 +161,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	var result supervisor.Result
 	var runErr error
 	var g group.Group
+	var stopAt atomic.Int64 // when the first TERM, INT or QUIT came (Unix ns), for the disk's last wait
 
 	// The child: its end ends everything else.
 	g.Add(func() error {
@@ -182,13 +190,16 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 				fl.stopping(cfg.terminationLogPath(fileExists), sig, cfg.StopBudget, time.Now())
 			},
 			OnSignal: func(sig os.Signal, forwarded bool) {
-				flight.Signal(sig, forwarded)
+				if sig == syscall.SIGTERM || sig == syscall.SIGINT || sig == syscall.SIGQUIT {
+					stopAt.CompareAndSwap(0, time.Now().UnixNano())
+				}
+				ps.run(partFlight, func() { flight.Signal(sig, forwarded) })
 				if s, ok := sig.(syscall.Signal); ok {
 					eng.Signal(s, forwarded)
 				}
 			},
 			OnLine: func(s supervisor.Stream, line []byte) {
-				flightLine(flight, line)
+				ps.run(partFlight, func() { flightLine(flight, line) })
 				eng.Line(string(s), line)
 			},
 		})
@@ -201,6 +212,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	g.Add(func() error {
 		_, isGunicorn := gunicorn.CommandArgs(cfg.Command)
 		emit := func(ev probes.Event) {
+			fault(partWatcher)
 			if ev.Kind == probes.EventBoot {
 				stk.booted(int(fl.master.Load()))
 			}
@@ -209,11 +221,13 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 				if !isGunicorn {
 					// The command is a shell or a script: Gunicorn's settings are those of the
 					// master it runs, read once the watcher finds it.
-					go masterSettings(wctx, cfg, proc, ev.ID.PID, func(s gunicorn.Settings) {
-						watcher.SetTimeout(time.Duration(s.Timeout) * time.Second)
-						fl.setSettings(s)
-						eng.Settings(s)
-					}, func(msg string) { out.warnOnce("settings-static", "config.warning", msg) })
+					go ps.run(partSettings, func() {
+						masterSettings(wctx, cfg, proc, ev.ID.PID, func(s gunicorn.Settings) {
+							watcher.SetTimeout(time.Duration(s.Timeout) * time.Second)
+							fl.setSettings(s)
+							eng.Settings(s)
+						}, func(msg string) { out.warnOnce("settings-static", "config.warning", msg) })
+					})
 				}
 			}
 			flightProbe(flight, ev)
@@ -223,7 +237,12 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			}
 			eng.Probe(ev)
 		}
-		watchMasters(wctx, master, func(ctx context.Context, pid int) error { return watcher.Run(ctx, pid, emit) },
+		// A panic of the watcher is said once; a new master (USR2) starts it over.
+		run := func(ctx context.Context, pid int) (err error) {
+			ps.try(partWatcher, func() { err = watcher.Run(ctx, pid, emit) })
+			return err
+		}
+		watchMasters(wctx, master, run,
 			func(err error) { out.warnOnce("probes", "config.warning", "worker monitoring stopped: "+err.Error()) })
 		return nil
 	}, func(error) { wcancel() })
@@ -232,13 +251,21 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		// OOM notifications.
 		octx, ocancel := context.WithCancel(ctx)
 		g.Add(func() error {
-			cg.WatchOOM(octx, func(ev memwatch.OOMEvent) { flight.OOM(ev); eng.OOM(ev) }, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
+			ps.run(partOOM, func() {
+				fault(partOOM)
+				cg.WatchOOM(octx, func(ev memwatch.OOMEvent) { flight.OOM(ev); eng.OOM(ev) }, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
+			})
+			<-octx.Done() // a part that stopped early must not end the group, and the app with it
 			return nil
 		}, func(error) { ocancel() })
 	}
 	if cfg.MetricsAddr != "" {
 		mctx, mcancel := context.WithCancel(ctx)
-		g.Add(func() error { fl.serve(mctx, cfg.MetricsAddr); return nil }, func(error) { mcancel() })
+		g.Add(func() error {
+			ps.run(partMetrics, func() { fl.serve(mctx, cfg.MetricsAddr) })
+			<-mctx.Done()
+			return nil
+		}, func(error) { mcancel() })
 	}
 
 	_ = g.Run()
@@ -257,15 +284,62 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	}
 	ecancel()
 	<-engineDone
+	reportsLost, flightLost := finishDisk(out, cfg, reports, flight, diskDeadline(stopAt.Load(), cfg.StopBudget, time.Now()))
 	fl.terminate(cfg.terminationLogPath(fileExists), reason)
 	out.finish(func() {
 		out.event(exitLevel(code), "gwrap.exit").Int("exit_code", code).Str("reason", reason).
 			Int("incidents", eng.Reported()).Uint64("lines_lost", out.lost()).Bool("drain_cut", result.DrainCut).
+			Int("reports_unwritten", reportsLost).Int("flight_lines_unwritten", flightLost).
 			Msg("gwrap exits: " + reason)
 	}, outputFlush, stderr)
 	// A command that could not start is also said on stderr, where people look first.
 	return code, runErr
 }
+
+// diskLast and diskLeast bound the wait for the report dir at exit (see defaultStopBudget):
+// post-mortems and the flight record's close get what is left of the stop budget after the
+// first TERM, INT or QUIT (or after the child ended on its own), plus diskLast, and at least
+// diskLeast; then gwrap exits and counts what was not written.
+const (
+	diskLast  = 500 * time.Millisecond
+	diskLeast = 200 * time.Millisecond
+)
+
+// diskDeadline is when gwrap stops waiting for the report dir: stopAt is the first stop
+// signal's time in Unix ns (0: none came, the child ended on its own at now).
+func diskDeadline(stopAt int64, budget time.Duration, now time.Time) time.Time {
+	from := now
+	if stopAt != 0 {
+		from = time.Unix(0, stopAt)
+	}
+	return maxTime(from.Add(budget+diskLast), now.Add(diskLeast))
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// finishDisk lets the report store and the flight record write what waits, until deadline, and
+// returns how many post-mortems and flight-record lines were not written; when any were not,
+// it says so once before gwrap.exit counts them.
+func finishDisk(out *output, cfg config, reports *reportQueue, flight *flightQueue, deadline time.Time) (int, int) {
+	flightLost := make(chan int, 1)
+	go func() { flightLost <- flight.finish(deadline) }()
+	r := reports.finish(deadline)
+	f := <-flightLost
+	if r > 0 || f > 0 {
+		out.event(zerolog.WarnLevel, "config.warning").Str("code", "report_unwritten").Int("reports_unwritten", r).Int("flight_lines_unwritten", f).
+			Msg(fmt.Sprintf("%d post-mortems and %d flight-record lines were not written to %s before gwrap exited (the disk did not keep up, or failed as said above); the post-mortems are on stdout", r, f, cfg.ReportDir))
+	}
+	return r, f
+}
+
+// procFS reads processes under root; the command lines of workers' children, which deep samples
+// quote, are redacted as every other piece of the app's text in gwrap's output.
+func procFS(root string) probes.FS { return probes.NewFS(root).RedactArgs(postmortem.RedactArgs) }
 
 // sampleCgroup takes a sample of the container's cgroup; a file that cannot be read is said once.
 func sampleCgroup(cg *memwatch.Cgroup, out *output) memwatch.Stats {

@@ -93,7 +93,8 @@ func exitAtStartup(out *output, sig os.Signal, stderr io.Writer) (int, error) {
 	reason := fmt.Sprintf("received %s during start-up; Gunicorn was not started", unix.SignalName(n))
 	out.finish(func() {
 		out.event(exitLevel(code), "gwrap.exit").Int("exit_code", code).Str("reason", reason).Int("incidents", 0).
-			Uint64("lines_lost", out.lost()).Bool("drain_cut", false).Msg("gwrap exits: " + reason)
+			Uint64("lines_lost", out.lost()).Bool("drain_cut", false).Int("reports_unwritten", 0).Int("flight_lines_unwritten", 0).
+			Msg("gwrap exits: " + reason)
 	}, outputFlush, stderr)
 	return code, nil
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -149,6 +150,55 @@ func TestVerdictBlockedOnTCPPeer(t *testing.T) {
 	if !strings.Contains(pm["summary"].(string)+string(b), l.Addr().String()) {
 		t.Errorf("the report does not name the peer %s", l.Addr())
 	}
+}
+
+// TestVerdictBlockedOnChildAndUDPPeer: a worker that waits past the timeout for its child
+// `sleep 40`, holding a UDP socket connected to a peer, is reported blocked on that child, and the
+// evidence names the child's command line and the UDP peer.
+func TestVerdictBlockedOnChildAndUDPPeer(t *testing.T) {
+	peer, err := net.ListenPacket("udp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	udp := "udp " + peer.LocalAddr().String()
+	pm, rep := runScenario(t, scenario{timeout: 4, path: "/child?cmd=sleep+40&udp=" + peer.LocalAddr().String()})
+	wantCause(t, pm, rep, "blocked")
+	waiting, _ := field(rep, "deep", "waiting_on").([]any)
+	var got []string
+	for _, w := range waiting {
+		s, _ := w.(string)
+		got = append(got, s)
+	}
+	if len(got) < 2 || got[0] != "child sleep 40" || !slices.Contains(got, udp) {
+		t.Errorf("report deep.waiting_on %q, want child sleep 40 first and %q", got, udp)
+	}
+	if s, _ := pm["summary"].(string); !strings.Contains(s, "waiting on its child process `sleep 40`") {
+		t.Errorf("the summary does not name the child: %q", s)
+	}
+	t.Logf("waiting_on %q", got)
+}
+
+// TestProcFSRedactsChildArguments: the command line of a worker's child is app text: gwrap's
+// deep samples quote it redacted, as the rest of the app's text.
+func TestProcFSRedactsChildArguments(t *testing.T) {
+	cmd := exec.Command(testkit.Python(t), "-c", "import time; time.sleep(30)", "--password=hunter2")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	want := `child ` + testkit.Python(t) + ` -c "import time; time.sleep(30)" --password=[REDACTED]`
+	var wo []string
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		d, err := procFS("/proc").Deep(os.Getpid(), time.Now())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wo = d.WaitingOn(); slices.Contains(wo, want) {
+			return
+		}
+	}
+	t.Errorf("waiting on %q, want %q", wo, want)
 }
 
 func TestVerdictCrashed(t *testing.T) {

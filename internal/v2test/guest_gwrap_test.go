@@ -152,10 +152,16 @@ func (r *gwrapRun) stop(t *testing.T) {
 	}
 }
 
-// report reads the report a postmortem event names.
+// report reads the report a postmortem event names (the event comes first: gwrap writes the
+// report on a goroutine of its own, so that a slow disk never holds it up).
 func report(t *testing.T, pm map[string]any) map[string]any {
 	t.Helper()
 	path, _ := pm["report"].(string)
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
+		if _, err := os.Stat(path); err == nil {
+			break
+		}
+	}
 	b, err := os.ReadFile(path)
 	if err != nil {
 		t.Fatalf("report %q: %v", path, err)

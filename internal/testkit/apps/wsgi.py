@@ -2,12 +2,19 @@
 
 Each route misbehaves in one way gwrap must explain; the query string is the route's argument.
 Under gevent the blocking routes use the unpatched functions, so that they block the worker's
-loop as they would block a sync worker.
+loop as they would block a sync worker. /dirty/ACTION?ARG calls dirty.py's Heavy.ACTION in a
+Gunicorn dirty worker (25+) and waits for it; /dirty-bg/ACTION?ARG makes the same call from a
+thread of its own and answers at once.
 """
 import os
+import shlex
 import signal
 import socket
+import subprocess
+import sys
+import threading
 import time
+import urllib.parse
 
 from misbehave import blocking_sleep, cgroup_value, cloop, hoard_mib, spin
 
@@ -38,6 +45,16 @@ def app(environ, start_response):
     elif path == "/connect":  # waits on a TCP peer that never answers: `blocked`, naming the peer
         host, port = q.rsplit(":", 1)
         socket.create_connection((host, int(port))).recv(1)
+    elif path == "/child":  # waits for a child (cmd=sleep+40), holding a UDP socket connected to udp=HOST:PORT
+        args = urllib.parse.parse_qs(q)
+        if "udp" in args:
+            host, port = args["udp"][0].rsplit(":", 1)
+            peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            peer.connect((host, int(port)))
+        subprocess.run(shlex.split(args.get("cmd", ["sleep 40"])[0]))
+    elif path == "/print":  # writes a line to stderr ending with the time it was written (Unix seconds)
+        sys.stderr.write("%s %.6f\n" % (q, time.time()))
+        sys.stderr.flush()
     elif path == "/kill":
         os.kill(os.getpid(), signal.SIGKILL)
     elif path == "/segv":
@@ -46,5 +63,20 @@ def app(environ, start_response):
         os._exit(7)
     elif path == "/abort":
         os.abort()
+    elif path.startswith("/dirty/"):  # waits on a dirty worker, as an app's view does
+        body = b"%r\n" % (dirty_call(path[len("/dirty/"):], q),)
+    elif path.startswith("/dirty-bg/"):  # the same call from a thread: the worker answers at once
+        threading.Thread(target=dirty_call, args=(path[len("/dirty-bg/"):], q), daemon=True).start()
     start_response("200 OK", [("Content-Type", "text/plain")])
     return [body]
+
+
+def dirty_call(action, q):
+    """Calls dirty.py's Heavy.ACTION(q) through Gunicorn's dirty client; an error is the result."""
+    from gunicorn.dirty import get_dirty_client
+
+    args = [float(q)] if q else []
+    try:
+        return get_dirty_client(timeout=120).execute("dirty:Heavy", action, *args)
+    except Exception as e:  # DirtyTimeoutError, DirtyWorkerError…: the caller's answer
+        return "%s: %s" % (type(e).__name__, e)
