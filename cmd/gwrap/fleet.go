@@ -232,9 +232,10 @@ func (f *fleet) serve(ctx context.Context, addr string) {
 }
 
 // terminate writes the termination message: why gwrap exits, then the last verdicts. It never
-// blocks the exit for long nor changes its code.
+// blocks the exit for long nor changes its code, and it is tried even after the stop's message
+// panicked.
 func (f *fleet) terminate(path, reason string) {
-	f.writeTerm(path, reason, true)
+	f.ps.try(partTermlog, func() { f.writeTerm(path, reason, true) })
 }
 
 // stopping writes the termination message when a stop begins (a TERM, INT or QUIT received,
@@ -242,8 +243,16 @@ func (f *fleet) terminate(path, reason string) {
 // grace period is shorter than the stop, this is the message the platform keeps, and it says what
 // the stop was waiting for. gwrap's exit replaces it (terminate). Workers busy in a request are
 // counted now, while Gunicorn still holds its listeners (a few /proc reads); the write runs on
-// its own goroutine, so the forward is not delayed by a slow file.
+// its own goroutine, so the forward is not delayed by a slow file. It runs on the supervisor's
+// goroutine: behind the termination part's guard.
 func (f *fleet) stopping(path string, sig os.Signal, budget time.Duration, at time.Time) {
+	f.ps.run(partTermlog, func() {
+		fault(partTermlog)
+		f.stopMessage(path, sig, budget, at)
+	})
+}
+
+func (f *fleet) stopMessage(path string, sig os.Signal, budget time.Duration, at time.Time) {
 	f.termMu.Lock()
 	said := f.stopSaid || path == ""
 	f.stopSaid = true
@@ -267,7 +276,7 @@ func (f *fleet) stopping(path string, sig os.Signal, budget time.Duration, at ti
 	}
 	reason := fmt.Sprintf("%s at %s began %s, and the stop did not finish: gwrap replaces this message when it exits, so the container was killed before the stop ended, most likely at the end of the platform's grace period (docker or podman stop -t, Kubernetes' terminationGracePeriodSeconds)",
 		name, at.UTC().Format(time.RFC3339), what)
-	go f.writeTerm(path, reason, false)
+	go f.ps.run(partTermlog, func() { f.writeTerm(path, reason, false) })
 }
 
 // writeTerm writes the termination message for reason, unless the exit's is written already.

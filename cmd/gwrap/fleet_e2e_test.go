@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -106,7 +107,7 @@ func TestTerminationMessageWhileStopping(t *testing.T) {
 	go func() { code, _ := get(base+"/sleep?3", 20*time.Second); done <- code }()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		if _, body := get(fmt.Sprintf("http://127.0.0.1:%d/metrics", mport), time.Second); strings.Contains(body, "\ngwrap_workers_busy 1\n") {
+		if _, body := get(fmt.Sprintf("http://127.0.0.1:%d/metrics", mport), time.Second); regexp.MustCompile(`(?m)^gwrap_workers_busy(\{role="http"\})? 1$`).MatchString(body) {
 			break
 		}
 		if time.Now().After(deadline) {

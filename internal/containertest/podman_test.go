@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"testing"
@@ -249,17 +250,15 @@ func (c *container) busy(t *testing.T, n int) {
 	if c.metrics == 0 {
 		t.Fatal("busy needs spec.metrics")
 	}
-	want := fmt.Sprintf("gwrap_workers_busy %d", n)
+	want := regexp.MustCompile(fmt.Sprintf(`(?m)^gwrap_workers_busy(\{role="http"\})? %d$`, n))
 	deadline := time.Now().Add(c.e.scale(30 * time.Second))
 	for {
 		hc := http.Client{Timeout: 5 * time.Second}
 		if resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/metrics", c.metrics)); err == nil {
 			b, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
-			for _, l := range strings.Split(string(b), "\n") {
-				if l == want {
-					return
-				}
+			if want.Match(b) {
+				return
 			}
 		}
 		if time.Now().After(deadline) {
