@@ -333,14 +333,22 @@ func (c *container) hostPath(t *testing.T, path string) string {
 	return filepath.Join(c.reports, rel)
 }
 
-// report reads the report a postmortem event names.
+// report reads the report a postmortem event names, once it is written: gwrap writes reports
+// off the event path (the event names the path the report will have), atomically.
 func (c *container) report(t *testing.T, pm map[string]any) map[string]any {
 	t.Helper()
 	path, _ := pm["report"].(string)
 	if path == "" {
 		t.Fatalf("the postmortem names no report file: %v", pm)
 	}
-	b, err := os.ReadFile(c.hostPath(t, path))
+	var b []byte
+	var err error
+	for deadline := time.Now().Add(c.e.scale(10 * time.Second)); ; {
+		if b, err = os.ReadFile(c.hostPath(t, path)); err == nil || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	if err != nil {
 		t.Fatalf("report: %v", err)
 	}
