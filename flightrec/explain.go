@@ -19,6 +19,11 @@ import (
 // moved in it, or a working set at the limit in it, is what the death followed.
 const endWindow = 15 * time.Second
 
+// surge is the least rise of the working set in the end window (or a quarter of the limit, if
+// more) that, with memory.oom.group set, reads as the growth an OOM kill of the whole container
+// cut short.
+const surge = 64 << 20
+
 // Recover reads host's previous record in dir and, when that run died without closing it,
 // explains it (Explain); now is this start. It returns nil when there is nothing to explain, and
 // when a live gwrap with the same host name holds the record (it is not dead, only sharing the dir).
@@ -59,12 +64,18 @@ type finding struct {
 	workers   []probes.ID // alive at the end, largest memory first
 	lastSeen  map[probes.ID]probes.Sample
 	sinceLast time.Duration // from the last line to this start
+
+	// The working set's rise in the end window: from its lowest (the last sample still there,
+	// riseFrom) to the last sample (wsLast, at riseTo). A container growing fast at the end.
+	rise, wsLast     uint64
+	riseFrom, riseTo time.Time
 }
 
 func (rec *Record) find(now time.Time) finding {
 	f := finding{lastSeen: map[probes.ID]probes.Sample{}, sinceLast: now.Sub(rec.Last)}
 	from := rec.Last.Add(-endWindow)
-	var first *uint64
+	var first, low *uint64
+	var window []memwatch.Stats // the end window's samples with a working set (or usage)
 	for i := range rec.Container {
 		st := &rec.Container[i]
 		f.last = st
@@ -90,8 +101,26 @@ func (rec *Record) find(now time.Time) finding {
 		if !ws.Known {
 			ws = st.Usage
 		}
-		if ws.Known && ws.V > f.wsMax {
-			f.wsMax = ws.V
+		if !ws.Known {
+			continue
+		}
+		f.wsMax = max(f.wsMax, ws.V)
+		window = append(window, *st)
+		if low == nil || ws.V < *low {
+			v := ws.V
+			low = &v
+		}
+		f.rise, f.wsLast, f.riseTo = ws.V-*low, ws.V, st.Time
+	}
+	// The rise began after the last sample still at its lowest (within a fiftieth of the rise,
+	// or 1 MiB).
+	for _, st := range window {
+		ws := st.WorkingSet
+		if !ws.Known {
+			ws = st.Usage
+		}
+		if ws.V <= *low+max(f.rise/50, 1<<20) {
+			f.riseFrom = st.Time
 		}
 	}
 	var notified uint64
@@ -206,11 +235,24 @@ func Explain(rec *Record, now time.Time, th postmortem.Thresholds) postmortem.Re
 		if f.oomDelta == 0 {
 			v.Confidence = "medium"
 		}
-		v.Advice = append(v.Advice, "give the container more memory, or run fewer workers (--workers) so their sum fits the limit",
-			"if a worker's memory grows with each request, recycle workers with --max-requests 1000 --max-requests-jitter 100")
-		if f.oomGroup {
-			v.Advice = append(v.Advice, "with memory.oom.group=1 (Kubernetes ≥ 1.28 on cgroup v2) one worker's OOM kill restarts the container; keep each worker well under the limit")
+		v.Advice = oomAdvice(f.oomGroup)
+	case f.term == nil && f.oomGroup && f.limit > 0 && f.rise >= max(surge, f.limit/4):
+		// memory.oom.group makes the kernel kill every process at the first OOM kill, gwrap too,
+		// so the record ends at its last sample before the kill: a working set rising fast there
+		// with no stop signal is what such a death leaves; the rise to the limit itself was not
+		// sampled, hence medium confidence.
+		v.Cause = postmortem.CauseOOMKilled
+		v.NearMemoryLimit = true
+		inc.Signal = "SIGKILL"
+		rising := fmt.Sprintf("up %s in %s to %s of its %s limit", mib(f.rise), secs(f.riseTo.Sub(f.riseFrom)), mib(f.wsLast), mib(f.limit))
+		fact("container working set rising at the end", rising, fmt.Sprintf("marked at +%s or a quarter of the limit", mib(surge)))
+		v.Summary = fmt.Sprintf("The whole container, gwrap included, was most likely killed by the kernel's OOM killer %s: memory.oom.group was set, so one OOM kill takes every process, and the container's working set was rising fast at the end (%s) with no stop signal; the rise to the limit came after the last sample and was not recorded.",
+			bound, rising)
+		if f.victim.PID != 0 {
+			v.Summary = also(v.Summary, fmt.Sprintf("the largest worker was %d with %s resident at its last sample", f.victim.PID, mib(f.lastSeen[f.victim].RSS())))
 		}
+		v.Confidence = "medium"
+		v.Advice = oomAdvice(true)
 	case f.term != nil:
 		// DESIGN's verdict table has no cause for this: the contract's causes stay the only ones,
 		// and the summary says what the record shows.
@@ -236,6 +278,16 @@ func Explain(rec *Record, now time.Time, th postmortem.Thresholds) postmortem.Re
 	r.ID = fmt.Sprintf("%s-%d-previous-run", at.UTC().Format("20060102T150405.000Z"), id.PID)
 	r.Host = postmortem.Host{Hostname: id.Host, GwrapVersion: id.Version}
 	return r
+}
+
+// oomAdvice is the advice after an OOM kill of the whole container.
+func oomAdvice(group bool) []string {
+	a := []string{"give the container more memory, or run fewer workers (--workers) so their sum fits the limit",
+		"if a worker's memory grows with each request, recycle workers with --max-requests 1000 --max-requests-jitter 100"}
+	if group {
+		a = append(a, "with memory.oom.group=1 (Kubernetes ≥ 1.28 on cgroup v2) one worker's OOM kill restarts the container; keep each worker well under the limit")
+	}
+	return a
 }
 
 func lastLines(ls []Line, n int) []Line {

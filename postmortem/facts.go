@@ -82,9 +82,9 @@ type Facts struct {
 
 // Growth is a worker's memory growing over its recorded timeline.
 type Growth struct {
-	From, To uint64
-	Over     time.Duration
-	Steady   bool // it rose sample after sample and never fell back much: what a leak looks like
+	From, To uint64        // its first sample's RSS, its peak's
+	Over     time.Duration // from its last sample still near From to its peak: the growth took at most this
+	Steady   bool          // it rose sample after sample and never fell back much: what a leak looks like
 }
 
 // asyncClasses are worker classes that serve from an event loop or threads.
@@ -254,9 +254,13 @@ func growth(alive []probes.Sample) *Growth {
 	if to < from+64<<20 || float64(to) < 1.5*float64(from) {
 		return nil
 	}
-	// Steady: no fall back by more than a tenth of the growth on the way to the peak.
+	// Steady: no fall back by more than a tenth of the growth on the way to the peak. The growth
+	// took at most the time from the last sample still at the start (within a fiftieth of the
+	// growth, or 1 MiB) to the peak: a worker idle for minutes before one request grew in that
+	// request, not since it booted.
 	steady := true
 	high := from
+	start, still := first, from+max((to-from)/50, 1<<20)
 	for _, s := range known {
 		if s.Time.After(peak.Time) {
 			break
@@ -265,8 +269,11 @@ func growth(alive []probes.Sample) *Growth {
 		if high-s.RSS() > (to-from)/10 {
 			steady = false
 		}
+		if s.RSS() <= still {
+			start = s
+		}
 	}
-	return &Growth{From: from, To: to, Over: peak.Time.Sub(first.Time), Steady: steady}
+	return &Growth{From: from, To: to, Over: peak.Time.Sub(start.Time), Steady: steady}
 }
 
 // measureContainer reads the cgroup samples of the silence, up to the death: a sample after it

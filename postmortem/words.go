@@ -78,7 +78,12 @@ func summary(f Facts, d Decision) string {
 		} else {
 			s += ": the container's oom_kill counter moved as it died"
 		}
-		if f.RSSKnown {
+		switch missed, unsampled := lastMomentsMissed(f); {
+		case unsampled && f.RSSKnown:
+			s += fmt.Sprintf("; the worker held up to %s in its samples, but its last moments before the kill were not sampled: the container grew %s more to reach its limit", mib(f.PeakRSS), mib(missed))
+		case unsampled:
+			s += "; the worker's last moments before the kill were not sampled"
+		case f.RSSKnown:
 			s += fmt.Sprintf("; the worker held up to %s before the kill", mib(f.PeakRSS))
 		}
 		s += "."
@@ -144,6 +149,19 @@ func summary(f Facts, d Decision) string {
 		s = also(s, fmt.Sprintf("every worker was busy and the listen queue grew to %d, so requests may have waited in the queue before they started", f.Saturation.QueueMax))
 	}
 	return s
+}
+
+// lastMomentsMissed says whether an OOM kill's samples missed the growth that led to it: the
+// kernel kills when the container's usage reaches the limit, so what the samples' working set
+// fell short of the limit grew after the last of them. When that shortfall is more than a tenth
+// of what the worker held in its samples, the worker's sampled peak is not what the kernel
+// killed (the kernel's figure is up to the shortfall higher): it is not quoted as the peak.
+func lastMomentsMissed(f Facts) (missed uint64, unsampled bool) {
+	if f.Limit == 0 || !f.WSKnown || f.WSPeak >= f.Limit {
+		return 0, false
+	}
+	missed = f.Limit - f.WSPeak
+	return missed, missed > f.PeakRSS/10
 }
 
 func cpuWords(f Facts) string {

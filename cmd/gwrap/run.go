@@ -191,6 +191,9 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 				default:
 				}
 			},
+			BeforeStop: func(sig os.Signal) {
+				fl.stopping(cfg.terminationLogPath(fileExists), sig, cfg.StopBudget, time.Now())
+			},
 			OnSignal: func(sig os.Signal, forwarded bool) {
 				if sig == syscall.SIGTERM || sig == syscall.SIGINT || sig == syscall.SIGQUIT {
 					stopAt.CompareAndSwap(0, time.Now().UnixNano())
