@@ -562,3 +562,74 @@ func TestLinesQueuedAreBoundedInBytes(t *testing.T) {
 		synctest.Wait()
 	})
 }
+
+// TestTimeoutLineWhileSamplingLags: gwrap shares the container's CPU quota with the workers, and
+// when a spinning worker starves it, its samples stop while the worker goes silent. The master's
+// WORKER TIMEOUT then meets samples that predate the silence: the line waits for the next sample,
+// which alone says whether the heartbeat was stale when the line was written.
+func TestTimeoutLineWhileSamplingLags(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		age    time.Duration // the heartbeat age in the first sample after the line, 0.2 s after it
+		silent bool
+	}{
+		{"the worker had gone silent", 3400 * time.Millisecond, true},
+		{"the worker beat just before the line", 300 * time.Millisecond, false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(gunicorn.Settings{Timeout: 4, GracefulTimeout: 2, Workers: 1, WorkerClass: "sync", LogLevel: "info"})
+			w.fork(101, at(0))
+			w.healthy(101, at(0), at(5))
+			// No sample from 5 s to 9.2 s: gwrap was starved.
+			w.line(at(9), master, "CRITICAL", "WORKER TIMEOUT (pid:101)")
+			if n := len(w.rec.named("worker.timeout")); n != 0 {
+				t.Fatalf("worker.timeout taken on samples 4 s old")
+			}
+			w.sweep(101, at(9.2), c.age, 40<<20)
+			timeouts := len(w.rec.named("worker.timeout"))
+			if !c.silent {
+				if timeouts != 0 {
+					t.Fatalf("worker.timeout for a worker that beat 0.1 s before the line")
+				}
+				w.healthy(101, at(10), at(12))
+				w.end(at(12))
+				if got := w.verdicts(); got != "" {
+					t.Errorf("verdicts %q for a live worker", got)
+				}
+				return
+			}
+			if timeouts != 1 {
+				t.Fatalf("%d worker.timeout events, want 1 once a sample after the line showed the silence", timeouts)
+			}
+			w.proc.exit(101, 9)
+			w.proc.reap(101)
+			w.vanish(101, at(10))
+			w.end(at(10))
+			if r, ok := w.report(101); !ok || r.Incident.Kind != "timeout" || !r.Incident.At.Equal(at(9)) {
+				t.Errorf("report %+v, want a timeout at the line's time", r.Incident)
+			}
+		})
+	}
+}
+
+// TestHeldTimeoutLineSettledByTheDeath: the worker died before gwrap sampled it again; the last
+// sample's silence, carried to the line, decides.
+func TestHeldTimeoutLineSettledByTheDeath(t *testing.T) {
+	w := newWorld(gunicorn.Settings{Timeout: 4, GracefulTimeout: 2, Workers: 1, WorkerClass: "sync", LogLevel: "info"})
+	w.fork(101, at(0))
+	w.healthy(101, at(0), at(4))
+	w.sweep(101, at(5), time.Second, 40<<20) // silent since 4 s
+	w.line(at(9), master, "CRITICAL", "WORKER TIMEOUT (pid:101)")
+	w.proc.exit(101, 9)
+	w.proc.reap(101)
+	w.line(at(9.5), master, "WARNING", "Worker with pid 101 was terminated due to signal 9")
+	w.vanish(101, at(9.6))
+	w.end(at(10))
+	r, ok := w.report(101)
+	if !ok || r.Incident.Kind != "timeout" {
+		t.Fatalf("report %+v, want the held timeout taken at the death", r.Incident)
+	}
+	if len(r.Incident.Lines) < 2 || !strings.Contains(r.Incident.Lines[0], "WORKER TIMEOUT") {
+		t.Errorf("lines %q: the timeout line first", r.Incident.Lines)
+	}
+}

@@ -327,6 +327,7 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 			return
 		}
 		w.endAt = minTime(w.endAt, at)
+		s.settleHeldLine(w, probes.Sample{}, true) // a held timeout line came first
 	}
 	switch e.Kind {
 	case gunicorn.KindTimeout:
@@ -335,15 +336,17 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 		// another uid) is the master's word taken alone.
 		stale, known := s.heartbeatStale(w, at)
 		old := s.timeout() > 0 && at.Sub(w.bootedAt) >= s.timeout()-time.Second
+		if !stale && known && attributed && s.samplesLag(w, at) {
+			// gwrap's own sampling fell behind (it shares a starved CPU quota with the workers):
+			// the samples predate the silence. The next sample, or the worker's death, decides.
+			w.timeoutLine = &heldLine{e: e, at: at}
+			return
+		}
 		if !stale && (known || !attributed || !old) {
 			s.unverified(e, at, "the worker's heartbeat was not stale")
 			return
 		}
-		inc := s.incidentFor(w, at)
-		inc.timeout = true
-		s.addLine(w, e)
-		s.emit(ev(at, Error, "worker.timeout", fmt.Sprintf("Gunicorn timed out worker %d (SIGABRT sent)", w.id.PID),
-			f("pid", w.id.PID), f("timeout_s", s.settings.Timeout)))
+		s.takeTimeout(w, e, at)
 	case gunicorn.KindSignaled:
 		inc := s.incidentFor(w, at)
 		inc.signal, inc.signalName, inc.oomHint = e.Signal, e.SignalName, e.OOMHint
@@ -361,6 +364,64 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 		s.emit(ev(at, Warn, "worker.exit", fmt.Sprintf("worker %d exited with code %d", w.id.PID, code),
 			f("pid", w.id.PID), f("exit_code", code)))
 	}
+}
+
+// takeTimeout takes a WORKER TIMEOUT line gwrap believes.
+func (s *state) takeTimeout(w *worker, e gunicorn.Event, at time.Time) {
+	inc := s.incidentFor(w, at)
+	inc.timeout = true
+	s.addLine(w, e)
+	s.emit(ev(at, Error, "worker.timeout", fmt.Sprintf("Gunicorn timed out worker %d (SIGABRT sent)", w.id.PID),
+		f("pid", w.id.PID), f("timeout_s", s.settings.Timeout)))
+}
+
+// heldLine is a WORKER TIMEOUT line waiting for a sample taken after it.
+type heldLine struct {
+	e  gunicorn.Event
+	at time.Time
+}
+
+// sampleLag is how old the newest sample of a worker may be when a WORKER TIMEOUT line names it:
+// the watcher samples a silent worker ten times a second and every worker once a second.
+const sampleLag = 1500 * time.Millisecond
+
+// samplesLag reports whether the newest sample of the worker that read its heartbeat is older
+// than sampleLag at the line: gwrap was not sampling while the worker went silent.
+func (s *state) samplesLag(w *worker, at time.Time) bool {
+	samples := w.samples.list()
+	for i := len(samples) - 1; i >= 0; i-- {
+		if samples[i].HeartbeatAge >= 0 {
+			return at.Sub(samples[i].Time) > sampleLag
+		}
+	}
+	return false
+}
+
+// settleHeldLine decides a held WORKER TIMEOUT line with a sample taken after it (gone is false)
+// or at the worker's end (gone is true). A later sample is exact: its heartbeat age less the time
+// since the line is the age the line saw. At the worker's end, with no sample since the line, the
+// last sample's age is carried to the line: the worker died right after it, as a timed-out worker
+// does.
+func (s *state) settleHeldLine(w *worker, sm probes.Sample, gone bool) {
+	h := w.timeoutLine
+	if h == nil || (!gone && (sm.Time.Before(h.at) || sm.HeartbeatAge < 0)) {
+		return
+	}
+	w.timeoutLine = nil
+	t := s.limitOf(w)
+	if gone {
+		last, ok := w.samples.last()
+		if !ok || last.HeartbeatAge < 0 {
+			s.unverified(h.e, h.at, "the worker's heartbeat was not stale")
+			return
+		}
+		sm = last
+	}
+	if t <= 0 || sm.HeartbeatAge-sm.Time.Sub(h.at) < t*3/4 {
+		s.unverified(h.e, h.at, "the worker's heartbeat was not stale")
+		return
+	}
+	s.takeTimeout(w, h.e, h.at)
 }
 
 // alive reports whether /proc shows the worker alive now: there, with the same start time, not
@@ -448,6 +509,7 @@ func (s *state) probe(e probes.Event) {
 	case probes.EventSample:
 		w, _ := s.w.watched(e.ID, at)
 		w.samples.add(e.Sample, s.w.cap)
+		s.settleHeldLine(w, e.Sample, false)
 		if sm := e.Sample; sm.State != "Z" && sm.State != "X" && !sm.KillPending && !slices.Contains(sm.Missing, "status") {
 			w.aliveAt = maxTime(w.aliveAt, at)
 		}
@@ -497,6 +559,7 @@ func (s *state) probe(e probes.Event) {
 		if w.gone() {
 			return
 		}
+		s.settleHeldLine(w, probes.Sample{}, true)
 		w.goneAt = at
 		w.endAt = minTime(w.endAt, at)
 		s.dirtyGone(w, at)

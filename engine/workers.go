@@ -29,6 +29,9 @@ type worker struct {
 	goneAt   time.Time // when it vanished
 	inc      *incident
 	reported bool // its incident was reported: never two for one worker
+	// timeoutLine is a WORKER TIMEOUT line about it that waits for a sample taken after it
+	// (gwrap's sampling had fallen behind).
+	timeoutLine *heldLine
 
 	// aliveAt is the latest sample that showed it alive (not a zombie, no SIGKILL pending);
 	// endAt the first sign of its end that gwrap believes (its vanish, the master's death line
