@@ -128,6 +128,12 @@ type ExitInfo struct {
 	Code   int
 	Reason string
 	Forced bool // the stop budget ran out
+	// SIGKILL: the command died of SIGKILL that gwrap did not send.
+	SIGKILL bool
+	// OOMKills is how far the cgroup's oom_kill counter moved past the moves the engine was told
+	// of, read once the command was reaped (on cgroup v1 the counter moves at the reaping, often
+	// before the notification comes).
+	OOMKills uint64
 }
 
 type lineIn struct {
@@ -253,6 +259,10 @@ func (e *Engine) Master(pid int) {
 
 // Reported is the number of post-mortems made; read it after Run returns.
 func (e *Engine) Reported() int { return e.st.reported }
+
+// MasterOOMKilled reports whether the command itself was OOM-killed, as its exit showed; read it
+// once Run has returned.
+func (e *Engine) MasterOOMKilled() bool { return e.st.masterOOM > 0 }
 
 // Run owns the engine's state until ctx is done; then it takes what is still queued, decides every
 // open incident and returns. Cancel ctx only after the producers have stopped.

@@ -179,6 +179,30 @@ func (s *state) oom(in oomIn, now time.Time) {
 	s.emit(ev(e.Time, Error, "oom.kill", msg, f("count", e.Count), f("total", e.Total), f("pids", pids)))
 }
 
+// unclaimedOOM names the victims of every move still open among the workers whose evidence fits,
+// and returns the kills left unnamed: as the command dies of SIGKILL, its own.
+func (s *state) unclaimedOOM(at time.Time) uint64 {
+	s.resolveOOM(at, true)
+	var n uint64
+	for _, u := range s.unnamed {
+		if at.Sub(u.at) <= unnamedKeep {
+			n += u.n
+		}
+	}
+	s.unnamed = nil
+	return n
+}
+
+// unnamedOOM is a move's kills no worker took: the command's own when it dies of SIGKILL soon after.
+type unnamedOOM struct {
+	at time.Time
+	n  uint64
+}
+
+// unnamedKeep is how long before the command's SIGKILL an unnamed kill can be its own: the
+// notification and the reaping come within a second or two of the kill.
+const unnamedKeep = 5 * time.Second
+
 // resolveOOM names the victims of the moves whose settle time has passed (all of them when
 // final). Moves are taken in order, so a worker named by one is not a candidate of the next.
 func (s *state) resolveOOM(now time.Time, final bool) {
@@ -186,6 +210,10 @@ func (s *state) resolveOOM(now time.Time, final bool) {
 	for _, k := range s.ooms {
 		if final || !now.Before(k.due) {
 			s.nameVictims(k, true)
+			if k.count > 0 {
+				s.unnamed = append(slices.DeleteFunc(s.unnamed, func(u unnamedOOM) bool { return now.Sub(u.at) > unnamedKeep }),
+					unnamedOOM{at: k.at, n: k.count})
+			}
 			continue
 		}
 		kept = append(kept, k)

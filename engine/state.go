@@ -41,6 +41,8 @@ type state struct {
 	asm       map[string]*gunicorn.Assembler
 	cgroup    []memwatch.Stats // the last containerKeep cgroup samples
 	ooms      []*oomKill       // moves of the oom_kill counter whose victims are not all named yet
+	unnamed   []unnamedOOM     // the kills of the last seconds' moves that no worker took
+	masterOOM uint64           // the command's SIGKILL was an OOM kill (this many kills unnamed)
 	shutdown  time.Time        // Gunicorn was told to stop (TERM, INT, QUIT) or said it is
 
 	bootFailure string // the master's "Reason:" line (Worker failed to boot, App failed to load)
@@ -681,7 +683,15 @@ func (s *state) childExit(x ExitInfo, at time.Time) {
 	if s.bootFailure != "" {
 		msg += " (" + s.bootFailure + ")"
 	}
-	s.emit(ev(at, level, "gunicorn.exit", msg, f("exit_code", x.Code), f("reason", x.Reason), f("forced", x.Forced)))
+	fields := []Field{f("exit_code", x.Code), f("reason", x.Reason), f("forced", x.Forced)}
+	if x.SIGKILL && !x.Forced {
+		s.masterOOM = s.unclaimedOOM(at) + x.OOMKills
+	}
+	if s.masterOOM > 0 {
+		msg += fmt.Sprintf(" by the kernel's OOM killer: the container's oom_kill counter moved by %d that no worker's death took; the Gunicorn master itself was OOM-killed, and every worker went with it (raise the memory limit, or lower --workers, --threads or what each worker holds)", s.masterOOM)
+		fields = append(fields, f("oom_killed", true), f("oom_kills", s.masterOOM))
+	}
+	s.emit(ev(at, level, "gunicorn.exit", msg, fields...))
 	if s.shutdown.IsZero() {
 		s.shutdown = at
 	}

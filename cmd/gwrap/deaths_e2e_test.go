@@ -446,3 +446,33 @@ func TestFloodOfLinesBoundedMemory(t *testing.T) {
 		t.Errorf("%d worker.boot and %d postmortem events, want the one real worker's boot and no post-mortem", counts["worker.boot"], counts["postmortem"])
 	}
 }
+
+// TestMasterOOMKilledIsSaid: when the kernel OOM-kills the command itself (a gthread worker's
+// memory not freed in time makes the master the next victim; here a master that allocates), the
+// worker's death never comes, and gwrap reaps the master before the OOM notification arrives:
+// gunicorn.exit and gwrap.exit must still say it was the OOM killer, not a bare "killed by SIGKILL".
+func TestMasterOOMKilledIsSaid(t *testing.T) {
+	cg := testkit.MemoryCgroup(t, 64<<20)
+	script := "import time\nb = bytearray(256 << 20)\nfor i in range(0, len(b), 4096): b[i] = 1\ntime.sleep(30)\n"
+	argv := cg.Wrap(t, []string{gwrapBin, "--report-dir", t.TempDir(), "--", "python3", "-c", script})
+	p := startCmd(t, exec.Command(argv[0], argv[1:]...), nil)
+	if code := p.wait(t, 30*time.Second); code != 137 {
+		t.Fatalf("gwrap exited %d, want 137", code)
+	}
+	var exit, gexit map[string]any
+	for _, e := range p.stdout.events(t) {
+		switch e["event"] {
+		case "gunicorn.exit":
+			exit = e
+		case "gwrap.exit":
+			gexit = e
+		}
+	}
+	t.Logf("gunicorn.exit: %v", exit["message"])
+	if exit == nil || exit["oom_killed"] != true || exit["oom_kills"] != float64(1) || !strings.Contains(fmt.Sprint(exit["message"]), "master itself was OOM-killed") {
+		t.Errorf("gunicorn.exit %v", exit)
+	}
+	if gexit == nil || !strings.Contains(fmt.Sprint(gexit["reason"]), "OOM killer") {
+		t.Errorf("gwrap.exit %v", gexit)
+	}
+}
