@@ -270,8 +270,8 @@ func runCase(t *testing.T, run *matrixRun, rel testkit.Release, class string, cs
 	})
 	if ok && pm["event"] == "gunicorn.exit" && cs.want == "oom_killed" {
 		// The kernel may pick the master: a gthread worker's memory is not always freed in time,
-		// and under load the master went first (twice among the 12 OOM cases of one loaded run). Which process the kernel
-		// takes is its choice; gwrap must say which it was.
+		// and under load the master went first (twice among the 12 OOM cases of one loaded run).
+		// Which process the kernel takes is its choice; gwrap must say which it was.
 		pass := pm["oom_killed"] == true
 		if !pass {
 			t.Errorf("the master died without the OOM killer named: %v", pm)
