@@ -162,11 +162,13 @@ def _gwrap_stack_hook(d, sig):
 #   (≤ 56)  58 u16 path length (≤ 640)  60 u16 query length (≤ 236)  64 u32 the path's whole
 #   length  72 method, remote address, path, query, one after the other  1020 u32 generation,
 #   written first.
-# A reader takes a slot whose two generations match; a writer in the middle of a slot leaves them
-# apart. The query is as the mode says: off, nothing; full, the raw query; names, each element
+# A reader takes a slot whose two generations match; a request that starts changes both (the
+# last one first, the first one last), so a reader in the middle of it sees them apart. A request
+# that ends only stores its state, end, count and duration (8-byte fields). The query is as the mode says: off, nothing; full, the raw query; names, each element
 # "name=" (its value dropped) or "" (an element without "=", or a name longer than 64 bytes, is
 # dropped whole). Headers and bodies are never recorded.
 
+_GWRAP_REQ_IDENT = []  # _thread.get_ident, as it was when the master imported gunicorn.arbiter
 _GWRAP_REQ_HEADER = 128
 _GWRAP_REQ_SLOT = 1024
 _GWRAP_REQ_MODES = {"off": 0, "names": 1, "full": 2}
@@ -194,6 +196,11 @@ def _gwrap_requests_hook(d, mode, Arbiter):
         return
     if not hasattr(os, "register_at_fork"):
         return
+    import _thread
+
+    # The original, before the app or its worker class patches it (gevent's returns a greenlet's
+    # id): a thread's id, as faulthandler names the thread in a stack.
+    _GWRAP_REQ_IDENT.append(_thread.get_ident)
     state = {"plan": None}
     orig = Arbiter.spawn_worker
 
@@ -419,7 +426,6 @@ class _GwrapRequests(object):
 
     def __init__(self, d, mm, mode, model, n):
         import struct
-        import threading
         import time
         import _thread
 
@@ -440,7 +446,7 @@ class _GwrapRequests(object):
         self.lost = 0
         self.lock = _thread.allocate_lock()  # the header's counters (rare: a new slot, a full table)
         self.mono = time.monotonic_ns
-        self.ident = _thread.get_ident  # the original: gevent's patch returns a greenlet's id
+        self.ident = (_GWRAP_REQ_IDENT or [_thread.get_ident])[0]
         self.task = None
         if model == 2:
             from greenlet import getcurrent
@@ -455,7 +461,7 @@ class _GwrapRequests(object):
         self.u64 = struct.Struct("<Q").pack_into
         self.begin_fields = struct.Struct("<B3xQQQQQQBBHHxxI").pack_into
         self.end_fields = struct.Struct("<B3xQQQ").pack_into
-        del threading
+        self.begin_wsgi, self.begin_asgi, self.end = self.hot()
 
     @classmethod
     def create(cls, d, mode, name, model, n):
@@ -520,7 +526,7 @@ class _GwrapRequests(object):
             pass
 
     def query(self, q):
-        # q as the mode records it (see the layout above).
+        # The query q as the mode records it (see the layout above).
         if self.mode == 2:
             return q[:236]
         if self.mode == 0:
@@ -531,92 +537,110 @@ class _GwrapRequests(object):
             parts.append(x[:j + 1] if 0 <= j <= 64 else "")
         return "&".join(parts)[:236]
 
-    def begin_wsgi(self, environ):
-        try:
-            if self.off:
+    def hot(self):
+        # The functions every request calls, as closures over the state they touch (each name a
+        # cell, not an attribute lookup): begin_wsgi(environ) and begin_asgi(scope) record a
+        # request that starts and return its slot (-1 not recorded, -2 no free slot);
+        # end(slot, cut) records that it ended.
+        rec = self
+        mm = self.mm
+        pop = self.free.pop
+        append = self.free.append
+        gen = self.gen
+        served = self.served
+        last = self.last
+        start = self.start
+        busy = self.busy
+        mono = self.mono
+        ident = self.ident
+        task = self.task
+        u32 = self.u32
+        begin_fields = self.begin_fields
+        end_fields = self.end_fields
+        query = self.query
+        offs = [_GWRAP_REQ_HEADER + _GWRAP_REQ_SLOT * i for i in range(self.n)]
+
+        def put(m, a, p, q):
+            try:
+                i = pop()
+            except IndexError:
+                rec.overflow(1)
+                return -2
+            try:
+                m = m[:16]
+                a = a[:56]
+                pp = p[:640]
+                blob = (m + a + pp + q).encode("latin-1", "replace")  # one byte a character
+                off = offs[i]
+                g = gen[i] = (gen[i] + 1) & 0xffffffff
+                now = start[i] = mono()
+                busy[i] = True
+                u32(mm, off + 1020, g)
+                begin_fields(mm, off + 4, 1, 0, served[i], last[i], now, ident(), task() if task else 0,
+                             len(m), len(a), len(pp), len(q), len(p))
+                off2 = off + 72
+                mm[off2:off2 + len(blob)] = blob
+                u32(mm, off, g)
+                if i >= rec.used:
+                    rec.grow(i + 1)
+                return i
+            except Exception:
+                busy[i] = False
+                append(i)
                 return -1
-            raw = environ.get("RAW_URI")
-            if raw:
-                j = raw.find("?")
-                if j < 0:
-                    p, q = raw, ""
+
+        def begin_wsgi(environ):
+            try:
+                if rec.off:
+                    return -1
+                raw = environ.get("RAW_URI")
+                if raw:
+                    j = raw.find("?")
+                    if j < 0:
+                        p, q = raw, ""
+                    else:
+                        p, q = raw[:j], query(raw[j + 1:])
                 else:
-                    p, q = raw[:j], raw[j + 1:]
-            else:
-                p = environ.get("PATH_INFO") or ""
-                q = environ.get("QUERY_STRING") or ""
-            if q:
-                q = self.query(q)
-            return self.put(environ.get("REQUEST_METHOD") or "", environ.get("REMOTE_ADDR") or "", p, q)
-        except Exception:
-            return -1
-
-    def begin_asgi(self, scope):
-        try:
-            if self.off or scope.get("type") != "http":
+                    p = environ.get("PATH_INFO") or ""
+                    q = environ.get("QUERY_STRING")
+                    q = query(q) if q else ""
+                return put(environ.get("REQUEST_METHOD") or "", environ.get("REMOTE_ADDR") or "", p, q)
+            except Exception:
                 return -1
-            p = scope.get("raw_path")
-            p = p.decode("latin-1") if p else (scope.get("path") or "")
-            q = scope.get("query_string")
-            q = self.query(q.decode("latin-1")) if q else ""
-            c = scope.get("client")
-            return self.put(scope.get("method") or "", str(c[0]) if c else "", p, q)
-        except Exception:
-            return -1
 
-    def put(self, m, a, p, q):
-        # Records a request that starts: its slot, -2 when every slot is taken.
-        try:
-            i = self.free.pop()
-        except IndexError:
-            self.overflow(1)
-            return -2
-        try:
-            m = m[:16]
-            a = a[:56]
-            pp = p[:640]
-            blob = (m + a + pp + q).encode("latin-1", "replace")  # one byte a character
-            mm = self.mm
-            off = _GWRAP_REQ_HEADER + _GWRAP_REQ_SLOT * i
-            g = self.gen[i] = (self.gen[i] + 1) & 0xffffffff
-            now = self.start[i] = self.mono()
-            self.busy[i] = True
-            self.u32(mm, off + 1020, g)
-            self.begin_fields(mm, off + 4, 1, 0, self.served[i], self.last[i], now, self.ident(),
-                              self.task() if self.task else 0, len(m), len(a), len(pp), len(q),
-                              min(len(p), 0xffffffff))
-            mm[off + 72:off + 72 + len(blob)] = blob
-            self.u32(mm, off, g)
-            if i >= self.used:
-                self.grow(i + 1)
-            return i
-        except Exception:
-            self.busy[i] = False
-            self.free.append(i)
-            return -1
+        def begin_asgi(scope):
+            try:
+                if rec.off or scope.get("type") != "http":
+                    return -1
+                p = scope.get("raw_path")
+                p = p.decode("latin-1") if p else (scope.get("path") or "")
+                q = scope.get("query_string")
+                q = query(q.decode("latin-1")) if q else ""
+                c = scope.get("client")
+                return put(scope.get("method") or "", str(c[0]) if c else "", p, q)
+            except Exception:
+                return -1
 
-    def end(self, i, cut):
-        # Records that request i ended (cut: by an exception that ends the process).
-        if i < 0:
-            if i == -2:
-                self.overflow(-1)
-            return
-        if self.off or not self.busy[i]:
-            return
-        self.busy[i] = False
-        try:
-            mm = self.mm
-            off = _GWRAP_REQ_HEADER + _GWRAP_REQ_SLOT * i
-            now = self.mono()
-            n = self.served[i] = self.served[i] + 1
-            d = self.last[i] = now - self.start[i]
-            g = self.gen[i] = (self.gen[i] + 1) & 0xffffffff
-            self.u32(mm, off + 1020, g)
-            self.end_fields(mm, off + 4, 3 if cut or self.aborting else 2, now, n, d)
-            self.u32(mm, off, g)
-        except Exception:
-            pass
-        self.free.append(i)
+        def end(i, cut):
+            if i < 0:
+                if i == -2:
+                    rec.overflow(-1)
+                return
+            if not busy[i] or rec.off:
+                return
+            busy[i] = False
+            try:
+                # One store, no generation: whichever of these fields a reader sees old, the
+                # request is either still in flight or over, and its strings are unchanged.
+                now = mono()
+                n = served[i] = served[i] + 1
+                d = last[i] = now - start[i]
+                end_fields(mm, offs[i] + 4, 3 if cut or rec.aborting else 2, now, n, d)
+            except Exception:
+                pass
+            append(i)
+
+        return begin_wsgi, begin_asgi, end
 
     def closing(self, result, i, environ):
         # The response, made to end request i when the server closes it.
