@@ -110,6 +110,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	flight.awaitRecovery()
 	fl := newFleet(out, ps, proc, settings, cfg.MetricsAddr != "")
 	hostname, _ := os.Hostname()
+	reqs := newRequests(cfg.RecordRequests && cfg.PythonStacks, cfg.requestQuery(), stk)
 	eng := engine.New(engine.Config{
 		Settings:      settings,
 		Thresholds:    cfg.Thresholds,
@@ -125,6 +126,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		OnPanic:       func(p guard.Panic) { ps.panicked(p, true) },
 		OnDirty:       func(timeout time.Duration) { watcher.SetDirty(timeout) },
 		Follow:        func(pid int, on bool) { watcher.Follow(pid, on) },
+		Requests:      reqs.engineFunc(),
 		History:       cfg.History,
 		Interval:      cfg.Interval,
 	}, fl)
