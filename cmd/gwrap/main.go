@@ -8,6 +8,7 @@
 //	gwrap [flags] [--] COMMAND [ARGS...]          run COMMAND (normally gunicorn …)
 //	gwrap explain [--json] LOGFILE|-               explain an existing Gunicorn log
 //	gwrap report list|show ID|latest [--report-dir DIR] [--json]
+//	gwrap status [--json] [--report-dir DIR]       the live gwrap's workers and their requests
 //	gwrap version
 //
 // Flags (each also read from the environment variable in brackets; a flag wins):
@@ -132,6 +133,7 @@ func main() {
 const usageText = `usage: gwrap [flags] [--] COMMAND [ARGS...]
        gwrap explain [--json] LOGFILE|-
        gwrap report list|show ID|latest [--report-dir DIR] [--json]
+       gwrap status [--json] [--report-dir DIR]
        gwrap version
 
 Runs COMMAND (normally gunicorn …) as PID 1's child, relays its log as JSON on stdout,

@@ -12,21 +12,22 @@ import (
 )
 
 // requests reads the requests each worker records through the stack hook (package inflight) for
-// the engine's verdicts and late events. The files are the workers': each
+// the engine's verdicts and late events, and for gwrap status. The files are the workers': each
 // read is bounded, never follows a link and never blocks (inflight.ReadFile).
 type requests struct {
 	stk  *stacks
 	mode inflight.QueryMode
 	// mono is CLOCK_MONOTONIC now, the clock the hook stamps requests with (injectable).
 	mono func() time.Duration
+	fs   probes.FS // /proc, for which processes are alive
 }
 
 // newRequests returns the reader, or nil when requests are not recorded.
-func newRequests(enabled bool, mode inflight.QueryMode, stk *stacks) *requests {
+func newRequests(enabled bool, mode inflight.QueryMode, stk *stacks, fs probes.FS) *requests {
 	if !enabled || stk == nil {
 		return nil
 	}
-	return &requests{stk: stk, mode: mode, mono: monotonic}
+	return &requests{stk: stk, mode: mode, mono: monotonic, fs: fs}
 }
 
 // monotonic is CLOCK_MONOTONIC now.
@@ -103,4 +104,58 @@ func (q *requests) engineFunc() func(probes.ID, time.Time) ([]postmortem.Request
 		return nil
 	}
 	return q.at
+}
+
+// inFlight counts the requests the HTTP workers are serving now and the age of the oldest (for
+// the gauges); ok is false when there is no status to read. A nil reader says not ok.
+func (q *requests) inFlight() (n int, oldest time.Duration, ok bool) {
+	st, err := q.status()
+	if err != nil {
+		return 0, 0, false
+	}
+	for _, w := range st.Workers {
+		n += len(w.Requests) + w.Unslotted
+		for _, r := range w.Requests {
+			oldest = max(oldest, time.Duration(r.AgeSeconds*float64(time.Second)))
+		}
+	}
+	return n, oldest, true
+}
+
+// statusSchema names the JSON of /status and gwrap status.
+const statusSchema = "gwrap.status/v1"
+
+// liveStatus is what /status serves: the master's HTTP workers and the requests each serves now.
+type liveStatus struct {
+	Schema  string         `json:"schema"`
+	At      time.Time      `json:"at"`
+	Master  int            `json:"master_pid,omitempty"`
+	Workers []workerStatus `json:"workers"`
+}
+
+// workerStatus is one worker in liveStatus.
+type workerStatus struct {
+	PID   int    `json:"pid"`
+	State string `json:"state"`
+	Class string `json:"worker_class,omitempty"`
+	// Requests are those in flight, oldest first, with their ages now.
+	Requests  []postmortem.Request `json:"requests"`
+	Unslotted int                  `json:"requests_unslotted,omitempty"`
+	Served    uint64               `json:"requests_served"`
+	// LastSeconds is how long the request that ended last took (null: none ended yet).
+	LastSeconds *float64 `json:"last_request_s"`
+	// RequestsError says why its requests are unknown ("" when read).
+	RequestsError string `json:"requests_error,omitempty"`
+}
+
+// status reads the live status of the workers: every live process with a request file in the
+// hook's directory.
+func (q *requests) status() (liveStatus, error) {
+	if q == nil {
+		return liveStatus{}, errors.New("requests are not recorded (--record-requests=false or --python-stacks=false)")
+	}
+	if q.stk.hook == nil {
+		return liveStatus{}, errors.New("requests are not recorded: no stack hook")
+	}
+	return statusOfDir(q.stk.hook.StackDir(), q.fs, q.mono(), q.mode)
 }

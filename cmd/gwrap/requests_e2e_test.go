@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"cmp"
+	"encoding/json"
 	"fmt"
 	"net"
 	"os"
@@ -171,11 +172,49 @@ func TestRequestsInVerdicts(t *testing.T) {
 			}
 			t.Run(r.Version+"/"+c.name, func(t *testing.T) {
 				t.Parallel()
-				run := startRequestRun(t, r, cmp.Or(c.timeout, timeout), nil, nil, c.args...)
+				var gwrapArgs []string
+				metricsPort := 0
+				if c.name == "sync" {
+					metricsPort = freePort(t)
+					gwrapArgs = []string{"--metrics-addr", fmt.Sprintf("127.0.0.1:%d", metricsPort)}
+				}
+				run := startRequestRun(t, r, cmp.Or(c.timeout, timeout), nil, gwrapArgs, c.args...)
 				pid := run.workerPID(t)
 				go get(run.base+"/sleep?30", 40*time.Second)
 				minAge := float64(timeout) - 0.5
 				waitRecorded(t, pid, "/sleep")
+				if metricsPort != 0 {
+					_, text := get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), 5*time.Second)
+					if !strings.Contains(text, "\ngwrap_requests_in_flight 1\n") || !strings.Contains(text, "\ngwrap_request_oldest_seconds ") {
+						t.Errorf("/metrics does not count the request in flight:\n%s", text)
+					}
+					_, body := get(fmt.Sprintf("http://127.0.0.1:%d/status", metricsPort), 5*time.Second)
+					var st struct {
+						Workers []struct {
+							PID      int `json:"pid"`
+							Requests []struct {
+								Method, Path string
+								Age          float64 `json:"age_s"`
+							} `json:"requests"`
+						} `json:"workers"`
+					}
+					if err := json.Unmarshal([]byte(body), &st); err != nil || len(st.Workers) != 1 || st.Workers[0].PID != pid ||
+						len(st.Workers[0].Requests) != 1 || st.Workers[0].Requests[0].Method != "GET" || st.Workers[0].Requests[0].Path != "/sleep" {
+						t.Errorf("/status does not list worker %d's request in flight: %v\n%s", pid, err, body)
+					}
+					// gwrap status, run beside it, finds it among the other tests' gwraps by its
+					// report dir.
+					out, err := exec.Command(gwrapBin, "status", "--json", "--report-dir", run.reports).CombinedOutput()
+					st.Workers = nil
+					if jerr := json.Unmarshal(out, &st); err != nil || jerr != nil || len(st.Workers) != 1 || st.Workers[0].PID != pid ||
+						len(st.Workers[0].Requests) != 1 || st.Workers[0].Requests[0].Path != "/sleep" || st.Workers[0].Requests[0].Age < 0 {
+						t.Errorf("gwrap status --json does not list worker %d's request in flight: %v %v\n%s", pid, err, jerr, out)
+					}
+					out, err = exec.Command(gwrapBin, "status", "--report-dir", run.reports).CombinedOutput()
+					if err != nil || !strings.Contains(string(out), "GET /sleep from 127.0.0.1, running ") {
+						t.Errorf("gwrap status: %v\n%s", err, out)
+					}
+				}
 				if c.name == "gevent" {
 					// A gevent worker beats every second: it is late at half the timeout
 					// (a sync one may not be late before Gunicorn kills it).

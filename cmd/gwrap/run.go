@@ -38,6 +38,8 @@ func run(args []string, env func(string) (string, bool), stdin io.Reader, stdout
 			return runExplain(args[1:], stdin, stdout, stderr)
 		case "report":
 			return runReport(args[1:], env, stdout, stderr)
+		case "status":
+			return runStatus(args[1:], env, stdout, stderr)
 		case "version", "--version":
 			fmt.Fprintln(stdout, "gwrap", version)
 			return 0, nil
@@ -110,7 +112,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	flight.awaitRecovery()
 	fl := newFleet(out, ps, proc, settings, cfg.MetricsAddr != "")
 	hostname, _ := os.Hostname()
-	reqs := newRequests(cfg.RecordRequests && cfg.PythonStacks, cfg.requestQuery(), stk)
+	reqs := newRequests(cfg.RecordRequests && cfg.PythonStacks, cfg.requestQuery(), stk, proc)
+	fl.reqs = reqs
 	eng := engine.New(engine.Config{
 		Settings:      settings,
 		Thresholds:    cfg.Thresholds,

@@ -25,13 +25,16 @@ type stacks struct {
 	ps   *parts
 
 	once sync.Once // Loaded is asked once, after the first worker booted
+	// dirFD holds the hook's directory open (O_PATH) while requests are recorded: gwrap status,
+	// run beside this gwrap, finds the directory through /proc/<pid>/fd (-1: none).
+	dirFD int
 }
 
 // newStacks installs the hook when enabled, asking Gunicorn's master to report the settings
 // named and its workers to record their requests (requests: the query mode; "" none); an install
 // that fails is said once and gwrap goes on.
 func newStacks(enabled bool, procRoot string, settings []string, requests string, ps *parts, warn func(string)) *stacks {
-	s := &stacks{warn: warn, ps: ps}
+	s := &stacks{warn: warn, ps: ps, dirFD: -1}
 	if !enabled {
 		return s
 	}
@@ -42,6 +45,11 @@ func newStacks(enabled bool, procRoot string, settings []string, requests string
 		return s
 	}
 	s.hook = h
+	if requests != "" {
+		if fd, err := unix.Open(h.StackDir(), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			s.dirFD = fd
+		}
+	}
 	return s
 }
 
@@ -67,6 +75,10 @@ func (s *stacks) env() []string {
 }
 
 func (s *stacks) close() {
+	if s.dirFD >= 0 {
+		_ = unix.Close(s.dirFD)
+		s.dirFD = -1
+	}
 	if s.hook != nil {
 		_ = s.hook.Close()
 	}
