@@ -11,6 +11,7 @@
 #   BENCH=requests scripts/bench.sh    only the request-recording figures
 #   IDLE_SECONDS=30 scripts/bench.sh   shorter idle measurements
 #   ROUNDS=7 WRK_SECONDS=8             rounds of the request figures, and seconds of each wrk run
+#   CLASSES=gthread                    only these worker classes (sync gthread)
 #   GWRAP=/path/to/gwrap               measure that binary instead of building this tree
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -62,15 +63,23 @@ rm -rf "$shm"
 # second and the worker's CPU time per request (µs, from /proc: less noisy than the rate on a
 # shared machine).
 reqrate() {
-	local name=$1 wargs=$2 gargs=$3 port pid deadline worker rps reqs t1 t2
-	port=$((20000 + RANDOM % 20000))
+	local name=$1 wargs=$2 gargs=$3 port pid deadline master worker rps reqs t1 t2
+	port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
 	# shellcheck disable=SC2086 # word splitting of the argument lists is intended
 	taskset -c 1 "$out/gwrap" --report-dir "$out/r" $gargs -- /usr/bin/gunicorn --chdir "$PWD/scripts/bench" hello:app \
 		--workers 1 $wargs --bind "127.0.0.1:$port" >"$out/req.log" 2>&1 &
 	pid=$!
 	deadline=$((SECONDS + 30))
 	until curl -s -o /dev/null "http://127.0.0.1:$port/" || [ $SECONDS -gt $deadline ]; do sleep 0.2; done
-	worker=$(pgrep -P "$(pgrep -P "$pid" | head -1)" | head -1) # gwrap → master → the worker
+	master=$(pgrep -P "$pid" | head -1 || true)
+	worker=$(pgrep -P "${master:-0}" | head -1 || true) # gwrap → master → the worker
+	if [ -z "$worker" ]; then
+		echo "reqrate $name: no worker answered within 30 s; gwrap's output:" >&2
+		cat "$out/req.log" >&2
+		kill -TERM "$pid" 2>/dev/null || true
+		wait "$pid" || true
+		return 1
+	fi
 	t1=$(awk '{print $14 + $15}' "/proc/$worker/stat")
 	taskset -c 0 wrk -t1 -c4 -d"${WRK_SECONDS:-8}s" "http://127.0.0.1:$port/" >"$out/wrk.txt"
 	t2=$(awk '{print $14 + $15}' "/proc/$worker/stat")
@@ -82,7 +91,7 @@ reqrate() {
 }
 
 echo "== a hello-world app's requests per second under wrk, with and without recording: ${ROUNDS:-7} alternating rounds"
-for class in sync gthread; do
+for class in ${CLASSES:-sync gthread}; do
 	wargs="-k sync"
 	[ "$class" = gthread ] && wargs="-k gthread --threads 4"
 	: >"$out/rates.txt"
