@@ -637,6 +637,19 @@ func (s *state) late(w *worker, e probes.Event, name string) {
 		fields = append(fields, f("stack_top", st.Top))
 		msg += " in " + st.Top
 	}
+	if s.cfg.Requests != nil && w.dirty == nil {
+		if reqs, _ := s.cfg.Requests(w.id, e.Time); len(reqs) > 0 {
+			named := make([]string, len(reqs))
+			for i, r := range reqs {
+				named[i] = r.Running()
+			}
+			msg += ", serving " + named[0]
+			if len(reqs) > 1 {
+				msg += fmt.Sprintf(" and %d more", len(reqs)-1)
+			}
+			fields = append(fields, f("requests", named))
+		}
+	}
 	s.emit(ev(e.Time, Warn, name, msg, fields...))
 }
 
