@@ -14,6 +14,7 @@ import (
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/metrics"
+	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
 	"github.com/gwrap/gwrap/termlog"
 )
@@ -37,9 +38,9 @@ type fleet struct {
 }
 
 func newFleet(out *output, ps *parts, proc probes.FS, s gunicorn.Settings, withMetrics bool) *fleet {
-	f := &fleet{out: out, ps: ps, proc: proc, recent: termlog.NewRecent(8), settings: s}
+	f := &fleet{out: out, ps: ps, proc: proc, recent: termlog.NewRecent(8, postmortem.CauseNames()), settings: s}
 	if withMetrics {
-		f.m = metrics.New(metrics.Options{Version: version, LateShares: []float64{0.5, 0.8}, Live: f.live})
+		f.m = metrics.New(metrics.Options{Version: version, Causes: postmortem.CauseNames(), LateShares: []float64{0.5, 0.8}, Live: f.live})
 		f.gunicorn()
 	}
 	return f
