@@ -48,7 +48,7 @@ type Line struct {
 // Signal is one signal gwrap received.
 type Signal struct {
 	Time      time.Time
-	Name      string // as os.Signal.String(): "terminated", "interrupt", "quit"…
+	Name      string // SIGTERM, SIGINT, SIGQUIT… (a record of an older gwrap's "terminated" is read so)
 	Forwarded bool
 }
 
@@ -197,7 +197,7 @@ func parse(host string, a, b []byte) *Record {
 		case kindLine:
 			rec.Lines = append(rec.Lines, Line{Time: t, WorkerPID: l.W, Text: l.Text})
 		case kindSignal:
-			rec.Signals = append(rec.Signals, Signal{Time: t, Name: l.Sig, Forwarded: l.Fwd})
+			rec.Signals = append(rec.Signals, Signal{Time: t, Name: oldSignalName(l.Sig), Forwarded: l.Fwd})
 		case kindOOM:
 			rec.OOMs = append(rec.OOMs, memwatch.OOMEvent{Time: t, Count: l.Count, Total: l.Total})
 		case kindClose:

@@ -10,7 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/internal/safedir"
@@ -382,7 +385,8 @@ func (r *Recorder) Gunicorn(ev gunicorn.Event) {
 	r.emit()
 }
 
-// Signal records a signal gwrap received (and whether it was forwarded to Gunicorn).
+// Signal records a signal gwrap received (and whether it was forwarded to Gunicorn), by the
+// name every event gives it (SIGTERM).
 func (r *Recorder) Signal(sig os.Signal, forwarded bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -390,7 +394,7 @@ func (r *Recorder) Signal(sig os.Signal, forwarded bool) {
 		return
 	}
 	r.reset(kindSignal, r.opt.Now())
-	r.l.Sig, r.l.Fwd = sig.String(), forwarded
+	r.l.Sig, r.l.Fwd = signalName(sig), forwarded
 	r.emit()
 }
 
@@ -439,6 +443,27 @@ func (r *Recorder) Close() error {
 func Files(dir, host string) []string {
 	n := segmentNames(dir, host)
 	return n[:]
+}
+
+// signalName is SIGTERM for syscall.SIGTERM; another os.Signal by its own word.
+func signalName(sig os.Signal) string {
+	if s, ok := sig.(syscall.Signal); ok {
+		if n := unix.SignalName(s); n != "" {
+			return n
+		}
+	}
+	return sig.String()
+}
+
+// oldSignalName reads a signal as a gwrap before issue 23 recorded it, in Go's words
+// ("terminated"): the name it has today (SIGTERM); a name it does not know stays as it is.
+func oldSignalName(name string) string {
+	for s := syscall.Signal(1); s < 32; s++ {
+		if s.String() == name {
+			return signalName(s)
+		}
+	}
+	return name
 }
 
 func truncate(s string, n int) string {
