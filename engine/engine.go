@@ -47,16 +47,15 @@ type Config struct {
 	CrashStack func(pid int) *probes.PyStack
 	// OnForget is told the pid of each worker whose record is forgotten (its stack dump can go).
 	OnForget func(pid int)
-	// OnWorkerClass is told the worker class when Gunicorn's log names it (the watcher's normal
-	// heartbeat depends on it).
-	OnWorkerClass func(string)
+	// OnLimits is told what the watcher judges the workers against (the timeouts, the worker
+	// class's heartbeat, whether the master runs a dirty arbiter), from the settings the engine
+	// holds: once by New, then whenever they change (the master's own settings read late, the
+	// class its log names, its dirty arbiter seen). It must not block.
+	OnLimits func(probes.Limits)
 	// OnMasterHint is told the pid a start line of Gunicorn's names as its master's ("Starting
 	// gunicorn", "Listening at: … (PID)"): a hint for the watcher, which /proc must confirm
 	// (probes.Watcher.Hint). Called on the engine's goroutine; it must not block.
 	OnMasterHint func(pid int)
-	// OnDirty is told --dirty-timeout when the master's own line shows it runs a dirty arbiter
-	// and the settings did not say so (the watcher then tells its children apart).
-	OnDirty func(timeout time.Duration)
 	// Follow asks the watcher to take a dirty worker's stack every sweep, or to stop: the engine
 	// follows an action Gunicorn gave up on (execution timeout) to say when it ends.
 	Follow func(pid int, on bool)
@@ -148,6 +147,7 @@ func New(cfg Config, out Emitter) *Engine {
 	}
 	e := &Engine{cfg: cfg, in: make(chan input, inBuffer), done: make(chan struct{})}
 	e.st = newState(cfg, marked{out, e})
+	e.st.tellLimits()
 	return e
 }
 

@@ -304,11 +304,3 @@ func idSafe(s string) string {
 	}
 	return string(b)
 }
-
-// WorkerClass is the class that decides a worker's heartbeat rhythm: sync with threads is gthread.
-func WorkerClass(s gunicorn.Settings) string {
-	if (s.WorkerClass == "sync" || s.WorkerClass == "") && s.Threads > 1 {
-		return "gthread"
-	}
-	return s.WorkerClass
-}

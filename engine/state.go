@@ -75,12 +75,20 @@ func (s *state) setSettings(n gunicorn.Settings) {
 		n.WorkerClass = s.classFromLog
 	}
 	s.settings = n
-	if s.cfg.OnWorkerClass != nil {
-		s.cfg.OnWorkerClass(WorkerClass(n))
-	}
 	if n.DirtyWorkers > 0 && len(n.DirtyApps) > 0 {
-		s.turnOn()
+		s.dirty.on = true
 	}
+	s.tellLimits()
+}
+
+// tellLimits tells the watcher what it judges the workers against (Config.OnLimits): the
+// settings the engine holds, read with Gunicorn's rules.
+func (s *state) tellLimits() {
+	if s.cfg.OnLimits == nil {
+		return
+	}
+	t := s.timeout()
+	s.cfg.OnLimits(probes.Limits{Timeout: t, Beat: gunicorn.ClassOf(s.settings).Heartbeat(t), Dirty: s.dirty.on, DirtyTimeout: s.dirtyTimeout()})
 }
 
 func (s *state) timeout() time.Duration { return time.Duration(s.settings.Timeout) * time.Second }
@@ -126,12 +134,9 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 			s.emit(ev(at, Info, "gunicorn.start", "Gunicorn "+e.Version+" starting", f("gunicorn_version", e.Version)))
 		}
 	case gunicorn.KindUsingWorker:
-		if (s.master == 0 || s.fromMaster(e)) && e.WorkerClass != "" && e.WorkerClass != s.settings.WorkerClass {
-			s.settings.WorkerClass = e.WorkerClass
-			s.classFromLog = e.WorkerClass
-			if s.cfg.OnWorkerClass != nil {
-				s.cfg.OnWorkerClass(WorkerClass(s.settings))
-			}
+		if c := string(gunicorn.LoggedClass(e.WorkerClass)); (s.master == 0 || s.fromMaster(e)) && c != "" && c != s.settings.WorkerClass {
+			s.settings.WorkerClass, s.classFromLog = c, c
+			s.tellLimits()
 		}
 	case gunicorn.KindBooting:
 		// A worker announces itself; the watcher may not have seen it yet (a boot failure can be

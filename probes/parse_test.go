@@ -137,18 +137,22 @@ func TestHeartbeatConventions(t *testing.T) {
 }
 
 func TestLateThresholds(t *testing.T) {
-	w := NewWatcher(NewFS("testdata/proc"), Options{Timeout: 30 * time.Second, WorkerClass: "sync", DirtyTimeout: 300 * time.Second})
+	// An idle sync worker beats every 15 s (gunicorn.Class.Heartbeat): late only past 15 s + 2 s.
+	w := NewWatcher(NewFS("testdata/proc"), Options{Limits: Limits{Timeout: 30 * time.Second, Beat: 15 * time.Second, DirtyTimeout: 300 * time.Second}})
 	http, dirty := &tracked{}, &tracked{role: RoleDirty}
-	// An idle sync worker beats every 15 s: late only past 15 s + 2 s.
 	if got := w.lateAfter(http, 0.5); got != 17*time.Second {
 		t.Errorf("sync 0.5: %v", got)
 	}
 	if got := w.lateAfter(http, 0.8); got != 24*time.Second {
 		t.Errorf("sync 0.8: %v", got)
 	}
-	g := NewWatcher(NewFS("testdata/proc"), Options{Timeout: 30 * time.Second, WorkerClass: "gthread", DirtyTimeout: 300 * time.Second})
+	g := NewWatcher(NewFS("testdata/proc"), Options{Limits: Limits{Timeout: 30 * time.Second, Beat: time.Second, DirtyTimeout: 300 * time.Second}})
 	if got := g.lateAfter(http, 0.5); got != 15*time.Second {
 		t.Errorf("gthread 0.5: %v", got)
+	}
+	// A beat not given is the longest any class has, timeout/2: an idle worker is never late.
+	if got := NewWatcher(NewFS("testdata/proc"), Options{Limits: Limits{Timeout: 30 * time.Second}}).lateAfter(http, 0.5); got != 17*time.Second {
+		t.Errorf("no beat 0.5: %v", got)
 	}
 	// A dirty worker is judged against --dirty-timeout, whatever the HTTP workers' class: its
 	// loop beats every --dirty-timeout/2 (150 s), so it is late past 150 s + 2 s, then 240 s.
@@ -156,9 +160,6 @@ func TestLateThresholds(t *testing.T) {
 		if a, b := c.lateAfter(dirty, 0.5), c.lateAfter(dirty, 0.8); a != 152*time.Second || b != 240*time.Second {
 			t.Errorf("dirty: %v %v", a, b)
 		}
-	}
-	if NormalBeat("uvicorn.workers.UvicornWorker", 60*time.Second) != 30*time.Second || NormalBeat("gevent", 60*time.Second) != time.Second {
-		t.Error("normal beats")
 	}
 }
 

@@ -128,7 +128,7 @@ func (f *fleet) gunicorn() {
 	f.mu.Lock()
 	s, v := f.settings, f.version
 	f.mu.Unlock()
-	f.m.SetGunicorn(v, engine.WorkerClass(s), time.Duration(s.Timeout)*time.Second)
+	f.m.SetGunicorn(v, string(gunicorn.ClassOf(s)), time.Duration(s.Timeout)*time.Second)
 	if s.DirtyWorkers > 0 && len(s.DirtyApps) > 0 {
 		f.m.SetDirtyTimeout(time.Duration(s.DirtyTimeout) * time.Second)
 	}

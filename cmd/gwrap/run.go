@@ -98,37 +98,16 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, gunicorn.Tracked(), ps, func(msg string) { out.warnOnce("pystack", "config.warning", msg) })
 	defer stk.close()
 	proc := procFS(cfg.ProcRoot)
-	var watcher *probes.Watcher // made below, once what its sweep feeds exists
-	var batch []probes.Event    // the sweep's events while Options.Sweep runs it (the watcher's goroutine only)
+	var eng *engine.Engine   // made below, once the watcher it tells exists
+	var batch []probes.Event // the sweep's events while Options.Sweep runs it (the watcher's goroutine only)
 	flight := startFlight(cfg, out, ps, reports, settings, cgStats, time.Now())
 	flight.awaitRecovery()
 	fl := newFleet(out, ps, proc, settings, cfg.MetricsAddr != "")
 	hostname, _ := os.Hostname()
-	eng := engine.New(engine.Config{
-		Settings:      settings,
-		Thresholds:    cfg.Thresholds,
-		Host:          postmortem.Host{Hostname: hostname, GwrapVersion: version, Instance: os.Getenv("WEBSITE_INSTANCE_ID")},
-		Platform:      gunicorn.Platform(os.Environ()),
-		Reports:       reports,
-		Dying:         proc.Dying,
-		CrashStack:    stk.crash,
-		OnForget:      func(pid int) { stk.forget(pid, time.Now()) },
-		OnWorkerClass: func(class string) { watcher.SetWorkerClass(class) },
-		OnMasterHint:  func(pid int) { watcher.Hint(pid) },
-		OnPanic:       func(p guard.Panic) { ps.panicked(p, true) },
-		OnDirty:       func(timeout time.Duration) { watcher.SetDirty(timeout) },
-		Follow:        func(pid int, on bool) { watcher.Follow(pid, on) },
-		History:       cfg.History,
-		Interval:      cfg.Interval,
-	}, fl)
-	watcher = probes.NewWatcher(proc, probes.Options{
+	watcher := probes.NewWatcher(proc, probes.Options{
 		Stack:        stk.take,
 		Interval:     cfg.Interval,
 		FastInterval: cfg.FastInterval,
-		Timeout:      time.Duration(settings.Timeout) * time.Second,
-		WorkerClass:  engine.WorkerClass(settings),
-		Dirty:        settings.DirtyWorkers > 0 && len(settings.DirtyApps) > 0,
-		DirtyTimeout: time.Duration(settings.DirtyTimeout) * time.Second,
 		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
 		// The container's cgroup is sampled in the workers' sweep, and the sweep's events reach
 		// the engine in one batch: an idle gwrap wakes once a second, and wakes the engine once.
@@ -151,6 +130,23 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			batch = nil
 		},
 	})
+	// The engine holds Gunicorn's settings and tells the watcher what to judge workers against.
+	eng = engine.New(engine.Config{
+		Settings:     settings,
+		Thresholds:   cfg.Thresholds,
+		Host:         postmortem.Host{Hostname: hostname, GwrapVersion: version, Instance: os.Getenv("WEBSITE_INSTANCE_ID")},
+		Platform:     gunicorn.Platform(os.Environ()),
+		Reports:      reports,
+		Dying:        proc.Dying,
+		CrashStack:   stk.crash,
+		OnForget:     func(pid int) { stk.forget(pid, time.Now()) },
+		OnLimits:     watcher.SetLimits,
+		OnMasterHint: func(pid int) { watcher.Hint(pid) },
+		OnPanic:      func(p guard.Panic) { ps.panicked(p, true) },
+		Follow:       func(pid int, on bool) { watcher.Follow(pid, on) },
+		History:      cfg.History,
+		Interval:     cfg.Interval,
+	}, fl)
 	ectx, ecancel := context.WithCancel(context.Background())
 	engineDone := make(chan struct{})
 	go func() { eng.Run(ectx); close(engineDone) }()
@@ -234,7 +230,6 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 					// the watcher finds it.
 					go ps.run(partSettings, func() {
 						learnSettings(wctx, cfg, proc, stk, ev.ID.PID, out, func(s gunicorn.Settings) {
-							watcher.SetTimeout(time.Duration(s.Timeout) * time.Second)
 							fl.setSettings(s)
 							eng.Settings(s)
 						})
