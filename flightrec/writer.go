@@ -191,7 +191,10 @@ func (r *Recorder) header() {
 	l.StopBudget = r.opt.StopBudget.Milliseconds()
 	l.GTimeout, l.GGraceful, l.GWorkers, l.GClass, l.GThreads, l.GMaxReq, l.GPreload =
 		s.Timeout, s.GracefulTimeout, s.Workers, s.WorkerClass, s.Threads, s.MaxRequests, s.PreloadApp
-	l.CgroupVer, l.CPUQuotaMil = r.opt.Cgroup.Version, int64(r.opt.Cgroup.CPUQuotaCores*1000)
+	l.CgroupVer = r.opt.Cgroup.Version
+	if q := r.opt.Cgroup.CPUQuota; q.Known {
+		l.CPUQuotaMil = int64(q.V * 1000)
+	}
 	r.emit()
 }
 

@@ -285,8 +285,8 @@ func (f *Facts) measureContainer(sts []memwatch.Stats, from, at time.Time) {
 				f.Throttled = st.CPUThrottled.V - *firstThrottled
 			}
 		}
-		if st.CPUQuotaCores > 0 {
-			f.Quota = st.CPUQuotaCores
+		if st.CPUQuota.Known {
+			f.Quota = st.CPUQuota.V
 		}
 	}
 	if f.Limit > 0 && f.WSKnown {

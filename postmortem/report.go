@@ -202,7 +202,9 @@ func containerState(sts []memwatch.Stats, at time.Time) ContainerState {
 	first, last := sts[0], sts[len(sts)-1]
 	c.CgroupVersion = last.Version
 	c.OOMKill, c.OOMKillBefore = value(last.OOMKill), value(first.OOMKill)
-	c.CPUQuotaCores = last.CPUQuotaCores
+	if last.CPUQuota.Known {
+		c.CPUQuotaCores = last.CPUQuota.V
+	}
 	for _, st := range sts {
 		if st.Limit.Known {
 			c.LimitBytes = value(st.Limit)

@@ -216,7 +216,7 @@ func runEngine(t *testing.T, out *output, fl *fleet, clock *contractClock, t0 ti
 	}
 	cgroup := func(at time.Time, oomKill uint64) memwatch.Stats {
 		return memwatch.Stats{Time: at, Version: 2, Usage: memwatch.Value{V: 700 << 20, Known: true}, WorkingSet: memwatch.Value{V: 600 << 20, Known: true},
-			Limit: memwatch.Value{V: 1 << 30, Known: true}, OOMKill: memwatch.Value{V: oomKill, Known: true}, CPUQuotaCores: 2}
+			Limit: memwatch.Value{V: 1 << 30, Known: true}, OOMKill: memwatch.Value{V: oomKill, Known: true}, CPUQuota: memwatch.Cores{V: 2, Known: true}}
 	}
 	eng, stop := newEngine(settings)
 	master, arbiter := probes.ID{PID: 100, StartTime: 1000}, probes.ID{PID: 101, StartTime: 1001}

@@ -519,8 +519,8 @@ func startEvent(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats,
 		if st.Limit.Known {
 			e = e.Uint64("memory_limit_bytes", st.Limit.V)
 		}
-		if st.CPUQuotaCores > 0 {
-			e = e.Float64("cpu_quota_cores", st.CPUQuotaCores)
+		if st.CPUQuota.Known {
+			e = e.Float64("cpu_quota_cores", st.CPUQuota.V)
 		}
 	}
 	e.Msg("gwrap " + version + " starting " + filepath.Base(cfg.Command[0]))
@@ -528,7 +528,7 @@ func startEvent(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats,
 
 func lintAtStart(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {
 	if _, ok := gunicorn.CommandArgs(cfg.Command); ok {
-		for _, w := range gunicorn.Lint(gunicorn.LintInput{Settings: s, Env: os.Environ(), CPUQuotaCores: st.CPUQuotaCores,
+		for _, w := range gunicorn.Lint(gunicorn.LintInput{Settings: s, Env: os.Environ(), CPUQuotaCores: st.CPUQuota.V,
 			HostCores: runtime.NumCPU(), StopBudget: cfg.StopBudget}) {
 			out.event(zerolog.WarnLevel, "config.warning").Str("code", w.Code).Str("fix", w.Fix).Msg(w.Message)
 		}
