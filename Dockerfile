@@ -32,5 +32,6 @@ ENV GWRAP_REPORT_DIR=/var/log/gwrap PORT=8000
 VOLUME ["/var/log/gwrap"]
 EXPOSE 8000
 # Exec form: gwrap (through the entrypoint's exec) is PID 1 and receives the platform's signals.
+# No CMD: the entrypoint runs $APP_MODULE (default app:app), so `-e APP_MODULE=…` works (a CMD
+# would override it); arguments after the image name replace it.
 ENTRYPOINT ["/usr/local/bin/gwrap-entrypoint"]
-CMD ["app:app"]

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/gwrap/gwrap/internal/safedir"
+	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/postmortem"
 )
 
@@ -51,7 +52,8 @@ func (rec *Record) find() postmortem.PreviousRun {
 		StopBudget: rec.StopBudget, Settings: rec.Settings, Container: rec.Container, End: endWindow,
 		Sampled: len(rec.Container) > 0, AnyWorkers: len(rec.Workers) > 0}
 	from := rec.Last.Add(-endWindow)
-	var first *uint64
+	var first, low *uint64
+	var window []memwatch.Stats // the end window's samples with a working set (or usage)
 	for i := range rec.Container {
 		st := &rec.Container[i]
 		if st.OOMGroup.Known && st.OOMGroup.V == 1 {
@@ -76,8 +78,26 @@ func (rec *Record) find() postmortem.PreviousRun {
 		if !ws.Known {
 			ws = st.Usage
 		}
-		if ws.Known && ws.V > p.WSPeak {
-			p.WSPeak = ws.V
+		if !ws.Known {
+			continue
+		}
+		p.WSPeak = max(p.WSPeak, ws.V)
+		window = append(window, *st)
+		if low == nil || ws.V < *low {
+			v := ws.V
+			low = &v
+		}
+		p.Rise, p.WSLast, p.RiseTo = ws.V-*low, ws.V, st.Time
+	}
+	// The rise began after the last sample still at its lowest (within a fiftieth of the rise,
+	// or 1 MiB).
+	for _, st := range window {
+		ws := st.WorkingSet
+		if !ws.Known {
+			ws = st.Usage
+		}
+		if ws.V <= *low+max(p.Rise/50, 1<<20) {
+			p.RiseFrom = st.Time
 		}
 	}
 	var notified uint64

@@ -9,6 +9,7 @@ import (
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/postmortem"
+	"github.com/gwrap/gwrap/probes"
 )
 
 // mustRecover kills r as a SIGKILL would and explains its record.
@@ -136,6 +137,41 @@ func factText(v postmortem.Verdict) string {
 		b.WriteString(f.Fact + ": " + f.Value + " (" + f.Threshold + ")\n")
 	}
 	return b.String()
+}
+
+// TestExplainGroupOOMRisingFast: with memory.oom.group set, the record ends with the working set
+// rising fast but still under the limit (a request allocating faster than the 1 Hz samples, as
+// in a 256 MiB podman container on cgroup v2) and no stop signal: the whole container was most
+// likely OOM-killed, and the summary says the rise to the limit was not recorded. Without
+// memory.oom.group, or with a stop signal, the same record is not an OOM kill.
+func TestExplainGroupOOMRisingFast(t *testing.T) {
+	record := func(group, term bool) postmortem.Report {
+		dir, c := t.TempDir(), &clock{t0}
+		r := newRec(t, dir, "web-1", c, 0)
+		a := probes.ID{PID: 101, StartTime: 9}
+		for i, ws := range []uint64{60, 60, 61, 60, 60, 60, 120, 260} {
+			now := c.add(time.Second)
+			r.Container(cg(now, ws*MiB, 0, group))
+			r.Worker(a, worker(now, (ws-20)*MiB))
+			if term && i == 5 {
+				r.Signal(syscall.SIGTERM, true)
+			}
+		}
+		return mustRecover(t, r, dir, c)
+	}
+	v := record(true, false).Verdict
+	if v.Cause != postmortem.CauseOOMKilled || v.Confidence != "medium" ||
+		!strings.Contains(v.Summary, "was most likely killed by the kernel's OOM killer") ||
+		!strings.Contains(v.Summary, "up 200.0 MiB in 2.0 s to 260.0 MiB of its 512.0 MiB limit") ||
+		!strings.Contains(v.Summary, "was not recorded") || !strings.Contains(v.Summary, "worker was 101 with 245.0 MiB") {
+		t.Errorf("group, rising: %s %s: %s", v.Cause, v.Confidence, v.Summary)
+	}
+	if v := record(false, false).Verdict; v.Cause != postmortem.CauseUnknown {
+		t.Errorf("no group: %s: %s", v.Cause, v.Summary)
+	}
+	if v := record(true, true).Verdict; v.Cause != postmortem.CauseUnknown || !strings.Contains(v.Summary, "killed while stopping") {
+		t.Errorf("group, rising, after TERM: %s: %s", v.Cause, v.Summary)
+	}
 }
 
 // TestExplainRedactsTheLinesItQuotes: the previous_run report quotes Gunicorn's last lines about

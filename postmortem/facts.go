@@ -29,6 +29,7 @@ type Facts struct {
 	Signal                                                               string
 	ExitCode                                                             *int
 	OOMKillDelta                                                         uint64
+	OOMShared                                                            []int  // other workers the same OOM kill may have been
 	Exception                                                            string // the traceback's last line
 	Where                                                                string // the app's innermost frame: stack_top, else the abort traceback's
 
@@ -82,9 +83,9 @@ type Facts struct {
 
 // Growth is a worker's memory growing over its recorded timeline.
 type Growth struct {
-	From, To uint64
-	Over     time.Duration
-	Steady   bool // it rose sample after sample and never fell back much: what a leak looks like
+	From, To uint64        // its first sample's RSS, its peak's
+	Over     time.Duration // from its last sample still near From to its peak: the growth took at most this
+	Steady   bool          // it rose sample after sample and never fell back much: what a leak looks like
 }
 
 // live reports whether a worker sample shows the process alive before the incident: not at or
@@ -103,7 +104,7 @@ func measure(e Evidence) Facts {
 		Async: gunicorn.ClassOf(e.Settings).Async(), Platform: e.Platform, MaxReqs: e.Settings.MaxRequests,
 		TimeoutLogged: inc.Timeout, BootStuck: inc.BootStuck, Escalated: inc.Escalated, OOMHint: inc.OOMHint,
 		HandledAbort: inc.HandledAbort, Vanished: inc.Vanished, TimeoutInferred: inc.TimeoutInferred, Signal: inc.Signal, ExitCode: inc.ExitCode,
-		OOMKillDelta: inc.OOMKillDelta, Exception: lastException(inc.Traceback), Where: inc.StackTop,
+		OOMKillDelta: inc.OOMKillDelta, OOMShared: inc.OOMShared, Exception: lastException(inc.Traceback), Where: inc.StackTop,
 		Silence: -1, Saturation: e.Saturation}
 	if f.Where == "" {
 		f.Where = inc.StuckAt
@@ -236,9 +237,13 @@ func growth(alive []probes.Sample) *Growth {
 	if to < from+64<<20 || float64(to) < 1.5*float64(from) {
 		return nil
 	}
-	// Steady: no fall back by more than a tenth of the growth on the way to the peak.
+	// Steady: no fall back by more than a tenth of the growth on the way to the peak. The growth
+	// took at most the time from the last sample still at the start (within a fiftieth of the
+	// growth, or 1 MiB) to the peak: a worker idle for minutes before one request grew in that
+	// request, not since it booted.
 	steady := true
 	high := from
+	start, still := first, from+max((to-from)/50, 1<<20)
 	for _, s := range known {
 		if s.Time.After(peak.Time) {
 			break
@@ -247,8 +252,11 @@ func growth(alive []probes.Sample) *Growth {
 		if high-s.RSS() > (to-from)/10 {
 			steady = false
 		}
+		if s.RSS() <= still {
+			start = s
+		}
 	}
-	return &Growth{From: from, To: to, Over: peak.Time.Sub(first.Time), Steady: steady}
+	return &Growth{From: from, To: to, Over: peak.Time.Sub(start.Time), Steady: steady}
 }
 
 // measureContainer reads the cgroup samples of the silence, up to the death: a sample after it

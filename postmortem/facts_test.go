@@ -109,6 +109,9 @@ func TestGrowth(t *testing.T) {
 	}{
 		{"leak 65 → 266 MiB in 9 minutes", ramp(10, time.Minute, func(i int) uint64 { return uint64(65+i*201/9) * mb }), &Growth{From: 65 * mb, To: 266 * mb, Over: 9 * time.Minute, Steady: true}, true, "grew from 65.0 MiB to 266.0 MiB in 9 minutes"},
 		{"sawtooth", ramp(10, time.Minute, func(i int) uint64 { return uint64(65+[]int{0, 150, 10, 160, 5, 200, 0, 150, 20, 150}[i]) * mb }), &Growth{From: 65 * mb, To: 265 * mb, Over: 5 * time.Minute, Steady: false}, false, "grew from 65.0 MiB to 265.0 MiB in 5 minutes"},
+		// Idle at 36 MiB, then one request grows it over two samples: it grew in 2 s, not in
+		// the 5 s since the first sample.
+		{"idle, then a 2 s request", ramp(6, time.Second, func(i int) uint64 { return []uint64{36, 36, 37, 36, 100, 158}[i] * mb }), &Growth{From: 36 * mb, To: 158 * mb, Over: 2 * time.Second, Steady: true}, true, "grew from 36.0 MiB to 158.0 MiB in 2 s"},
 		{"+63 MiB is not marked", ramp(10, time.Minute, func(i int) uint64 { return uint64(65+i*7) * mb }), nil, false, ""},
 		{"+100 MiB on 300 is not half", ramp(10, time.Minute, func(i int) uint64 { return uint64(300+i*11) * mb }), nil, false, ""},
 		{"two samples say nothing", ramp(2, time.Minute, func(i int) uint64 { return uint64(65+i*300) * mb }), nil, false, ""},
@@ -173,5 +176,44 @@ func TestIdleStartOfTheSilenceIsNotTheRequest(t *testing.T) {
 	e := Evidence{Incident: Incident{Kind: KindTimeout, PID: 9, At: t0.Add(time.Second), Timeout: true}, Settings: gunicorn.Defaults(), Timeline: tl}
 	if v := Classify(e, DefaultThresholds()); v.Cause != CauseCPUBound {
 		t.Errorf("%s: %s", v.Cause, v.Summary)
+	}
+}
+
+// TestOOMSummaryQuotesOnlyWhatWasSampled: an OOM kill happens when the container's usage
+// reaches the limit. When the samples' working set fell short of it by more than a tenth of
+// what the worker held, the allocation that led to the kill came after the last sample: the
+// summary says the last moments were not sampled instead of passing the sampled figure off as
+// the worker's peak (in a real 256 MiB container the samples saw 152 MiB; the kernel killed it
+// at 251 MiB).
+func TestOOMSummaryQuotesOnlyWhatWasSampled(t *testing.T) {
+	oom := func(rss, ws uint64, workerSamples bool) string {
+		var tl []probes.Sample
+		if workerSamples {
+			tl = with(silence(5, 90, "R", rss), func(x *probes.Sample) { x.HeartbeatAge = 200 * time.Millisecond })
+		}
+		cg := cgroup(5, ws, 256*mb, 0, 0)
+		for i := range cg {
+			cg[i].Peak = known(256 * mb)
+		}
+		e := Evidence{Incident: Incident{Kind: KindOOMKill, PID: 15, At: t0, Signal: "SIGKILL", OOMKillDelta: 1}, Settings: gunicorn.Defaults(), Timeline: tl, Container: cg}
+		return Classify(e, DefaultThresholds()).Summary
+	}
+	for _, tc := range []struct {
+		name          string
+		rss, ws       uint64
+		workerSamples bool
+		want, notWant string
+	}{
+		{"the samples saw it reach the limit", 240 * mb, 250 * mb, true, "; the worker held up to 240.0 MiB before the kill.", "not sampled"},
+		{"the samples missed the last 98 MiB", 152 * mb, 158 * mb, true,
+			"; the worker held up to 152.0 MiB in its samples, but its last moments before the kill were not sampled: the container grew 98.0 MiB more to reach its limit.", "before the kill."},
+		{"the worker was never sampled", 0, 4 * mb, false, "; the worker's last moments before the kill were not sampled.", "held up to"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := oom(tc.rss, tc.ws, tc.workerSamples)
+			if !strings.Contains(s, tc.want) || strings.Contains(s, tc.notWant) {
+				t.Errorf("summary %q\nwant %q, not %q", s, tc.want, tc.notWant)
+			}
+		})
 	}
 }

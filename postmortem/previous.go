@@ -9,6 +9,11 @@ import (
 	"github.com/gwrap/gwrap/probes"
 )
 
+// surge is the least rise of the working set at the end of a run (or a quarter of the limit, if
+// more) that, with memory.oom.group set, reads as the growth an OOM kill of the whole container
+// cut short.
+const surge = 64 << 20
+
 // PreviousRun is what a flight record shows of a gwrap run that died with its whole container
 // (a group OOM kill, a stop deadline, a node restart): package flightrec reads the record and
 // finds these facts; ExplainPreviousRun writes its post-mortem (incident.kind previous_run) from
@@ -32,6 +37,10 @@ type PreviousRun struct {
 	OOMGroup      bool   // memory.oom.group was 1: one OOM kill kills every process
 	OOMKnown      bool   // the oom_kill counter was readable
 	OOMDelta      uint64 // its increase at the end (or the OOM notifications there)
+	// Rise is the working set's rise at the end: from its lowest (the last sample still there,
+	// at RiseFrom) to the last sample (WSLast, at RiseTo). A container growing fast at the end.
+	Rise, WSLast     uint64
+	RiseFrom, RiseTo time.Time
 	// Stop is the last stop signal (SIGTERM, SIGINT, SIGQUIT) that run received, if any.
 	Stop *Stop
 	// Workers are the workers alive at the end, the largest first, with their last sample;
@@ -127,11 +136,24 @@ func ExplainPreviousRun(p PreviousRun, now time.Time, th Thresholds) Report {
 		if p.OOMDelta == 0 {
 			v.Confidence = "medium"
 		}
-		v.Advice = append(v.Advice, "give the container more memory, or run fewer workers (--workers) so their sum fits the limit",
-			"if a worker's memory grows with each request, recycle workers with --max-requests 1000 --max-requests-jitter 100")
-		if p.OOMGroup {
-			v.Advice = append(v.Advice, "with memory.oom.group=1 (Kubernetes ≥ 1.28 on cgroup v2) one worker's OOM kill restarts the container; keep each worker well under the limit")
+		v.Advice = oomAdvice(p.OOMGroup)
+	case p.Stop == nil && p.OOMGroup && p.Limit > 0 && p.Rise >= max(surge, p.Limit/4):
+		// memory.oom.group makes the kernel kill every process at the first OOM kill, gwrap too,
+		// so the record ends at its last sample before the kill: a working set rising fast there
+		// with no stop signal is what such a death leaves; the rise to the limit itself was not
+		// sampled, hence medium confidence.
+		v.Cause = CauseOOMKilled
+		v.NearMemoryLimit = true
+		inc.Signal = "SIGKILL"
+		rising := fmt.Sprintf("up %s in %s to %s of its %s limit", mib(p.Rise), secs(p.RiseTo.Sub(p.RiseFrom)), mib(p.WSLast), mib(p.Limit))
+		fact("container working set rising at the end", rising, fmt.Sprintf("marked at +%s or a quarter of the limit", mib(surge)))
+		v.Summary = fmt.Sprintf("The whole container, gwrap included, was most likely killed by the kernel's OOM killer %s: memory.oom.group was set, so one OOM kill takes every process, and the container's working set was rising fast at the end (%s) with no stop signal; the rise to the limit came after the last sample and was not recorded.",
+			bound, rising)
+		if p.Victim.PID != 0 {
+			v.Summary = also(v.Summary, fmt.Sprintf("the largest worker was %d with %s resident at its last sample", p.Victim.PID, mib(p.victimRSS())))
 		}
+		v.Confidence = "medium"
+		v.Advice = oomAdvice(true)
 	case p.Stop != nil:
 		// DESIGN's verdict table has no cause for this: the contract's causes stay the only ones,
 		// and the summary says what the record shows.
@@ -156,6 +178,16 @@ func ExplainPreviousRun(p PreviousRun, now time.Time, th Thresholds) Report {
 	r.ID = fmt.Sprintf("%s-%d-previous-run", at.UTC().Format("20060102T150405.000Z"), p.PID)
 	r.Host = Host{Hostname: p.Host, GwrapVersion: p.Version}
 	return r
+}
+
+// oomAdvice is the advice after an OOM kill of the whole container.
+func oomAdvice(group bool) []string {
+	a := []string{"give the container more memory, or run fewer workers (--workers) so their sum fits the limit",
+		"if a worker's memory grows with each request, recycle workers with --max-requests 1000 --max-requests-jitter 100"}
+	if group {
+		a = append(a, "with memory.oom.group=1 (Kubernetes ≥ 1.28 on cgroup v2) one worker's OOM kill restarts the container; keep each worker well under the limit")
+	}
+	return a
 }
 
 // victimRSS is the victim's resident set at its last sample.

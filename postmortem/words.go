@@ -78,7 +78,12 @@ func summary(f Facts, d Decision) string {
 		} else {
 			s += ": the container's oom_kill counter moved as it died"
 		}
-		if f.RSSKnown {
+		switch missed, unsampled := lastMomentsMissed(f); {
+		case unsampled && f.RSSKnown:
+			s += fmt.Sprintf("; the worker held up to %s in its samples, but its last moments before the kill were not sampled: the container grew %s more to reach its limit", mib(f.PeakRSS), mib(missed))
+		case unsampled:
+			s += "; the worker's last moments before the kill were not sampled"
+		case f.RSSKnown:
 			s += fmt.Sprintf("; the worker held up to %s before the kill", mib(f.PeakRSS))
 		}
 		s += "."
@@ -127,6 +132,9 @@ func summary(f Facts, d Decision) string {
 	if f.Role == RoleDirty && f.Escalated && f.OOMKillDelta == 0 {
 		s = also(s, "the dirty arbiter SIGKILLed it a second after its DIRTY WORKER TIMEOUT's SIGABRT went unanswered (no Python signal handler could run), not the OOM killer (the cgroup's oom_kill counter did not move)")
 	}
+	if len(f.OOMShared) > 0 && d.Branch != BranchOOMShared {
+		s = also(s, "as it died the kernel's OOM killer killed a process in the container while "+workers(f.OOMShared)+" died of SIGKILL too, and gwrap cannot tell whether this worker was that OOM kill")
+	}
 	if f.Escalated && f.OOMHint && f.OOMKillDelta == 0 {
 		if f.OOMKnown {
 			s = also(s, "Gunicorn's \"Perhaps out of memory?\" was its own SIGKILL after the timeout, not an OOM kill (the cgroup's oom_kill counter did not move)")
@@ -141,6 +149,19 @@ func summary(f Facts, d Decision) string {
 		s = also(s, fmt.Sprintf("every worker was busy and the listen queue grew to %d, so requests may have waited in the queue before they started", f.Saturation.QueueMax))
 	}
 	return s
+}
+
+// lastMomentsMissed says whether an OOM kill's samples missed the growth that led to it: the
+// kernel kills when the container's usage reaches the limit, so what the samples' working set
+// fell short of the limit grew after the last of them. When that shortfall is more than a tenth
+// of what the worker held in its samples, the worker's sampled peak is not what the kernel
+// killed (the kernel's figure is up to the shortfall higher): it is not quoted as the peak.
+func lastMomentsMissed(f Facts) (missed uint64, unsampled bool) {
+	if f.Limit == 0 || !f.WSKnown || f.WSPeak >= f.Limit {
+		return 0, false
+	}
+	missed = f.Limit - f.WSPeak
+	return missed, missed > f.PeakRSS/10
 }
 
 func cpuWords(f Facts) string {
@@ -158,6 +179,16 @@ func queued(f Facts) bool {
 func crashSummary(f Facts, d Decision) string {
 	w := who(f)
 	switch d.Branch {
+	case BranchOOMShared:
+		s := fmt.Sprintf("%s died of SIGKILL as the kernel's OOM killer killed a process in the container, while %s died of SIGKILL too: one of them was the OOM kill and gwrap cannot tell which (the OOM killer takes the process holding the most memory", w, workers(f.OOMShared))
+		if f.RSSKnown {
+			s += fmt.Sprintf("; this one held up to %s in its last samples", mib(f.PeakRSS))
+		}
+		s += ")"
+		if f.Limit > 0 {
+			s += fmt.Sprintf("; the container reached its %s memory limit", mib(f.Limit))
+		}
+		return s + "."
 	case BranchNoOOMCount:
 		how := "was SIGKILLed with no Gunicorn timeout before it"
 		if f.Signal == "" {
@@ -215,6 +246,18 @@ func missing(f Facts, d Decision) []string {
 		m = append(m, "a Gunicorn line about the worker's end (--log-level info or lower shows them; Gunicorn ≤ 19.9 logs none)")
 	}
 	return m
+}
+
+// workers names other workers: "worker 12", "workers 12 and 13", "workers 12, 13 and 14".
+func workers(pids []int) string {
+	names := make([]string, len(pids))
+	for i, p := range pids {
+		names[i] = fmt.Sprint(p)
+	}
+	if len(names) == 1 {
+		return "worker " + names[0]
+	}
+	return "workers " + strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
 // also joins a clause to a one-sentence summary.

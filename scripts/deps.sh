@@ -31,50 +31,8 @@ fi
 cache="${GWRAP_GUNICORN_CACHE:-/var/cache/gwrap-test}"
 suites="${GWRAP_GUNICORN_SUITES:-trixie sid}"
 
-# debian_source prints "URI|COMPONENTS|SIGNED-BY" of the machine's main Debian source: the entry
-# whose suite is this release's codename (not -updates or -security), from deb822 .sources files
-# or one-line sources.list entries.
-debian_source() {
-	local codename f
-	codename=$(sed -n "s/^VERSION_CODENAME=//p" /etc/os-release)
-	for f in /etc/apt/sources.list.d/*.sources; do
-		[ -f "$f" ] || continue
-		awk -v cn="$codename" '
-			function flush() {
-				if (types ~ /(^| )deb( |$)/ && (" " suites " ") ~ (" " cn " ") && uri != "") {
-					print uri "|" comps "|" key; found = 1; exit
-				}
-				types = ""; suites = ""; uri = ""; comps = ""; key = ""
-			}
-			/^[ \t]*$/ { flush(); next }
-			/^[ \t]*#/ { next }
-			/^Types:/ { sub(/^Types:[ \t]*/, ""); types = $0 }
-			/^URIs:/ { sub(/^URIs:[ \t]*/, ""); split($0, u, " "); uri = u[1] }
-			/^Suites:/ { sub(/^Suites:[ \t]*/, ""); suites = $0 }
-			/^Components:/ { sub(/^Components:[ \t]*/, ""); comps = $0 }
-			/^Signed-By:/ { sub(/^Signed-By:[ \t]*/, ""); key = $0 }
-			END { if (!found) flush() }
-		' "$f" | head -n1
-	done
-	for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list; do
-		[ -f "$f" ] || continue
-		# deb [options] URI SUITE COMPONENTS...
-		sed -E 's/\[[^]]*\]//' "$f" | awk -v cn="$codename" '
-			$1 == "deb" && $3 == cn { c = $4; for (i = 5; i <= NF; i++) c = c " " $i; print $2 "|" c "|"; exit }'
-	done
-}
-
-src=$(debian_source | head -n1)
-if [ -z "$src" ]; then
-	echo "deps.sh: no Debian source for this release in /etc/apt; cannot fetch newer Gunicorn" >&2
-	exit 1
-fi
-uri=${src%%|*}
-rest=${src#*|}
-comps=${rest%%|*}
-key=${rest#*|}
-opts="arch=amd64"
-[ -z "$key" ] || opts="$opts signed-by=$key"
+# shellcheck source=scripts/debian-source.sh
+. "$(dirname "$0")/debian-source.sh"
 
 for suite in $suites; do
 	stamp="$cache/.suite-$suite"
@@ -84,7 +42,10 @@ for suite in $suites; do
 	work="$cache/apt-$suite"
 	mkdir -p "$work/state/lists/partial" "$work/cache/archives/partial" "$work/etc" "$work/debs"
 	: >"$work/state/status"
-	echo "deb [$opts] $uri $suite $comps" >"$work/etc/sources.list"
+	if ! debian_sources_line "$suite" >"$work/etc/sources.list"; then
+		echo "deps.sh: no Debian source for this release in /etc/apt; cannot fetch newer Gunicorn" >&2
+		exit 1
+	fi
 	apt_private=(-o "Dir::Etc::SourceList=$work/etc/sources.list" -o "Dir::Etc::SourceParts=/nonexistent"
 		-o "Dir::State=$work/state" -o "Dir::State::status=$work/state/status" -o "Dir::Cache=$work/cache"
 		-o "APT::Architectures=amd64" -o "Debug::NoLocking=1" -o "APT::Sandbox::User=root")

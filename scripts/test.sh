@@ -35,8 +35,8 @@ runtests() {
 
 echo "== go test -race"
 log=$(mktemp)
-# The cgroup v2 guest runs alone below: its emulated CPU takes both cores.
-mapfile -t pkgs < <(go list ./... | grep -v '/internal/v2test$')
+# The cgroup v2 guest and the container engine run alone below: they take both cores.
+mapfile -t pkgs < <(go list ./... | grep -v -e '/internal/v2test$' -e '/internal/containertest$')
 # The live matrix (cmd/gwrap TestMatrix: three Gunicorn releases × four worker classes) is most
 # of the time; hence the long -timeout. One package at a time (-p 1): CPU verdicts are judged on two
 # cores, and another package's tests running beside them would skew them.
@@ -49,6 +49,20 @@ v2start=$SECONDS
 runtests "$v2log" -timeout 30m ./internal/v2test
 echo "cgroup v2 stage: $((SECONDS - v2start)) s"
 pass=$((pass + $(grep -c -- '--- PASS' "$v2log" || true)))
+
+echo "== gwrap as a container's ENTRYPOINT: podman with runc on this machine's cgroup (scripts/container.sh)"
+ctlog=$(mktemp)
+ctstart=$SECONDS
+runtests "$ctlog" -timeout 30m -run '^(TestContainer|TestParseOOMKills)$' ./internal/containertest
+echo "container stage: $((SECONDS - ctstart)) s"
+pass=$((pass + $(grep -c -- '--- PASS' "$ctlog" || true)))
+
+echo "== the container cases on cgroup v2: podman with crun in the guest (one boot)"
+ct2log=$(mktemp)
+ct2start=$SECONDS
+runtests "$ct2log" -timeout 40m -run '^TestContainerCgroupV2$' ./internal/containertest
+echo "container cgroup v2 stage: $((SECONDS - ct2start)) s"
+pass=$((pass + $(grep -c -- '--- PASS' "$ct2log" || true)))
 
 echo "== fuzz the log parser for 30s"
 go test -run '^$' -fuzz '^FuzzParseLine$' -fuzztime 30s ./gunicorn

@@ -3,10 +3,12 @@
 # what current Kubernetes nodes, Docker hosts and PaaS run, and what a cgroup v1 machine cannot
 # show. The guest is Debian's own packaged kernel (the unsigned linux-image of what
 # linux-image-amd64 names) booted by qemu with software emulation; its root file system is this
-# machine's `/`, read-only over 9p (so python3, gunicorn and binaries built here are all there);
-# /tmp, /run and /dev/shm are fresh tmpfs; cgroup2 is mounted at /sys/fs/cgroup with +memory +cpu
-# +pids delegated to children; the loopback is up. $V2VM_XCHG (a directory here, default a new
-# temp dir) is mounted read-write at /tmp/xchg in the guest ($XCHG there) to bring files in and out.
+# machine's `/`, read-only over 9p (so python3, gunicorn and binaries built here are all there),
+# entered with switch_root; /tmp, /run and /dev/shm are fresh tmpfs; cgroup2 is mounted at
+# /sys/fs/cgroup with +memory +cpu +pids delegated to children; the overlay module is loaded (a
+# container engine's storage on a tmpfs); the loopback is up. $V2VM_XCHG (a directory here,
+# default a new temp dir) is mounted read-write at /tmp/xchg in the guest ($XCHG there) to bring
+# files in and out.
 #
 #   scripts/v2vm.sh --build                    # only build the guest (kernel + initramfs), cached
 #   V2VM_XCHG=/tmp/x scripts/v2vm.sh 'cat /sys/fs/cgroup/cgroup.controllers > $XCHG/out'
@@ -18,7 +20,7 @@
 # when the kernel package or this script's init changes. Knobs: V2VM_MEM (MiB, 1024),
 # V2VM_CPUS (2), V2VM_TIMEOUT (seconds, 600).
 set -euo pipefail
-[ $# -ge 1 ] || { sed -n '2,19p' "$0"; exit 2; }
+[ $# -ge 1 ] || { sed -n '2,21p' "$0"; exit 2; }
 cache=${V2VM_CACHE:-/var/cache/gwrap-v2vm}
 mem=${V2VM_MEM:-1024} cpus=${V2VM_CPUS:-2} limit=${V2VM_TIMEOUT:-600}
 
@@ -43,6 +45,7 @@ mount -t proc proc /proc; mount -t sysfs sys /sys; mount -t devtmpfs dev /dev
 for m in @MODS@; do insmod /mod/$m.ko || { echo "v2vm: insmod $m failed"; poweroff -f; }; done
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,cache=loose,msize=262144 hostroot /newroot || { echo "v2vm: 9p mount failed"; poweroff -f; }
 mount -t proc proc /newroot/proc; mount -t sysfs sys /newroot/sys; mount -t devtmpfs dev /newroot/dev
+mkdir -p /newroot/dev/shm /newroot/dev/pts; mount -t devpts devpts /newroot/dev/pts
 mount -t tmpfs tmp /newroot/tmp; mount -t tmpfs run /newroot/run; mount -t tmpfs shm /newroot/dev/shm
 mkdir -p /newroot/tmp/xchg; mount -t 9p -o trans=virtio,version=9p2000.L,msize=262144 xchg /newroot/tmp/xchg
 mount -t cgroup2 cgroup2 /newroot/sys/fs/cgroup
@@ -51,18 +54,22 @@ ip link set lo up
 cmd=$(sed -n 's/.* v2cmd=\([^ ]*\).*/\1/p' /proc/cmdline | base64 -d)
 echo "v2vm: kernel $(uname -r), cgroup2 controllers: $(cat /newroot/sys/fs/cgroup/cgroup.controllers)"
 echo "v2vm: ready $(cut -d' ' -f1 /proc/uptime)s after boot"
-chroot /newroot /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp XCHG=/tmp/xchg /bin/sh -c "$cmd"
-echo "v2vm: exit $?"
-poweroff -f
+# switch_root, not chroot: the command's root is the real root of the mount namespace, so that
+# entering a container's namespaces (podman exec, nsenter) lands in the container. The command's
+# shell is PID 1 then: it reports the status and powers off with the host's static busybox.
+exec switch_root /newroot /usr/bin/env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root TMPDIR=/tmp XCHG=/tmp/xchg \
+	/bin/sh -c '/bin/sh -c "$0"; echo "v2vm: exit $?"; /bin/busybox poweroff -f' "$cmd"
 INIT
 
 # The kernel package: the unsigned variant of what linux-image-amd64 depends on (9p and virtio
-# are modules there). Its name, with this script's init, keys the cache.
+# are modules there). Its name, the modules and this script's init key the cache.
 kpkg() { apt-cache depends linux-image-amd64 2>/dev/null | sed -n 's/.*Depends: \(linux-image-[0-9.]*-[0-9]*-amd64\)$/\1/p' | head -1; }
 kernel=$(kpkg)
 [ -n "$kernel" ] || { apt-get update -qq; kernel=$(kpkg); }
 [ -n "$kernel" ] || { echo "v2vm: apt knows no linux-image-amd64" >&2; exit 1; }
-key=$(printf '%s\n%s\n' "$kernel" "$init" | sha256sum | cut -c1-16)
+# virtio-pci and 9p for the root file system; overlay for a container engine's storage on a tmpfs.
+modules="virtio_pci 9pnet_virtio 9p overlay"
+key=$(printf '%s\n%s\n%s\n' "$kernel" "$modules" "$init" | sha256sum | cut -c1-16)
 
 if [ "$(cat "$cache/key" 2>/dev/null)" != "$key" ] || [ ! -f "$cache/vmlinuz" ] || [ ! -f "$cache/initrd.gz" ]; then
 	echo "v2vm: building the guest from $kernel-unsigned into $cache" >&2
@@ -72,7 +79,7 @@ if [ "$(cat "$cache/key" 2>/dev/null)" != "$key" ] || [ ! -f "$cache/vmlinuz" ] 
 	(cd "$work" && apt-get download -qq -o APT::Sandbox::User=root "$kernel-unsigned")
 	dpkg-deb -x "$work"/linux-image-*.deb "$work/k"
 	cp /bin/busybox "$work/ird/bin/busybox"
-	# virtio-pci and 9p with their dependencies, in load order (each module's depends= field).
+	# The modules with their dependencies, in load order (each module's depends= field).
 	mods=""
 	add() {
 		case " $mods " in *" $1 "*) return ;; esac
@@ -83,7 +90,7 @@ if [ "$(cat "$cache/key" 2>/dev/null)" != "$key" ] || [ ! -f "$cache/vmlinuz" ] 
 		for d in $(grep -a -o 'depends=[a-z0-9_,-]*' "$work/ird/mod/$1.ko" | head -1 | sed 's/^depends=//' | tr ',' ' '); do add "$d"; done
 		mods="$mods $1"
 	}
-	for m in virtio_pci 9pnet_virtio 9p; do add "$m"; done
+	for m in $modules; do add "$m"; done
 	printf '%s\n' "${init//@MODS@/${mods# }}" >"$work/ird/init"
 	chmod +x "$work/ird/init"
 	(cd "$work/ird" && find . | ./bin/busybox cpio -o -H newc 2>/dev/null | gzip >"$work/initrd.gz")

@@ -63,6 +63,10 @@ type Config struct {
 	OnLine   func(s Stream, line []byte)           // one line, newline stripped; valid during the call
 	OnReap   func(pid int, status unix.WaitStatus) // an orphan (not the child) was reaped
 	OnAdopt  func(pid int)                         // after USR2, the new master became the child
+	// BeforeStop is told of a TERM, INT or QUIT received, just before it is forwarded: the child
+	// has not begun to stop, so what it is doing is what the stop will cut short. It runs on
+	// Run's goroutine, between the signal and its forward: it must return at once.
+	BeforeStop func(sig os.Signal)
 	// OnStop is told, once each time, that the child was stopped (SIGSTOP, SIGTSTP…: stopped
 	// true, with the signal) or continued (stopped false): a stopped master serves nothing.
 	OnStop func(pid int, stopped bool, sig syscall.Signal)
@@ -80,7 +84,10 @@ type Config struct {
 	// from the master) before gwrap: gwrap's death is the container's. Raising needs no privilege.
 	ChildOOMScoreAdj int
 
-	MaxLine int // longest line delivered whole (default 4 MiB); longer ones come in pieces
+	// MaxLine is the longest line delivered whole (default 1 MiB); longer ones come in pieces
+	// of that size. A piece is copied a few times on its way to stdout (and a byte may take six
+	// once escaped in JSON): the bound keeps gwrap's memory small whatever the app prints.
+	MaxLine int
 
 	// Drain bounds the wait for the child's output once it has exited, when a descendant keeps
 	// the pipes open (default 2 s); then the group is SIGKILLed, and drainGrace later gwrap
@@ -120,7 +127,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{ExitCode: 127, Reason: "no command"}, fmt.Errorf("%w: empty command", ErrNotFound)
 	}
 	if cfg.MaxLine <= 0 {
-		cfg.MaxLine = 4 << 20
+		cfg.MaxLine = 1 << 20
 	}
 	if cfg.ProcRoot == "" {
 		cfg.ProcRoot = "/proc"
@@ -272,15 +279,19 @@ func (s *supervision) loop(ctx context.Context, sigs <-chan os.Signal) Result {
 			if sig == unix.SIGCHLD {
 				continue
 			}
+			stop := sig == unix.SIGTERM || sig == unix.SIGINT || sig == unix.SIGQUIT
+			if stop && s.cfg.BeforeStop != nil {
+				s.cfg.BeforeStop(sig)
+			}
 			err := unix.Kill(s.main, sig.(syscall.Signal))
 			if s.cfg.OnSignal != nil {
 				s.cfg.OnSignal(sig, err == nil)
 			}
-			switch sig {
-			case unix.SIGTERM, unix.SIGINT, unix.SIGQUIT:
+			switch {
+			case stop:
 				s.stopUpgrade(sig.(syscall.Signal))
 				startBudget()
-			case unix.SIGUSR2:
+			case sig == unix.SIGUSR2:
 				s.usr2 = true
 			}
 		case <-done:

@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -204,17 +205,26 @@ func TestNotFoundAndNotExecutable(t *testing.T) {
 }
 
 // TestForwardsEverySignal sends each forwarded signal through the seam; the child reports each.
+// BeforeStop is told of each stop signal (INT, QUIT, TERM) and only of those, before the child
+// has it: a tenth of a second in BeforeStop is time enough for a child that already had it to
+// say so.
 func TestForwardsEverySignal(t *testing.T) {
 	argv, env := selfCmd(t, "signals")
 	sigs := make(chan os.Signal, 16)
 	c := newCollector()
-	var forwarded []os.Signal
+	var forwarded, before []os.Signal
 	done := make(chan Result)
 	go func() {
 		res, _ := Run(context.Background(), Config{Argv: argv, Env: env, StopBudget: 5 * time.Second, Signals: sigs,
 			OnLine: c.on, OnSignal: func(s os.Signal, ok bool) {
 				if ok {
 					forwarded = append(forwarded, s)
+				}
+			}, BeforeStop: func(s os.Signal) {
+				before = append(before, s)
+				time.Sleep(100 * time.Millisecond)
+				if slices.Contains(c.get(StreamStdout), "got "+unix.SignalName(s.(syscall.Signal))) {
+					t.Errorf("BeforeStop(%v) came after the child had the signal", s)
 				}
 			}})
 		done <- res
@@ -232,6 +242,9 @@ func TestForwardsEverySignal(t *testing.T) {
 	}
 	if len(forwarded) != len(order)+1 {
 		t.Errorf("forwarded %v", forwarded)
+	}
+	if want := []os.Signal{unix.SIGINT, unix.SIGQUIT, unix.SIGTERM}; !slices.Equal(before, want) {
+		t.Errorf("BeforeStop told of %v, want %v", before, want)
 	}
 }
 

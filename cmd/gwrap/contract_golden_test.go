@@ -162,7 +162,8 @@ func TestContractGolden(t *testing.T) {
 	out.event(zerolog.WarnLevel, "config.warning").Str("code", "report_unwritten").Int("reports_unwritten", 2).Int("flight_lines_unwritten", 40).
 		Msg(fmt.Sprintf("%d post-mortems and %d flight-record lines were not written to %s before gwrap exited (the disk did not keep up, or failed as said above); the post-mortems are on stdout", 2, 40, "/reports"))
 	tlog := filepath.Join(t.TempDir(), "termination-log")
-	fl.terminate("/proc/nonexistent/termination-log", "exited with code 0") // fails: said
+	// A message that cannot be written is said (by a fleet of its own: gwrap writes one message at exit).
+	newFleet(out, ps, proc, settings, false).terminate("/proc/nonexistent/termination-log", "exited with code 0")
 	fl.terminate(tlog, "exited with code 0")
 	flight.finish(time.Now().Add(5 * time.Second))
 	out.finish(func() {
@@ -189,8 +190,21 @@ func TestContractGolden(t *testing.T) {
 // runEngine drives an engine through a Gunicorn 26 run, and two runs where Gunicorn is not seen
 // as expected (its master not found; its lines not reaching gwrap), writing to out and fl.
 func runEngine(t *testing.T, out *output, fl *fleet, clock *contractClock, t0 time.Time) {
-	dying := map[int]bool{106: true}
+	// /proc: every pid is a live child of the master (its start time 900+pid), but 106, which the
+	// OOM killer's SIGKILL is on its way to, and the ones reaped (die: the master's line about
+	// them comes after).
+	killed, gone := map[int]bool{106: true}, map[int]bool{}
 	var mu sync.Mutex
+	die := func(pid int) { mu.Lock(); gone[pid] = true; mu.Unlock() }
+	fate := func(id probes.ID) probes.Fate {
+		mu.Lock()
+		defer mu.Unlock()
+		if gone[id.PID] {
+			return probes.Fate{ID: probes.ID{PID: id.PID}, Gone: true}
+		}
+		return probes.Fate{ID: probes.ID{PID: id.PID, StartTime: uint64(900 + id.PID)}, PPID: 100, State: "S", StatusKnown: true,
+			KillPending: killed[id.PID]}
+	}
 	reps := &fakeReports{fail: 3}
 	settings := gunicorn.Settings{Timeout: 30, GracefulTimeout: 30, Workers: 3, WorkerClass: "sync", Threads: 1, LogLevel: "info", ErrorLog: "-",
 		DirtyWorkers: 1, DirtyApps: []string{"dirty:Heavy"}, DirtyTimeout: 6, DirtyThreads: 1, Sources: map[string]gunicorn.Source{}}
@@ -198,7 +212,16 @@ func runEngine(t *testing.T, out *output, fl *fleet, clock *contractClock, t0 ti
 		eng := engine.New(engine.Config{
 			Settings: s, Thresholds: postmortem.DefaultThresholds(), Host: postmortem.Host{Hostname: "web-1", GwrapVersion: "dev"},
 			Reports: reps,
-			Dying:   func(id probes.ID) bool { mu.Lock(); defer mu.Unlock(); return dying[id.PID] },
+			Fate:    fate,
+			Fates: func(master int) ([]probes.Fate, error) {
+				var fs []probes.Fate
+				for _, pid := range []int{101, 102, 103, 104, 105, 106} {
+					if f := fate(probes.ID{PID: pid}); !f.Gone && master == 100 {
+						fs = append(fs, f)
+					}
+				}
+				return fs, nil
+			},
 			History: 5 * time.Minute, Interval: time.Hour, Now: clock.now,
 		}, fl)
 		ctx, cancel := context.WithCancel(context.Background())
@@ -278,10 +301,12 @@ func runEngine(t *testing.T, out *output, fl *fleet, clock *contractClock, t0 ti
 	line(eng, at, 100, "CRITICAL", "WORKER TIMEOUT (pid:102)")
 	line(eng, at, 999, "CRITICAL", "WORKER TIMEOUT (pid:103)") // the app's own print: not believed
 	at = at.Add(time.Second)
+	die(102)
 	line(eng, at, 100, "ERROR", "Worker (pid:102) was sent SIGKILL! Perhaps out of memory?")
 	eng.Probe(probes.Event{Kind: probes.EventVanish, ID: late, Time: at})
 	// Worker 104 crashes; 105 is stuck booting, then boots; 106 is OOM-killed.
 	at = at.Add(time.Second)
+	die(104)
 	line(eng, at, 100, "ERROR", "Worker (pid:104) exited with code 1")
 	eng.Probe(probes.Event{Kind: probes.EventVanish, ID: crash, Time: at})
 	eng.Probe(probes.Event{Kind: probes.EventBoot, ID: stuck, Time: at, Master: 100})
@@ -306,6 +331,7 @@ func runEngine(t *testing.T, out *output, fl *fleet, clock *contractClock, t0 ti
 		Deep: &probes.Deep{Time: at, Stack: &probes.PyStack{Frames: []string{"thread 0x2", "  idle"}}}})
 	// The arbiter's death, signals, the end.
 	at = at.Add(time.Second)
+	die(101)
 	line(eng, at, 100, "WARNING", "Dirty arbiter (pid:101) killed by signal 9")
 	eng.Probe(probes.Event{Kind: probes.EventArbiterGone, ID: arbiter, Time: at})
 	at = at.Add(time.Second)

@@ -4,9 +4,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/rs/zerolog"
 
@@ -35,6 +39,10 @@ type fleet struct {
 	recent   *termlog.Recent
 	settings gunicorn.Settings
 	version  string
+
+	termMu    sync.Mutex // serialises the termination message's writes
+	termFinal bool       // the exit's message is written: nothing replaces it
+	stopSaid  bool       // the stop's message is written (or being written)
 }
 
 func newFleet(out *output, ps *parts, proc probes.FS, s gunicorn.Settings, withMetrics bool) *fleet {
@@ -225,11 +233,64 @@ func (f *fleet) serve(ctx context.Context, addr string) {
 }
 
 // terminate writes the termination message: why gwrap exits, then the last verdicts. It never
-// blocks the exit for long nor changes its code.
+// blocks the exit for long nor changes its code, and it is tried even after the stop's message
+// panicked.
 func (f *fleet) terminate(path, reason string) {
+	f.ps.try(partTermlog, func() { f.writeTerm(path, reason, true) })
+}
+
+// stopping writes the termination message when a stop begins (a TERM, INT or QUIT received,
+// before it is forwarded): if the platform kills the container before gwrap exits, because its
+// grace period is shorter than the stop, this is the message the platform keeps, and it says what
+// the stop was waiting for. gwrap's exit replaces it (terminate). Workers busy in a request are
+// counted now, while Gunicorn still holds its listeners (a few /proc reads); the write runs on
+// its own goroutine, so the forward is not delayed by a slow file. It runs on the supervisor's
+// goroutine: behind the termination part's guard.
+func (f *fleet) stopping(path string, sig os.Signal, budget time.Duration, at time.Time) {
+	f.ps.run(partTermlog, func() {
+		fault(partTermlog)
+		f.stopMessage(path, sig, budget, at)
+	})
+}
+
+func (f *fleet) stopMessage(path string, sig os.Signal, budget time.Duration, at time.Time) {
+	f.termMu.Lock()
+	said := f.stopSaid || path == ""
+	f.stopSaid = true
+	f.termMu.Unlock()
+	if said {
+		return
+	}
+	busy := ""
+	if master := int(f.master.Load()); master != 0 {
+		if s, err := f.proc.Saturation(master, at); err == nil && s.BusyKnown {
+			busy = fmt.Sprintf(" with %d of %d workers busy", s.Busy, s.Workers)
+		}
+	}
+	f.mu.Lock()
+	graceful := f.settings.GracefulTimeout
+	f.mu.Unlock()
+	name := unix.SignalName(sig.(syscall.Signal))
+	what := fmt.Sprintf("a graceful stop%s (Gunicorn's --graceful-timeout %d s, gwrap's stop budget %s)", busy, graceful, budget)
+	if sig != unix.SIGTERM {
+		what = fmt.Sprintf("a quick stop%s (gwrap's stop budget %s)", busy, budget)
+	}
+	reason := fmt.Sprintf("%s at %s began %s, and the stop did not finish: gwrap replaces this message when it exits, so the container was killed before the stop ended, most likely at the end of the platform's grace period (docker or podman stop -t, Kubernetes' terminationGracePeriodSeconds)",
+		name, at.UTC().Format(time.RFC3339), what)
+	go f.ps.run(partTermlog, func() { f.writeTerm(path, reason, false) })
+}
+
+// writeTerm writes the termination message for reason, unless the exit's is written already.
+func (f *fleet) writeTerm(path, reason string, final bool) {
 	if path == "" {
 		return
 	}
+	f.termMu.Lock()
+	defer f.termMu.Unlock()
+	if f.termFinal {
+		return
+	}
+	f.termFinal = final
 	f.mu.Lock()
 	msg := f.recent.Build(reason)
 	f.mu.Unlock()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
@@ -82,5 +83,60 @@ func TestMetricsAndTerminationMessage(t *testing.T) {
 	}
 	if len(msg) > 1024 || !strings.Contains(string(msg), "oom_killed") || !strings.Contains(string(msg), "blocked") || strings.Contains(string(msg), "old message") {
 		t.Errorf("termination message (%d bytes):\n%s", len(msg), msg)
+	}
+}
+
+// TestTerminationMessageWhileStopping: the termination message is written when a stop begins,
+// naming the signal and the busy workers, so that a container the platform kills before the stop
+// ends (its grace period shorter than Gunicorn's graceful timeout) still says why; gwrap's exit
+// replaces it with the exit's reason once the request in flight has finished.
+func TestTerminationMessageWhileStopping(t *testing.T) {
+	gunicorn := testkit.Gunicorn(t)
+	dir := writeApp(t, testkit.AppShim())
+	port, mport := freePort(t), freePort(t)
+	term := filepath.Join(t.TempDir(), "termination-log")
+	if err := os.WriteFile(term, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := startGwrap(t, nil, "--report-dir", t.TempDir(), "--metrics-addr", fmt.Sprintf("127.0.0.1:%d", mport),
+		"--termination-log", term, "--stop-budget", "20s", "--", gunicorn, "--chdir", dir, "app:app", "--workers", "1",
+		"--graceful-timeout", "15", "--bind", fmt.Sprintf("127.0.0.1:%d", port))
+	base := fmt.Sprintf("http://127.0.0.1:%d", port)
+	waitHTTP(t, base+"/", 30*time.Second)
+	done := make(chan int, 1)
+	go func() { code, _ := get(base+"/sleep?3", 20*time.Second); done <- code }()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, body := get(fmt.Sprintf("http://127.0.0.1:%d/metrics", mport), time.Second); regexp.MustCompile(`(?m)^gwrap_workers_busy(\{role="http"\})? 1$`).MatchString(body) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the request never showed as busy on /metrics")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	p.signal(t, syscall.SIGTERM)
+	want := "gwrap: SIGTERM at "
+	var msg []byte
+	for deadline := time.Now().Add(2 * time.Second); ; {
+		msg, _ = os.ReadFile(term)
+		if bytes.HasPrefix(msg, []byte(want)) || time.Now().After(deadline) {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	for _, w := range []string{want, " began a graceful stop with 1 of 1 workers busy (Gunicorn's --graceful-timeout 15 s, gwrap's stop budget 20s), and the stop did not finish"} {
+		if !bytes.Contains(msg, []byte(w)) {
+			t.Errorf("while stopping, the termination message does not say %q:\n%s", w, msg)
+		}
+	}
+	if code := <-done; code != 200 {
+		t.Errorf("the request in flight ended %d, want 200", code)
+	}
+	if code := p.wait(t, 20*time.Second); code != 0 {
+		t.Errorf("exit code %d, want 0", code)
+	}
+	if msg, _ := os.ReadFile(term); string(msg) != "gwrap: exited with code 0\n" {
+		t.Errorf("after the exit, the termination message is %q", msg)
 	}
 }

@@ -132,3 +132,37 @@ func waitFile(t *testing.T, path string, d time.Duration) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// TestPanicWhileStoppingStillStops: the termination message written when a stop begins runs on
+// the supervisor's goroutine, between the signal and its forward: a panic there is said once and
+// the stop goes on (Gunicorn gets the TERM, gwrap exits 0), and the exit still writes its message.
+func TestPanicWhileStoppingStillStops(t *testing.T) {
+	bin := faultGwrap(t)
+	gunicorn := testkit.Gunicorn(t)
+	app := writeApp(t, testApp)
+	port := freePort(t)
+	term := filepath.Join(t.TempDir(), "termination-log")
+	if err := os.WriteFile(term, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	run := startCmd(t, exec.Command(bin, "--report-dir", t.TempDir(), "--termination-log", term, "--",
+		gunicorn, "--chdir", app, "app:app", "--workers", "1", "--graceful-timeout", "2",
+		"--bind", fmt.Sprintf("127.0.0.1:%d", port)), []string{"GWRAP_TEST_PANIC=" + string(partTermlog)})
+	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/", port), 20*time.Second)
+	run.signal(t, syscall.SIGTERM)
+	if code := run.wait(t, 20*time.Second); code != 0 {
+		t.Errorf("exit code %d, want Gunicorn's 0", code)
+	}
+	var warnings []map[string]any
+	for _, e := range run.stdout.events(t) {
+		if e["event"] == "config.warning" && e["code"] == "panic" {
+			warnings = append(warnings, e)
+		}
+	}
+	if len(warnings) != 1 || warnings[0]["part"] != string(partTermlog) {
+		t.Errorf("panic warnings %v, want one for %s", warnings, partTermlog)
+	}
+	if msg, _ := os.ReadFile(term); string(msg) != "gwrap: exited with code 0\n" {
+		t.Errorf("the exit's termination message is %q", msg)
+	}
+}

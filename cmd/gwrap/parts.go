@@ -30,6 +30,7 @@ const (
 	partCgroup   part = "cgroup"   // the cgroup sampler: off
 	partMetrics  part = "metrics"  // /metrics: its live readings (or the server) off
 	partSettings part = "settings" // reading a master's settings: they are not read again
+	partTermlog  part = "termlog"  // the termination message: the stop's off, the exit's still tried
 )
 
 // afterPanic says what a panic leaves of each part (the warning's second half).
@@ -43,6 +44,7 @@ var afterPanic = map[part]string{
 	partCgroup:   "the container's cgroup is no longer sampled: post-mortems will lack its memory and CPU",
 	partMetrics:  "/metrics goes on without the readings of that part",
 	partSettings: "Gunicorn's settings are not read again",
+	partTermlog:  "the termination message is not written when a stop begins; gwrap's exit still tries to write it",
 }
 
 // parts runs the monitoring parts behind guards and remembers which are off.

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/gwrap/gwrap/internal/testkit"
 )
 
 // The app the gwrap cases run under Debian's gunicorn: /alloc grows past memory.max, /pressure
@@ -45,7 +47,7 @@ def app(environ, start_response):
 
 // gwrapRun is gwrap in front of Debian's gunicorn, started inside a cgroup.
 type gwrapRun struct {
-	out     *lines
+	out     *testkit.Events
 	port    int
 	reports string
 	waited  chan struct{}
@@ -89,7 +91,7 @@ func startGwrapReports(t *testing.T, c *cgroup, timeout int, reports string) *gw
 		t.Fatal(err)
 	}
 	r.pid = cmd.Process.Pid
-	r.out = collect(stdout)
+	r.out = testkit.CollectEvents(stdout)
 	go func() { _ = cmd.Wait(); close(r.waited) }()
 	t.Cleanup(func() {
 		_ = syscall.Kill(-r.pid, syscall.SIGKILL)
@@ -113,14 +115,14 @@ func (r *gwrapRun) ready(t *testing.T, name string) {
 			}
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("gunicorn did not answer within 3 min; output:\n%s", r.out.text())
+			t.Fatalf("gunicorn did not answer within 3 min; output:\n%s", r.out.Text())
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
-	start := r.out.wait(t, time.Second, "gwrap.start", isEvent("gwrap.start"))
-	gstart := r.out.wait(t, time.Second, "gunicorn.start", isEvent("gunicorn.start"))
+	start := r.out.Wait(t, time.Second, "gwrap.start", testkit.IsEvent("gwrap.start"))
+	gstart := r.out.Wait(t, time.Second, "gunicorn.start", testkit.IsEvent("gunicorn.start"))
 	evalNote := "evaluated"
-	for _, e := range r.out.events() {
+	for _, e := range r.out.All(0) {
 		if msg, _ := e["message"].(string); e["code"] == "settings_unknown" && strings.Contains(msg, "could not evaluate") {
 			evalNote = "fell back to the static read: " + msg
 		}
@@ -189,8 +191,8 @@ func TestGwrapOOMKilled(t *testing.T) {
 	r := startGwrap(t, c, 60)
 	r.ready(t, "oom")
 	r.request("/alloc")
-	pm := r.out.wait(t, 3*time.Minute, "a postmortem", isEvent("postmortem"))
-	oom := r.out.wait(t, time.Second, "oom.kill", isEvent("oom.kill"))
+	pm := r.out.Wait(t, 3*time.Minute, "a postmortem", testkit.IsEvent("postmortem"))
+	oom := r.out.Wait(t, time.Second, "oom.kill", testkit.IsEvent("oom.kill"))
 	victim, _ := pm["pid"].(float64)
 	var pids []float64
 	for _, p := range oom["pids"].([]any) {
@@ -219,7 +221,7 @@ func TestGwrapMemoryPressure(t *testing.T) {
 	r := startGwrap(t, c, 10)
 	r.ready(t, "pressure")
 	r.request("/pressure")
-	pm := r.out.wait(t, 3*time.Minute, "a postmortem", isEvent("postmortem"))
+	pm := r.out.Wait(t, 3*time.Minute, "a postmortem", testkit.IsEvent("postmortem"))
 	measure(t, "gwrap_pressure", "cause=%v kind=%v summary=%q", pm["cause"], pm["kind"], pm["summary"])
 	if pm["cause"] != "memory_pressure" {
 		b, _ := json.Marshal(field(report(t, pm), "verdict"))
@@ -242,7 +244,7 @@ func TestGwrapOOMGroupWarning(t *testing.T) {
 	c := newCgroup(t, "gwrap-g-group", "memory.max", fmt.Sprint(200<<20), "memory.oom.group", "1")
 	reports := t.TempDir()
 	r := startGwrapReports(t, c, 60, reports)
-	w := r.out.wait(t, 3*time.Minute, "the memory.oom.group warning", func(m map[string]any) bool {
+	w := r.out.Wait(t, 3*time.Minute, "the memory.oom.group warning", func(m map[string]any) bool {
 		msg, _ := m["message"].(string)
 		return m["event"] == "config.warning" && strings.Contains(msg, "memory.oom.group")
 	})
@@ -253,10 +255,10 @@ func TestGwrapOOMGroupWarning(t *testing.T) {
 	select {
 	case <-r.waited:
 	case <-time.After(3 * time.Minute):
-		t.Fatalf("the group OOM kill did not kill gwrap; output:\n%s", r.out.text())
+		t.Fatalf("the group OOM kill did not kill gwrap; output:\n%s", r.out.Text())
 	}
 	again := startGwrapReports(t, c, 60, reports)
-	pm := again.out.wait(t, 3*time.Minute, "the previous run's post-mortem", isEvent("postmortem"))
+	pm := again.out.Wait(t, 3*time.Minute, "the previous run's post-mortem", testkit.IsEvent("postmortem"))
 	measure(t, "gwrap_previous_run", "kind=%v cause=%v summary=%q", pm["kind"], pm["cause"], pm["summary"])
 	// The cause is oom_killed when the record's last samples caught the growth or the counter;
 	// an allocation that fills 200 MiB within one 1 Hz sample leaves only "unknown", saying when

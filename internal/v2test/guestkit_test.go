@@ -4,7 +4,6 @@ package v2test
 
 import (
 	"bufio"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -158,85 +156,6 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// lines collects a process's JSON output lines while the test waits for events.
-type lines struct {
-	mu   sync.Mutex
-	cond *sync.Cond
-	all  []string
-	done bool
-}
-
-func collect(r io.Reader) *lines {
-	l := &lines{}
-	l.cond = sync.NewCond(&l.mu)
-	go func() {
-		br := bufio.NewReaderSize(r, 1<<20)
-		for {
-			s, err := br.ReadString('\n')
-			l.mu.Lock()
-			if s != "" {
-				l.all = append(l.all, strings.TrimSuffix(s, "\n"))
-			}
-			if err != nil {
-				l.done = true
-			}
-			l.cond.Broadcast()
-			l.mu.Unlock()
-			if err != nil {
-				return
-			}
-		}
-	}()
-	return l
-}
-
-// wait returns the first event with pred, or fails after d with the output so far.
-func (l *lines) wait(t *testing.T, d time.Duration, what string, pred func(map[string]any) bool) map[string]any {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	timer := time.AfterFunc(d, func() { l.mu.Lock(); l.cond.Broadcast(); l.mu.Unlock() })
-	defer timer.Stop()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	for seen := 0; ; {
-		for ; seen < len(l.all); seen++ {
-			var m map[string]any
-			if json.Unmarshal([]byte(l.all[seen]), &m) == nil && pred(m) {
-				return m
-			}
-		}
-		if l.done || time.Now().After(deadline) {
-			t.Fatalf("no %s within %v; output:\n%s", what, d, strings.Join(l.all, "\n"))
-		}
-		l.cond.Wait()
-	}
-}
-
-// events returns every JSON event so far.
-func (l *lines) events() []map[string]any {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []map[string]any
-	for _, s := range l.all {
-		var m map[string]any
-		if json.Unmarshal([]byte(s), &m) == nil {
-			out = append(out, m)
-		}
-	}
-	return out
-}
-
-// text is the output so far.
-func (l *lines) text() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Join(l.all, "\n")
-}
-
-func isEvent(name string) func(map[string]any) bool {
-	return func(m map[string]any) bool { return m["event"] == name }
 }
 
 // eventTime is an event's timestamp.
