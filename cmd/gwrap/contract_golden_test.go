@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -76,6 +77,48 @@ func (r *fakeReports) Write(rep postmortem.Report) (string, error) {
 // dropped, retyped or moved shows as a diff. Times are the test's; pids and paths that vary are
 // replaced.
 func TestContractGolden(t *testing.T) {
+	events, metrics, termination := contractOutputs(t)
+	checkGolden(t, goldenEvents, events)
+	checkGolden(t, goldenMetrics, metrics)
+	checkGolden(t, goldenTermination, termination)
+}
+
+var (
+	// sigName is a signal as every event names it.
+	sigName = regexp.MustCompile(`^SIG[A-Z0-9]+$`)
+	// placeholders are normalizeContract's numbers, as numbers.
+	placeholders = strings.NewReplacer(`$PID`, "1", `$CORES`, "1")
+)
+
+// TestContractSaysEachThingOneWay: over every event of the contract, a config.warning has one
+// code field (and no key), and a signal has one name (SIGHUP, never Go's "hangup"), whichever
+// part of gwrap wrote it.
+func TestContractSaysEachThingOneWay(t *testing.T) {
+	events, _, _ := contractOutputs(t)
+	for i, l := range strings.Split(strings.TrimSpace(events), "\n") {
+		var m map[string]any
+		if err := json.Unmarshal([]byte(placeholders.Replace(l)), &m); err != nil {
+			t.Fatalf("line %d: %v: %s", i+1, err, l)
+		}
+		if m["event"] == "config.warning" {
+			if c, _ := m["code"].(string); c == "" {
+				t.Errorf("line %d: a config.warning without a code: %s", i+1, l)
+			}
+			if _, ok := m["key"]; ok {
+				t.Errorf("line %d: a config.warning with a key besides its code: %s", i+1, l)
+			}
+		}
+		if sig, ok := m["signal"]; ok {
+			if s, _ := sig.(string); !sigName.MatchString(s) {
+				t.Errorf("line %d: signal %q is not named as every event names it (SIGHUP): %s", i+1, sig, l)
+			}
+		}
+	}
+}
+
+// contractOutputs runs the contract's scenario and returns what it wrote: the events on stdout,
+// /metrics and the termination message, with what varies from machine to machine replaced.
+func contractOutputs(t *testing.T) (events, metrics, termination string) {
 	var buf bytes.Buffer
 	t0 := time.Date(2026, 11, 25, 6, 0, 0, 0, time.UTC)
 	out := newOutput(&buf, io.Discard, "json", func() time.Time { return t0 })
@@ -103,20 +146,20 @@ func TestContractGolden(t *testing.T) {
 	end()
 
 	// Degradations cmd/gwrap says once.
-	out.warnOnce("cgroup", "config.warning", "cannot read the container's cgroup, memory and OOM evidence will be missing: no memory cgroup found")
-	out.warnOnce("pystack", "config.warning", "Python stacks are off: no writable private dir")
-	out.warnOnce("cannot read the workers' schedstat; that evidence is missing from reports", "config.warning", "cannot read the workers' schedstat; that evidence is missing from reports")
-	out.warnOnce("probes", "config.warning", "worker monitoring stopped: command 17097: stat /proc/17097: no such file or directory")
-	out.warnOnce("oom", "config.warning", "OOM notifications for /sys/fs/cgroup/memory are unavailable (permission denied): the oom_kill counter is polled every 1s instead")
-	out.warnOnce("cgroup-missing-memory.stat (missing)", "config.warning", "cannot read the cgroup's memory.stat (missing); that evidence will be missing")
-	out.warnOnce("flight-queue", "config.warning", "the report dir /reports is not keeping up with the flight record: its lines are dropped and counted in gwrap.exit")
-	out.warnOnce("flight-host", "config.warning", "cannot read the host name (no such file); the flight record is kept as host \"unknown\"")
-	out.warnOnce("report-write", "config.warning", "cannot write post-mortem reports to /reports: disk full (they still appear on stdout)")
-	out.warnOnce("flight", "config.warning", "cannot read the previous run's flight record: permission denied")
-	out.warnOnce("flight record: refused", "config.warning", "flight record: /reports/flight-h.a.jsonl is a symlink; the flight record goes on without it")
-	out.warnOnce("settings-static", "config.warning", "Gunicorn's settings are read from its command line only, without running or reading its config file: gwrap (uid 1000) cannot act as uid 33")
-	out.warnCode("master-by-hint", "master_unconfirmed", "gwrap took process 100 for the Gunicorn master on its command line or start line alone")
-	out.warnCode("settings-unknown", "settings_unknown", "cannot learn the settings of the Gunicorn master 100")
+	out.warnOnce("cgroup", "cgroup_unreadable", "cannot read the container's cgroup, memory and OOM evidence will be missing: no memory cgroup found")
+	out.warnOnce("pystack", "pystack", "Python stacks are off: no writable private dir")
+	out.warnOnce("cannot read the workers' schedstat; that evidence is missing from reports", "proc_unreadable", "cannot read the workers' schedstat; that evidence is missing from reports")
+	out.warnOnce("probes", "probes_stopped", "worker monitoring stopped: command 17097: stat /proc/17097: no such file or directory")
+	out.warnOnce("oom", "oom_polled", "OOM notifications for /sys/fs/cgroup/memory are unavailable (permission denied): the oom_kill counter is polled every 1s instead")
+	out.warnOnce("cgroup-missing-memory.stat (missing)", "cgroup_missing", "cannot read the cgroup's memory.stat (missing); that evidence will be missing")
+	out.warnOnce("flight-queue", "flight_queue", "the report dir /reports is not keeping up with the flight record: its lines are dropped and counted in gwrap.exit")
+	out.warnOnce("flight-host", "flight_host", "cannot read the host name (no such file); the flight record is kept as host \"unknown\"")
+	out.warnOnce("report-write", "report_write", "cannot write post-mortem reports to /reports: disk full (they still appear on stdout)")
+	out.warnOnce("flight", "flight_record", "cannot read the previous run's flight record: permission denied")
+	out.warnOnce("flight record: refused", "flight_record", "flight record: /reports/flight-h.a.jsonl is a symlink; the flight record goes on without it")
+	out.warnOnce("settings-static", "settings_static", "Gunicorn's settings are read from its command line only, without running or reading its config file: gwrap (uid 1000) cannot act as uid 33")
+	out.warnOnce("master-by-hint", "master_unconfirmed", "gwrap took process 100 for the Gunicorn master on its command line or start line alone")
+	out.warnOnce("settings-unknown", "settings_unknown", "cannot learn the settings of the Gunicorn master 100")
 	out.event(zerolog.WarnLevel, "config.warning").Str("code", "report_dir").Msg("report dir /reports: not a directory; post-mortems will not be written")
 	out.event(zerolog.WarnLevel, "config.warning").Str("code", "metrics").Msg("cannot serve /metrics: metrics: listen :1: permission denied")
 	ps.panicked(guard.Panic{Part: string(partCgroup), Message: "runtime error: index out of range [3] with length 3", Where: "memwatch/cgroup.go:120"}, true)
@@ -177,14 +220,11 @@ func TestContractGolden(t *testing.T) {
 	var early bytes.Buffer
 	exitAtStartup(newOutput(&early, io.Discard, "json", func() time.Time { return t0 }), syscall.SIGTERM, io.Discard)
 
-	events := normalizeContract(buf.String()+early.String(), dir, host)
-	termination, err := os.ReadFile(tlog)
+	term, err := os.ReadFile(tlog)
 	if err != nil {
 		t.Fatal(err)
 	}
-	checkGolden(t, goldenEvents, events)
-	checkGolden(t, goldenMetrics, exposition(t, fl))
-	checkGolden(t, goldenTermination, normalizeContract(string(termination), dir, host))
+	return normalizeContract(buf.String()+early.String(), dir, host), exposition(t, fl), normalizeContract(string(term), dir, host)
 }
 
 // runEngine drives an engine through a Gunicorn 26 run, and two runs where Gunicorn is not seen

@@ -10,8 +10,6 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/rs/zerolog"
 
 	"github.com/gwrap/gwrap/engine"
@@ -270,9 +268,9 @@ func (f *fleet) stopMessage(path string, sig os.Signal, budget time.Duration, at
 	f.mu.Lock()
 	graceful := f.settings.GracefulTimeout
 	f.mu.Unlock()
-	name := unix.SignalName(sig.(syscall.Signal))
+	name := signalName(sig)
 	what := fmt.Sprintf("a graceful stop%s (Gunicorn's --graceful-timeout %d s, gwrap's stop budget %s)", busy, graceful, budget)
-	if sig != unix.SIGTERM {
+	if sig != syscall.SIGTERM {
 		what = fmt.Sprintf("a quick stop%s (gwrap's stop budget %s)", busy, budget)
 	}
 	reason := fmt.Sprintf("%s at %s began %s, and the stop did not finish: gwrap replaces this message when it exits, so the container was killed before the stop ended, most likely at the end of the platform's grace period (docker or podman stop -t, Kubernetes' terminationGracePeriodSeconds)",

@@ -45,11 +45,11 @@ type flightQueue struct {
 func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, settings gunicorn.Settings, cg memwatch.Stats, start time.Time) *flightQueue {
 	f := &flightQueue{stop: make(chan struct{}), recovered: make(chan struct{})}
 	f.q = newDiskQueue(partFlight, ps, flightQueueMax, false, func(int) {
-		out.warnOnce("flight-queue", "config.warning", "the report dir "+cfg.ReportDir+" is not keeping up with the flight record: its lines are dropped and counted in gwrap.exit")
+		out.warnOnce("flight-queue", "flight_queue", "the report dir "+cfg.ReportDir+" is not keeping up with the flight record: its lines are dropped and counted in gwrap.exit")
 	})
 	host, err := os.Hostname()
 	if err != nil {
-		out.warnOnce("flight-host", "config.warning", "cannot read the host name ("+err.Error()+"); the flight record is kept as host \"unknown\"")
+		out.warnOnce("flight-host", "flight_host", "cannot read the host name ("+err.Error()+"); the flight record is kept as host \"unknown\"")
 	}
 	f.q.push(diskJob{at: start, run: func() error {
 		recovered := false
@@ -70,7 +70,7 @@ func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, setti
 		if rep != nil {
 			path, err := reports.Write(*rep)
 			if err != nil {
-				out.warnOnce("report-write", "config.warning", "cannot write post-mortem reports to "+cfg.ReportDir+": "+err.Error()+" (they still appear on stdout)")
+				out.warnOnce("report-write", "report_write", "cannot write post-mortem reports to "+cfg.ReportDir+": "+err.Error()+" (they still appear on stdout)")
 			}
 			v := rep.Verdict
 			out.event(zerolog.ErrorLevel, "postmortem").Str("cause", string(v.Cause)).Int("pid", rep.Incident.PID).
@@ -92,12 +92,12 @@ func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, setti
 				if strings.HasPrefix(msg, "flight record: ") {
 					key = msg // a file refused: each once (the recorder says each once)
 				}
-				out.warnOnce(key, "config.warning", msg)
+				out.warnOnce(key, "flight_record", msg)
 			},
 			Refused: refused,
 		})
 		if readErr != nil {
-			out.warnOnce("flight", "config.warning", "cannot read the previous run's flight record: "+readErr.Error())
+			out.warnOnce("flight", "flight_record", "cannot read the previous run's flight record: "+readErr.Error())
 		}
 		return nil
 	}})

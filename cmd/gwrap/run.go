@@ -73,7 +73,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	cg, cgErr := memwatch.Open(memwatch.Options{CgroupRoot: cfg.CgroupRoot, ProcRoot: cfg.ProcRoot, Path: cfg.CgroupPath})
 	var cgStats memwatch.Stats
 	if cgErr != nil {
-		out.warnOnce("cgroup", "config.warning", "cannot read the container's cgroup, memory and OOM evidence will be missing: "+cgErr.Error())
+		out.warnOnce("cgroup", "cgroup_unreadable", "cannot read the container's cgroup, memory and OOM evidence will be missing: "+cgErr.Error())
 	} else {
 		cgStats = cg.Sample()
 	}
@@ -101,7 +101,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	// Gunicorn starts, nor on the relay, signal, engine or stop paths.
 	store := postmortem.NewStore(cfg.ReportDir, postmortem.Retention{MaxCount: cfg.ReportMaxCount, MaxBytes: cfg.ReportMaxBytes})
 	reports := newReportQueue(store, out, ps)
-	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, gunicorn.Tracked(), ps, func(msg string) { out.warnOnce("pystack", "config.warning", msg) })
+	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, gunicorn.Tracked(), ps, func(msg string) { out.warnOnce("pystack", "pystack", msg) })
 	defer stk.close()
 	proc := procFS(cfg.ProcRoot)
 	var eng *engine.Engine   // made below, once the watcher it tells exists
@@ -114,7 +114,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		Stack:        stk.take,
 		Interval:     cfg.Interval,
 		FastInterval: cfg.FastInterval,
-		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
+		Warn:         func(msg string) { out.warnOnce(msg, "proc_unreadable", msg) },
 		// The container's cgroup is sampled in the workers' sweep, and the sweep's events reach
 		// the engine in one batch: an idle gwrap wakes once a second, and wakes the engine once.
 		// The flight record takes the sweep's lines in one write.
@@ -231,7 +231,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			case ev.Kind == probes.EventMaster:
 				fl.master.Store(int64(ev.ID.PID))
 				if ev.Evidence == probes.ByHint {
-					out.warnCode("master-by-hint", "master_unconfirmed", fmt.Sprintf(
+					out.warnOnce("master-by-hint", "master_unconfirmed", fmt.Sprintf(
 						"gwrap took process %d for the Gunicorn master on its command line or start line alone: its open files are closed to gwrap (another user, and no CAP_SYS_PTRACE), so heartbeats cannot be read either", ev.ID.PID))
 				}
 				if !isGunicorn {
@@ -259,7 +259,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			return err
 		}
 		watchMasters(wctx, master, run,
-			func(err error) { out.warnOnce("probes", "config.warning", "worker monitoring stopped: "+err.Error()) })
+			func(err error) { out.warnOnce("probes", "probes_stopped", "worker monitoring stopped: "+err.Error()) })
 		return nil
 	}, func(error) { wcancel() })
 
@@ -274,7 +274,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 					eng.OOM(ev)
 					flight.OOM(ev)
 					oomTotal.Store(max(oomTotal.Load(), ev.Total))
-				}, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
+				}, func(msg string) { out.warnOnce("oom", "oom_polled", msg) })
 			})
 			<-octx.Done() // a part that stopped early must not end the group, and the app with it
 			return nil
@@ -374,7 +374,7 @@ func procFS(root string) probes.FS { return probes.NewFS(root).RedactArgs(postmo
 func sampleCgroup(cg *memwatch.Cgroup, out *output) memwatch.Stats {
 	st := cg.Sample()
 	for _, m := range st.Missing {
-		out.warnOnce("cgroup-missing-"+m, "config.warning", "cannot read the cgroup's "+m+"; that evidence will be missing")
+		out.warnOnce("cgroup-missing-"+m, "cgroup_missing", "cannot read the cgroup's "+m+"; that evidence will be missing")
 	}
 	return st
 }
@@ -458,16 +458,16 @@ func learnSettings(ctx context.Context, cfg config, proc probes.FS, stk *stacks,
 	s, err := stk.reportedSettings(ctx, pid)
 	if err != nil {
 		var ok bool
-		warn := func(msg string) { out.warnOnce("settings-static", "config.warning", msg) }
+		warn := func(msg string) { out.warnOnce("settings-static", "settings_static", msg) }
 		if s, ok = masterSettings(ctx, cfg, proc, pid, warn); !ok {
-			out.warnCode("settings-unknown", "settings_unknown", fmt.Sprintf(
+			out.warnOnce("settings-unknown", "settings_unknown", fmt.Sprintf(
 				"cannot learn the settings of the Gunicorn master %d: its command line is not Gunicorn's (a custom application sets them in Python) and it reported none (%v); gwrap assumes Gunicorn's defaults (timeout %d s) until its log says otherwise",
 				pid, err, gunicorn.Defaults().Timeout))
 			return
 		}
 	}
 	for _, p := range s.Problems {
-		out.warnCode("settings-problem-"+p, "settings_unknown", p)
+		out.warnOnce("settings-problem-"+p, "settings_unknown", p)
 	}
 	for _, w := range gunicorn.BlindSpots(s) {
 		out.event(zerolog.WarnLevel, "config.warning").Str("code", w.Code).Str("fix", w.Fix).Msg(w.Message)
