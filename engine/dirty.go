@@ -148,7 +148,7 @@ func (s *state) turnOn() {
 		return
 	}
 	s.dirty.on = true
-	s.tellLimits()
+	s.tell()
 }
 
 // arbiterRecord returns the record of the arbiter pid (making it, or turning a record the

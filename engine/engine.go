@@ -62,6 +62,10 @@ type Config struct {
 	// holds: once by New, then whenever they change (the master's own settings read late, the
 	// class its log names, its dirty arbiter seen). It must not block.
 	OnLimits func(probes.Limits)
+	// OnSettings is told the settings the engine holds, as the outputs label what they count
+	// (/metrics' gwrap_gunicorn_info): those read at start or from the master, with the class
+	// Gunicorn's log names. Told with OnLimits, by the same path; it must not block.
+	OnSettings func(gunicorn.Settings)
 	// OnMasterHint is told the pid a start line of Gunicorn's names as its master's ("Starting
 	// gunicorn", "Listening at: … (PID)"): a hint for the watcher, which /proc must confirm
 	// (probes.Watcher.Hint). Called on the engine's goroutine; it must not block.
@@ -173,7 +177,7 @@ func New(cfg Config, out Emitter) *Engine {
 	e := &Engine{cfg: cfg, in: make(chan input, inBuffer), done: make(chan struct{})}
 	e.st = newState(cfg, marked{out, e})
 	e.lines.init(inBytes)
-	e.st.tellLimits()
+	e.st.tell()
 	return e
 }
 

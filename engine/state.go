@@ -82,17 +82,19 @@ func (s *state) setSettings(n gunicorn.Settings) {
 	if n.DirtyWorkers > 0 && len(n.DirtyApps) > 0 {
 		s.dirty.on = true
 	}
-	s.tellLimits()
+	s.tell()
 }
 
-// tellLimits tells the watcher what it judges the workers against (Config.OnLimits): the
-// settings the engine holds, read with Gunicorn's rules.
-func (s *state) tellLimits() {
-	if s.cfg.OnLimits == nil {
-		return
+// tell tells the watcher what it judges the workers against (Config.OnLimits), read with
+// Gunicorn's rules, and the outputs the settings the engine holds (Config.OnSettings).
+func (s *state) tell() {
+	if s.cfg.OnLimits != nil {
+		t := s.timeout()
+		s.cfg.OnLimits(probes.Limits{Timeout: t, Beat: gunicorn.ClassOf(s.settings).Heartbeat(t), Dirty: s.dirty.on, DirtyTimeout: s.dirtyTimeout()})
 	}
-	t := s.timeout()
-	s.cfg.OnLimits(probes.Limits{Timeout: t, Beat: gunicorn.ClassOf(s.settings).Heartbeat(t), Dirty: s.dirty.on, DirtyTimeout: s.dirtyTimeout()})
+	if s.cfg.OnSettings != nil {
+		s.cfg.OnSettings(s.settings)
+	}
 }
 
 func (s *state) timeout() time.Duration { return time.Duration(s.settings.Timeout) * time.Second }
@@ -145,7 +147,7 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 	case gunicorn.KindUsingWorker:
 		if c := string(gunicorn.LoggedClass(e.WorkerClass)); (s.master == 0 || s.fromMaster(e)) && c != "" && c != s.settings.WorkerClass {
 			s.settings.WorkerClass, s.classFromLog = c, c
-			s.tellLimits()
+			s.tell()
 		}
 	case gunicorn.KindBooting:
 		// A worker announces itself; the watcher may not have seen it yet (a boot failure can be

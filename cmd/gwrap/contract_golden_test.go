@@ -262,7 +262,8 @@ func runEngine(t *testing.T, out *output, fl *fleet, clock *contractClock, t0 ti
 				}
 				return fs, nil
 			},
-			History: 5 * time.Minute, Interval: time.Hour, Now: clock.now,
+			OnSettings: fl.setSettings, // as gwrap wires it
+			History:    5 * time.Minute, Interval: time.Hour, Now: clock.now,
 		}, fl)
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})

@@ -119,7 +119,7 @@ func (f *fleet) count(e engine.Event) {
 	}
 }
 
-// setSettings takes Gunicorn's settings read again from its master.
+// setSettings takes the settings the engine holds (engine.Config.OnSettings).
 func (f *fleet) setSettings(s gunicorn.Settings) {
 	f.mu.Lock()
 	f.settings = s

@@ -136,7 +136,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			batch = nil
 		},
 	})
-	// The engine holds Gunicorn's settings and tells the watcher what to judge workers against.
+	// The engine holds Gunicorn's settings: it tells the watcher what to judge workers against,
+	// and the outputs what to label their counts with.
 	eng = engine.New(engine.Config{
 		Settings:     settings,
 		Thresholds:   cfg.Thresholds,
@@ -148,6 +149,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		CrashStack:   stk.crash,
 		OnForget:     func(pid int) { stk.forget(pid, time.Now()) },
 		OnLimits:     watcher.SetLimits,
+		OnSettings:   fl.setSettings,
 		OnMasterHint: func(pid int) { watcher.Hint(pid) },
 		OnPanic:      func(p guard.Panic) { ps.panicked(p, true) },
 		Follow:       func(pid int, on bool) { watcher.Follow(pid, on) },
@@ -239,10 +241,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 					// wrapper): Gunicorn's settings are those of the master it runs, learnt once
 					// the watcher finds it.
 					go ps.run(partSettings, func() {
-						learnSettings(wctx, cfg, proc, stk, ev.ID.PID, out, func(s gunicorn.Settings) {
-							fl.setSettings(s)
-							eng.Settings(s)
-						})
+						learnSettings(wctx, cfg, proc, stk, ev.ID.PID, out, eng.Settings)
 					})
 				}
 			}
