@@ -1,13 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/gwrap/gwrap/engine"
 	"github.com/gwrap/gwrap/flightrec"
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
@@ -173,7 +173,7 @@ func (f *flightQueue) Worker(id probes.ID, s probes.Sample) {
 // Event records one of the watcher's events (the watcher's goroutine).
 func (f *flightQueue) Event(ev probes.Event) { f.sample(func(r *flightrec.Recorder) { r.Event(ev) }) }
 
-// Gunicorn records a line about a worker's end (the relay's goroutines).
+// Gunicorn records one of Gunicorn's lines, if the record keeps it (the engine's goroutine).
 func (f *flightQueue) Gunicorn(ev gunicorn.Event) {
 	if flightrec.Records(ev) {
 		f.line(func(r *flightrec.Recorder) { r.Gunicorn(ev) })
@@ -202,12 +202,19 @@ func (f *flightQueue) finish(deadline time.Time) int {
 	return f.q.finish(deadline, true)
 }
 
-// flightLine records the lines about a worker's end (every one names a worker: the others, access
-// lines first, are not parsed twice).
-func flightLine(rec *flightQueue, l []byte) {
-	if bytes.Contains(l, []byte("orker")) || bytes.Contains(l, []byte("ORKER")) {
-		rec.Gunicorn(gunicorn.ParseLine(l))
-	}
+// recorded is the engine's emitter with the flight record beside it: each of Gunicorn's lines
+// reaches the record with the engine's parse of it (parsed once), and flightrec keeps those it
+// records (flightrec.Records, the one filter).
+type recorded struct {
+	engine.Emitter
+	flight *flightQueue
+	ps     *parts
+}
+
+// Relay is engine.Emitter's (on the engine's goroutine).
+func (r recorded) Relay(stream string, line []byte, parsed gunicorn.Event, at time.Time) {
+	r.Emitter.Relay(stream, line, parsed, at)
+	r.ps.run(partFlight, func() { r.flight.Gunicorn(parsed) })
 }
 
 // flightProbe records the watcher's samples and events.

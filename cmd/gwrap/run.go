@@ -155,7 +155,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		Follow:       func(pid int, on bool) { watcher.Follow(pid, on) },
 		History:      cfg.History,
 		Interval:     cfg.Interval,
-	}, fl)
+	}, recorded{fl, flight, ps})
 	ectx, ecancel := context.WithCancel(context.Background())
 	engineDone := make(chan struct{})
 	go func() { eng.Run(ectx); close(engineDone) }()
@@ -207,10 +207,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 					eng.Signal(s, forwarded)
 				}
 			},
-			OnLine: func(s supervisor.Stream, line []byte) {
-				ps.run(partFlight, func() { flightLine(flight, line) })
-				eng.Line(string(s), line)
-			},
+			OnLine: func(s supervisor.Stream, line []byte) { eng.Line(string(s), line) },
 		})
 		return errChildExited
 	}, func(error) { cancel() })
