@@ -256,11 +256,6 @@ func (e *Engine) Started(pid int) {
 // command was a shell or a script that ran Gunicorn).
 func (e *Engine) Settings(s gunicorn.Settings) { e.send(input{settings: &s}) }
 
-// Master tells the engine the Gunicorn master's pid learnt outside the watcher (a USR2 upgrade).
-func (e *Engine) Master(pid int) {
-	e.Probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: pid}, Time: e.cfg.Now()})
-}
-
 // Reported is the number of post-mortems made; read it after Run returns.
 func (e *Engine) Reported() int { return e.st.reported }
 

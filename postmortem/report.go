@@ -145,11 +145,6 @@ func NewReport(e Evidence, v Verdict, gunicornVersion string, now time.Time) Rep
 	return r
 }
 
-// newReport is NewReport, for the correlator and the tests written against it.
-func newReport(e Evidence, v Verdict, version string, now time.Time) Report {
-	return NewReport(e, v, version, now)
-}
-
 func ptr[T any](v T) *T { return &v }
 
 func point(s probes.Sample) Point {
