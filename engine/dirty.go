@@ -148,9 +148,7 @@ func (s *state) turnOn() {
 		return
 	}
 	s.dirty.on = true
-	if s.cfg.OnDirty != nil {
-		s.cfg.OnDirty(s.dirtyTimeout())
-	}
+	s.tell()
 }
 
 // arbiterRecord returns the record of the arbiter pid (making it, or turning a record the

@@ -26,7 +26,7 @@ type dirtySim struct {
 	rec      *recorder
 	now      time.Time
 	follows  []string
-	onDirty  []time.Duration
+	limits   []probes.Limits // what the watcher was told
 	oomTotal uint64
 }
 
@@ -38,7 +38,7 @@ func newDirtySim(t *testing.T, settingsKnow bool) *dirtySim {
 	d := &dirtySim{t: t, now: dirtyDay}
 	d.st, d.rec = testState(s)
 	d.st.cfg.Follow = func(pid int, on bool) { d.follows = append(d.follows, fmt.Sprint(pid, on)) }
-	d.st.cfg.OnDirty = func(t time.Duration) { d.onDirty = append(d.onDirty, t) }
+	d.st.cfg.OnLimits = func(l probes.Limits) { d.limits = append(d.limits, l) }
 	d.st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 100}, Time: d.now})
 	d.line(100, "INFO", "Starting gunicorn 26.2.2")
 	d.line(100, "INFO", "Spawned dirty arbiter (pid: 101) at "+arbiterSock)
@@ -263,8 +263,8 @@ func TestDirtyLinesNotBelieved(t *testing.T) {
 // number of repeats; no record kept for the others; a dirty worker that then boots ends the loop.
 func TestDirtyBootLoop(t *testing.T) {
 	d := newDirtySim(t, false) // the settings did not say: the master's line turns dirty on
-	if len(d.onDirty) != 1 || d.onDirty[0] != 6*time.Second {
-		t.Fatalf("the watcher was not told: %v", d.onDirty)
+	if n := len(d.limits); n != 1 || !d.limits[0].Dirty || d.limits[0].DirtyTimeout != 6*time.Second || d.limits[0].Timeout != 4*time.Second {
+		t.Fatalf("the watcher was not told: %+v", d.limits)
 	}
 	pid := 200
 	for s := 0; s < 4; s++ {

@@ -61,16 +61,19 @@ type Config struct {
 	Requests func(id probes.ID, at time.Time) ([]postmortem.Request, string)
 	// OnForget is told the pid of each worker whose record is forgotten (its stack dump can go).
 	OnForget func(pid int)
-	// OnWorkerClass is told the worker class when Gunicorn's log names it (the watcher's normal
-	// heartbeat depends on it).
-	OnWorkerClass func(string)
+	// OnLimits is told what the watcher judges the workers against (the timeouts, the worker
+	// class's heartbeat, whether the master runs a dirty arbiter), from the settings the engine
+	// holds: once by New, then whenever they change (the master's own settings read late, the
+	// class its log names, its dirty arbiter seen). It must not block.
+	OnLimits func(probes.Limits)
+	// OnSettings is told the settings the engine holds, as the outputs label what they count
+	// (/metrics' gwrap_gunicorn_info): those read at start or from the master, with the class
+	// Gunicorn's log names. Told with OnLimits, by the same path; it must not block.
+	OnSettings func(gunicorn.Settings)
 	// OnMasterHint is told the pid a start line of Gunicorn's names as its master's ("Starting
 	// gunicorn", "Listening at: … (PID)"): a hint for the watcher, which /proc must confirm
 	// (probes.Watcher.Hint). Called on the engine's goroutine; it must not block.
 	OnMasterHint func(pid int)
-	// OnDirty is told --dirty-timeout when the master's own line shows it runs a dirty arbiter
-	// and the settings did not say so (the watcher then tells its children apart).
-	OnDirty func(timeout time.Duration)
 	// Follow asks the watcher to take a dirty worker's stack every sweep, or to stop: the engine
 	// follows an action Gunicorn gave up on (execution timeout) to say when it ends.
 	Follow func(pid int, on bool)
@@ -178,6 +181,7 @@ func New(cfg Config, out Emitter) *Engine {
 	e := &Engine{cfg: cfg, in: make(chan input, inBuffer), done: make(chan struct{})}
 	e.st = newState(cfg, marked{out, e})
 	e.lines.init(inBytes)
+	e.st.tell()
 	return e
 }
 
@@ -255,11 +259,6 @@ func (e *Engine) Started(pid int) {
 // Settings gives the engine Gunicorn's settings read again once its master was found (the
 // command was a shell or a script that ran Gunicorn).
 func (e *Engine) Settings(s gunicorn.Settings) { e.send(input{settings: &s}) }
-
-// Master tells the engine the Gunicorn master's pid learnt outside the watcher (a USR2 upgrade).
-func (e *Engine) Master(pid int) {
-	e.Probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: pid}, Time: e.cfg.Now()})
-}
 
 // Reported is the number of post-mortems made; read it after Run returns.
 func (e *Engine) Reported() int { return e.st.reported }

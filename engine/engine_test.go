@@ -657,9 +657,15 @@ func TestFindingTheMaster(t *testing.T) {
 func TestPanicTurnsTheEngineOff(t *testing.T) {
 	rec := &recorder{}
 	var panics []guard.Panic
+	told := 0 // New tells the limits first; the class line makes the second call, which panics
 	e := New(Config{Settings: gunicorn.Settings{Timeout: 30, LogLevel: "info"}, Reports: rec, Interval: time.Hour,
-		OnWorkerClass: func(string) { var m map[string]int; m["class"]++ },
-		OnPanic:       func(p guard.Panic) { panics = append(panics, p) }}, rec)
+		OnLimits: func(probes.Limits) {
+			if told++; told > 1 {
+				var m map[string]int
+				m["class"]++
+			}
+		},
+		OnPanic: func(p guard.Panic) { panics = append(panics, p) }}, rec)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { e.Run(ctx); close(done) }()

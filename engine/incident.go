@@ -301,14 +301,6 @@ func idSafe(s string) string {
 	return string(b)
 }
 
-// WorkerClass is the class that decides a worker's heartbeat rhythm: sync with threads is gthread.
-func WorkerClass(s gunicorn.Settings) string {
-	if (s.WorkerClass == "sync" || s.WorkerClass == "") && s.Threads > 1 {
-		return "gthread"
-	}
-	return s.WorkerClass
-}
-
 // requestFields are a post-mortem event's requests: those the worker was serving when it died,
 // each "GET /path from 10.0.0.7, running 31.2 s" (none when there were none to tell).
 func requestFields(r *postmortem.Report) []Field {

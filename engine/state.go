@@ -79,11 +79,21 @@ func (s *state) setSettings(n gunicorn.Settings) {
 		n.WorkerClass = s.classFromLog
 	}
 	s.settings = n
-	if s.cfg.OnWorkerClass != nil {
-		s.cfg.OnWorkerClass(WorkerClass(n))
-	}
 	if n.DirtyWorkers > 0 && len(n.DirtyApps) > 0 {
-		s.turnOn()
+		s.dirty.on = true
+	}
+	s.tell()
+}
+
+// tell tells the watcher what it judges the workers against (Config.OnLimits), read with
+// Gunicorn's rules, and the outputs the settings the engine holds (Config.OnSettings).
+func (s *state) tell() {
+	if s.cfg.OnLimits != nil {
+		t := s.timeout()
+		s.cfg.OnLimits(probes.Limits{Timeout: t, Beat: gunicorn.ClassOf(s.settings).Heartbeat(t), Dirty: s.dirty.on, DirtyTimeout: s.dirtyTimeout()})
+	}
+	if s.cfg.OnSettings != nil {
+		s.cfg.OnSettings(s.settings)
 	}
 }
 
@@ -135,12 +145,9 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 			s.emit(ev(at, Info, "gunicorn.start", "Gunicorn "+e.Version+" starting", f("gunicorn_version", e.Version)))
 		}
 	case gunicorn.KindUsingWorker:
-		if (s.master == 0 || s.fromMaster(e)) && e.WorkerClass != "" && e.WorkerClass != s.settings.WorkerClass {
-			s.settings.WorkerClass = e.WorkerClass
-			s.classFromLog = e.WorkerClass
-			if s.cfg.OnWorkerClass != nil {
-				s.cfg.OnWorkerClass(WorkerClass(s.settings))
-			}
+		if c := string(gunicorn.LoggedClass(e.WorkerClass)); (s.master == 0 || s.fromMaster(e)) && c != "" && c != s.settings.WorkerClass {
+			s.settings.WorkerClass, s.classFromLog = c, c
+			s.tell()
 		}
 	case gunicorn.KindBooting:
 		// A worker announces itself; the watcher may not have seen it yet (a boot failure can be

@@ -98,7 +98,7 @@ func TestRoundTrip(t *testing.T) {
 	if len(rec.Lines) != 1 || rec.Lines[0].WorkerPID != 101 {
 		t.Errorf("lines %+v", rec.Lines)
 	}
-	if len(rec.Signals) != 1 || rec.Signals[0].Name != "terminated" || !rec.Signals[0].Forwarded {
+	if len(rec.Signals) != 1 || rec.Signals[0].Name != "SIGTERM" || !rec.Signals[0].Forwarded {
 		t.Errorf("signals %+v", rec.Signals)
 	}
 	if len(rec.OOMs) != 1 || rec.OOMs[0].Count != 1 {
@@ -430,5 +430,21 @@ func TestBatch(t *testing.T) {
 		} else if last := ss[len(ss)-1]; !last.Time.Equal(c.now()) || last.RSSAnon != 349*MiB {
 			t.Errorf("worker %d: last sample %+v", id.PID, last)
 		}
+	}
+}
+
+// TestOldSignalNames: a record written before issue 23 named signals in Go's words
+// ("terminated"); it reads with the names every event uses (SIGTERM), and its stop explains a
+// previous run as a new record's does.
+func TestOldSignalNames(t *testing.T) {
+	hdr := `{"k":"h","n":1,"t":1764072000000,"host":"h","pid":7,"start":1764071000000,"budget":8000}`
+	sig := `{"k":"s","n":2,"t":1764072001000,"sig":"terminated","fwd":true}` + "\n" + `{"k":"s","n":3,"t":1764072001500,"sig":"window changed"}`
+	rec := parse("h", []byte(hdr+"\n"+sig+"\n"), nil)
+	if rec == nil || len(rec.Signals) != 2 || rec.Signals[0].Name != "SIGTERM" || rec.Signals[1].Name != "SIGWINCH" {
+		t.Fatalf("signals %+v", rec)
+	}
+	r := Explain(rec, rec.Last.Add(time.Minute), postmortem.DefaultThresholds())
+	if !strings.Contains(r.Verdict.Summary, "gwrap received SIGTERM") {
+		t.Errorf("summary %q", r.Verdict.Summary)
 	}
 }

@@ -22,7 +22,7 @@ type Record struct {
 	Settings   gunicorn.Settings // the subset the record keeps
 	StopBudget time.Duration
 	CgroupVer  int
-	CPUQuota   float64 // cores; 0 none
+	CPUQuota   memwatch.Cores // Known false: no quota
 
 	Closed   bool      // gwrap exited cleanly
 	ClosedAt time.Time // when
@@ -48,7 +48,7 @@ type Line struct {
 // Signal is one signal gwrap received.
 type Signal struct {
 	Time      time.Time
-	Name      string // as os.Signal.String(): "terminated", "interrupt", "quit"…
+	Name      string // SIGTERM, SIGINT, SIGQUIT… (a record of an older gwrap's "terminated" is read so)
 	Forwarded bool
 }
 
@@ -174,7 +174,7 @@ func parse(host string, a, b []byte) *Record {
 		Settings: gunicorn.Settings{Timeout: h.GTimeout, GracefulTimeout: h.GGraceful, Workers: h.GWorkers, WorkerClass: h.GClass,
 			Threads: h.GThreads, MaxRequests: h.GMaxReq, PreloadApp: h.GPreload},
 		CgroupVer: h.CgroupVer,
-		CPUQuota:  float64(h.CPUQuotaMil) / 1000,
+		CPUQuota:  memwatch.Cores{V: float64(h.CPUQuotaMil) / 1000, Known: h.CPUQuotaMil > 0},
 		Workers:   map[probes.ID][]probes.Sample{},
 		Dropped:   dropped,
 		Last:      fromMS(h.T),
@@ -197,7 +197,7 @@ func parse(host string, a, b []byte) *Record {
 		case kindLine:
 			rec.Lines = append(rec.Lines, Line{Time: t, WorkerPID: l.W, Text: l.Text})
 		case kindSignal:
-			rec.Signals = append(rec.Signals, Signal{Time: t, Name: l.Sig, Forwarded: l.Fwd})
+			rec.Signals = append(rec.Signals, Signal{Time: t, Name: oldSignalName(l.Sig), Forwarded: l.Fwd})
 		case kindOOM:
 			rec.OOMs = append(rec.OOMs, memwatch.OOMEvent{Time: t, Count: l.Count, Total: l.Total})
 		case kindClose:
@@ -207,7 +207,7 @@ func parse(host string, a, b []byte) *Record {
 	return rec
 }
 
-func (l *line) stats(version int, quota float64) memwatch.Stats {
+func (l *line) stats(version int, quota memwatch.Cores) memwatch.Stats {
 	v := func(p *uint64) memwatch.Value {
 		if p == nil {
 			return memwatch.Value{}
@@ -216,7 +216,7 @@ func (l *line) stats(version int, quota float64) memwatch.Stats {
 	}
 	st := memwatch.Stats{Time: fromMS(l.T), Version: version, Usage: v(l.Usage), WorkingSet: v(l.WS), Limit: v(l.Limit),
 		Anon: v(l.Anon), Swap: v(l.Swap), OOMKill: v(l.OOMKill), OOMGroup: v(l.OOMGroup), CPUThrottled: v(l.Throttled),
-		CPUUsage: v(l.CPUUsage), CPUQuotaCores: quota}
+		CPUUsage: v(l.CPUUsage), CPUQuota: quota}
 	if l.MemPSI != nil {
 		st.PSI = memwatch.PSI{MemorySome10: *l.MemPSI, Known: true, HostWide: l.PSIHost}
 	}

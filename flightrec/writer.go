@@ -10,7 +10,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/internal/safedir"
@@ -188,7 +191,10 @@ func (r *Recorder) header() {
 	l.StopBudget = r.opt.StopBudget.Milliseconds()
 	l.GTimeout, l.GGraceful, l.GWorkers, l.GClass, l.GThreads, l.GMaxReq, l.GPreload =
 		s.Timeout, s.GracefulTimeout, s.Workers, s.WorkerClass, s.Threads, s.MaxRequests, s.PreloadApp
-	l.CgroupVer, l.CPUQuotaMil = r.opt.Cgroup.Version, int64(r.opt.Cgroup.CPUQuotaCores*1000)
+	l.CgroupVer = r.opt.Cgroup.Version
+	if q := r.opt.Cgroup.CPUQuota; q.Known {
+		l.CPUQuotaMil = int64(q.V * 1000)
+	}
 	r.emit()
 }
 
@@ -382,7 +388,8 @@ func (r *Recorder) Gunicorn(ev gunicorn.Event) {
 	r.emit()
 }
 
-// Signal records a signal gwrap received (and whether it was forwarded to Gunicorn).
+// Signal records a signal gwrap received (and whether it was forwarded to Gunicorn), by the
+// name every event gives it (SIGTERM).
 func (r *Recorder) Signal(sig os.Signal, forwarded bool) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -390,7 +397,7 @@ func (r *Recorder) Signal(sig os.Signal, forwarded bool) {
 		return
 	}
 	r.reset(kindSignal, r.opt.Now())
-	r.l.Sig, r.l.Fwd = sig.String(), forwarded
+	r.l.Sig, r.l.Fwd = signalName(sig), forwarded
 	r.emit()
 }
 
@@ -439,6 +446,27 @@ func (r *Recorder) Close() error {
 func Files(dir, host string) []string {
 	n := segmentNames(dir, host)
 	return n[:]
+}
+
+// signalName is SIGTERM for syscall.SIGTERM; another os.Signal by its own word.
+func signalName(sig os.Signal) string {
+	if s, ok := sig.(syscall.Signal); ok {
+		if n := unix.SignalName(s); n != "" {
+			return n
+		}
+	}
+	return sig.String()
+}
+
+// oldSignalName reads a signal as a gwrap before issue 23 recorded it, in Go's words
+// ("terminated"): the name it has today (SIGTERM); a name it does not know stays as it is.
+func oldSignalName(name string) string {
+	for s := syscall.Signal(1); s < 32; s++ {
+		if s.String() == name {
+			return signalName(s)
+		}
+	}
+	return name
 }
 
 func truncate(s string, n int) string {

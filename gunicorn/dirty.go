@@ -20,92 +20,100 @@ import "strings"
 //	worker:  Execution timeout for mod:Class.action after Ns               WARNING (the action's thread runs on)
 //	         Exception in dirty worker process + traceback                  ERROR (a boot failure, before the exit)
 
-// dirtyMarkers are the dirty lines that start with 'D' (the parser's marker table).
-var dirtyMarkers = []string{"DIRTY WORKER TIMEOUT (pid:", "Dirty arbiter starting (pid: ", "Dirty arbiter (pid:",
-	"Dirty worker (pid:", "Dirty worker failed to boot (pid:", "Dirty worker exited (pid:"}
-
-// matchDirty fills ev from the text that follows one of the dirty markers; false if it does not
-// parse (or m is not a dirty marker).
-func matchDirty(ev *Event, m, rest string) bool {
-	switch m {
-	case "Spawned dirty arbiter (pid: ", "Dirty arbiter starting (pid: ", "Killing orphaned dirty arbiter (pid: ",
-		"DIRTY WORKER TIMEOUT (pid:", "Dirty worker failed to boot (pid:", "Dirty worker exited (pid:":
+// dirtyMessages are the dirty lines gwrap reads (parse.go's markers take them in).
+var dirtyMessages = []marker{
+	{"Spawned dirty arbiter (pid: ", func(ev Event, rest string, _ bool) (Event, bool) {
 		pid, after, ok := cutPID(rest)
 		if !ok || !strings.HasPrefix(after, ")") {
-			return false
+			return ev, false
 		}
-		ev.WorkerPID = pid
-		switch m {
-		case "Spawned dirty arbiter (pid: ":
-			ev.Kind = KindDirtyArbiterSpawned
-			if sock, ok := strings.CutPrefix(after, ") at "); ok {
-				ev.Socket = strings.TrimSpace(sock)
-			}
-		case "Dirty arbiter starting (pid: ":
-			ev.Kind = KindDirtyArbiterStarting
-		case "Killing orphaned dirty arbiter (pid: ":
-			ev.Kind = KindDirtyArbiterOrphan
-		case "DIRTY WORKER TIMEOUT (pid:":
-			ev.Kind = KindDirtyTimeout
-		case "Dirty worker failed to boot (pid:":
-			ev.Kind = KindDirtyBootFailed
-		default:
-			ev.Kind = KindDirtyExited
+		ev.Kind, ev.WorkerPID = KindDirtyArbiterSpawned, pid
+		if sock, ok := strings.CutPrefix(after, ") at "); ok {
+			ev.Socket = strings.TrimSpace(sock)
 		}
-	case "Spawned dirty worker (pid: ":
+		return ev, true
+	}},
+	{"Spawned dirty worker (pid: ", func(ev Event, rest string, _ bool) (Event, bool) {
 		pid, after, ok := cutPID(rest)
 		apps, ok2 := strings.CutPrefix(after, ") with apps: ")
 		if !ok || !ok2 {
-			return false
+			return ev, false
 		}
 		ev.Kind, ev.WorkerPID, ev.Apps = KindDirtySpawned, pid, parseAppList(apps)
-	case "Dirty worker (pid:":
+		return ev, true
+	}},
+	{"DIRTY WORKER TIMEOUT (pid:", dirtyPID(KindDirtyTimeout)},
+	{"Dirty arbiter starting (pid: ", dirtyPID(KindDirtyArbiterStarting)},
+	{"Dirty arbiter (pid:", arbiterExited},
+	{"Dirty worker (pid:", func(ev Event, rest string, _ bool) (Event, bool) {
 		pid, after, ok := cutPID(rest)
 		sig, ok2 := strings.CutPrefix(after, ") killed by signal ")
 		n, ok3 := leadingInt(sig)
 		if !ok || !ok2 || !ok3 {
-			return false
+			return ev, false
 		}
 		ev.Kind, ev.WorkerPID, ev.Signal, ev.SignalName = KindDirtySignaled, pid, n, signalName(n)
-	case "Dirty arbiter (pid:":
+		return ev, true
+	}},
+	{"Dirty worker failed to boot (pid:", dirtyPID(KindDirtyBootFailed)},
+	{"Dirty worker exited (pid:", dirtyPID(KindDirtyExited)},
+	{"Killing orphaned dirty arbiter (pid: ", dirtyPID(KindDirtyArbiterOrphan)},
+	{"Execution timeout for ", execTimeout},
+	{"Exception in dirty worker process", kind(KindDirtyWorkerError)},
+}
+
+// dirtyPID parses a message whose marker is followed by a pid and ")".
+func dirtyPID(k Kind) func(Event, string, bool) (Event, bool) {
+	return func(ev Event, rest string, _ bool) (Event, bool) {
 		pid, after, ok := cutPID(rest)
-		if !ok {
-			return false
+		if !ok || !strings.HasPrefix(after, ")") {
+			return ev, false
 		}
-		switch {
-		case strings.HasPrefix(after, ") exited with code "):
-			code, ok := leadingInt(strings.TrimPrefix(after, ") exited with code "))
-			if !ok {
-				return false
-			}
-			ev.ExitCode = code
-		case strings.HasPrefix(after, ") killed by signal "):
-			n, ok := leadingInt(strings.TrimPrefix(after, ") killed by signal "))
-			if !ok {
-				return false
-			}
-			ev.Signal, ev.SignalName = n, signalName(n)
-		case strings.TrimSpace(after) == ") exited":
-		default:
-			return false
-		}
-		ev.Kind, ev.WorkerPID = KindDirtyArbiterExited, pid
-	case "Execution timeout for ":
-		// mod.sub:Class.action after 300s: the app path holds no dot after its colon.
-		call, after, ok := strings.Cut(rest, " after ")
-		colon := strings.LastIndexByte(call, ':')
-		dot := strings.LastIndexByte(call, '.')
-		if !ok || colon <= 0 || dot < colon || dot == len(call)-1 {
-			return false
-		}
-		ev.Kind, ev.App, ev.Action = KindDirtyExecTimeout, call[:dot], call[dot+1:]
-		ev.Seconds, _ = leadingInt(after)
-	case "Exception in dirty worker process":
-		ev.Kind = KindDirtyWorkerError
-	default:
-		return false
+		ev.Kind, ev.WorkerPID = k, pid
+		return ev, true
 	}
-	return true
+}
+
+// arbiterExited is the master's "Dirty arbiter (pid:P) exited with code C | exited | killed by
+// signal S".
+func arbiterExited(ev Event, rest string, _ bool) (Event, bool) {
+	pid, after, ok := cutPID(rest)
+	if !ok {
+		return ev, false
+	}
+	switch {
+	case strings.HasPrefix(after, ") exited with code "):
+		code, ok := leadingInt(strings.TrimPrefix(after, ") exited with code "))
+		if !ok {
+			return ev, false
+		}
+		ev.ExitCode = code
+	case strings.HasPrefix(after, ") killed by signal "):
+		n, ok := leadingInt(strings.TrimPrefix(after, ") killed by signal "))
+		if !ok {
+			return ev, false
+		}
+		ev.Signal, ev.SignalName = n, signalName(n)
+	case strings.TrimSpace(after) == ") exited":
+	default:
+		return ev, false
+	}
+	ev.Kind, ev.WorkerPID = KindDirtyArbiterExited, pid
+	return ev, true
+}
+
+// execTimeout is a dirty worker's "Execution timeout for mod.sub:Class.action after 300s": the
+// app path holds no dot after its colon.
+func execTimeout(ev Event, rest string, _ bool) (Event, bool) {
+	call, after, ok := strings.Cut(rest, " after ")
+	colon := strings.LastIndexByte(call, ':')
+	dot := strings.LastIndexByte(call, '.')
+	if !ok || colon <= 0 || dot < colon || dot == len(call)-1 {
+		return ev, false
+	}
+	ev.Kind, ev.App, ev.Action = KindDirtyExecTimeout, call[:dot], call[dot+1:]
+	ev.Seconds, _ = leadingInt(after)
+	return ev, true
 }
 
 // parseAppList reads the Python repr of a list of strings: ['app.ml:Heavy', "b:C"].

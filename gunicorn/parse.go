@@ -133,23 +133,56 @@ func cutInt(s string) (int, string, bool) {
 	return n, s[end:], true
 }
 
-// markers are the texts that identify the messages of every release (GUNICORN.md §1.2 lists
-// them, with versions), by their first byte: one pass over a line finds the leftmost marker, so
-// a line that holds none costs a table lookup a byte.
-var markers = [256][]string{
-	'W': {"WORKER TIMEOUT (pid:", "Worker exiting (pid: ", "Worker with pid ", "Worker (pid:", "Worker graceful timeout (pid:"},
-	'B': {"Booting worker with pid: "},
-	'E': {"Error handling request", "Exception in worker process", "Execution timeout for ", "Exception in dirty worker process"},
-	'S': {"Starting gunicorn ", "Shutting down: ", "Spawned dirty arbiter (pid: ", "Spawned dirty worker (pid: "},
-	'D': dirtyMarkers,
-	'K': {"Killing orphaned dirty arbiter (pid: "},
-	'L': {"Listening at: "},
-	'U': {"Using worker: ", "Unhandled exception in main loop"},
-	'H': {"Handling signal: ", "Hang up: "},
-	'R': {"Reason: "},
-	'A': {"Autorestarting worker after current request"},
+// marker is a text that identifies one of Gunicorn's messages (GUNICORN.md §1.2 lists them,
+// with versions) and the parser of what follows it: false when it does not parse (the text was
+// not that message). atStart says the marker begins the message.
+type marker struct {
+	text  string
+	parse func(ev Event, rest string, atStart bool) (Event, bool)
 }
 
+// messages are every message gwrap reads (dirtyMessages are in dirty.go).
+var messages = []marker{
+	{"WORKER TIMEOUT (pid:", workerPID(KindTimeout)},
+	{"Worker exiting (pid: ", workerPID(KindWorkerExiting)},
+	{"Worker with pid ", terminated},
+	{"Worker (pid:", workerEnded},
+	{"Worker graceful timeout (pid:", workerPID(KindGracefulTimeout)},
+	{"Booting worker with pid: ", workerPID(KindBooting)},
+	{"Error handling request", requestError},
+	{"Exception in worker process", kind(KindWorkerError)},
+	{"Starting gunicorn ", func(ev Event, rest string, _ bool) (Event, bool) {
+		ev.Kind, ev.Version = KindStarting, strings.TrimSpace(rest)
+		return ev, true
+	}},
+	{"Shutting down: ", kind(KindShuttingDown)},
+	{"Listening at: ", listening},
+	{"Using worker: ", func(ev Event, rest string, _ bool) (Event, bool) {
+		ev.Kind, ev.WorkerClass = KindUsingWorker, strings.TrimSpace(rest)
+		return ev, true
+	}},
+	{"Unhandled exception in main loop", kind(KindMasterError)},
+	{"Handling signal: ", func(ev Event, rest string, _ bool) (Event, bool) {
+		ev.Kind, ev.SignalIn = KindHandlingSignal, strings.TrimSpace(rest)
+		return ev, true
+	}},
+	{"Hang up: ", kind(KindHangUp)},
+	{"Reason: ", reason},
+	{"Autorestarting worker after current request", kind(KindAutorestart)},
+}
+
+// markers are the messages by the first byte of their marker: one pass over a line finds the
+// leftmost marker, so a line that holds none costs a table lookup a byte, and the marker found
+// is parsed by its own parser, with no second dispatch on its text.
+var markers = func() (t [256][]marker) {
+	for _, m := range append(messages, dirtyMessages...) {
+		t[m.text[0]] = append(t[m.text[0]], m)
+	}
+	return t
+}()
+
+// markerStart says which bytes begin a marker: the scan of a line that holds none reads this
+// small table only.
 var markerStart = func() (t [256]bool) {
 	for b, ms := range markers {
 		t[b] = len(ms) > 0
@@ -164,114 +197,116 @@ func match(ev *Event, msg string) {
 			continue
 		}
 		for _, m := range markers[msg[i]] {
-			if strings.HasPrefix(msg[i:], m) && matchAt(ev, m, msg[i+len(m):], i == 0) {
+			if !strings.HasPrefix(msg[i:], m.text) {
+				continue
+			}
+			// By value: an *Event handed to a parser held in a table would escape to the heap.
+			if parsed, ok := m.parse(*ev, msg[i+len(m.text):], i == 0); ok {
+				*ev = parsed
 				return
 			}
 		}
 	}
 }
 
-// matchAt fills ev from the text that follows marker m; false if it does not parse.
-func matchAt(ev *Event, m, rest string, atStart bool) bool {
-	switch m {
-	case "WORKER TIMEOUT (pid:", "Booting worker with pid: ", "Worker exiting (pid: ", "Worker graceful timeout (pid:":
+// kind parses a message that is all its marker.
+func kind(k Kind) func(Event, string, bool) (Event, bool) {
+	return func(ev Event, _ string, _ bool) (Event, bool) { ev.Kind = k; return ev, true }
+}
+
+// workerPID parses a message whose marker is followed by the worker's pid.
+func workerPID(k Kind) func(Event, string, bool) (Event, bool) {
+	return func(ev Event, rest string, _ bool) (Event, bool) {
 		pid, _, ok := cutPID(rest)
 		if !ok {
-			return false
+			return ev, false
 		}
-		ev.WorkerPID = pid
-		switch m {
-		case "WORKER TIMEOUT (pid:":
-			ev.Kind = KindTimeout
-		case "Booting worker with pid: ":
-			ev.Kind = KindBooting
-		case "Worker exiting (pid: ":
-			ev.Kind = KindWorkerExiting
-		default:
-			ev.Kind = KindGracefulTimeout
-		}
-	case "Worker with pid ": // 20.1 only: Worker with pid N was terminated due to signal S
-		pid, after, ok := cutPID(rest)
-		if !ok {
-			return false
-		}
-		sig, ok := strings.CutPrefix(after, " was terminated due to signal ")
-		n, ok2 := leadingInt(sig)
-		if !ok || !ok2 {
-			return false
-		}
-		ev.Kind, ev.WorkerPID, ev.Signal, ev.SignalName = KindSignaled, pid, n, signalName(n)
-	case "Worker (pid:": // 21+: was sent SIGX! [Perhaps out of memory?] / was sent code 134! / exited with code C[.]
-		pid, rest, ok := cutPID(rest)
-		if !ok {
-			return false
-		}
-		if sent, ok := strings.CutPrefix(rest, ") was sent "); ok {
-			name, _, _ := strings.Cut(sent, "!")
-			ev.Kind, ev.WorkerPID = KindSignaled, pid
-			if code, ok := strings.CutPrefix(name, "code "); ok {
-				// The core-dump bit broke the name lookup (#3403): status 134 = SIGABRT + core.
-				if n, ok := leadingInt(code); ok {
-					ev.CoreDump = n&0x80 != 0
-					ev.Signal = n & 0x7f
-					ev.SignalName = signalName(ev.Signal)
-				}
-			} else {
-				ev.SignalName = name
-				ev.Signal = signalNumber(name)
-			}
-			ev.OOMHint = strings.Contains(sent, "Perhaps out of memory?")
-			return true
-		}
-		code, ok := strings.CutPrefix(rest, ") exited with code ")
-		n, ok2 := leadingInt(code)
-		if !ok || !ok2 {
-			return false
-		}
-		ev.Kind, ev.WorkerPID, ev.ExitCode = KindExited, pid, n
-	case "Error handling request":
-		ev.Kind = KindRequestError
-		rest = strings.TrimSpace(rest)
-		if rest == "(no URI read)" || rest == "" {
-			return true
-		}
-		if m, u, ok := strings.Cut(rest, " "); ok && m == strings.ToUpper(m) && !strings.Contains(u, " ") {
-			ev.Method, ev.URI = m, u
-			return true
-		}
-		ev.URI = rest
-	case "Starting gunicorn ":
-		ev.Kind, ev.Version = KindStarting, strings.TrimSpace(rest)
-	case "Listening at: ":
-		ev.Kind = KindListening
-		if i := strings.LastIndex(rest, " ("); i >= 0 && strings.HasSuffix(rest, ")") {
-			rest = rest[:i]
-		}
-		ev.Listeners = strings.Split(rest, ",")
-	case "Using worker: ":
-		ev.Kind, ev.WorkerClass = KindUsingWorker, strings.TrimSpace(rest)
-	case "Handling signal: ":
-		ev.Kind, ev.SignalIn = KindHandlingSignal, strings.TrimSpace(rest)
-	case "Hang up: ":
-		ev.Kind = KindHangUp
-	case "Shutting down: ":
-		ev.Kind = KindShuttingDown
-	case "Reason: ":
-		// Anywhere for Gunicorn's own reasons, else only as the whole message.
-		if !atStart && !strings.HasPrefix(rest, "Worker failed to boot.") && !strings.HasPrefix(rest, "App failed to load.") {
-			return false
-		}
-		ev.Kind, ev.Reason = KindReason, strings.TrimSpace(rest)
-	case "Exception in worker process":
-		ev.Kind = KindWorkerError
-	case "Unhandled exception in main loop":
-		ev.Kind = KindMasterError
-	case "Autorestarting worker after current request":
-		ev.Kind = KindAutorestart
-	default:
-		return matchDirty(ev, m, rest)
+		ev.Kind, ev.WorkerPID = k, pid
+		return ev, true
 	}
-	return true
+}
+
+// terminated is 20.1's "Worker with pid N was terminated due to signal S".
+func terminated(ev Event, rest string, _ bool) (Event, bool) {
+	pid, after, ok := cutPID(rest)
+	if !ok {
+		return ev, false
+	}
+	sig, ok := strings.CutPrefix(after, " was terminated due to signal ")
+	n, ok2 := leadingInt(sig)
+	if !ok || !ok2 {
+		return ev, false
+	}
+	ev.Kind, ev.WorkerPID, ev.Signal, ev.SignalName = KindSignaled, pid, n, signalName(n)
+	return ev, true
+}
+
+// workerEnded is 21+'s "Worker (pid:N) was sent SIGX! [Perhaps out of memory?]", "… was sent
+// code 134!" and "… exited with code C[.]".
+func workerEnded(ev Event, rest string, _ bool) (Event, bool) {
+	pid, rest, ok := cutPID(rest)
+	if !ok {
+		return ev, false
+	}
+	if sent, ok := strings.CutPrefix(rest, ") was sent "); ok {
+		name, _, _ := strings.Cut(sent, "!")
+		ev.Kind, ev.WorkerPID = KindSignaled, pid
+		if code, ok := strings.CutPrefix(name, "code "); ok {
+			// The core-dump bit broke the name lookup (#3403): status 134 = SIGABRT + core.
+			if n, ok := leadingInt(code); ok {
+				ev.CoreDump = n&0x80 != 0
+				ev.Signal = n & 0x7f
+				ev.SignalName = signalName(ev.Signal)
+			}
+		} else {
+			ev.SignalName = name
+			ev.Signal = signalNumber(name)
+		}
+		ev.OOMHint = strings.Contains(sent, "Perhaps out of memory?")
+		return ev, true
+	}
+	code, ok := strings.CutPrefix(rest, ") exited with code ")
+	n, ok2 := leadingInt(code)
+	if !ok || !ok2 {
+		return ev, false
+	}
+	ev.Kind, ev.WorkerPID, ev.ExitCode = KindExited, pid, n
+	return ev, true
+}
+
+// requestError is "Error handling request [METHOD URI | URI | (no URI read)]".
+func requestError(ev Event, rest string, _ bool) (Event, bool) {
+	ev.Kind = KindRequestError
+	rest = strings.TrimSpace(rest)
+	if rest == "(no URI read)" || rest == "" {
+		return ev, true
+	}
+	if m, u, ok := strings.Cut(rest, " "); ok && m == strings.ToUpper(m) && !strings.Contains(u, " ") {
+		ev.Method, ev.URI = m, u
+		return ev, true
+	}
+	ev.URI = rest
+	return ev, true
+}
+
+// listening is "Listening at: URL[,URL…] (PID)".
+func listening(ev Event, rest string, _ bool) (Event, bool) {
+	ev.Kind = KindListening
+	if i := strings.LastIndex(rest, " ("); i >= 0 && strings.HasSuffix(rest, ")") {
+		rest = rest[:i]
+	}
+	ev.Listeners = strings.Split(rest, ",")
+	return ev, true
+}
+
+// reason is the master's "Reason: …": anywhere for Gunicorn's own reasons, else only as the
+// whole message.
+func reason(ev Event, rest string, atStart bool) (Event, bool) {
+	if !atStart && !strings.HasPrefix(rest, "Worker failed to boot.") && !strings.HasPrefix(rest, "App failed to load.") {
+		return ev, false
+	}
+	ev.Kind, ev.Reason = KindReason, strings.TrimSpace(rest)
+	return ev, true
 }
 
 // Linux signal numbers by name, for the names Gunicorn prints.

@@ -1,11 +1,8 @@
 package memwatch
 
 import (
-	"bytes"
 	"errors"
-	"fmt"
 	"io/fs"
-	"math"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -52,11 +49,6 @@ func (c *Cgroup) Path() string { return c.l.path }
 
 // Dir is the directory of the memory controller's files.
 func (c *Cgroup) Dir() string { return c.l.memDir }
-
-// Describe says in one line what was found.
-func (c *Cgroup) Describe() string {
-	return fmt.Sprintf("cgroup v%d %s (memory files in %s)", c.l.version, c.l.path, c.l.memDir)
-}
 
 // unlimited is what v1 reports for "no limit" (page-aligned LONG_MAX); anything above 2^62 is
 // treated as no limit.
@@ -134,118 +126,23 @@ func (r *reader) kv(path string, keys []string, out []Value) {
 	}
 }
 
-// The keys read from each "key value" file, in the order of the Values they fill.
-var (
-	v1MemStatKeys  = []string{"total_rss", "total_cache", "total_shmem", "total_swap", "total_inactive_file", "hierarchical_memory_limit"}
-	v2MemStatKeys  = []string{"anon", "file", "shmem", "inactive_file"}
-	v2EventsKeys   = []string{"max", "oom", "oom_kill"}
-	oomControlKeys = []string{"oom_kill"}
-	v1CPUStatKeys  = []string{"nr_periods", "nr_throttled", "throttled_time"}
-	v2CPUStatKeys  = []string{"nr_periods", "nr_throttled", "throttled_usec", "usage_usec"}
-)
-
-func (c *Cgroup) sampleV1(r *reader) {
-	st, d := r.st, c.l.memDir
-	st.Usage = r.uint(filepath.Join(d, "memory.usage_in_bytes"))
-	st.Peak = r.uint(filepath.Join(d, "memory.max_usage_in_bytes"))
-	var ms [6]Value
-	r.kv(filepath.Join(d, "memory.stat"), v1MemStatKeys, ms[:])
-	st.Anon, st.File, st.Shmem, st.Swap = ms[0], ms[1], ms[2], ms[3]
-	if inactive := ms[4]; inactive.Known && st.Usage.Known {
-		st.WorkingSet = Value{V: st.Usage.V - min(st.Usage.V, inactive.V), Known: true}
-	}
-	// The effective limit: the smallest on the way up, and memory.stat's hierarchical limit.
-	st.Limit, st.LimitPath = c.walkLimit(r, "memory.limit_in_bytes", parseUint)
-	if h := ms[5]; h.Known && h.V < unlimitedAbove && (!st.Limit.Known || h.V < st.Limit.V) {
-		st.Limit, st.LimitPath = h, "hierarchical_memory_limit"
-	}
-	st.LimitHits = r.uint(filepath.Join(d, "memory.failcnt"))
-	var oc [1]Value
-	r.kv(filepath.Join(d, "memory.oom_control"), oomControlKeys, oc[:])
-	st.OOMKill = oc[0]
-	if c.l.cpuDir != "" {
-		c.cpuV1(r)
+// walkUp calls f with dir and each directory above it up to top, the top of the hierarchy
+// gwrap can see, nearest first: a memory limit or a CPU quota may be set on any of them (a
+// Kubernetes pod's is on the container's parent), and the effective one is the smallest.
+func walkUp(dir, top string, f func(dir string)) {
+	for ; ; dir = filepath.Dir(dir) {
+		f(dir)
+		if dir == top || len(dir) <= len(top) {
+			return
+		}
 	}
 }
 
-func (c *Cgroup) cpuV1(r *reader) {
-	st := r.st
-	// The quota: the smallest on the way up, in cores.
-	for dir := c.l.cpuDir; ; dir = filepath.Dir(dir) {
-		// -1 is no quota: parseUint fails on it, and the period is not read.
-		if q, err := r.readRaw(filepath.Join(dir, "cpu.cfs_quota_us")); err == nil {
-			if qi, err := parseUint(q); err == nil && qi > 0 {
-				if p, err := r.readRaw(filepath.Join(dir, "cpu.cfs_period_us")); err == nil {
-					if pi, err := parseUint(p); err == nil && pi > 0 {
-						cores := float64(qi) / float64(pi)
-						if st.CPUQuotaCores == 0 || cores < st.CPUQuotaCores {
-							st.CPUQuotaCores = cores
-						}
-					}
-				}
-			}
-		}
-		if dir == c.l.cpuTop || len(dir) <= len(c.l.cpuTop) {
-			break
-		}
-	}
-	var cs [3]Value
-	r.kv(filepath.Join(c.l.cpuDir, "cpu.stat"), v1CPUStatKeys, cs[:])
-	st.CPUPeriods, st.CPUThrottled = cs[0], cs[1]
-	st.ThrottledTime = cs[2] // ns on v1
-	if c.l.cpuacctDir != "" {
-		st.CPUUsage = r.uint(filepath.Join(c.l.cpuacctDir, "cpuacct.usage"))
-	}
-}
-
-func (c *Cgroup) sampleV2(r *reader) {
-	st, d := r.st, c.l.memDir
-	st.Usage = r.uint(filepath.Join(d, "memory.current"))
-	st.Peak = r.uint(filepath.Join(d, "memory.peak")) // absent before 5.19: Known false, no warning
-	var ms [4]Value
-	r.kv(filepath.Join(d, "memory.stat"), v2MemStatKeys, ms[:])
-	st.Anon, st.File, st.Shmem = ms[0], ms[1], ms[2]
-	if inactive := ms[3]; inactive.Known && st.Usage.Known {
-		st.WorkingSet = Value{V: st.Usage.V - min(st.Usage.V, inactive.V), Known: true}
-	}
-	st.Swap = r.uint(filepath.Join(d, "memory.swap.current"))
-	st.Limit, st.LimitPath = c.walkLimit(r, "memory.max", parseMax)
-	if h, ok := r.read(filepath.Join(d, "memory.high")); ok {
-		if v, err := parseMax(h); err == nil && v < unlimitedAbove {
-			st.High = Value{V: v, Known: true}
-		}
-	}
-	var ev [3]Value
-	r.kv(filepath.Join(d, "memory.events"), v2EventsKeys, ev[:])
-	st.LimitHits, st.OOM, st.OOMKill = ev[0], ev[1], ev[2]
-	st.OOMGroup = r.uint(filepath.Join(d, "memory.oom.group"))
-
-	for dir := c.l.cpuDir; ; dir = filepath.Dir(dir) {
-		if b, err := r.readRaw(filepath.Join(dir, "cpu.max")); err == nil {
-			if cores, ok := parseCPUMax(b); ok && (st.CPUQuotaCores == 0 || cores < st.CPUQuotaCores) {
-				st.CPUQuotaCores = cores
-			}
-		}
-		if dir == c.l.cpuTop || len(dir) <= len(c.l.cpuTop) {
-			break
-		}
-	}
-	var cs [4]Value
-	r.kv(filepath.Join(c.l.cpuDir, "cpu.stat"), v2CPUStatKeys, cs[:])
-	st.CPUPeriods, st.CPUThrottled = cs[0], cs[1]
-	if us := cs[2]; us.Known {
-		st.ThrottledTime = Value{V: us.V * 1000, Known: true} // µs on v2
-	}
-	if us := cs[3]; us.Known {
-		st.CPUUsage = Value{V: us.V * 1000, Known: true}
-	}
-}
-
-// walkLimit finds the smallest limit from the cgroup up to the top of the visible hierarchy
-// (a Kubernetes pod-level limit sits on the parent).
+// walkLimit finds the smallest limit from the memory controller's directory up (walkUp), and
+// the cgroup that sets it.
 func (c *Cgroup) walkLimit(r *reader, file string, parse func([]byte) (uint64, error)) (Value, string) {
 	best, where := Value{}, ""
-	for dir := c.l.memDir; ; dir = filepath.Dir(dir) {
+	walkUp(c.l.memDir, c.l.memTop, func(dir string) {
 		b, err := r.readRaw(filepath.Join(dir, file))
 		if err == nil {
 			if v, perr := parse(b); perr == nil && v < unlimitedAbove && (!best.Known || v < best.V) {
@@ -254,41 +151,8 @@ func (c *Cgroup) walkLimit(r *reader, file string, parse func([]byte) (uint64, e
 		} else if dir == c.l.memDir {
 			r.read(filepath.Join(dir, file)) // record it as missing
 		}
-		if dir == c.l.memTop || len(dir) <= len(c.l.memTop) {
-			break
-		}
-	}
+	})
 	return best, where
-}
-
-func (c *Cgroup) samplePSI(r *reader) {
-	st := r.st
-	dir, host := c.l.psiDir, false
-	if dir == "" {
-		dir, host = filepath.Join(c.proc, "pressure"), true
-	}
-	var psi PSI
-	mem, err1 := r.readRaw(filepath.Join(dir, pressureFile("memory", host)))
-	if err1 == nil {
-		psi.MemorySome10, psi.MemoryFull10 = parsePSI(mem)
-	}
-	cpu, err2 := r.readRaw(filepath.Join(dir, pressureFile("cpu", host)))
-	if err2 == nil {
-		psi.CPUSome10, _ = parsePSI(cpu)
-	}
-	if err1 != nil && err2 != nil {
-		st.Missing = append(st.Missing, "pressure (PSI unavailable)")
-		return
-	}
-	psi.Known, psi.HostWide = true, host
-	st.PSI = psi
-}
-
-func pressureFile(res string, host bool) string {
-	if host {
-		return res
-	}
-	return res + ".pressure"
 }
 
 // Warnings are the start-up findings about the cgroup, from a sample of it.
@@ -321,153 +185,4 @@ func unreadable(missing []string) []string {
 		}
 	}
 	return out
-}
-
-// The parsers below work on the bytes as read, without converting them to strings: a sample runs
-// every second and strconv's errors would make every conversion allocate.
-
-// errNotNumber is parseUint's error: the content is not one unsigned decimal number.
-var errNotNumber = errors.New("not an unsigned decimal number")
-
-// parseUint reads one decimal number, surrounding white space allowed.
-func parseUint(b []byte) (uint64, error) {
-	v, ok := decimal(bytes.TrimSpace(b))
-	if !ok {
-		return 0, errNotNumber
-	}
-	return v, nil
-}
-
-// decimal parses digits only, refusing overflow.
-func decimal(b []byte) (uint64, bool) {
-	if len(b) == 0 {
-		return 0, false
-	}
-	var v uint64
-	for _, c := range b {
-		if c < '0' || c > '9' {
-			return 0, false
-		}
-		d := uint64(c - '0')
-		if v > (math.MaxUint64-d)/10 {
-			return 0, false
-		}
-		v = v*10 + d
-	}
-	return v, true
-}
-
-// parseMax reads v2's "max" or a number; "max" is math.MaxUint64.
-func parseMax(b []byte) (uint64, error) {
-	if bytes.Equal(bytes.TrimSpace(b), []byte("max")) {
-		return math.MaxUint64, nil
-	}
-	return parseUint(b)
-}
-
-// lines calls f with each line of b, without its newline.
-func lines(b []byte, f func(line []byte)) {
-	for len(b) > 0 {
-		line, rest, _ := bytes.Cut(b, []byte{'\n'})
-		f(line)
-		b = rest
-	}
-}
-
-// scanKV reads "key value" lines (memory.stat, cpu.stat, memory.events, memory.oom_control) into
-// out: out[i] is the value of keys[i], Known false when the key is absent or not a number.
-func scanKV(b []byte, keys []string, out []Value) {
-	lines(b, func(line []byte) {
-		k, v, ok := bytes.Cut(line, []byte{' '})
-		if !ok {
-			return
-		}
-		for i, key := range keys {
-			if string(k) == key {
-				if n, ok := decimal(bytes.TrimSpace(v)); ok {
-					out[i] = Value{V: n, Known: true}
-				}
-				return
-			}
-		}
-	})
-}
-
-// parseKV reads every "key value" line with a number into a map.
-func parseKV(b []byte) map[string]uint64 {
-	m := map[string]uint64{}
-	lines(b, func(line []byte) {
-		k, v, ok := bytes.Cut(line, []byte{' '})
-		if !ok {
-			return
-		}
-		if n, ok := decimal(bytes.TrimSpace(v)); ok {
-			m[string(k)] = n
-		}
-	})
-	return m
-}
-
-// parseCPUMax reads v2's cpu.max: "max 100000" (no quota) or "50000 100000" (0.5 cores).
-func parseCPUMax(b []byte) (float64, bool) {
-	q, p, ok := bytes.Cut(bytes.TrimSpace(b), []byte{' '})
-	if !ok {
-		return 0, false
-	}
-	qi, ok1 := decimal(q)
-	pi, ok2 := decimal(bytes.TrimSpace(p))
-	if !ok1 || !ok2 || qi == 0 || pi == 0 {
-		return 0, false
-	}
-	return float64(qi) / float64(pi), true
-}
-
-// parsePSI reads "some avg10=1.50 avg60=… total=…" and "full …" lines: the avg10 of each.
-func parsePSI(b []byte) (some, full float64) {
-	lines(b, func(line []byte) {
-		kind, rest, _ := bytes.Cut(line, []byte{' '})
-		avg, _, _ := bytes.Cut(rest, []byte{' '})
-		num, ok := bytes.CutPrefix(avg, []byte("avg10="))
-		if !ok {
-			return
-		}
-		v, ok := fixedPoint(num)
-		if !ok {
-			return
-		}
-		switch string(kind) {
-		case "some":
-			some = v
-		case "full":
-			full = v
-		}
-	})
-	return some, full
-}
-
-// fixedPoint parses "12.25" (the kernel prints PSI averages with two decimals): the digits as one
-// integer divided once by a power of ten, which rounds as strconv.ParseFloat does.
-func fixedPoint(b []byte) (float64, bool) {
-	whole, frac, _ := bytes.Cut(b, []byte{'.'})
-	if len(frac) > 6 {
-		return 0, false
-	}
-	w, ok := decimal(whole)
-	if !ok || w > 1<<32 {
-		return 0, false
-	}
-	scale := uint64(1)
-	for range frac {
-		scale *= 10
-	}
-	f := uint64(0)
-	if len(frac) > 0 {
-		if f, ok = decimal(frac); !ok {
-			return 0, false
-		}
-	}
-	if len(frac) == 0 {
-		return float64(w), true
-	}
-	return float64(w*scale+f) / float64(scale), true
 }

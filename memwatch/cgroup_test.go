@@ -25,17 +25,17 @@ func TestFixtureTrees(t *testing.T) {
 		usage, limit, ws uint64
 		limitKnown       bool
 		oomKill          uint64
-		quota            float64
+		quota            Cores
 		throttledNS      uint64
 		psiHost          bool
 		psiMem           float64
 		peak             Value // the kernel's recorded peak; v2 before 5.19 has none
 	}{
-		{"v1-hybrid", 1, 498331648, 512 * mib, 498331648 - 221376512, true, 2, 0.5, 2500000000, true, 1.5, Value{536866816, true}},
-		{"v1-docker", 1, 100 * mib, 256 * mib, 100*mib - 5*mib, true, 0, 2, 0, true, 0, Value{250 * mib, true}},
-		{"v2-namespace", 2, 900 * mib, 1024 * mib, 900*mib - 40*mib, true, 3, 1.5, 4500000000, false, 22, Value{1024 * mib, true}},
-		{"v2-k8s-pod", 2, 200 * mib, 512 * mib, 200*mib - 8*mib, true, 0, 1, 0, true, 0, Value{}},
-		{"v2-unlimited-missing", 2, 1 * mib, 0, 0, false, 0, 0, 0, false, 0, Value{}},
+		{"v1-hybrid", 1, 498331648, 512 * mib, 498331648 - 221376512, true, 2, Cores{0.5, true}, 2500000000, true, 1.5, Value{536866816, true}},
+		{"v1-docker", 1, 100 * mib, 256 * mib, 100*mib - 5*mib, true, 0, Cores{2, true}, 0, true, 0, Value{250 * mib, true}},
+		{"v2-namespace", 2, 900 * mib, 1024 * mib, 900*mib - 40*mib, true, 3, Cores{1.5, true}, 4500000000, false, 22, Value{1024 * mib, true}},
+		{"v2-k8s-pod", 2, 200 * mib, 512 * mib, 200*mib - 8*mib, true, 0, Cores{1, true}, 0, true, 0, Value{}},
+		{"v2-unlimited-missing", 2, 1 * mib, 0, 0, false, 0, Cores{}, 0, false, 0, Value{}}, // no quota: absent, not 0
 	} {
 		t.Run(tc.tree, func(t *testing.T) {
 			c := open(t, tc.tree)
@@ -55,8 +55,8 @@ func TestFixtureTrees(t *testing.T) {
 			if tc.tree != "v2-unlimited-missing" && (!st.OOMKill.Known || st.OOMKill.V != tc.oomKill) {
 				t.Errorf("oom_kill %+v, want %d", st.OOMKill, tc.oomKill)
 			}
-			if st.CPUQuotaCores != tc.quota {
-				t.Errorf("quota %v, want %v", st.CPUQuotaCores, tc.quota)
+			if st.CPUQuota != tc.quota {
+				t.Errorf("quota %+v, want %+v", st.CPUQuota, tc.quota)
 			}
 			if st.ThrottledTime.V != tc.throttledNS {
 				t.Errorf("throttled %+v ns, want %d", st.ThrottledTime, tc.throttledNS)

@@ -179,8 +179,8 @@ func TestRealCPUThrottling(t *testing.T) {
 	first := c.Sample()
 	time.Sleep(600 * time.Millisecond)
 	second := c.Sample()
-	if second.CPUQuotaCores < 0.099 || second.CPUQuotaCores > 0.101 {
-		t.Errorf("quota %v cores, want 0.1", second.CPUQuotaCores)
+	if q := second.CPUQuota; !q.Known || q.V < 0.099 || q.V > 0.101 {
+		t.Errorf("quota %+v cores, want 0.1", q)
 	}
 	if !second.CPUThrottled.Known || second.CPUThrottled.V <= first.CPUThrottled.V || second.ThrottledTime.V <= first.ThrottledTime.V {
 		t.Errorf("not throttled: %+v → %+v, %+v → %+v", first.CPUThrottled, second.CPUThrottled, first.ThrottledTime, second.ThrottledTime)

@@ -2,6 +2,11 @@
 // injectable cgroup root and /proc root: memory usage, the effective limit, working set, OOM
 // counters, CPU quota and throttling, pressure; and it turns OOM-kill notifications (eventfd on
 // v1, inotify on v2) into events.
+//
+// Where things are: discover.go finds the cgroup (/proc/<pid>/cgroup and mountinfo); cgroup.go
+// is the Cgroup, its sample and the walk up the hierarchy for limits and quotas; v1.go and v2.go
+// read each version's files, psi.go the pressure files, parse.go the formats they share;
+// oom_linux.go watches the OOM killer; stats.go holds what a sample is.
 package memwatch
 
 import "time"
@@ -11,6 +16,20 @@ import "time"
 type Value struct {
 	V     uint64 `json:"v"`
 	Known bool   `json:"known"`
+}
+
+// Cores is a number of CPUs that may be absent: Known is false when none is set (no CPU quota)
+// or it could not be read, never a 0 that means "none".
+type Cores struct {
+	V     float64 `json:"v"`
+	Known bool    `json:"known"`
+}
+
+// lower keeps the smaller of q and v.
+func (q *Cores) lower(v float64) {
+	if !q.Known || v < q.V {
+		*q = Cores{V: v, Known: true}
+	}
 }
 
 // Stats is one sample of the container's cgroup. Bytes for memory; for CPU, cores and
@@ -37,11 +56,11 @@ type Stats struct {
 	OOMKill   Value `json:"oom_kill"`   // oom_kill counter
 	OOMGroup  Value `json:"oom_group"`  // memory.oom.group (v2): 1 = one OOM kills the whole cgroup
 
-	CPUQuotaCores float64 `json:"cpu_quota_cores"` // 0 = no quota
-	CPUPeriods    Value   `json:"cpu_periods"`     // nr_periods
-	CPUThrottled  Value   `json:"cpu_throttled"`   // nr_throttled
-	ThrottledTime Value   `json:"throttled_ns"`    // throttled time, nanoseconds (v2 µs converted)
-	CPUUsage      Value   `json:"cpu_usage_ns"`    // cgroup CPU time, nanoseconds
+	CPUQuota      Cores `json:"cpu_quota"`     // the smallest quota on the way up; Known false = no quota
+	CPUPeriods    Value `json:"cpu_periods"`   // nr_periods
+	CPUThrottled  Value `json:"cpu_throttled"` // nr_throttled
+	ThrottledTime Value `json:"throttled_ns"`  // throttled time, nanoseconds (v2 µs converted)
+	CPUUsage      Value `json:"cpu_usage_ns"`  // cgroup CPU time, nanoseconds
 
 	PSI PSI `json:"psi"`
 

@@ -22,17 +22,13 @@ package metrics
 import (
 	"runtime"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
-
-// Causes are the verdicts gwrap_worker_kills_total counts (DESIGN.md's table); every series
-// exists from the start at 0, so that increase() sees the first kill. Any other cause string is
-// counted as "unknown" to keep the label bounded.
-var Causes = []string{"oom_killed", "memory_pressure", "cpu_bound", "cpu_starved", "blocked", "boot_timeout", "crashed", "unknown"}
 
 // The roles of the role label.
 const (
@@ -99,7 +95,12 @@ type Container struct {
 
 // Options configure New.
 type Options struct {
-	Version    string    // gwrap's version, for gwrap_build_info
+	Version string // gwrap's version, for gwrap_build_info
+	// Causes are the verdicts the cause label takes (postmortem.CauseNames: the package that
+	// decides them owns the list); every series exists from the start at 0, so that increase()
+	// sees the first kill. Any other cause string is counted as "unknown" to keep the label
+	// bounded.
+	Causes     []string
 	LateShares []float64 // shares of the timeout the watcher reports (e.g. 0.5, 0.8): their series start at 0
 	// Live, when set, is called at scrape time (on the scraper's goroutine, at most once per
 	// LiveEvery; concurrent scrapes share one call) for what is cheap enough to read per scrape
@@ -153,7 +154,7 @@ func New(opt Options) *Metrics {
 	}
 	m := &Metrics{reg: prometheus.NewRegistry(), opt: opt}
 	m.kills = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gwrap_worker_kills_total",
-		Help: "Gunicorn workers killed, by gwrap's verdict on why (oom_killed, memory_pressure, cpu_bound, cpu_starved, blocked, boot_timeout, crashed, unknown) and their role (http, dirty, dirty_arbiter)."}, []string{"cause", "role"})
+		Help: "Gunicorn workers killed, by gwrap's verdict on why (" + strings.Join(opt.Causes, ", ") + ") and their role (http, dirty, dirty_arbiter)."}, []string{"cause", "role"})
 	m.ooms = prometheus.NewCounter(prometheus.CounterOpts{Name: "gwrap_oom_kills_total",
 		Help: "Processes the kernel OOM killer killed in the container's cgroup while gwrap watched (increase of its oom_kill counter)."})
 	m.late = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gwrap_worker_late_total",
@@ -173,7 +174,7 @@ func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // initRole makes a role's series exist at 0, so that increase() sees their first count.
 func (m *Metrics) initRole(r string) {
-	for _, c := range Causes {
+	for _, c := range m.opt.Causes {
 		m.kills.WithLabelValues(c, r)
 	}
 	if r == RoleDirtyArbiter {
@@ -190,14 +191,15 @@ func (m *Metrics) EnableDirty() {
 	m.dirtyOn.Do(func() {
 		m.initRole(RoleDirty)
 		m.initRole(RoleDirtyArbiter)
-		for _, c := range Causes {
+		for _, c := range m.opt.Causes {
 			m.execs.WithLabelValues(c)
 		}
 	})
 }
 
-func cause(c string) string {
-	for _, x := range Causes {
+// cause is the label of a verdict: c itself when it is one of Options.Causes.
+func (m *Metrics) cause(c string) string {
+	for _, x := range m.opt.Causes {
 		if x == c {
 			return c
 		}
@@ -211,13 +213,13 @@ func (m *Metrics) WorkerKilled(c, r string) {
 	if r = role(r); r != RoleHTTP {
 		m.EnableDirty()
 	}
-	m.kills.WithLabelValues(cause(c), r).Inc()
+	m.kills.WithLabelValues(m.cause(c), r).Inc()
 }
 
 // ExecTimeout counts a dirty action that ran past --dirty-timeout, by its verdict.
 func (m *Metrics) ExecTimeout(c string) {
 	m.EnableDirty()
-	m.execs.WithLabelValues(cause(c)).Inc()
+	m.execs.WithLabelValues(m.cause(c)).Inc()
 }
 
 // OOMKills adds n to the OOM-kill count (an oom.kill event's Count).

@@ -47,8 +47,11 @@ func serve(t *testing.T, m *Metrics) func() string {
 	}
 }
 
+// causes are the verdicts as gwrap hands them (postmortem.CauseNames).
+var causes = []string{"oom_killed", "memory_pressure", "boot_timeout", "cpu_starved", "cpu_bound", "blocked", "crashed", "unknown"}
+
 func fed() *Metrics {
-	m := New(Options{Version: "1.2.3", LateShares: []float64{0.5, 0.8}})
+	m := New(Options{Version: "1.2.3", Causes: causes, LateShares: []float64{0.5, 0.8}})
 	m.WorkerStarted(RoleHTTP)
 	m.WorkerStarted(RoleHTTP)
 	m.WorkerKilled("oom_killed", RoleHTTP)
@@ -143,7 +146,7 @@ func TestDirtyRole(t *testing.T) {
 // TestAbsentIsAbsent: what was never read (no limit, no PSI, no listener, timeout disabled)
 // has no series at all rather than a 0.
 func TestAbsentIsAbsent(t *testing.T) {
-	m := New(Options{})
+	m := New(Options{Causes: causes})
 	m.SetGunicorn("", "gthread", 0)
 	m.SetWorkers(0, -1)
 	m.SetContainer(Container{WorkingSetBytes: Known(1 << 20)})

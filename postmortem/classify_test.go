@@ -37,7 +37,7 @@ func cgroup(n int, ws, limit uint64, throttledPerSec uint64, psi float64) []memw
 			st.PSI = memwatch.PSI{MemorySome10: psi, Known: true}
 		}
 		if throttledPerSec > 0 {
-			st.CPUQuotaCores = 0.05
+			st.CPUQuota = memwatch.Cores{V: 0.05, Known: true}
 		}
 		out = append(out, st)
 	}

@@ -88,6 +88,9 @@ func TestDecide(t *testing.T) {
 			if tc.confidence != "" && d.Confidence != tc.confidence {
 				t.Errorf("confidence %s, want %s", d.Confidence, tc.confidence)
 			}
+			if !d.Cause.Known() {
+				t.Errorf("decided %q, a cause outside the vocabulary (causes.go)", d.Cause)
+			}
 		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/probes"
 )
@@ -89,24 +90,6 @@ type Growth struct {
 	Steady   bool          // it rose sample after sample and never fell back much: what a leak looks like
 }
 
-// asyncClasses are worker classes that serve from an event loop or threads.
-var asyncClasses = []string{"gthread", "gevent", "eventlet", "tornado", "uvicorn", "asgi", "aiohttp", "meinheld"}
-
-// isAsync reports whether a worker class is not the plain sync worker; a sync class with
-// --threads > 1 is gthread (Gunicorn switches it).
-func isAsync(class string, threads int) bool {
-	c := strings.ToLower(class)
-	if c == "" || c == "sync" || strings.HasSuffix(c, "syncworker") || strings.HasSuffix(c, "#sync") {
-		return threads > 1
-	}
-	for _, a := range asyncClasses {
-		if strings.Contains(c, a) {
-			return true
-		}
-	}
-	return false
-}
-
 // live reports whether a worker sample shows the process alive before the incident: not at or
 // after it, not a zombie or a dead task.
 func live(s probes.Sample, at time.Time) bool {
@@ -119,8 +102,8 @@ const minWindow = 5 * time.Second
 // measure takes the facts of one incident.
 func measure(e Evidence) Facts {
 	inc := e.Incident
-	f := Facts{PID: inc.PID, Kind: inc.Kind, Timeout: time.Duration(e.Settings.Timeout) * time.Second, Class: e.Settings.WorkerClass,
-		Async: isAsync(e.Settings.WorkerClass, e.Settings.Threads), Platform: e.Platform, MaxReqs: e.Settings.MaxRequests,
+	f := Facts{PID: inc.PID, Kind: inc.Kind, Timeout: time.Duration(e.Settings.Timeout) * time.Second, Class: string(gunicorn.ClassOf(e.Settings)),
+		Async: gunicorn.ClassOf(e.Settings).Async(), Platform: e.Platform, MaxReqs: e.Settings.MaxRequests,
 		TimeoutLogged: inc.Timeout, BootStuck: inc.BootStuck, Escalated: inc.Escalated, OOMHint: inc.OOMHint,
 		HandledAbort: inc.HandledAbort, Vanished: inc.Vanished, TimeoutInferred: inc.TimeoutInferred, Signal: inc.Signal, ExitCode: inc.ExitCode,
 		OOMKillDelta: inc.OOMKillDelta, OOMShared: inc.OOMShared, Exception: lastException(inc.Traceback), Where: inc.StackTop,
@@ -312,8 +295,8 @@ func (f *Facts) measureContainer(sts []memwatch.Stats, from, at time.Time) {
 				f.Throttled = st.CPUThrottled.V - *firstThrottled
 			}
 		}
-		if st.CPUQuotaCores > 0 {
-			f.Quota = st.CPUQuotaCores
+		if st.CPUQuota.Known {
+			f.Quota = st.CPUQuota.V
 		}
 	}
 	if f.Limit > 0 && f.WSKnown {

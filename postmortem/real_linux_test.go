@@ -73,7 +73,7 @@ sys.stdin.readline()`)
 			}
 		}
 	}()
-	w := probes.NewWatcher(probes.NewFS("/proc"), probes.Options{Interval: 100 * time.Millisecond, FastInterval: 50 * time.Millisecond, WorkerClass: "sync"})
+	w := probes.NewWatcher(probes.NewFS("/proc"), probes.Options{Interval: 100 * time.Millisecond, FastInterval: 50 * time.Millisecond})
 	events := make(chan probes.Event, 64)
 	watched := make(chan error, 1)
 	go func() { watched <- w.Run(ctx, cmd.Process.Pid, func(e probes.Event) { events <- e }) }()

@@ -145,11 +145,6 @@ func NewReport(e Evidence, v Verdict, gunicornVersion string, now time.Time) Rep
 	return r
 }
 
-// newReport is NewReport, for the correlator and the tests written against it.
-func newReport(e Evidence, v Verdict, version string, now time.Time) Report {
-	return NewReport(e, v, version, now)
-}
-
 func ptr[T any](v T) *T { return &v }
 
 func point(s probes.Sample) Point {
@@ -202,7 +197,9 @@ func containerState(sts []memwatch.Stats, at time.Time) ContainerState {
 	first, last := sts[0], sts[len(sts)-1]
 	c.CgroupVersion = last.Version
 	c.OOMKill, c.OOMKillBefore = value(last.OOMKill), value(first.OOMKill)
-	c.CPUQuotaCores = last.CPUQuotaCores
+	if last.CPUQuota.Known {
+		c.CPUQuotaCores = last.CPUQuota.V
+	}
 	for _, st := range sts {
 		if st.Limit.Known {
 			c.LimitBytes = value(st.Limit)

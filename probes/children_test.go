@@ -78,7 +78,7 @@ func TestParseNetUDP(t *testing.T) {
 	const in = "   sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode ref pointer drops\n" +
 		" 1071: 0100007F:9C40 0100007F:A5B3 01 00000000:00000000 00:00000000 00000000     0        0 5001 2 0000000000000000 0\n" +
 		" 1072: 00000000:14E9 00000000:0000 07 00000000:00000000 00:00000000 00000000     0        0 5002 2 0000000000000000 0\n"
-	got := parseNetTCP([]byte(in), "udp", map[uint64]bool{5001: true, 5002: true})
+	got := sockets(parseNetTCP([]byte(in)), "udp", map[uint64]bool{5001: true, 5002: true})
 	want := []Socket{
 		{Proto: "udp", Local: "127.0.0.1:40000", Remote: "127.0.0.1:42419", State: "ESTABLISHED", Inode: 5001},
 		{Proto: "udp", Local: "0.0.0.0:5353", Remote: "0.0.0.0:0", State: "CLOSE", Inode: 5002},

@@ -496,16 +496,6 @@ func (w *Watcher) Follow(pid int, on bool) {
 	}
 }
 
-// SetDirty says the master runs a dirty arbiter (its settings, read late, or its "Spawned dirty
-// arbiter" line say so) and sets --dirty-timeout, which dirty workers' lateness is judged against.
-// From the next sweep the master's children are told apart by their heartbeat files, and a child
-// taken for a worker until then that is not one stops being sampled as one (the arbiter's event
-// says what it is). Safe from any goroutine.
-func (w *Watcher) SetDirty(timeout time.Duration) {
-	w.dirtyTimeoutNS.Store(int64(timeout))
-	w.dirtyOn.Store(true)
-}
-
 // reclassify looks again, once dirty workers are known to run, at the children of the master
 // taken for workers before: those that are not move to the others, without a vanish.
 func (w *Watcher) reclassify(workers map[int]*tracked, masterFiles func() map[int]fileID) {
@@ -535,7 +525,7 @@ func (w *Watcher) reclassify(workers map[int]*tracked, masterFiles func() map[in
 	}
 }
 
-func (w *Watcher) dirtyTimeout() time.Duration { return time.Duration(w.dirtyTimeoutNS.Load()) }
+func (w *Watcher) dirtyTimeout() time.Duration { return w.limits.Load().DirtyTimeout }
 
 // limitOf is the timeout a worker's heartbeat is judged against: --timeout, or --dirty-timeout
 // for a dirty worker.
@@ -552,7 +542,7 @@ func (w *Watcher) normalBeatOf(t *tracked) time.Duration {
 	if t.role == RoleDirty {
 		return w.dirtyTimeout() / 2
 	}
-	return NormalBeat(*w.class.Load(), w.timeout())
+	return w.beat()
 }
 
 func (t *tracked) String() string { return fmt.Sprintf("%s worker %d", t.role, t.w.id.PID) }

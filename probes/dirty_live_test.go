@@ -62,7 +62,7 @@ func TestLiveDirtyPool(t *testing.T) {
 	testkit.RequireRoot(t)
 	master, base := startDirty(t, 4, 4)
 	w := NewWatcher(NewFS("/proc"), Options{Interval: 200 * time.Millisecond, FastInterval: 50 * time.Millisecond,
-		Timeout: 4 * time.Second, Dirty: true, DirtyTimeout: 4 * time.Second, WorkerClass: "sync"})
+		Limits: Limits{Timeout: 4 * time.Second, Beat: 2 * time.Second, Dirty: true, DirtyTimeout: 4 * time.Second}})
 	events := make(chan Event, 4096)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)

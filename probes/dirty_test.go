@@ -115,7 +115,7 @@ func TestDiscoverDirtyPool(t *testing.T) {
 	p.proc(110, 103, 1010, nil, "", map[int]string{5: hbA, 6: hbB, 7: hbD1})
 	p.proc(111, 103, 1011, nil, "", map[int]string{5: hbA, 6: hbB, 7: hbD1, 8: hbD2})
 
-	w := NewWatcher(NewFS(p.root), Options{Timeout: 30 * time.Second, Dirty: true, DirtyTimeout: 300 * time.Second})
+	w := NewWatcher(NewFS(p.root), Options{Limits: Limits{Timeout: 30 * time.Second, Dirty: true, DirtyTimeout: 300 * time.Second}})
 	var evs []Event
 	workers := map[int]*tracked{}
 	for i := 0; i < 2; i++ { // the arbiter's children are looked at from the sweep after it was found
@@ -184,7 +184,7 @@ func TestDiscoverDirtyPool(t *testing.T) {
 }
 
 // TestDirtyOffThenOn: until the master is known to run a dirty arbiter, every child is a worker,
-// as always (a fake master's children hold no heartbeat file); once it is (SetDirty), the child
+// as always (a fake master's children hold no heartbeat file); once it is (SetLimits), the child
 // that is the arbiter stops being one, without a vanish, and is found as the arbiter.
 func TestDirtyOffThenOn(t *testing.T) {
 	p := newProcTree(t)
@@ -194,7 +194,7 @@ func TestDirtyOffThenOn(t *testing.T) {
 	p.proc(102, 100, 1002, []int{110}, "", map[int]string{7: hbD})
 	p.proc(103, 100, 1003, nil, "", nil) // holds no heartbeat file at all
 	p.proc(110, 102, 1010, nil, "", map[int]string{7: hbD})
-	w := NewWatcher(NewFS(p.root), Options{Timeout: 30 * time.Second})
+	w := NewWatcher(NewFS(p.root), Options{Limits: Limits{Timeout: 30 * time.Second}})
 	workers := map[int]*tracked{}
 	var evs []Event
 	emit := func(e Event) { evs = append(evs, e) }
@@ -202,7 +202,7 @@ func TestDirtyOffThenOn(t *testing.T) {
 	if len(workers) != 3 {
 		t.Fatalf("dirty off: %d workers, want every child", len(workers))
 	}
-	w.SetDirty(60 * time.Second)
+	w.SetLimits(Limits{Timeout: 30 * time.Second, Dirty: true, DirtyTimeout: 60 * time.Second})
 	evs = nil
 	w.discover(100, workers, time.Now(), emit)
 	w.discover(100, workers, time.Now(), emit)
@@ -251,7 +251,7 @@ func TestOtherPIDReused(t *testing.T) {
 	p.proc(100, 1, 1000, []int{101, 102}, "", map[int]string{5: hbA})
 	p.proc(101, 100, 1001, nil, "", map[int]string{5: hbA})
 	p.proc(102, 100, 1002, nil, "", nil) // a process a hook started: no heartbeat file
-	w := NewWatcher(NewFS(p.root), Options{Timeout: 30 * time.Second, Dirty: true, DirtyTimeout: 60 * time.Second})
+	w := NewWatcher(NewFS(p.root), Options{Limits: Limits{Timeout: 30 * time.Second, Dirty: true, DirtyTimeout: 60 * time.Second}})
 	workers := map[int]*tracked{}
 	noop := func(Event) {}
 	w.discover(100, workers, time.Now(), noop)

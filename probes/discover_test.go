@@ -208,7 +208,7 @@ func TestSweepFindsTheUpgrade(t *testing.T) {
 		{pid: 12, ppid: 10, cmdline: gunicorn, fds: []string{heartbeat("x")}, environ: "GUNICORN_PID=10\x00"}, // new master
 		{pid: 13, ppid: 12, cmdline: gunicorn, fds: []string{heartbeat("x")}, environ: "GUNICORN_PID=10\x00"}, // its worker
 	})
-	w := NewWatcher(NewFS(root), Options{Timeout: 30 * time.Second})
+	w := NewWatcher(NewFS(root), Options{Limits: Limits{Timeout: 30 * time.Second}})
 	w.upgrades = map[int]*newMaster{}
 	workers := map[int]*tracked{}
 	t.Cleanup(func() {

@@ -111,7 +111,7 @@ func TestHeartbeatFromMaster(t *testing.T) {
 				}
 			}
 			var warns []string
-			w := NewWatcher(NewFS(root), Options{Timeout: 30 * time.Second, Warn: func(m string) { warns = append(warns, m) }})
+			w := NewWatcher(NewFS(root), Options{Limits: Limits{Timeout: 30 * time.Second}, Warn: func(m string) { warns = append(warns, m) }})
 			workers := map[int]*tracked{}
 			var events []Event
 			w.discover(master, workers, time.Now(), func(e Event) { events = append(events, e) })

@@ -1,7 +1,6 @@
 package probes
 
 import (
-	"bytes"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -62,74 +61,6 @@ type Listener struct {
 	Queue    uint64 `json:"queue"`     // connections waiting for accept() (sk_ack_backlog)
 	Max      uint64 `json:"max"`       // the accept queue's bound (sk_max_ack_backlog), when MaxKnown
 	MaxKnown bool   `json:"max_known"` // false when sock_diag could not say
-}
-
-// tcpRow is one line of /proc/net/tcp or tcp6.
-type tcpRow struct {
-	local string // "127.0.0.1:8000"
-	port  string // "8000"
-	state string // "0A" = LISTEN, "01" = ESTABLISHED (include/net/tcp_states.h, hex)
-	rxq   uint64 // for LISTEN: sk_ack_backlog
-	inode uint64
-	// For LISTEN, from sock_diag only: sk_max_ack_backlog.
-	max      uint64
-	maxKnown bool
-}
-
-const (
-	tcpEstablished = "01"
-	tcpListen      = "0A"
-)
-
-// The same states as numbers, for sock_diag's state mask.
-const (
-	tcpStateEstablished = 1
-	tcpStateListen      = 10
-)
-
-// parseTCPRows reads every socket line of /proc/<pid>/net/tcp or tcp6:
-//
-//	sl  local_address rem_address   st tx_queue:rx_queue tr:tm->when retrnsmt   uid  timeout inode
-//	 0: 0100007F:1F90 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 41224 …
-//
-// Malformed lines are skipped (the file is read while sockets come and go).
-func parseTCPRows(b []byte) []tcpRow {
-	var out []tcpRow
-	first := true
-	for len(b) > 0 {
-		line := b
-		if j := bytes.IndexByte(b, '\n'); j >= 0 {
-			line, b = b[:j], b[j+1:]
-		} else {
-			b = nil
-		}
-		if first { // header
-			first = false
-			continue
-		}
-		f := bytes.Fields(line)
-		if len(f) < 10 {
-			continue
-		}
-		_, q, ok := bytes.Cut(f[4], []byte{':'})
-		if !ok {
-			continue
-		}
-		rxq, err := strconv.ParseUint(string(q), 16, 64)
-		if err != nil {
-			continue
-		}
-		inode, err := strconv.ParseUint(string(f[9]), 10, 64)
-		if err != nil {
-			continue
-		}
-		local, err := hexAddr(string(f[1]))
-		if err != nil {
-			continue
-		}
-		out = append(out, tcpRow{local: local, port: port(local), state: string(f[3]), rxq: rxq, inode: inode})
-	}
-	return out
 }
 
 // parseSocketLink returns the inode of an fd link target "socket:[12345]".
@@ -334,7 +265,7 @@ func (f FS) procTCP(master int) ([]tcpRow, error) {
 			continue // tcp6 is absent without IPv6
 		}
 		read++
-		rows = append(rows, parseTCPRows(b)...)
+		rows = append(rows, parseNetTCP(b)...)
 	}
 	if read == 0 {
 		return nil, fmt.Errorf("master %d: no readable %s", master, f.path(master, "net", "tcp"))

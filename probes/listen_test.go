@@ -9,40 +9,6 @@ import (
 	"time"
 )
 
-// Lines as Linux 6.x prints them (header, an IPv4 listener with 3 connections waiting for
-// accept(), an accepted client connection, an outgoing connection), and tcp6's wildcard listener.
-const netTCP = `  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 0100007F:1F90 00000000:0000 0A 00000000:00000003 00:00000000 00000000     0        0 41224 1 0000000000000000 100 0 0 10 0
-   1: 0100007F:1F90 0100007F:D2A4 01 00000000:00000000 00:00000000 00000000     0        0 41301 1 0000000000000000 20 4 30 10 -1
-   2: 0100007F:9C40 0100007F:1538 01 00000000:00000000 00:00000000 00000000     0        0 41302 1 0000000000000000 20 4 30 10 -1
-   3: garbage
-`
-
-const netTCP6 = `  sl  local_address                         remote_address                        st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode
-   0: 00000000000000000000000000000000:1F91 00000000000000000000000000000000:0000 0A 00000000:00000800 00:00000000 00000000     0        0 52000 1 0000000000000000 100 0 0 10 0
-`
-
-func TestParseTCPRows(t *testing.T) {
-	got := parseTCPRows([]byte(netTCP))
-	want := []tcpRow{
-		{local: "127.0.0.1:8080", port: "8080", state: "0A", rxq: 3, inode: 41224},
-		{local: "127.0.0.1:8080", port: "8080", state: "01", rxq: 0, inode: 41301},
-		{local: "127.0.0.1:40000", port: "40000", state: "01", rxq: 0, inode: 41302},
-	}
-	if !reflect.DeepEqual(got, want) {
-		t.Errorf("tcp:\n got %+v\nwant %+v", got, want)
-	}
-	got6 := parseTCPRows([]byte(netTCP6))
-	if len(got6) != 1 || got6[0].local != "[::]:8081" || got6[0].rxq != 0x800 || got6[0].state != tcpListen {
-		t.Errorf("tcp6: %+v", got6)
-	}
-	for _, in := range []string{"", "header only\n", "h\n 0: 0100007F:1F90 00000000:0000 0A 00000000:zz 0 0 0 0 1\n"} {
-		if r := parseTCPRows([]byte(in)); len(r) != 0 {
-			t.Errorf("%q: %+v", in, r)
-		}
-	}
-}
-
 func TestParseSocketLink(t *testing.T) {
 	for in, want := range map[string]uint64{"socket:[41224]": 41224, "pipe:[5]": 0, "socket:[]": 0, "socket:[x]": 0, "/tmp/wgunicorn-x": 0} {
 		got, ok := parseSocketLink(in)
@@ -53,7 +19,7 @@ func TestParseSocketLink(t *testing.T) {
 }
 
 func TestSaturationOf(t *testing.T) {
-	rows := append(parseTCPRows([]byte(netTCP)), parseTCPRows([]byte(netTCP6))...)
+	rows := append(parseNetTCP([]byte(netTCP)), parseNetTCP([]byte(netTCP6))...)
 	master := map[uint64]bool{41224: true, 52000: true, 9: true}
 	busy := map[uint64]bool{41224: true, 41301: true} // inherited listener + an accepted client
 	idle := map[uint64]bool{41224: true, 41302: true} // inherited listener + an outgoing connection

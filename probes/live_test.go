@@ -72,7 +72,7 @@ func (h *history) all() map[ID][]Sample {
 func watch(t *testing.T, master int, timeout int) (*history, chan Event) {
 	t.Helper()
 	w := NewWatcher(NewFS("/proc"), Options{Interval: 200 * time.Millisecond, FastInterval: 50 * time.Millisecond,
-		Timeout: time.Duration(timeout) * time.Second, WorkerClass: "sync"})
+		Limits: Limits{Timeout: time.Duration(timeout) * time.Second}}) // sync: Beat timeout/2
 	events := make(chan Event, 256)
 	h := &history{m: map[ID][]Sample{}}
 	ctx, cancel := context.WithCancel(context.Background())

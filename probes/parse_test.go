@@ -97,22 +97,6 @@ func TestFixtureTree(t *testing.T) {
 	}
 }
 
-func TestHexAddr(t *testing.T) {
-	for in, want := range map[string]string{
-		"0100007F:1F90":                         "127.0.0.1:8080",
-		"0500000A:1538":                         "10.0.0.5:5432",
-		"00000000000000000000000001000000:0050": "[::1]:80",
-		"0000000000000000FFFF00000100007F:01BB": "127.0.0.1:443",
-	} {
-		if got, err := hexAddr(in); err != nil || got != want {
-			t.Errorf("%s: %q %v, want %s", in, got, err, want)
-		}
-	}
-	if _, err := hexAddr("zz:1"); err == nil {
-		t.Error("garbage accepted")
-	}
-}
-
 func TestHeartbeatConventions(t *testing.T) {
 	now := time.Unix(1_800_000_000, 0)
 	mono := 5000 * time.Second
@@ -137,18 +121,22 @@ func TestHeartbeatConventions(t *testing.T) {
 }
 
 func TestLateThresholds(t *testing.T) {
-	w := NewWatcher(NewFS("testdata/proc"), Options{Timeout: 30 * time.Second, WorkerClass: "sync", DirtyTimeout: 300 * time.Second})
+	// An idle sync worker beats every 15 s (gunicorn.Class.Heartbeat): late only past 15 s + 2 s.
+	w := NewWatcher(NewFS("testdata/proc"), Options{Limits: Limits{Timeout: 30 * time.Second, Beat: 15 * time.Second, DirtyTimeout: 300 * time.Second}})
 	http, dirty := &tracked{}, &tracked{role: RoleDirty}
-	// An idle sync worker beats every 15 s: late only past 15 s + 2 s.
 	if got := w.lateAfter(http, 0.5); got != 17*time.Second {
 		t.Errorf("sync 0.5: %v", got)
 	}
 	if got := w.lateAfter(http, 0.8); got != 24*time.Second {
 		t.Errorf("sync 0.8: %v", got)
 	}
-	g := NewWatcher(NewFS("testdata/proc"), Options{Timeout: 30 * time.Second, WorkerClass: "gthread", DirtyTimeout: 300 * time.Second})
+	g := NewWatcher(NewFS("testdata/proc"), Options{Limits: Limits{Timeout: 30 * time.Second, Beat: time.Second, DirtyTimeout: 300 * time.Second}})
 	if got := g.lateAfter(http, 0.5); got != 15*time.Second {
 		t.Errorf("gthread 0.5: %v", got)
+	}
+	// A beat not given is the longest any class has, timeout/2: an idle worker is never late.
+	if got := NewWatcher(NewFS("testdata/proc"), Options{Limits: Limits{Timeout: 30 * time.Second}}).lateAfter(http, 0.5); got != 17*time.Second {
+		t.Errorf("no beat 0.5: %v", got)
 	}
 	// A dirty worker is judged against --dirty-timeout, whatever the HTTP workers' class: its
 	// loop beats every --dirty-timeout/2 (150 s), so it is late past 150 s + 2 s, then 240 s.
@@ -156,9 +144,6 @@ func TestLateThresholds(t *testing.T) {
 		if a, b := c.lateAfter(dirty, 0.5), c.lateAfter(dirty, 0.8); a != 152*time.Second || b != 240*time.Second {
 			t.Errorf("dirty: %v %v", a, b)
 		}
-	}
-	if NormalBeat("uvicorn.workers.UvicornWorker", 60*time.Second) != 30*time.Second || NormalBeat("gevent", 60*time.Second) != time.Second {
-		t.Error("normal beats")
 	}
 }
 
@@ -196,25 +181,6 @@ func TestParseSmapsRollup(t *testing.T) {
 	in := "55d0-7ffd ---p 00000000 00:00 0    [rollup]\nRss:  16000 kB\nPss:  13021 kB\nPrivate_Clean:  100 kB\nPrivate_Dirty:  3336 kB\nPrivate_Hugetlb:  9 kB\n"
 	if got := parseSmapsRollup([]byte(in)); got != (rollup{pss: 13021 << 10, uss: 3436 << 10}) {
 		t.Errorf("got %+v", got)
-	}
-}
-
-func TestParseNetTCP(t *testing.T) {
-	const in = "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n" +
-		"   0: 0100007F:487B 00000000:0000 0A 00000000:00000000 00:00000000 00000000     0        0 32041 1 0 100 0 0 10 0\n" +
-		"   1: 0100007F:C350 0500000A:1538 02 00000000:00000000 00:00000000 00000000     0        0 777 1 0 100 0 0 10 0\n" +
-		"   2: 0100007F:C351 0500000A:1538 01 00000000:00000000 00:00000000 00000000     0        0 888 1 0 100 0 0 10 0\n" +
-		"   3: garbage\n"
-	got := parseNetTCP([]byte(in), "tcp", map[uint64]bool{32041: true, 777: true})
-	want := []Socket{
-		{Proto: "tcp", Local: "127.0.0.1:18555", State: "LISTEN", Inode: 32041},
-		{Proto: "tcp", Local: "127.0.0.1:50000", Remote: "10.0.0.5:5432", State: "SYN_SENT", Inode: 777},
-	}
-	if len(got) != len(want) || got[0] != want[0] || got[1] != want[1] {
-		t.Errorf("got %+v, want %+v", got, want)
-	}
-	if wo := (Deep{Sockets: got}).WaitingOn(); len(wo) != 1 || wo[0] != "tcp 10.0.0.5:5432" {
-		t.Errorf("waiting on %v", wo)
 	}
 }
 

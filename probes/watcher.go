@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"os"
 	"sort"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -15,15 +14,8 @@ import (
 type Options struct {
 	Interval     time.Duration // hot sampling period (1 s)
 	FastInterval time.Duration // sampling period of a late worker (100 ms)
-	Timeout      time.Duration // Gunicorn's --timeout; 0 disables lateness
-	// Dirty says the master runs a dirty arbiter (Gunicorn 25+, --dirty-workers and --dirty-app
-	// set): its children are then told apart by their heartbeat files (dirty.go); until then every
-	// child of the master is a worker. DirtyTimeout is --dirty-timeout, which dirty workers are
-	// judged against (0 disables their lateness). SetDirty turns it on later.
-	Dirty        bool
-	DirtyTimeout time.Duration
-	WorkerClass  string    // decides the normal heartbeat period
-	LateShares   []float64 // shares of the timeout that make a worker late ({0.5, 0.8})
+	Limits       Limits        // what the workers are judged against, until SetLimits
+	LateShares   []float64     // shares of the timeout that make a worker late ({0.5, 0.8})
 	Now          func() time.Time
 	// Warn is told once per kind of degradation (an unreadable file, a missing heartbeat).
 	Warn func(msg string)
@@ -46,8 +38,7 @@ type Watcher struct {
 	fs  FS
 	opt Options
 
-	class     atomic.Pointer[string] // the worker class, once Gunicorn's log names it
-	timeoutNS atomic.Int64           // Gunicorn's timeout (ns), once the master's own settings are read
+	limits atomic.Pointer[Limits] // Options.Limits, or SetLimits since
 
 	master int   // the master Run found (Run's goroutine only)
 	hints  hints // pids Gunicorn's start lines named
@@ -56,9 +47,7 @@ type Watcher struct {
 	// Gunicorn's GUNICORN_PID in their environment) and their workers (Run's goroutine only).
 	upgrades map[int]*newMaster
 
-	dirtyOn        atomic.Bool  // Options.Dirty, or SetDirty since
-	dirtyTimeoutNS atomic.Int64 // --dirty-timeout (ns)
-	dirty          *dirtyWatch  // the dirty arbiter and its workers (Run's goroutine only)
+	dirty *dirtyWatch // the dirty arbiter and its workers (Run's goroutine only)
 
 	mu     sync.Mutex
 	warned map[string]bool
@@ -82,32 +71,45 @@ func NewWatcher(fs FS, opt Options) *Watcher {
 	}
 	w := &Watcher{fs: fs, opt: opt, warned: map[string]bool{}, follow: map[int]bool{}, dirty: newDirtyWatch(fs),
 		upgrades: map[int]*newMaster{}}
-	w.class.Store(&opt.WorkerClass)
-	w.timeoutNS.Store(int64(opt.Timeout))
-	w.dirtyTimeoutNS.Store(int64(opt.DirtyTimeout))
-	w.dirtyOn.Store(opt.Dirty)
+	w.SetLimits(opt.Limits)
 	return w
 }
 
-// SetTimeout changes Gunicorn's timeout the lateness is judged against (the command was a shell
-// or a script, and the master's own settings were read once it was found). Safe from any goroutine.
-func (w *Watcher) SetTimeout(d time.Duration) { w.timeoutNS.Store(int64(d)) }
+// Limits are what the watcher judges the workers against: Gunicorn's settings, which the engine
+// holds and says again whenever they change (the master's own settings read late, the class its
+// log names, its dirty arbiter seen).
+type Limits struct {
+	Timeout time.Duration // --timeout: 0 disables the HTTP workers' lateness
+	// Beat is how long an idle HTTP worker stays silent at Timeout: its class's heartbeat
+	// (gunicorn.Class.Heartbeat). No worker is called late before Beat and a grace; 0 is
+	// Timeout/2, the longest any class stays silent, so that an idle worker is never called late.
+	Beat time.Duration
+	// Dirty says the master runs a dirty arbiter (Gunicorn 25+: its settings, read late, or its
+	// "Spawned dirty arbiter" line say so). From the next sweep its children are told apart by
+	// their heartbeat files (dirty.go), and a child taken for a worker until then that is not one
+	// stops being sampled as one (the arbiter's event says what it is); until then every child
+	// of the master is a worker. Once on, it stays on.
+	Dirty        bool
+	DirtyTimeout time.Duration // --dirty-timeout, which dirty workers are judged against (0 disables their lateness)
+}
 
-func (w *Watcher) timeout() time.Duration { return time.Duration(w.timeoutNS.Load()) }
-
-// SetWorkerClass changes the class that decides the workers' normal heartbeat (Gunicorn's "Using
-// worker:" line is the truth when the settings could not be read). Safe from any goroutine.
-func (w *Watcher) SetWorkerClass(class string) { w.class.Store(&class) }
-
-// NormalBeat is how long a healthy worker of this class may stay silent: an idle sync or Uvicorn
-// worker beats only every timeout/2 (it waits in select for that long); gthread, gevent,
-// eventlet, tornado and asgi workers beat about every second.
-func NormalBeat(class string, timeout time.Duration) time.Duration {
-	c := strings.ToLower(class)
-	if c == "" || c == "sync" || strings.Contains(c, "uvicorn") {
-		return timeout / 2
+// SetLimits changes what the workers are judged against. Safe from any goroutine.
+func (w *Watcher) SetLimits(l Limits) {
+	if old := w.limits.Load(); old != nil && old.Dirty {
+		l.Dirty = true
 	}
-	return time.Second
+	w.limits.Store(&l)
+}
+
+func (w *Watcher) timeout() time.Duration { return w.limits.Load().Timeout }
+
+// beat is how long an idle HTTP worker stays silent (Limits.Beat).
+func (w *Watcher) beat() time.Duration {
+	l := w.limits.Load()
+	if l.Beat <= 0 {
+		return l.Timeout / 2
+	}
+	return l.Beat
 }
 
 // lateAfter is the silence after which a worker is late at this share of the timeout: never
@@ -317,7 +319,7 @@ func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, 
 		}
 		return mfiles
 	}
-	if w.dirtyOn.Load() && !w.dirty.on {
+	if w.limits.Load().Dirty && !w.dirty.on {
 		w.dirty.on = true
 		w.reclassify(workers, masterFiles)
 	}

@@ -228,7 +228,7 @@ func (f FS) Deep(pid int, now time.Time) (Deep, error) {
 	}
 	for _, p := range []string{"tcp", "tcp6", "udp", "udp6"} {
 		if b, err := os.ReadFile(f.path(pid, "net", p)); err == nil {
-			d.Sockets = append(d.Sockets, parseNetTCP(b, p, inodes)...)
+			d.Sockets = append(d.Sockets, sockets(parseNetTCP(b), p, inodes)...)
 		}
 	}
 	if b, err := os.ReadFile(f.path(pid, "net", "unix")); err == nil {

@@ -31,27 +31,33 @@ type Verdict struct {
 	Summary string // the report's one sentence
 }
 
-// rank orders causes by how much they matter to whoever reads why a pod ended: memory first
-// (the kernel killed something), then what needs a configuration change, then the rest.
-var rank = map[string]int{"oom_killed": 0, "memory_pressure": 1, "boot_timeout": 2, "cpu_starved": 3,
-	"cpu_bound": 4, "blocked": 5, "crashed": 6, "unknown": 7}
+// Ranking orders causes by how much they matter to whoever reads why a pod ended, as the
+// package that decides them lists them (postmortem.CauseNames: memory first, the kernel killed
+// something; then what needs a configuration change; then the rest). A cause not in the list
+// comes last.
+type Ranking []string
 
-func rankOf(cause string) int {
-	if r, ok := rank[cause]; ok {
-		return r
+func (r Ranking) of(cause string) int {
+	for i, c := range r {
+		if c == cause {
+			return i
+		}
 	}
-	return len(rank)
+	return len(r)
 }
 
 // Recent keeps the last n verdicts (a bounded ring for the engine to feed).
 type Recent struct {
 	n     int
+	rank  Ranking
 	list  []Verdict
 	total map[string]int
 }
 
-// NewRecent keeps the last n verdicts and a count of all of them by cause.
-func NewRecent(n int) *Recent { return &Recent{n: max(1, n), total: map[string]int{}} }
+// NewRecent keeps the last n verdicts and a count of all of them by cause, ranked by rank.
+func NewRecent(n int, rank Ranking) *Recent {
+	return &Recent{n: max(1, n), rank: rank, total: map[string]int{}}
+}
 
 // Add records a verdict.
 func (r *Recent) Add(v Verdict) {
@@ -65,11 +71,12 @@ func (r *Recent) Add(v Verdict) {
 // Build writes the message: the reason line, a count by cause when there were verdicts, then the
 // kept verdicts most important first (latest first within a cause), each cut to what fits.
 func (r *Recent) Build(reason string) []byte {
-	return Build(reason, r.list, r.total)
+	return r.rank.Build(reason, r.list, r.total)
 }
 
 // Build is Recent.Build for explicit verdicts and totals (totals may be nil).
-func Build(reason string, verdicts []Verdict, totals map[string]int) []byte {
+func (rank Ranking) Build(reason string, verdicts []Verdict, totals map[string]int) []byte {
+	rankOf := rank.of
 	var b strings.Builder
 	b.WriteString(clip("gwrap: "+oneLine(reason), MaxBytes-1))
 	b.WriteByte('\n')

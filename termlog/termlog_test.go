@@ -16,8 +16,11 @@ import (
 
 var t0 = time.Date(2026, 11, 25, 3, 42, 0, 0, time.UTC)
 
+// ranking is a ranking as gwrap hands it (postmortem.CauseNames).
+var ranking = Ranking{"oom_killed", "memory_pressure", "boot_timeout", "cpu_starved", "cpu_bound", "blocked", "crashed", "unknown"}
+
 func TestBuildOrderAndCounts(t *testing.T) {
-	r := NewRecent(3)
+	r := NewRecent(3, ranking)
 	r.Add(Verdict{At: t0, PID: 10, Cause: "blocked", Summary: "dropped: only the last 3 are kept"})
 	r.Add(Verdict{At: t0.Add(time.Minute), PID: 11, Cause: "blocked", Summary: "waited on tcp 10.0.0.5:5432 for 31 s"})
 	r.Add(Verdict{At: t0.Add(2 * time.Minute), PID: 12, Cause: "oom_killed", Summary: "the kernel OOM killer\nkilled it at 498 MiB of 512 MiB"})
@@ -32,16 +35,16 @@ workers killed: 1 oom_killed, 3 blocked
 	if got != want {
 		t.Errorf("got:\n%s\nwant:\n%s", got, want)
 	}
-	if got := string(Build("no verdicts", nil, nil)); got != "gwrap: no verdicts\n" {
+	if got := string(ranking.Build("no verdicts", nil, nil)); got != "gwrap: no verdicts\n" {
 		t.Errorf("%q", got)
 	}
 }
 
 func TestBuildFitsInOneKiB(t *testing.T) {
-	r := NewRecent(50)
+	r := NewRecent(50, ranking)
 	long := strings.Repeat("é waited on a lock; ", 40) // multi-byte runes across every cut
 	for i := range 50 {
-		r.Add(Verdict{At: t0.Add(time.Duration(i) * time.Second), PID: 100 + i, Cause: rankedCauses()[i%8], Summary: long})
+		r.Add(Verdict{At: t0.Add(time.Duration(i) * time.Second), PID: 100 + i, Cause: ranking[i%8], Summary: long})
 	}
 	for _, reason := range []string{"exit 0", strings.Repeat("ü", 2000)} {
 		b := r.Build(reason)
@@ -54,13 +57,16 @@ func TestBuildFitsInOneKiB(t *testing.T) {
 	}
 }
 
-// rankedCauses lists the ranked causes, most important first (for tests).
-func rankedCauses() []string {
-	out := make([]string, len(rank))
-	for c, i := range rank {
-		out[i] = c
+// TestUnrankedCauseComesLast: a cause the ranking does not list is said after the others.
+func TestUnrankedCauseComesLast(t *testing.T) {
+	r := NewRecent(3, ranking)
+	r.Add(Verdict{At: t0, PID: 10, Cause: "something_new", Summary: "a"})
+	r.Add(Verdict{At: t0, PID: 11, Cause: "unknown", Summary: "b"})
+	got := string(r.Build("exit"))
+	want := "gwrap: exit\nworkers killed: 1 unknown, 1 something_new\n2026-11-25T03:42:00Z unknown pid 11: b\n2026-11-25T03:42:00Z something_new pid 10: a\n"
+	if got != want {
+		t.Errorf("got:\n%s\nwant:\n%s", got, want)
 	}
-	return out
 }
 
 func TestWriteTruncatesInPlace(t *testing.T) {

@@ -10,14 +10,13 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/rs/zerolog"
 
 	"github.com/gwrap/gwrap/engine"
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/metrics"
+	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
 	"github.com/gwrap/gwrap/termlog"
 )
@@ -46,9 +45,9 @@ type fleet struct {
 }
 
 func newFleet(out *output, ps *parts, proc probes.FS, s gunicorn.Settings, withMetrics bool) *fleet {
-	f := &fleet{out: out, ps: ps, proc: proc, recent: termlog.NewRecent(8), settings: s}
+	f := &fleet{out: out, ps: ps, proc: proc, recent: termlog.NewRecent(8, postmortem.CauseNames()), settings: s}
 	if withMetrics {
-		f.m = metrics.New(metrics.Options{Version: version, LateShares: []float64{0.5, 0.8}, Live: f.live, Status: f.status})
+		f.m = metrics.New(metrics.Options{Version: version, Causes: postmortem.CauseNames(), LateShares: []float64{0.5, 0.8}, Live: f.live, Status: f.status})
 		f.gunicorn()
 	}
 	return f
@@ -121,7 +120,7 @@ func (f *fleet) count(e engine.Event) {
 	}
 }
 
-// setSettings takes Gunicorn's settings read again from its master.
+// setSettings takes the settings the engine holds (engine.Config.OnSettings).
 func (f *fleet) setSettings(s gunicorn.Settings) {
 	f.mu.Lock()
 	f.settings = s
@@ -136,7 +135,7 @@ func (f *fleet) gunicorn() {
 	f.mu.Lock()
 	s, v := f.settings, f.version
 	f.mu.Unlock()
-	f.m.SetGunicorn(v, engine.WorkerClass(s), time.Duration(s.Timeout)*time.Second)
+	f.m.SetGunicorn(v, string(gunicorn.ClassOf(s)), time.Duration(s.Timeout)*time.Second)
 	if s.DirtyWorkers > 0 && len(s.DirtyApps) > 0 {
 		f.m.SetDirtyTimeout(time.Duration(s.DirtyTimeout) * time.Second)
 	}
@@ -294,9 +293,9 @@ func (f *fleet) stopMessage(path string, sig os.Signal, budget time.Duration, at
 	f.mu.Lock()
 	graceful := f.settings.GracefulTimeout
 	f.mu.Unlock()
-	name := unix.SignalName(sig.(syscall.Signal))
+	name := signalName(sig)
 	what := fmt.Sprintf("a graceful stop%s (Gunicorn's --graceful-timeout %d s, gwrap's stop budget %s)", busy, graceful, budget)
-	if sig != unix.SIGTERM {
+	if sig != syscall.SIGTERM {
 		what = fmt.Sprintf("a quick stop%s (gwrap's stop budget %s)", busy, budget)
 	}
 	reason := fmt.Sprintf("%s at %s began %s, and the stop did not finish: gwrap replaces this message when it exits, so the container was killed before the stop ended, most likely at the end of the platform's grace period (docker or podman stop -t, Kubernetes' terminationGracePeriodSeconds)",

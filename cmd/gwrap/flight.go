@@ -1,13 +1,13 @@
 package main
 
 import (
-	"bytes"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"github.com/gwrap/gwrap/engine"
 	"github.com/gwrap/gwrap/flightrec"
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
@@ -45,11 +45,11 @@ type flightQueue struct {
 func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, settings gunicorn.Settings, cg memwatch.Stats, start time.Time) *flightQueue {
 	f := &flightQueue{stop: make(chan struct{}), recovered: make(chan struct{})}
 	f.q = newDiskQueue(partFlight, ps, flightQueueMax, false, func(int) {
-		out.warnOnce("flight-queue", "config.warning", "the report dir "+cfg.ReportDir+" is not keeping up with the flight record: its lines are dropped and counted in gwrap.exit")
+		out.warnOnce("flight-queue", "flight_queue", "the report dir "+cfg.ReportDir+" is not keeping up with the flight record: its lines are dropped and counted in gwrap.exit")
 	})
 	host, err := os.Hostname()
 	if err != nil {
-		out.warnOnce("flight-host", "config.warning", "cannot read the host name ("+err.Error()+"); the flight record is kept as host \"unknown\"")
+		out.warnOnce("flight-host", "flight_host", "cannot read the host name ("+err.Error()+"); the flight record is kept as host \"unknown\"")
 	}
 	f.q.push(diskJob{at: start, run: func() error {
 		recovered := false
@@ -70,7 +70,7 @@ func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, setti
 		if rep != nil {
 			path, err := reports.Write(*rep)
 			if err != nil {
-				out.warnOnce("report-write", "config.warning", "cannot write post-mortem reports to "+cfg.ReportDir+": "+err.Error()+" (they still appear on stdout)")
+				out.warnOnce("report-write", "report_write", "cannot write post-mortem reports to "+cfg.ReportDir+": "+err.Error()+" (they still appear on stdout)")
 			}
 			v := rep.Verdict
 			out.event(zerolog.ErrorLevel, "postmortem").Str("cause", string(v.Cause)).Int("pid", rep.Incident.PID).
@@ -92,12 +92,12 @@ func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, setti
 				if strings.HasPrefix(msg, "flight record: ") {
 					key = msg // a file refused: each once (the recorder says each once)
 				}
-				out.warnOnce(key, "config.warning", msg)
+				out.warnOnce(key, "flight_record", msg)
 			},
 			Refused: refused,
 		})
 		if readErr != nil {
-			out.warnOnce("flight", "config.warning", "cannot read the previous run's flight record: "+readErr.Error())
+			out.warnOnce("flight", "flight_record", "cannot read the previous run's flight record: "+readErr.Error())
 		}
 		return nil
 	}})
@@ -173,7 +173,7 @@ func (f *flightQueue) Worker(id probes.ID, s probes.Sample) {
 // Event records one of the watcher's events (the watcher's goroutine).
 func (f *flightQueue) Event(ev probes.Event) { f.sample(func(r *flightrec.Recorder) { r.Event(ev) }) }
 
-// Gunicorn records a line about a worker's end (the relay's goroutines).
+// Gunicorn records one of Gunicorn's lines, if the record keeps it (the engine's goroutine).
 func (f *flightQueue) Gunicorn(ev gunicorn.Event) {
 	if flightrec.Records(ev) {
 		f.line(func(r *flightrec.Recorder) { r.Gunicorn(ev) })
@@ -202,12 +202,19 @@ func (f *flightQueue) finish(deadline time.Time) int {
 	return f.q.finish(deadline, true)
 }
 
-// flightLine records the lines about a worker's end (every one names a worker: the others, access
-// lines first, are not parsed twice).
-func flightLine(rec *flightQueue, l []byte) {
-	if bytes.Contains(l, []byte("orker")) || bytes.Contains(l, []byte("ORKER")) {
-		rec.Gunicorn(gunicorn.ParseLine(l))
-	}
+// recorded is the engine's emitter with the flight record beside it: each of Gunicorn's lines
+// reaches the record with the engine's parse of it (parsed once), and flightrec keeps those it
+// records (flightrec.Records, the one filter).
+type recorded struct {
+	engine.Emitter
+	flight *flightQueue
+	ps     *parts
+}
+
+// Relay is engine.Emitter's (on the engine's goroutine).
+func (r recorded) Relay(stream string, line []byte, parsed gunicorn.Event, at time.Time) {
+	r.Emitter.Relay(stream, line, parsed, at)
+	r.ps.run(partFlight, func() { r.flight.Gunicorn(parsed) })
 }
 
 // flightProbe records the watcher's samples and events.

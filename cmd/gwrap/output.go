@@ -81,22 +81,10 @@ func (o *output) event(level zerolog.Level, name string) *zerolog.Event {
 	return o.log.WithLevel(level).Str("event", name)
 }
 
-// warnOnce emits a warning event only the first time key is seen: gwrap says a degradation once.
-func (o *output) warnOnce(key, name, msg string) {
-	o.onceMu.Lock()
-	seen := o.once[key]
-	o.once[key] = true
-	o.onceMu.Unlock()
-	if !seen {
-		o.event(zerolog.WarnLevel, name).Str("key", key).Msg(msg)
-	}
-}
-
-// relay writes one of Gunicorn's lines. In JSON it is a gunicorn.log event with the original text
-// in line (invalid UTF-8 is replaced there and the exact bytes are kept in line_b64), and the
-// parsed pid and level where the line has them.
-// warnCode says a config.warning with its code once per key.
-func (o *output) warnCode(key, code, msg string) {
+// warnOnce says a degradation once: a config.warning with its code (what degraded, one word a
+// log query can match), the first time key is seen. key tells apart what is said once: a code
+// may be said once per file or setting it names.
+func (o *output) warnOnce(key, code, msg string) {
 	o.onceMu.Lock()
 	seen := o.once[key]
 	o.once[key] = true
@@ -106,6 +94,9 @@ func (o *output) warnCode(key, code, msg string) {
 	}
 }
 
+// relay writes one of Gunicorn's lines. In JSON it is a gunicorn.log event with the original text
+// in line (invalid UTF-8 is replaced there and the exact bytes are kept in line_b64), and the
+// parsed pid and level where the line has them.
 func (o *output) relay(s supervisor.Stream, line []byte, ev gunicorn.Event) {
 	if o.text {
 		buf := make([]byte, 0, len(line)+1)

@@ -48,7 +48,7 @@ func (r *reportQueue) Write(rep postmortem.Report) (string, error) {
 	ok := r.q.push(diskJob{items: 1, run: func() error {
 		p, err := r.store.Write(rep)
 		if err != nil {
-			r.out.warnOnce("report-write", "config.warning", "cannot write post-mortem reports to "+r.store.Dir()+": "+err.Error()+" (they still appear on stdout)")
+			r.out.warnOnce("report-write", "report_write", "cannot write post-mortem reports to "+r.store.Dir()+": "+err.Error()+" (they still appear on stdout)")
 		}
 		if p == "" {
 			return err // not stored (a retention error alone leaves the report written)

@@ -75,7 +75,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	cg, cgErr := memwatch.Open(memwatch.Options{CgroupRoot: cfg.CgroupRoot, ProcRoot: cfg.ProcRoot, Path: cfg.CgroupPath})
 	var cgStats memwatch.Stats
 	if cgErr != nil {
-		out.warnOnce("cgroup", "config.warning", "cannot read the container's cgroup, memory and OOM evidence will be missing: "+cgErr.Error())
+		out.warnOnce("cgroup", "cgroup_unreadable", "cannot read the container's cgroup, memory and OOM evidence will be missing: "+cgErr.Error())
 	} else {
 		cgStats = cg.Sample()
 	}
@@ -103,45 +103,22 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	// Gunicorn starts, nor on the relay, signal, engine or stop paths.
 	store := postmortem.NewStore(cfg.ReportDir, postmortem.Retention{MaxCount: cfg.ReportMaxCount, MaxBytes: cfg.ReportMaxBytes})
 	reports := newReportQueue(store, out, ps)
-	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, gunicorn.Tracked(), cfg.hookRequests(), ps, func(msg string) { out.warnOnce("pystack", "config.warning", msg) })
+	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, gunicorn.Tracked(), cfg.hookRequests(), ps, func(msg string) { out.warnOnce("pystack", "pystack", msg) })
 	defer stk.close()
 	proc := procFS(cfg.ProcRoot)
-	var watcher *probes.Watcher // made below, once what its sweep feeds exists
-	var batch []probes.Event    // the sweep's events while Options.Sweep runs it (the watcher's goroutine only)
+	var eng *engine.Engine   // made below, once the watcher it tells exists
+	var batch []probes.Event // the sweep's events while Options.Sweep runs it (the watcher's goroutine only)
 	flight := startFlight(cfg, out, ps, reports, settings, cgStats, time.Now())
 	flight.awaitRecovery()
 	fl := newFleet(out, ps, proc, settings, cfg.MetricsAddr != "")
 	hostname, _ := os.Hostname()
 	reqs := newRequests(cfg.RecordRequests && cfg.PythonStacks, cfg.requestQuery(), stk, proc)
 	fl.reqs = reqs
-	eng := engine.New(engine.Config{
-		Settings:      settings,
-		Thresholds:    cfg.Thresholds,
-		Host:          postmortem.Host{Hostname: hostname, GwrapVersion: version, Instance: os.Getenv("WEBSITE_INSTANCE_ID")},
-		Platform:      gunicorn.Platform(os.Environ()),
-		Reports:       reports,
-		Fate:          proc.Fate,
-		Fates:         proc.Fates,
-		CrashStack:    stk.crash,
-		OnForget:      func(pid int) { stk.forget(pid, time.Now()) },
-		OnWorkerClass: func(class string) { watcher.SetWorkerClass(class) },
-		OnMasterHint:  func(pid int) { watcher.Hint(pid) },
-		OnPanic:       func(p guard.Panic) { ps.panicked(p, true) },
-		OnDirty:       func(timeout time.Duration) { watcher.SetDirty(timeout) },
-		Follow:        func(pid int, on bool) { watcher.Follow(pid, on) },
-		Requests:      reqs.engineFunc(),
-		History:       cfg.History,
-		Interval:      cfg.Interval,
-	}, fl)
-	watcher = probes.NewWatcher(proc, probes.Options{
+	watcher := probes.NewWatcher(proc, probes.Options{
 		Stack:        stk.take,
 		Interval:     cfg.Interval,
 		FastInterval: cfg.FastInterval,
-		Timeout:      time.Duration(settings.Timeout) * time.Second,
-		WorkerClass:  engine.WorkerClass(settings),
-		Dirty:        settings.DirtyWorkers > 0 && len(settings.DirtyApps) > 0,
-		DirtyTimeout: time.Duration(settings.DirtyTimeout) * time.Second,
-		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
+		Warn:         func(msg string) { out.warnOnce(msg, "proc_unreadable", msg) },
 		// The container's cgroup is sampled in the workers' sweep, and the sweep's events reach
 		// the engine in one batch: an idle gwrap wakes once a second, and wakes the engine once.
 		// The flight record takes the sweep's lines in one write.
@@ -163,6 +140,27 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			batch = nil
 		},
 	})
+	// The engine holds Gunicorn's settings: it tells the watcher what to judge workers against,
+	// and the outputs what to label their counts with.
+	eng = engine.New(engine.Config{
+		Settings:     settings,
+		Thresholds:   cfg.Thresholds,
+		Host:         postmortem.Host{Hostname: hostname, GwrapVersion: version, Instance: os.Getenv("WEBSITE_INSTANCE_ID")},
+		Platform:     gunicorn.Platform(os.Environ()),
+		Reports:      reports,
+		Fate:         proc.Fate,
+		Fates:        proc.Fates,
+		CrashStack:   stk.crash,
+		OnForget:     func(pid int) { stk.forget(pid, time.Now()) },
+		OnLimits:     watcher.SetLimits,
+		OnSettings:   fl.setSettings,
+		OnMasterHint: func(pid int) { watcher.Hint(pid) },
+		OnPanic:      func(p guard.Panic) { ps.panicked(p, true) },
+		Follow:       func(pid int, on bool) { watcher.Follow(pid, on) },
+		Requests:     reqs.engineFunc(),
+		History:      cfg.History,
+		Interval:     cfg.Interval,
+	}, recorded{fl, flight, ps})
 	ectx, ecancel := context.WithCancel(context.Background())
 	engineDone := make(chan struct{})
 	go func() { eng.Run(ectx); close(engineDone) }()
@@ -214,10 +212,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 					eng.Signal(s, forwarded)
 				}
 			},
-			OnLine: func(s supervisor.Stream, line []byte) {
-				ps.run(partFlight, func() { flightLine(flight, line) })
-				eng.Line(string(s), line)
-			},
+			OnLine: func(s supervisor.Stream, line []byte) { eng.Line(string(s), line) },
 		})
 		return errChildExited
 	}, func(error) { cancel() })
@@ -240,7 +235,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			case ev.Kind == probes.EventMaster:
 				fl.master.Store(int64(ev.ID.PID))
 				if ev.Evidence == probes.ByHint {
-					out.warnCode("master-by-hint", "master_unconfirmed", fmt.Sprintf(
+					out.warnOnce("master-by-hint", "master_unconfirmed", fmt.Sprintf(
 						"gwrap took process %d for the Gunicorn master on its command line or start line alone: its open files are closed to gwrap (another user, and no CAP_SYS_PTRACE), so heartbeats cannot be read either", ev.ID.PID))
 				}
 				if !isGunicorn {
@@ -248,11 +243,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 					// wrapper): Gunicorn's settings are those of the master it runs, learnt once
 					// the watcher finds it.
 					go ps.run(partSettings, func() {
-						learnSettings(wctx, cfg, proc, stk, ev.ID.PID, out, func(s gunicorn.Settings) {
-							watcher.SetTimeout(time.Duration(s.Timeout) * time.Second)
-							fl.setSettings(s)
-							eng.Settings(s)
-						})
+						learnSettings(wctx, cfg, proc, stk, ev.ID.PID, out, eng.Settings)
 					})
 				}
 			}
@@ -269,7 +260,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			return err
 		}
 		watchMasters(wctx, master, run,
-			func(err error) { out.warnOnce("probes", "config.warning", "worker monitoring stopped: "+err.Error()) })
+			func(err error) { out.warnOnce("probes", "probes_stopped", "worker monitoring stopped: "+err.Error()) })
 		return nil
 	}, func(error) { wcancel() })
 
@@ -284,7 +275,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 					eng.OOM(ev)
 					flight.OOM(ev)
 					oomTotal.Store(max(oomTotal.Load(), ev.Total))
-				}, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
+				}, func(msg string) { out.warnOnce("oom", "oom_polled", msg) })
 			})
 			<-octx.Done() // a part that stopped early must not end the group, and the app with it
 			return nil
@@ -384,7 +375,7 @@ func procFS(root string) probes.FS { return probes.NewFS(root).RedactArgs(postmo
 func sampleCgroup(cg *memwatch.Cgroup, out *output) memwatch.Stats {
 	st := cg.Sample()
 	for _, m := range st.Missing {
-		out.warnOnce("cgroup-missing-"+m, "config.warning", "cannot read the cgroup's "+m+"; that evidence will be missing")
+		out.warnOnce("cgroup-missing-"+m, "cgroup_missing", "cannot read the cgroup's "+m+"; that evidence will be missing")
 	}
 	return st
 }
@@ -468,16 +459,16 @@ func learnSettings(ctx context.Context, cfg config, proc probes.FS, stk *stacks,
 	s, err := stk.reportedSettings(ctx, pid)
 	if err != nil {
 		var ok bool
-		warn := func(msg string) { out.warnOnce("settings-static", "config.warning", msg) }
+		warn := func(msg string) { out.warnOnce("settings-static", "settings_static", msg) }
 		if s, ok = masterSettings(ctx, cfg, proc, pid, warn); !ok {
-			out.warnCode("settings-unknown", "settings_unknown", fmt.Sprintf(
+			out.warnOnce("settings-unknown", "settings_unknown", fmt.Sprintf(
 				"cannot learn the settings of the Gunicorn master %d: its command line is not Gunicorn's (a custom application sets them in Python) and it reported none (%v); gwrap assumes Gunicorn's defaults (timeout %d s) until its log says otherwise",
 				pid, err, gunicorn.Defaults().Timeout))
 			return
 		}
 	}
 	for _, p := range s.Problems {
-		out.warnCode("settings-problem-"+p, "settings_unknown", p)
+		out.warnOnce("settings-problem-"+p, "settings_unknown", p)
 	}
 	for _, w := range gunicorn.BlindSpots(s) {
 		out.event(zerolog.WarnLevel, "config.warning").Str("code", w.Code).Str("fix", w.Fix).Msg(w.Message)
@@ -552,8 +543,8 @@ func startEvent(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats,
 		if st.Limit.Known {
 			e = e.Uint64("memory_limit_bytes", st.Limit.V)
 		}
-		if st.CPUQuotaCores > 0 {
-			e = e.Float64("cpu_quota_cores", st.CPUQuotaCores)
+		if st.CPUQuota.Known {
+			e = e.Float64("cpu_quota_cores", st.CPUQuota.V)
 		}
 	}
 	e.Msg("gwrap " + version + " starting " + filepath.Base(cfg.Command[0]))
@@ -561,7 +552,7 @@ func startEvent(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats,
 
 func lintAtStart(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {
 	if _, ok := gunicorn.CommandArgs(cfg.Command); ok {
-		for _, w := range gunicorn.Lint(gunicorn.LintInput{Settings: s, Env: os.Environ(), CPUQuotaCores: st.CPUQuotaCores,
+		for _, w := range gunicorn.Lint(gunicorn.LintInput{Settings: s, Env: os.Environ(), CPUQuotaCores: st.CPUQuota.V,
 			HostCores: runtime.NumCPU(), StopBudget: cfg.StopBudget}) {
 			out.event(zerolog.WarnLevel, "config.warning").Str("code", w.Code).Str("fix", w.Fix).Msg(w.Message)
 		}

@@ -64,8 +64,9 @@ func watchStartup(sigs <-chan os.Signal, out *output) (ctx context.Context, end 
 					return
 				case unix.SIGCHLD: // the settings' Python ending; the supervisor reaps the rest
 				default:
-					out.event(zerolog.InfoLevel, "signal").Str("signal", sig.String()).Bool("forwarded", false).
-						Msg("received " + sig.String() + " during start-up, not forwarded: Gunicorn is not running yet")
+					name := signalName(sig)
+					out.event(zerolog.InfoLevel, "signal").Str("signal", name).Bool("forwarded", false).
+						Msg("received " + name + " during start-up, not forwarded: Gunicorn is not running yet")
 				}
 			case <-quit:
 				return
@@ -85,12 +86,22 @@ func watchStartup(sigs <-chan os.Signal, out *output) (ctx context.Context, end 
 	}
 }
 
+// signalName is a signal as every event names it (SIGHUP), never in Go's words ("hangup").
+func signalName(sig os.Signal) string {
+	if s, ok := sig.(syscall.Signal); ok {
+		if n := unix.SignalName(s); n != "" {
+			return n
+		}
+	}
+	return sig.String()
+}
+
 // exitAtStartup ends gwrap for a stop signal received before Gunicorn started: 128+N, as if the
 // child had been killed by it, with the gwrap.exit line every run ends with.
 func exitAtStartup(out *output, sig os.Signal, stderr io.Writer) (int, error) {
 	n, _ := sig.(syscall.Signal)
 	code := 128 + int(n)
-	reason := fmt.Sprintf("received %s during start-up; Gunicorn was not started", unix.SignalName(n))
+	reason := fmt.Sprintf("received %s during start-up; Gunicorn was not started", signalName(sig))
 	out.finish(func() {
 		out.event(exitLevel(code), "gwrap.exit").Int("exit_code", code).Str("reason", reason).Int("incidents", 0).
 			Uint64("lines_lost", out.lost()).Bool("drain_cut", false).Int("reports_unwritten", 0).Int("flight_lines_unwritten", 0).

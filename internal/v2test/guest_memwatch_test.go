@@ -121,7 +121,7 @@ func TestDiscoveryWalksUp(t *testing.T) {
 	if st := d.Stats; !st.Limit.Known || st.Limit.V != 300<<20 || st.LimitPath != p.Dir {
 		t.Errorf("limit %+v from %q, want 300 MiB from the parent %s", st.Limit, st.LimitPath, p.Dir)
 	}
-	if q := d.Stats.CPUQuotaCores; q < 0.499 || q > 0.501 {
+	if q := d.Stats.CPUQuota.V; !d.Stats.CPUQuota.Known || q < 0.499 || q > 0.501 {
 		t.Errorf("cpu quota %v cores, want the parent's 0.5", q)
 	}
 }
@@ -228,7 +228,7 @@ func TestCPUQuotaThrottling(t *testing.T) {
 		t.Fatal(err)
 	}
 	first := cg.Sample()
-	if q := first.CPUQuotaCores; q < 0.199 || q > 0.201 {
+	if q := first.CPUQuota.V; !first.CPUQuota.Known || q < 0.199 || q > 0.201 {
 		t.Errorf("quota %v cores, want 0.2", q)
 	}
 	var last memwatch.Stats
