@@ -138,8 +138,11 @@ func parseSchedstat(b []byte) (uint64, error) {
 	return atou(f[1]), nil
 }
 
-// rollup is what gwrap uses of /proc/<pid>/smaps_rollup.
-type rollup struct{ pss, uss uint64 }
+// rollup is what gwrap uses of /proc/<pid>/smaps_rollup; known says a Private_ line was there.
+type rollup struct {
+	pss, uss uint64
+	known    bool
+}
 
 // parseSmapsRollup reads Pss and Private_Clean + Private_Dirty (kB).
 func parseSmapsRollup(b []byte) rollup {
@@ -155,6 +158,7 @@ func parseSmapsRollup(b []byte) rollup {
 			r.pss = v
 		case "Private_Clean", "Private_Dirty":
 			r.uss += v
+			r.known = true
 		}
 	}
 	return r
