@@ -288,9 +288,11 @@ func (l *notifyLoop) run(ctx context.Context) {
 		}
 		timeout := -1
 		if a := l.n.above.Load(); l.poll && a > 0 {
-			if l.n.usage.Load() >= a {
+			if u := l.n.usage.Load(); u >= a {
 				timeout = int(l.opt.PollEvery / time.Millisecond)
-				l.n.paused.Store(false)
+				if l.n.paused.Swap(false) || l.base == 0 {
+					l.base = u // the climb is measured from the usage the sweep saw
+				}
 			} else {
 				l.n.paused.Store(true)
 			}
@@ -367,12 +369,9 @@ func (l *notifyLoop) climb(now time.Time) {
 		return
 	}
 	l.n.usage.Store(u.V)
-	if l.base == 0 || u.V >= l.base+l.opt.Step || u.V+l.opt.Step <= l.base {
-		moved := l.base != 0
+	if u.V >= l.base+l.opt.Step || u.V+l.opt.Step <= l.base {
 		l.base = u.V
-		if moved {
-			l.wake(Wake{Time: now, Reason: WakeClimb, Usage: u})
-		}
+		l.wake(Wake{Time: now, Reason: WakeClimb, Usage: u})
 	}
 }
 
