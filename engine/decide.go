@@ -10,6 +10,7 @@ import (
 // follow-up window closed.
 type facts struct {
 	OOMKilled    bool // the cgroup's oom_kill counter moved with this death
+	OOMShared    bool // …with other workers' deaths too, and gwrap cannot tell which the kernel killed
 	Timeout      bool // a WORKER TIMEOUT from the master, with the heartbeat really stale
 	StuckBoot    bool // it never beat, past the timeout
 	Died         bool // it vanished (or is dying)
@@ -42,6 +43,8 @@ func decide(f facts) (confirmed bool, kind postmortem.Kind) {
 	switch {
 	case f.OOMKilled && f.Timeout:
 		return true, postmortem.KindTimeout
+	case f.OOMKilled && f.OOMShared:
+		return true, postmortem.KindSignal // a SIGKILL, by the OOM killer or not: reported either way
 	case f.OOMKilled:
 		return true, postmortem.KindOOMKill
 	case f.Timeout:

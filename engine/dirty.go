@@ -160,7 +160,7 @@ func (s *state) arbiterRecord(id probes.ID, at time.Time) *worker {
 	if id.StartTime != 0 {
 		w, _ = s.w.watched(id, at)
 	} else if w = s.w.known(id.PID); w == nil || w.gone() {
-		w = s.w.logged(id.PID, at)
+		w = s.w.logged(probes.ID{PID: id.PID}, at)
 	}
 	if !isArbiterRec(w) {
 		w.dirty = &dirtyInfo{role: postmortem.RoleDirtyArbiter}
@@ -188,7 +188,7 @@ func (s *state) dirtyWorker(pid int, at time.Time, create bool) *worker {
 	if !ok || !create || sp.arbiter != s.dirty.arbiter {
 		return nil
 	}
-	w := s.w.logged(pid, at)
+	w := s.w.logged(probes.ID{PID: pid}, at)
 	w.dirty = &dirtyInfo{role: postmortem.RoleDirty, apps: sp.apps, arbiter: sp.arbiter}
 	return w
 }

@@ -321,7 +321,7 @@ func TestDirtyOOMAndArbiterDeath(t *testing.T) {
 	d.sample(a, probes.RoleDirty, 80, "R", time.Second)
 	d.oomTotal = 1
 	d.st.probe(probes.Event{Kind: probes.EventVanish, ID: a, Time: d.now, Role: probes.RoleDirty})
-	d.st.oom(memwatch.OOMEvent{Time: d.now, Count: 1, Total: 1})
+	d.st.oom(oomIn{ev: memwatch.OOMEvent{Time: d.now, Count: 1, Total: 1}}, d.now)
 	d.line(101, "WARNING", "Dirty worker (pid:120) killed by signal 9")
 	d.step(5 * time.Second)
 	d.line(100, "WARNING", "Dirty arbiter (pid:101) killed by signal 9")
@@ -338,6 +338,45 @@ func TestDirtyOOMAndArbiterDeath(t *testing.T) {
 	}
 	if !strings.Contains(r.Verdict.Summary, "The dirty arbiter 101 was SIGKILLed") || !strings.Contains(r.Verdict.Summary, "121 are still running") {
 		t.Errorf("%s", r.Verdict.Summary)
+	}
+	if len(rs) != 2 {
+		t.Errorf("reports %v", rs)
+	}
+}
+
+// TestDirtyOOMNamedAtOnce: a dirty worker the OOM killer kills while an HTTP worker was
+// SIGKILLed from outside just before: /proc read right after the move shows the dirty worker,
+// among the arbiter's children, dying of SIGKILL, so oom.kill names it at once; the HTTP worker,
+// dead before the counter's last unmoved read, is a crash of its own.
+func TestDirtyOOMNamedAtOnce(t *testing.T) {
+	d := newDirtySim(t, true)
+	a := d.bootDirty(120)
+	d.step(5 * time.Second)
+	d.sample(httpID, probes.RoleHTTP, 1, "S", time.Second)
+	d.sample(a, probes.RoleDirty, 80, "R", time.Second)
+	d.st.probe(probes.Event{Kind: probes.EventVanish, ID: httpID, Time: d.now})
+	d.line(100, "WARNING", "Worker with pid 102 was terminated due to signal 9")
+	d.now = d.now.Add(400 * time.Millisecond)
+	d.oomTotal = 1
+	dying := []probes.Fate{{ID: arbiterID, PPID: 100, State: "S", StatusKnown: true},
+		{ID: a, PPID: 101, State: "R", KillPending: true, StatusKnown: true}}
+	seen := d.now.Add(time.Millisecond)
+	d.st.oom(oomIn{ev: memwatch.OOMEvent{Time: d.now, After: d.now.Add(-5 * time.Millisecond), Count: 1, Total: 1},
+		fates: dying, seen: true, seenAt: seen}, seen)
+	if ev := d.events("oom.kill"); len(ev) != 1 {
+		t.Errorf("%d oom.kill events", len(ev))
+	} else if pids, _ := ev[0].Get("pids"); fmt.Sprint(pids) != "[120]" {
+		t.Errorf("oom.kill names %v, want [120] at once", pids)
+	}
+	d.st.probe(probes.Event{Kind: probes.EventVanish, ID: a, Time: d.now.Add(10 * time.Millisecond), Role: probes.RoleDirty})
+	d.line(101, "WARNING", "Dirty worker (pid:120) killed by signal 9")
+	d.step(5 * time.Second)
+	rs := d.reports()
+	if r, ok := rs["120/oom_kill"]; !ok || r.Verdict.Cause != postmortem.CauseOOMKilled || r.Incident.Role != "dirty" {
+		t.Errorf("dirty worker: %v", rs)
+	}
+	if r, ok := rs["102/signal"]; !ok || r.Verdict.Cause != postmortem.CauseCrashed || r.Incident.OOMKillDelta != 0 {
+		t.Errorf("HTTP worker: %v", rs)
 	}
 	if len(rs) != 2 {
 		t.Errorf("reports %v", rs)

@@ -8,8 +8,10 @@
 // tentative while the follow-up window is open, and is then confirmed (and reported) or dismissed
 // by decide, a pure function of all the evidence gathered — never of the order it arrived in.
 // Lines that look like Gunicorn's are believed only when /proc agrees: a kill line must come from
-// the master and name a worker gwrap knows, a WORKER TIMEOUT must find that worker's heartbeat
-// stale.
+// the master and name a worker gwrap knows that /proc shows gone, a WORKER TIMEOUT must find that
+// worker's heartbeat stale and the worker must then die, not beat again; a boot line makes a
+// record only for a child of the master. An OOM kill goes to the worker whose own evidence fits
+// it (oom.go).
 //
 // Shutdown is ordered by the caller: producers stop first, then Run's context is cancelled; Run
 // takes what they left queued, decides every open incident and returns.
@@ -17,6 +19,7 @@ package engine
 
 import (
 	"context"
+	"sync"
 	"syscall"
 	"time"
 
@@ -41,8 +44,15 @@ type Config struct {
 	Platform   string // gunicorn.Platform: "app_service", "kubernetes", "cloud_run", "ecs" or "" (for the advice)
 
 	Reports Reporter
-	// Dying reports whether a worker is gone, a zombie or has a SIGKILL pending (probes.FS.Dying).
-	Dying func(probes.ID) bool
+	// Fate reads what /proc shows of one process's end (probes.FS.Fate): whether a worker a
+	// kill line names is really gone, whether a pid a boot line names is a child of the master.
+	// Nil: nothing can be checked, so no line makes a record and every kill line is taken as
+	// the master's word.
+	Fate func(probes.ID) probes.Fate
+	// Fates reads the fate of each child of the master (probes.FS.Fates). The OOM watcher's
+	// goroutine calls it, through OOM, the moment the oom_kill counter moved: the victim is then
+	// still there, dying of SIGKILL, not yet reaped by the master.
+	Fates func(master int) ([]probes.Fate, error)
 	// CrashStack returns the Python stack a worker that died of a signal left behind, if any.
 	CrashStack func(pid int) *probes.PyStack
 	// OnForget is told the pid of each worker whose record is forgotten (its stack dump can go).
@@ -79,9 +89,13 @@ type Engine struct {
 	// in carries every producer's input in the order it was handed over (one channel, so that
 	// the watcher's "this worker exists" is taken before a line that came after it).
 	in      chan input
+	lines   budget // the bytes of the lines in `in`
 	done    chan struct{}
 	off     bool // it panicked: lines are relayed, nothing else is done (Run's goroutine only)
 	relayed bool // the line being taken reached the emitter (Run's goroutine only)
+
+	// fatesOf are the processes whose children OOM reads.
+	fatesOf parents
 }
 
 // marked is the engine's emitter: it notes that the line being taken was relayed, so that a
@@ -101,7 +115,7 @@ type input struct {
 	line     *lineIn
 	probe    *probes.Event
 	probes   []probes.Event
-	oom      *memwatch.OOMEvent
+	oom      *oomIn
 	stats    *memwatch.Stats
 	signal   *signalIn
 	exit     *ExitInfo
@@ -114,6 +128,12 @@ type ExitInfo struct {
 	Code   int
 	Reason string
 	Forced bool // the stop budget ran out
+	// SIGKILL: the command died of SIGKILL that gwrap did not send.
+	SIGKILL bool
+	// OOMKills is how far the cgroup's oom_kill counter moved past the moves the engine was told
+	// of, read once the command was reaped (on cgroup v1 the counter moves at the reaping, often
+	// before the notification comes).
+	OOMKills uint64
 }
 
 type lineIn struct {
@@ -128,9 +148,14 @@ type signalIn struct {
 	at        time.Time
 }
 
-// inBuffer bounds what producers may queue: the relay waits when it is full (Gunicorn's pipe
-// fills, as it would with a slow reader), so no line is lost.
-const inBuffer = 4096
+// inBuffer and inBytes bound what producers may queue: the relay waits when either is reached
+// (Gunicorn's pipe fills, as it would with a slow reader), so no line is lost. A line may be
+// megabytes (the relay hands lines whole up to 4 MiB), so a bound in items alone is not one in
+// memory: inBuffer of those would be 16 GiB.
+const (
+	inBuffer = 4096
+	inBytes  = 4 << 20
+)
 
 // New makes an engine; nothing runs until Run.
 func New(cfg Config, out Emitter) *Engine {
@@ -148,6 +173,7 @@ func New(cfg Config, out Emitter) *Engine {
 	}
 	e := &Engine{cfg: cfg, in: make(chan input, inBuffer), done: make(chan struct{})}
 	e.st = newState(cfg, marked{out, e})
+	e.lines.init(inBytes)
 	return e
 }
 
@@ -158,24 +184,51 @@ func (e *Engine) send(in input) {
 	}
 }
 
-// Line hands the engine one line of the child's output (copied: the caller may reuse it).
+// Line hands the engine one line of the child's output (copied: the caller may reuse it). It
+// waits while the lines queued hold inBytes (or inBuffer inputs are queued).
 func (e *Engine) Line(stream string, line []byte) {
+	if !e.lines.take(len(line)) {
+		return // the engine has stopped
+	}
 	e.send(input{line: &lineIn{stream: stream, line: append([]byte(nil), line...), at: e.cfg.Now()}})
 }
 
 // Probe hands the engine one of the worker watcher's events.
-func (e *Engine) Probe(ev probes.Event) { e.send(input{probe: &ev}) }
+func (e *Engine) Probe(ev probes.Event) {
+	e.sawMaster(ev)
+	e.send(input{probe: &ev})
+}
 
 // Probes hands the engine a sweep's events in one input, taken in order (one wake-up of the
 // engine a sweep, not one an event). The engine keeps the slice.
 func (e *Engine) Probes(evs []probes.Event) {
+	for _, ev := range evs {
+		e.sawMaster(ev)
+	}
 	if len(evs) > 0 {
 		e.send(input{probes: evs})
 	}
 }
 
-// OOM hands the engine an OOM-kill event of the container's cgroup.
-func (e *Engine) OOM(ev memwatch.OOMEvent) { e.send(input{oom: &ev}) }
+func (e *Engine) sawMaster(ev probes.Event) { e.fatesOf.saw(ev) }
+
+// OOM hands the engine an OOM-kill event of the container's cgroup. It reads the fate of the
+// master's children first, on the caller's goroutine: call it as soon as the counter moved,
+// before anything that may wait, so that the victim is still there to be seen dying.
+func (e *Engine) OOM(ev memwatch.OOMEvent) {
+	in := &oomIn{ev: ev}
+	if e.cfg.Fates != nil {
+		for _, pid := range e.fatesOf.list() {
+			if fates, err := e.cfg.Fates(pid); err == nil {
+				in.fates, in.seen = append(in.fates, fates...), true
+			}
+		}
+		if in.seen {
+			in.seenAt = e.cfg.Now()
+		}
+	}
+	e.send(input{oom: in})
+}
 
 // Container hands the engine a cgroup sample.
 func (e *Engine) Container(st memwatch.Stats) { e.send(input{stats: &st}) }
@@ -190,7 +243,10 @@ func (e *Engine) ChildExit(x ExitInfo) { e.send(input{exit: &x}) }
 
 // Started tells the engine the supervised command's pid: when Gunicorn is the command (or exec'd
 // by it), its master's lines come from that pid before the watcher's first sweep finds it.
-func (e *Engine) Started(pid int) { e.send(input{root: pid}) }
+func (e *Engine) Started(pid int) {
+	e.fatesOf.started(pid)
+	e.send(input{root: pid})
+}
 
 // Settings gives the engine Gunicorn's settings read again once its master was found (the
 // command was a shell or a script that ran Gunicorn).
@@ -204,10 +260,15 @@ func (e *Engine) Master(pid int) {
 // Reported is the number of post-mortems made; read it after Run returns.
 func (e *Engine) Reported() int { return e.st.reported }
 
+// MasterOOMKilled reports whether the command itself was OOM-killed, as its exit showed; read it
+// once Run has returned.
+func (e *Engine) MasterOOMKilled() bool { return e.st.masterOOM > 0 }
+
 // Run owns the engine's state until ctx is done; then it takes what is still queued, decides every
 // open incident and returns. Cancel ctx only after the producers have stopped.
 func (e *Engine) Run(ctx context.Context) {
 	defer close(e.done)
+	defer e.lines.close()
 	// The tick runs only while the state has work for it (st.busy): an idle gwrap wakes for its
 	// samplers, not for the engine.
 	tick := time.NewTicker(e.cfg.Interval)
@@ -261,6 +322,9 @@ func (e *Engine) guarded(f func()) {
 // takeGuarded takes one input; once the engine is off, it only relays Gunicorn's lines, parsed
 // line by line, so that they still reach stdout in order.
 func (e *Engine) takeGuarded(in input) {
+	if in.line != nil {
+		defer e.lines.give(len(in.line.line)) // whatever became of it, it is no longer queued
+	}
 	if !e.off {
 		e.relayed = false
 		e.guarded(func() { e.take(in) })
@@ -284,7 +348,7 @@ func (e *Engine) take(in input) {
 			e.st.probe(ev)
 		}
 	case in.oom != nil:
-		e.st.oom(*in.oom)
+		e.st.oom(*in.oom, e.cfg.Now())
 	case in.stats != nil:
 		e.st.containerSample(*in.stats)
 	case in.signal != nil:
@@ -296,4 +360,49 @@ func (e *Engine) take(in input) {
 	case in.settings != nil:
 		e.st.setSettings(*in.settings)
 	}
+}
+
+// budget bounds the bytes queued for the engine: take waits while they would pass max.
+type budget struct {
+	mu     sync.Mutex
+	cond   sync.Cond
+	used   int
+	max    int
+	closed bool
+}
+
+func (b *budget) init(max int) {
+	b.max = max
+	b.cond.L = &b.mu
+}
+
+// take waits until n more bytes fit, and counts them; a line longer than max is taken alone,
+// once nothing else is queued. It returns false, at once, once the engine has stopped.
+func (b *budget) take(n int) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	for !b.closed && b.used > 0 && b.used+n > b.max {
+		b.cond.Wait()
+	}
+	if b.closed {
+		return false
+	}
+	b.used += n
+	return true
+}
+
+// give returns n bytes taken.
+func (b *budget) give(n int) {
+	b.mu.Lock()
+	b.used -= n
+	b.mu.Unlock()
+	b.cond.Broadcast()
+}
+
+// close ends every wait: the engine takes nothing more.
+func (b *budget) close() {
+	b.mu.Lock()
+	b.closed = true
+	b.mu.Unlock()
+	b.cond.Broadcast()
 }

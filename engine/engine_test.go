@@ -189,10 +189,14 @@ func TestStuckBootThatDiesIsBootTimeout(t *testing.T) {
 func TestOOMKillNamesTheDyingVictim(t *testing.T) {
 	st, rec := testState(gunicorn.Settings{Timeout: 30, WorkerClass: "sync", LogLevel: "info"})
 	victim, other := probes.ID{PID: 401, StartTime: 1}, probes.ID{PID: 402, StartTime: 1}
-	st.cfg.Dying = func(id probes.ID) bool { return id == victim }
+	proc := newFakeProc(400)
+	proc.install(st)
+	proc.child(victim)
+	proc.child(other)
 	at := bootWorker(st, 400, victim)
 	st.probe(probes.Event{Kind: probes.EventBoot, ID: other, Time: t0})
-	st.oom(memwatch.OOMEvent{Time: at, Count: 1, Total: 1})
+	proc.kill(401)
+	proc.moved(st, at, 3*time.Millisecond, 1)
 	oom := rec.named("oom.kill")
 	if len(oom) != 1 {
 		t.Fatalf("%d oom.kill", len(oom))
@@ -200,6 +204,7 @@ func TestOOMKillNamesTheDyingVictim(t *testing.T) {
 	if pids, _ := oom[0].Get("pids"); fmt.Sprint(pids) != "[401]" {
 		t.Errorf("oom.kill pids %v, want [401]", pids)
 	}
+	proc.reap(401)
 	st.probe(probes.Event{Kind: probes.EventVanish, ID: victim, Time: at.Add(400 * time.Millisecond)})
 	st.line("stderr", []byte("[2026-11-25 06:00:11 +0000] [400] [ERROR] Worker (pid:401) was sent SIGKILL! Perhaps out of memory?"), at.Add(500*time.Millisecond))
 	st.tick(at.Add(10 * time.Second))
@@ -208,12 +213,13 @@ func TestOOMKillNamesTheDyingVictim(t *testing.T) {
 	}
 }
 
+// TestOOMKillBeforeTheVictimIsKnown: when /proc could not be read as the counter moved, the move
+// waits for the victim's vanish to name it.
 func TestOOMKillBeforeTheVictimIsKnown(t *testing.T) {
 	st, rec := testState(gunicorn.Settings{Timeout: 30, WorkerClass: "sync", LogLevel: "warning"})
 	id := probes.ID{PID: 501, StartTime: 1}
-	st.cfg.Dying = func(probes.ID) bool { return false }
 	at := bootWorker(st, 500, id)
-	st.oom(memwatch.OOMEvent{Time: at, Count: 1, Total: 1})
+	st.oom(oomIn{ev: memwatch.OOMEvent{Time: at, Count: 1, Total: 1}}, at)
 	oom := rec.named("oom.kill")
 	if pids, _ := oom[0].Get("pids"); len(oom) != 1 || fmt.Sprint(pids) != "[]" || !strings.Contains(oom[0].Message, "not identified yet") {
 		t.Fatalf("oom.kill %+v", oom)
@@ -228,6 +234,11 @@ func TestOOMKillBeforeTheVictimIsKnown(t *testing.T) {
 func TestGunicornExitAndBootFailure(t *testing.T) {
 	st, rec := testState(gunicorn.Settings{Timeout: 30, WorkerClass: "sync", LogLevel: "info"})
 	st.probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 600}, Time: t0})
+	// The worker fails before the watcher's first sweep: only its boot line, checked in /proc,
+	// makes it known.
+	proc := newFakeProc(600)
+	proc.install(st)
+	proc.child(probes.ID{PID: 601, StartTime: 9})
 	for i, l := range []string{
 		"[2026-11-25 06:00:00 +0000] [600] [INFO] Starting gunicorn 23.0.0",
 		"[2026-11-25 06:00:00 +0000] [601] [INFO] Booting worker with pid: 601",
@@ -241,6 +252,9 @@ func TestGunicornExitAndBootFailure(t *testing.T) {
 		"[2026-11-25 06:00:01 +0000] [600] [ERROR] Shutting down: Master",
 		"[2026-11-25 06:00:01 +0000] [600] [ERROR] Reason: Worker failed to boot.",
 	} {
+		if strings.Contains(l, "exited with code") {
+			proc.reap(601)
+		}
 		st.line("stderr", []byte(l), t0.Add(time.Duration(i)*10*time.Millisecond))
 	}
 	st.childExit(ExitInfo{Code: 3, Reason: "gunicorn exited with code 3"}, t0.Add(time.Second))
@@ -475,15 +489,19 @@ func TestStackInLateAndReport(t *testing.T) {
 func TestTwoOOMKillsInARow(t *testing.T) {
 	st, rec := testState(gunicorn.Settings{Timeout: 30, WorkerClass: "sync", LogLevel: "info"})
 	a, b := probes.ID{PID: 801, StartTime: 1}, probes.ID{PID: 802, StartTime: 1}
-	dying := map[probes.ID]bool{}
-	st.cfg.Dying = func(id probes.ID) bool { return dying[id] }
+	proc := newFakeProc(800)
+	proc.install(st)
+	proc.child(a)
+	proc.child(b)
 	at := bootWorker(st, 800, a)
 	st.probe(probes.Event{Kind: probes.EventBoot, ID: b, Time: t0})
-	dying[a] = true
-	st.oom(memwatch.OOMEvent{Time: at, Count: 1, Total: 1})
+	proc.kill(801)
+	proc.moved(st, at, 3*time.Millisecond, 1)
+	proc.reap(801)
 	st.line("stderr", []byte("[2026-11-25 06:00:10 +0000] [800] [ERROR] Worker (pid:801) was sent SIGKILL! Perhaps out of memory?"), at.Add(10*time.Millisecond))
-	dying[b] = true
-	st.oom(memwatch.OOMEvent{Time: at.Add(260 * time.Millisecond), Count: 1, Total: 2})
+	proc.kill(802)
+	proc.moved(st, at.Add(260*time.Millisecond), 3*time.Millisecond, 1)
+	proc.reap(802)
 	st.line("stderr", []byte("[2026-11-25 06:00:10 +0000] [800] [ERROR] Worker (pid:802) was sent SIGKILL! Perhaps out of memory?"), at.Add(270*time.Millisecond))
 	st.probe(probes.Event{Kind: probes.EventVanish, ID: a, Time: at.Add(900 * time.Millisecond)})
 	st.probe(probes.Event{Kind: probes.EventVanish, ID: b, Time: at.Add(900 * time.Millisecond)})

@@ -1,6 +1,7 @@
 package engine
 
 import (
+	"fmt"
 	"sort"
 	"strings"
 	"time"
@@ -26,6 +27,7 @@ type incident struct {
 	oomHint    bool
 	exitCode   *int
 	oomKills   uint64
+	oomShared  []int // the other workers that died as the counter moved, when gwrap cannot tell which the kernel killed
 
 	lines     []string
 	traceback []string
@@ -87,6 +89,7 @@ func (s *state) facts(inc *incident, final bool) facts {
 	}
 	return s.dirtyFacts(inc, facts{
 		OOMKilled: inc.oomKills > 0,
+		OOMShared: len(inc.oomShared) > 0,
 		Timeout:   inc.timeout,
 		StuckBoot: inc.stuck,
 		Died:      w.gone(),
@@ -119,6 +122,9 @@ func (s *state) staleAtDeath(w *worker) bool {
 // waiting reports whether an incident's window must stay open past its due time: a timed-out
 // worker Gunicorn has not finished off yet (for up to three windows), a worker still stuck booting.
 func (s *state) waiting(inc *incident, now time.Time) bool {
+	if len(s.ooms) > 0 && (inc.w.gone() || !inc.w.endAt.IsZero()) {
+		return true // a dead worker may be the victim of a move not placed yet (for up to oomSettle)
+	}
 	if inc.w.gone() {
 		return false
 	}
@@ -145,7 +151,16 @@ func (s *state) decideDue(now time.Time, final bool) {
 	s.open = kept
 	sort.Slice(ready, func(i, j int) bool { return ready[i].at.Before(ready[j].at) })
 	for _, inc := range ready {
-		s.claimOOM(inc)
+		if inc.timeout && s.alive(inc.w) {
+			// Gunicorn kills a worker it timed out within a second or two (SIGABRT, then
+			// SIGKILL): one /proc still shows alive now was not timed out, whoever wrote the line.
+			s.unverifiedText(fmt.Sprintf("WORKER TIMEOUT (pid:%d)", inc.w.id.PID), now, "the worker it names is still alive")
+			if !inc.stuck {
+				inc.w.inc = nil
+				continue
+			}
+			inc.timeout, inc.lines = false, nil // still stuck booting: that incident stays open
+		}
 		confirmed, kind := decide(s.facts(inc, final))
 		if inc.stuck && !confirmed && !final {
 			s.open = append(s.open, inc) // still booting: stays open
@@ -170,34 +185,12 @@ func (s *state) dismiss(inc *incident) {
 	}
 }
 
-// claimOOM ties an OOM kill nobody claimed to a worker that died around it.
-func (s *state) claimOOM(inc *incident) {
-	if inc.oomKills > 0 || inc.exitCode != nil || (inc.signal != 0 && inc.signal != 9) || (!inc.w.gone() && inc.signal == 0) {
-		return
-	}
-	died := inc.w.goneAt
-	if died.IsZero() {
-		died = inc.at // the master's SIGKILL line about a worker the watcher never saw
-	}
-	for i := range s.ooms {
-		e := &s.ooms[i]
-		if d := e.Time.Sub(died); e.Count > 0 && d > -5*time.Second && d < 5*time.Second {
-			inc.oomKills = 1
-			e.Count--
-			if e.Count == 0 {
-				s.ooms = append(s.ooms[:i], s.ooms[i+1:]...)
-			}
-			return
-		}
-	}
-}
-
 // report classifies a confirmed incident, writes its report and announces it.
 func (s *state) report(inc *incident, kind postmortem.Kind, now time.Time) {
 	w := inc.w
 	pi := postmortem.Incident{Kind: kind, PID: w.id.PID, StartTime: w.id.StartTime, At: inc.at, BootedAt: w.bootedAt,
 		Signal: inc.signalName, ExitCode: inc.exitCode, Timeout: inc.timeout, HandledAbort: inc.timeout && w.exiting,
-		Escalated: inc.timeout && inc.signal == 9, OOMHint: inc.oomHint, OOMKillDelta: inc.oomKills,
+		Escalated: inc.timeout && inc.signal == 9, OOMHint: inc.oomHint, OOMKillDelta: inc.oomKills, OOMShared: inc.oomShared,
 		BootStuck: inc.stuck, Vanished: w.gone(), TimeoutInferred: kind == postmortem.KindTimeout && !inc.timeout && !inc.stuck,
 		Lines: postmortem.RedactAll(inc.lines), Traceback: postmortem.RedactAll(inc.traceback), StuckAt: postmortem.Redact(inc.stuckAt)}
 	if st := s.stackOf(inc); st != nil {

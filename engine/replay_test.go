@@ -243,7 +243,7 @@ func (sc scenario) run(t *testing.T) (map[int]postmortem.Report, *recorder) {
 	for _, hms := range sc.ooms {
 		at := clock(hms)
 		oomTimes = append(oomTimes, at)
-		acts = append(acts, action{at, 0, func(now time.Time) { st.oom(memwatch.OOMEvent{Time: now, Count: 1}) }})
+		acts = append(acts, action{at, 0, func(now time.Time) { st.oom(oomIn{ev: memwatch.OOMEvent{Time: now, Count: 1}}, now) }})
 	}
 	if !sc.noCgroup {
 		for at := first; !at.After(last.Add(10 * time.Second)); at = at.Add(time.Second) {

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"syscall"
@@ -33,13 +34,16 @@ type state struct {
 	firstLine time.Time
 	// linesSeen: a line of Gunicorn's own format came from a master or a worker the watcher found.
 	linesSeen bool
-	startPIDs []int // the pids of the last start lines, until the watcher finds the master
+	startPIDs []int             // the pids of the last start lines, until the watcher finds the master
+	bootSeen  map[int]time.Time // boot lines of workers the watcher had not found (bootPending)
 	w         workers
 	open      []*incident
 	asm       map[string]*gunicorn.Assembler
-	cgroup    []memwatch.Stats    // the last containerKeep cgroup samples
-	ooms      []memwatch.OOMEvent // OOM kills no worker has claimed yet
-	shutdown  time.Time           // Gunicorn was told to stop (TERM, INT, QUIT) or said it is
+	cgroup    []memwatch.Stats // the last containerKeep cgroup samples
+	ooms      []*oomKill       // moves of the oom_kill counter whose victims are not all named yet
+	unnamed   []unnamedOOM     // the kills of the last seconds' moves that no worker took
+	masterOOM uint64           // the command's SIGKILL was an OOM kill (this many kills unnamed)
+	shutdown  time.Time        // Gunicorn was told to stop (TERM, INT, QUIT) or said it is
 
 	bootFailure string // the master's "Reason:" line (Worker failed to boot, App failed to load)
 	warned      map[string]bool
@@ -85,6 +89,11 @@ func (s *state) setSettings(n gunicorn.Settings) {
 
 func (s *state) timeout() time.Duration { return time.Duration(s.settings.Timeout) * time.Second }
 
+// parseMax is how much of a line is parsed: Gunicorn's own lines are short, a traceback is kept
+// up to 64 KiB, and a line of megabytes must not be copied again for the parser (the relay
+// writes the whole line from its bytes; the parsed message of such a line is its start).
+const parseMax = 64 << 10
+
 // limitOf is the timeout a worker is held to: --timeout, or --dirty-timeout for a dirty worker.
 func (s *state) limitOf(w *worker) time.Duration {
 	if isDirty(w) {
@@ -100,7 +109,7 @@ func (s *state) line(stream string, b []byte, at time.Time) {
 		a = gunicorn.NewAssembler(200, 64<<10)
 		s.asm[stream] = a
 	}
-	parsed, done := a.Add(b)
+	parsed, done := a.Add(b[:min(len(b), parseMax)])
 	s.out.Relay(stream, b, parsed, at)
 	for _, e := range done {
 		s.gunicorn(e, at)
@@ -137,7 +146,7 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 		// A worker announces itself; the watcher may not have seen it yet (a boot failure can be
 		// over before the next sweep).
 		if e.PID > 0 && e.PID == e.WorkerPID {
-			s.w.logged(e.PID, at)
+			s.bootLine(e.PID, at)
 		}
 	case gunicorn.KindHandlingSignal:
 		if s.fromMaster(e) {
@@ -183,6 +192,65 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 			s.dirtyLine(e, at)
 		}
 	}
+}
+
+// bootLine takes a worker's "Booting worker with pid: N", written by N itself. The app can print
+// any number of such lines: a record is made only for a pid /proc shows as a child of a master
+// (or, until the master is found, of the command), with its start time. Either way the line says
+// the worker's INFO lines reach gwrap (worker.bootLine): a worker the watcher has not found yet
+// and /proc cannot place (its master is not found yet: a shell in front) is remembered by its
+// pid, a few at most, until the watcher finds it.
+func (s *state) bootLine(pid int, at time.Time) {
+	if w := s.w.known(pid); w != nil && !w.gone() {
+		s.w.logged(w.id, at) // the watcher found it first
+		return
+	}
+	if s.cfg.Fate != nil {
+		f := s.cfg.Fate(probes.ID{PID: pid})
+		if f.Gone {
+			return
+		}
+		if f.PPID > 0 && (f.PPID == s.master || s.masters[f.PPID] || !s.found && f.PPID == s.root) {
+			w := s.w.logged(f.ID, at)
+			if w.master == 0 {
+				w.master = f.PPID
+			}
+			return
+		}
+	}
+	s.bootPending(pid, at)
+}
+
+// bootLines bounds the boot lines of workers not found yet that gwrap remembers; bootLineKeep is
+// how long it remembers one (the watcher finds the master within masterGrace of its first line,
+// and its workers at its next sweep).
+const (
+	bootLines    = 64
+	bootLineKeep = 30 * time.Second
+)
+
+// bootPending remembers that pid's boot line came at at, for when the watcher finds it. Under a
+// flood of such lines the oldest are forgotten: a worker whose line was forgotten is judged from
+// /proc alone, as if its lines did not reach gwrap.
+func (s *state) bootPending(pid int, at time.Time) {
+	if s.bootSeen == nil {
+		s.bootSeen = map[int]time.Time{}
+	}
+	for p, t := range s.bootSeen {
+		if at.Sub(t) > bootLineKeep {
+			delete(s.bootSeen, p)
+		}
+	}
+	if _, ok := s.bootSeen[pid]; !ok && len(s.bootSeen) >= bootLines {
+		oldest := 0
+		for p, t := range s.bootSeen {
+			if oldest == 0 || t.Before(s.bootSeen[oldest]) {
+				oldest = p
+			}
+		}
+		delete(s.bootSeen, oldest)
+	}
+	s.bootSeen[pid] = at
 }
 
 // told takes a master's word that it was told sig ("Handling signal: hup", "Shutting down"): the
@@ -253,6 +321,16 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 		s.unverified(e, at, "it does not come from the Gunicorn master about one of its workers")
 		return
 	}
+	if e.Kind != gunicorn.KindTimeout {
+		// The master writes its signal and exit lines once it has reaped the worker: a worker
+		// /proc still shows alive did not die, whoever wrote the line.
+		if s.alive(w) {
+			s.unverified(e, at, "the worker it names is alive")
+			return
+		}
+		w.endAt = minTime(w.endAt, at)
+		s.settleHeldLine(w, probes.Sample{}, true) // a held timeout line came first
+	}
 	switch e.Kind {
 	case gunicorn.KindTimeout:
 		// A worker younger than the timeout cannot have timed out; one whose heartbeat gwrap
@@ -260,15 +338,17 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 		// another uid) is the master's word taken alone.
 		stale, known := s.heartbeatStale(w, at)
 		old := s.timeout() > 0 && at.Sub(w.bootedAt) >= s.timeout()-time.Second
+		if !stale && known && attributed && s.samplesLag(w, at) {
+			// gwrap's own sampling fell behind (it shares a starved CPU quota with the workers):
+			// the samples predate the silence. The next sample, or the worker's death, decides.
+			w.timeoutLine = &heldLine{e: e, at: at}
+			return
+		}
 		if !stale && (known || !attributed || !old) {
 			s.unverified(e, at, "the worker's heartbeat was not stale")
 			return
 		}
-		inc := s.incidentFor(w, at)
-		inc.timeout = true
-		s.addLine(w, e)
-		s.emit(ev(at, Error, "worker.timeout", fmt.Sprintf("Gunicorn timed out worker %d (SIGABRT sent)", w.id.PID),
-			f("pid", w.id.PID), f("timeout_s", s.settings.Timeout)))
+		s.takeTimeout(w, e, at)
 	case gunicorn.KindSignaled:
 		inc := s.incidentFor(w, at)
 		inc.signal, inc.signalName, inc.oomHint = e.Signal, e.SignalName, e.OOMHint
@@ -288,12 +368,85 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 	}
 }
 
+// takeTimeout takes a WORKER TIMEOUT line gwrap believes.
+func (s *state) takeTimeout(w *worker, e gunicorn.Event, at time.Time) {
+	inc := s.incidentFor(w, at)
+	inc.timeout = true
+	s.addLine(w, e)
+	s.emit(ev(at, Error, "worker.timeout", fmt.Sprintf("Gunicorn timed out worker %d (SIGABRT sent)", w.id.PID),
+		f("pid", w.id.PID), f("timeout_s", s.settings.Timeout)))
+}
+
+// heldLine is a WORKER TIMEOUT line waiting for a sample taken after it.
+type heldLine struct {
+	e  gunicorn.Event
+	at time.Time
+}
+
+// sampleLag is how old the newest sample of a worker may be when a WORKER TIMEOUT line names it:
+// the watcher samples a silent worker ten times a second and every worker once a second.
+const sampleLag = 1500 * time.Millisecond
+
+// samplesLag reports whether the newest sample of the worker that read its heartbeat is older
+// than sampleLag at the line: gwrap was not sampling while the worker went silent.
+func (s *state) samplesLag(w *worker, at time.Time) bool {
+	samples := w.samples.list()
+	for i := len(samples) - 1; i >= 0; i-- {
+		if samples[i].HeartbeatAge >= 0 {
+			return at.Sub(samples[i].Time) > sampleLag
+		}
+	}
+	return false
+}
+
+// settleHeldLine decides a held WORKER TIMEOUT line with a sample taken after it (gone is false)
+// or at the worker's end (gone is true). A later sample is exact: its heartbeat age less the time
+// since the line is the age the line saw. At the worker's end, with no sample since the line, the
+// last sample's age is carried to the line: the worker died right after it, as a timed-out worker
+// does.
+func (s *state) settleHeldLine(w *worker, sm probes.Sample, gone bool) {
+	h := w.timeoutLine
+	if h == nil || (!gone && (sm.Time.Before(h.at) || sm.HeartbeatAge < 0)) {
+		return
+	}
+	w.timeoutLine = nil
+	t := s.limitOf(w)
+	if gone {
+		last, ok := w.samples.last()
+		if !ok || last.HeartbeatAge < 0 {
+			s.unverified(h.e, h.at, "the worker's heartbeat was not stale")
+			return
+		}
+		sm = last
+	}
+	if t <= 0 || sm.HeartbeatAge-sm.Time.Sub(h.at) < t*3/4 {
+		s.unverified(h.e, h.at, "the worker's heartbeat was not stale")
+		return
+	}
+	s.takeTimeout(w, h.e, h.at)
+}
+
+// alive reports whether /proc shows the worker alive now: there, with the same start time, not
+// exiting, no SIGKILL pending. Without /proc nothing can be checked, nor can a worker known by its
+// pid only be told from a process that reused it: both count as not alive.
+func (s *state) alive(w *worker) bool {
+	if s.cfg.Fate == nil || w.gone() || w.id.StartTime == 0 {
+		return false
+	}
+	return !s.cfg.Fate(w.id).Dying()
+}
+
 // unverified ignores a line that looks like one of Gunicorn's kill lines but that /proc does not
 // back, and says so once.
 func (s *state) unverified(e gunicorn.Event, at time.Time, why string) {
+	s.unverifiedText(e.Message, at, why)
+}
+
+// unverifiedText is unverified for a line gwrap names itself.
+func (s *state) unverifiedText(msg string, at time.Time, why string) {
 	s.warnOnce("unverified", at, "unverified_line", fmt.Sprintf(
 		"ignored a line that looks like Gunicorn's %q because %s; lines like it are ignored from now on without a word (the app's own output cannot make an incident)",
-		truncate(e.Message, 120), why))
+		truncate(msg, 120), why))
 }
 
 // heartbeatStale reports whether the worker's heartbeat, in its samples of the last few seconds,
@@ -341,6 +494,13 @@ func (s *state) probe(e probes.Event) {
 		if e.Master != 0 {
 			w.master = e.Master
 		}
+		if lineAt, ok := s.bootSeen[e.ID.PID]; ok {
+			delete(s.bootSeen, e.ID.PID)
+			if isNew && at.Sub(lineAt) <= bootLineKeep {
+				w.bootLine = true
+				w.bootedAt = minTime(w.bootedAt, lineAt)
+			}
+		}
 		s.linesSeen = s.linesSeen || w.bootLine
 		if isNew {
 			w.bootedAt = minTime(w.bootedAt, at)
@@ -351,6 +511,11 @@ func (s *state) probe(e probes.Event) {
 	case probes.EventSample:
 		w, _ := s.w.watched(e.ID, at)
 		w.samples.add(e.Sample, s.w.cap)
+		s.settleHeldLine(w, e.Sample, false)
+		if sm := e.Sample; sm.State != "Z" && sm.State != "X" && !sm.KillPending && !slices.Contains(sm.Missing, "status") {
+			w.aliveAt = maxTime(w.aliveAt, at)
+		}
+		s.beatAfterTimeout(w, e.Sample, at)
 		s.findingChecks(at)
 	case probes.EventLate:
 		w, _ := s.w.watched(e.ID, at)
@@ -396,13 +561,35 @@ func (s *state) probe(e probes.Event) {
 		if w.gone() {
 			return
 		}
+		s.settleHeldLine(w, probes.Sample{}, true)
 		w.goneAt = at
+		w.endAt = minTime(w.endAt, at)
 		s.dirtyGone(w, at)
 		s.emit(ev(at, Info, "worker.gone", s.name(w)+" is gone", append([]Field{f("pid", w.id.PID)}, s.roleFields(w)...)...))
 		inc := s.incidentFor(w, at)
 		// The v1 oom_kill counter moves only once the victim is reaped: give it a moment.
 		inc.extend(at, 700*time.Millisecond)
 	}
+}
+
+// beatAfterTimeout drops a timeout incident whose worker beat again after the WORKER TIMEOUT
+// line: Gunicorn times out a worker silent for longer than the timeout and kills it, so it never
+// beats again. The line was not the master's, whoever wrote it; the worker's real end, later,
+// makes an incident of its own. A beat counts from half a timeout before the line: the heartbeat
+// file's times come from the kernel's coarse clock, and a worker that printed the line itself
+// beats within milliseconds of it.
+func (s *state) beatAfterTimeout(w *worker, sm probes.Sample, at time.Time) {
+	inc := w.inc
+	if inc == nil || !inc.timeout || inc.died() || sm.HeartbeatAge < 0 || !sm.Heartbeats ||
+		!at.Add(-sm.HeartbeatAge).After(inc.at.Add(-s.timeout()/2)) {
+		return
+	}
+	s.unverifiedText(fmt.Sprintf("WORKER TIMEOUT (pid:%d)", w.id.PID), at, "the worker it names beat again after it")
+	if inc.stuck {
+		inc.timeout, inc.lines = false, nil // still stuck booting: that incident stays open
+		return
+	}
+	s.dismiss(inc)
 }
 
 // keepDeep keeps a worker's last deep sample, and the Python stack taken with it.
@@ -448,43 +635,6 @@ func (s *state) late(w *worker, e probes.Event, name string) {
 		msg += " in " + st.Top
 	}
 	s.emit(ev(e.Time, Warn, name, msg, fields...))
-}
-
-// oom takes an OOM kill: its victims are the workers gone or dying as the counter moved.
-func (s *state) oom(e memwatch.OOMEvent) {
-	at := e.Time
-	left := e.Count
-	var pids []int
-	for _, w := range s.w.byID {
-		if left == 0 {
-			break
-		}
-		if w.reported || (w.inc != nil && w.inc.oomKills > 0) {
-			continue
-		}
-		recent := w.gone() && at.Sub(w.goneAt) < 5*time.Second
-		if !recent && (w.gone() || s.cfg.Dying == nil || !s.cfg.Dying(w.id)) {
-			continue
-		}
-		inc := s.incidentFor(w, at)
-		inc.oomKills = 1
-		left--
-		pids = append(pids, w.id.PID)
-	}
-	for _, inc := range s.open {
-		inc.extend(at, 500*time.Millisecond)
-	}
-	msg := fmt.Sprintf("the kernel OOM killer killed %d process(es) in the container", e.Count)
-	if len(pids) == 0 {
-		msg += "; the victim is not identified yet (its post-mortem will name it)"
-	}
-	if left > 0 {
-		s.ooms = append(s.ooms, memwatch.OOMEvent{Time: at, Count: left, Total: e.Total})
-	}
-	if pids == nil {
-		pids = []int{}
-	}
-	s.emit(ev(at, Error, "oom.kill", msg, f("count", e.Count), f("total", e.Total), f("pids", pids)))
 }
 
 // containerSample keeps a cgroup sample.
@@ -533,7 +683,15 @@ func (s *state) childExit(x ExitInfo, at time.Time) {
 	if s.bootFailure != "" {
 		msg += " (" + s.bootFailure + ")"
 	}
-	s.emit(ev(at, level, "gunicorn.exit", msg, f("exit_code", x.Code), f("reason", x.Reason), f("forced", x.Forced)))
+	fields := []Field{f("exit_code", x.Code), f("reason", x.Reason), f("forced", x.Forced)}
+	if x.SIGKILL && !x.Forced {
+		s.masterOOM = s.unclaimedOOM(at) + x.OOMKills
+	}
+	if s.masterOOM > 0 {
+		msg += fmt.Sprintf(" by the kernel's OOM killer: the container's oom_kill counter moved by %d that no worker's death took; the Gunicorn master itself was OOM-killed, and every worker went with it (raise the memory limit, or lower --workers, --threads or what each worker holds)", s.masterOOM)
+		fields = append(fields, f("oom_killed", true), f("oom_kills", s.masterOOM))
+	}
+	s.emit(ev(at, level, "gunicorn.exit", msg, fields...))
 	if s.shutdown.IsZero() {
 		s.shutdown = at
 	}
@@ -548,20 +706,14 @@ func (s *state) tick(now time.Time) {
 			s.gunicorn(e, now)
 		}
 	}
+	s.resolveOOM(now, false)
 	s.decideDue(now, false)
 	s.execDue(now, false)
 	s.w.expire(now, s.cfg.OnForget)
-	kept := s.ooms[:0]
-	for _, e := range s.ooms {
-		if now.Sub(e.Time) < time.Minute {
-			kept = append(kept, e)
-		}
-	}
-	s.ooms = kept
 }
 
 // busy reports whether tick has work: an incident open, a traceback being collected, a gone
-// worker's record to forget, an OOM kill not yet claimed. An idle engine needs no timer.
+// worker's record to forget, an OOM kill whose victims are not named yet. An idle engine needs no timer.
 func (s *state) busy() bool {
 	if len(s.open) > 0 || len(s.ooms) > 0 || s.execPending() {
 		return true
@@ -589,6 +741,7 @@ func (s *state) flush(now time.Time) {
 			s.gunicorn(e, now)
 		}
 	}
+	s.resolveOOM(now, true)
 	s.decideDue(now, true)
 	s.execDue(now, true)
 }
@@ -610,6 +763,13 @@ func truncate(s string, n int) string {
 
 func minTime(a, b time.Time) time.Time {
 	if a.IsZero() || b.Before(a) {
+		return b
+	}
+	return a
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if b.After(a) {
 		return b
 	}
 	return a

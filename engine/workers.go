@@ -9,7 +9,7 @@ import (
 // worker is everything gwrap knows of one worker process: one record per (pid, start time),
 // forgotten at one expiry after it is gone and its incident, if any, is decided.
 type worker struct {
-	id       probes.ID // StartTime is 0 while the worker is known only from its own boot line
+	id       probes.ID // StartTime is 0 while a dirty worker is known only from its spawn line
 	watched  bool      // the watcher saw it as a child of the master
 	master   int       // the master whose child the watcher saw it as (0: not seen yet)
 	bootLine bool      // its own "Booting worker" line reached gwrap: its INFO lines do
@@ -29,6 +29,15 @@ type worker struct {
 	goneAt   time.Time // when it vanished
 	inc      *incident
 	reported bool // its incident was reported: never two for one worker
+	// timeoutLine is a WORKER TIMEOUT line about it that waits for a sample taken after it
+	// (gwrap's sampling had fallen behind).
+	timeoutLine *heldLine
+
+	// aliveAt is the latest sample that showed it alive (not a zombie, no SIGKILL pending);
+	// endAt the first sign of its end that gwrap believes (its vanish, the master's death line
+	// once /proc agreed, /proc showing it dying or gone). Between them lies its death: what an
+	// OOM kill is matched against.
+	aliveAt, endAt time.Time
 
 	dirty  *dirtyInfo   // a dirty worker's or the dirty arbiter's record (dirty.go); nil for an HTTP worker
 	waited *dirtyWaited // an HTTP worker late while it waited on the dirty arbiter: what the dirty workers did
@@ -71,13 +80,17 @@ func newWorkers(cap int) workers {
 	return workers{byID: map[probes.ID]*worker{}, byPID: map[int]*worker{}, cap: cap}
 }
 
-// watched returns the record of a worker the watcher reports, making it on first sight. A record
-// made from the worker's own boot line (no start time yet) is the same worker.
+// watched returns the record of a worker the watcher reports, making it on first sight (isNew:
+// the watcher had not seen it). A record made from the worker's own boot line is the same worker.
 func (t *workers) watched(id probes.ID, now time.Time) (w *worker, isNew bool) {
 	if w := t.byID[id]; w != nil {
-		return w, false
+		isNew = !w.watched
+		w.watched = true
+		t.sweeping = true
+		return w, isNew
 	}
 	if w := t.byPID[id.PID]; w != nil && w.id.StartTime == 0 && !w.gone() {
+		// Known from a line only, before /proc was asked (a dirty worker's spawn line).
 		delete(t.byID, w.id)
 		w.id, w.watched = id, true
 		t.byID[id] = w
@@ -91,16 +104,17 @@ func (t *workers) watched(id probes.ID, now time.Time) (w *worker, isNew bool) {
 }
 
 // logged returns the record for a worker that announced itself in the log ("Booting worker with
-// pid: N" from pid N), making one when the watcher has not seen it yet.
-func (t *workers) logged(pid int, now time.Time) *worker {
-	if w := t.byPID[pid]; w != nil && !w.gone() {
+// pid: N" from pid N, once /proc confirmed it: id has its start time; a dirty worker's spawn line:
+// the start time is 0 until the watcher sees it), making one when the watcher has not seen it yet.
+// Either way its INFO lines reach gwrap (bootLine).
+func (t *workers) logged(id probes.ID, now time.Time) *worker {
+	if w := t.byPID[id.PID]; w != nil && !w.gone() {
 		w.bootLine = true
 		return w
 	}
-	id := probes.ID{PID: pid}
 	w := &worker{id: id, bootedAt: now, samples: newRing(t.cap), bootLine: true}
 	t.byID[id] = w
-	t.byPID[pid] = w
+	t.byPID[id.PID] = w
 	return w
 }
 

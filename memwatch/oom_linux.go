@@ -22,15 +22,21 @@ const (
 // WatchOOM emits an OOMEvent each time the cgroup's oom_kill counter moves, until ctx is done.
 // Notifications wake it within milliseconds (v1: an eventfd on memory.oom_control; v2: inotify
 // on memory.events); the counter is also polled, every 10 s (every second without
-// notifications). On v1 the counter moves only after the victim is gone (LIBRARIES.md §2.6), so
-// after a wake-up it is re-read until it moves, for up to two seconds; a wake-up whose counter
-// never moves (rmdir of the cgroup also signals the eventfd) emits nothing. When no notification
+// notifications). The notification comes before the kill is counted (the v1 eventfd fires as
+// the cgroup enters OOM, before the killer has chosen; LIBRARIES.md §2.6), so after a wake-up the
+// counter is re-read every 5 ms until it moves, for up to two seconds; a wake-up whose counter
+// never moves (rmdir of the cgroup also signals the eventfd) emits nothing. Each event says when
+// the counter was last seen unmoved (OOMEvent.After): with a notification, a few milliseconds
+// before the move, or the read before the notification when the first read after it already
+// saw the move (then OOMEvent.Woke says when the notification came); when only the poll saw it,
+// up to 10 s. When no notification
 // can be set up (not root, no eventfd support) it says so once through warn and keeps polling. It
 // returns when ctx is done, with the notification fd closed and no goroutine left.
 func (c *Cgroup) WatchOOM(ctx context.Context, emit func(OOMEvent), warn func(string)) {
 	counter := c.oomKillFile()
+	lastRead := c.now()
 	last, _ := readCounter(counter)
-	woke := make(chan struct{}, 1)
+	woke := make(chan time.Time, 1) // when the first notification not yet acted on came
 	every := safetyPoll
 	if wake, closer, err := c.notifier(); err != nil {
 		every = pollEvery
@@ -43,7 +49,7 @@ func (c *Cgroup) WatchOOM(ctx context.Context, emit func(OOMEvent), warn func(st
 			defer close(done)
 			for wake() == nil {
 				select {
-				case woke <- struct{}{}:
+				case woke <- c.now():
 				default:
 				}
 			}
@@ -56,14 +62,20 @@ func (c *Cgroup) WatchOOM(ctx context.Context, emit func(OOMEvent), warn func(st
 	if c.watching != nil {
 		c.watching()
 	}
-	check := func(wait time.Duration) {
+	check := func(wait time.Duration, woke time.Time) {
 		deadline := time.Now().Add(wait)
 		for {
+			// The counter held its old value at some instant after before, and its new one by
+			// the time read returned: the move (and the kill right after it) lies in between.
+			before := c.now()
 			v, ok := readCounter(counter)
 			if ok && v > last {
-				emit(OOMEvent{Time: c.now(), Count: v - last, Total: v})
-				last = v
+				emit(OOMEvent{Time: c.now(), After: lastRead, Woke: woke, Count: v - last, Total: v})
+				last, lastRead = v, before
 				return
+			}
+			if ok {
+				lastRead = before
 			}
 			if ok && v < last {
 				last = v // the cgroup was recreated
@@ -78,10 +90,10 @@ func (c *Cgroup) WatchOOM(ctx context.Context, emit func(OOMEvent), warn func(st
 		select {
 		case <-ctx.Done():
 			return
-		case <-woke:
-			check(2 * time.Second)
+		case at := <-woke:
+			check(2*time.Second, at)
 		case <-tick.C:
-			check(0)
+			check(0, time.Time{})
 		}
 	}
 }

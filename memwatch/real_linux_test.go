@@ -2,6 +2,8 @@ package memwatch
 
 import (
 	"context"
+	"fmt"
+	"os"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -81,6 +83,79 @@ func TestRealOOMKill(t *testing.T) {
 	}
 	if n := runtime.NumGoroutine(); n > before {
 		t.Errorf("goroutines: %d before, %d after", before, n)
+	}
+}
+
+// TestRealOOMKillCountedBeforeTheReaping: the oom_kill counter moves while the victim is still
+// there, dying of SIGKILL, before its parent reaps it — the test is the parent here and reaps
+// only once the event came (were the counter to move only at the reaping, no event would come).
+// The engine relies on it: it reads /proc as the event comes, to see which worker is being
+// killed. The event also places the move: the counter's last unmoved read, or the notification,
+// a few ms before.
+func TestRealOOMKillCountedBeforeTheReaping(t *testing.T) {
+	python := testkit.Python(t)
+	cg := testkit.MemoryCgroup(t, 64<<20)
+	c := openDir(t, cg.Dir, "memory")
+	cmd := exec.Command(python, "-c", "import sys; sys.stdin.readline(); x = [bytearray(1<<20) for _ in range(400)]")
+	stdin, _ := cmd.StdinPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	pid := cmd.Process.Pid
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	if err := cg.Add(pid); err != nil {
+		t.Fatal(err)
+	}
+	type seen struct {
+		OOMEvent
+		stat, status string
+		err          error
+	}
+	events := make(chan seen, 4)
+	ready := make(chan struct{})
+	c.watching = func() { close(ready) }
+	ctx, cancel := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		c.WatchOOM(ctx, func(e OOMEvent) {
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+			status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+			events <- seen{e, string(stat), string(status), err}
+		}, func(msg string) { t.Errorf("degraded: %s", msg) })
+	}()
+	defer func() { cancel(); <-watchDone }()
+	<-ready
+	stdin.Write([]byte("go\n"))
+	select {
+	case e := <-events:
+		if e.err != nil {
+			t.Fatalf("the victim was gone when the counter moved: %v", e.err)
+		}
+		f := strings.Fields(e.stat[strings.LastIndexByte(e.stat, ')')+2:])
+		state, exitCode := f[0], f[len(f)-1] // fields 3 and 52
+		var shdPnd string
+		for _, l := range strings.Split(e.status, "\n") {
+			if v, ok := strings.CutPrefix(l, "ShdPnd:"); ok {
+				shdPnd = strings.TrimSpace(v)
+			}
+		}
+		t.Logf("as the counter moved the victim was in state %s, exit_code %s, ShdPnd %s; the counter was last seen unmoved %v before, the notification came %v before",
+			state, exitCode, shdPnd, e.Time.Sub(e.After), e.Time.Sub(e.Woke))
+		if !strings.HasSuffix(shdPnd, "100") && exitCode != "9" {
+			t.Errorf("the victim was not dying of SIGKILL: state %s exit_code %s ShdPnd %s", state, exitCode, shdPnd)
+		}
+		// A notification woke the watcher: the move is placed within ms of it, by a read before
+		// it or by the notification itself.
+		if e.After.IsZero() || !e.After.Before(e.Time) || e.Woke.IsZero() || e.Woke.After(e.Time) ||
+			e.Time.Sub(e.After) > 100*time.Millisecond && e.Time.Sub(e.Woke) > 100*time.Millisecond {
+			t.Errorf("the move is not placed: last unmoved read %v, notification %v, event %v", e.After, e.Woke, e.Time)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("no OOM event while the victim was not reaped")
+	}
+	if err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("the allocator was not killed: %v", err)
 	}
 }
 

@@ -66,10 +66,17 @@ func (s Stats) NearLimit(frac float64) bool {
 	return float64(s.WorkingSet.V) >= frac*float64(s.Limit.V)
 }
 
-// OOMEvent is one OOM-kill notification: Count is the increase of the oom_kill counter
-// (re-read after the victim is reaped, as the counter can lag the notification).
+// OOMEvent is one move of the cgroup's oom_kill counter: Count is its increase, Total its new
+// value. The move happened after After (a read that still showed the old value; zero when
+// unknown) and by Time (the read that showed the new one): the victims were killed in between.
+// Woke is when the notification that led to the reads came (zero: a poll found the move). The
+// kernel notifies as the cgroup runs out of memory, just before it kills (v1's eventfd), or
+// within its 20 ms rate limit of the move (v2's inotify on memory.events): the move is close to
+// Woke, but may be a little before it, so it is no bound.
 type OOMEvent struct {
 	Time  time.Time `json:"t"`
+	After time.Time `json:"after,omitzero"`
+	Woke  time.Time `json:"woke,omitzero"`
 	Count uint64    `json:"count"`
 	Total uint64    `json:"total"`
 }

@@ -94,6 +94,9 @@ func evidence(f Facts, th Thresholds) []Fact {
 	if f.OOMKnown || f.OOMKillDelta > 0 {
 		fact("cgroup oom_kill counter moved by", fmt.Sprint(f.OOMKillDelta), "")
 	}
+	if len(f.OOMShared) > 0 {
+		fact("also died of SIGKILL as the counter moved", workers(f.OOMShared), "one of them was the OOM kill")
+	}
 	if f.Exception != "" {
 		fact("exception", f.Exception, "")
 	}
@@ -189,6 +192,10 @@ func advice(f Facts, d Decision) []string {
 			add("the worker's memory rose steadily, which looks like a leak: " + recycle)
 		}
 	case CauseUnknown:
+		if d.Branch == BranchOOMShared {
+			add("give the container more memory, or run fewer workers (--workers) so their sum fits the limit",
+				"the kernel log (\"Killed process N\", where the platform shows it) names the process the OOM killer chose")
+		}
 		if d.Branch == BranchNoOOMCount {
 			add(fmt.Sprintf("check the platform's memory metrics or the kernel log (\"Killed process %d\") for an OOM kill", f.PID))
 		}

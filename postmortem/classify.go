@@ -24,8 +24,11 @@ type Incident struct {
 	Escalated    bool   `json:"timeout_escalation"`  // Gunicorn SIGKILLed it after its timeout
 	OOMHint      bool   `json:"gunicorn_oom_hint"`   // Gunicorn said "Perhaps out of memory?"
 	OOMKillDelta uint64 `json:"oom_kill_delta"`      // the cgroup's oom_kill counter moved this much
-	BootStuck    bool   `json:"boot_stuck"`          // gwrap saw it never finish booting
-	Vanished     bool   `json:"vanished"`            // gwrap saw the process disappear
+	// OOMShared names the other workers that died of SIGKILL as the counter moved, when gwrap
+	// cannot tell which of them (this one included) the OOM killer killed.
+	OOMShared []int `json:"oom_kill_shared_with,omitempty"`
+	BootStuck bool  `json:"boot_stuck"` // gwrap saw it never finish booting
+	Vanished  bool  `json:"vanished"`   // gwrap saw the process disappear
 	// TimeoutInferred: Gunicorn's lines do not reach gwrap, and the worker vanished with its
 	// heartbeat stale past the timeout: Gunicorn's timeout, told from /proc alone.
 	TimeoutInferred bool `json:"timeout_inferred,omitempty"`

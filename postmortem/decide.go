@@ -22,6 +22,7 @@ const (
 	BranchRunQueue    Branch = "run_queue"              // cpu_starved waiting for a CPU
 	BranchOOMAfter    Branch = "oom_after_timeout"      // oom_killed after a timeout
 	BranchOOM         Branch = "oom"                    // oom_killed
+	BranchOOMShared   Branch = "oom_shared"             // unknown: an OOM kill and other SIGKILLs at once, the victim not told apart
 	BranchBootLogged  Branch = "boot_timeout_logged"    // boot_timeout: Gunicorn ≤ 21 timed out a worker that never beat
 	BranchBootStuck   Branch = "boot_stuck"             // boot_timeout: gwrap saw the boot stuck (Gunicorn ≥ 22)
 	BranchLoopBlocked Branch = "event_loop_blocked"     // blocked: an async worker's loop or threads stalled
@@ -45,7 +46,10 @@ func decide(f Facts, th Thresholds) Decision {
 		RanLong: f.TimeoutLogged || f.TimeoutInferred || f.BootStuck || f.Kind == KindExecTimeout ||
 			(f.Timeout > 0 && f.Silence >= time.Duration(th.LongShare*float64(f.Timeout))),
 	}
-	oomKilled := f.OOMKillDelta > 0 && (f.Signal == "" || f.Signal == "SIGKILL") && !f.HandledAbort && f.ExitCode == nil
+	sigkill := (f.Signal == "" || f.Signal == "SIGKILL") && !f.HandledAbort && f.ExitCode == nil
+	oomKilled := f.OOMKillDelta > 0 && sigkill && len(f.OOMShared) == 0
+	// The kill may have been this worker's or another's: the timeout, if any, is still certain.
+	oomShared := f.OOMKillDelta > 0 && sigkill && len(f.OOMShared) > 0
 	psiHigh := f.MemPSI >= th.MemoryPSI && !f.PSIHost
 	cpuBound := f.CPUKnown && f.CPU >= th.CPUBound
 	starved := f.CPUKnown && (f.RunDelay >= th.RunDelay || (f.Throttled > 0 && f.Runnable >= 0.5 && f.CPU < th.CPUBound))
@@ -56,6 +60,9 @@ func decide(f Facts, th Thresholds) Decision {
 		if f.TimeoutLogged {
 			d.Branch = BranchOOMAfter
 		}
+	case oomShared && !f.TimeoutLogged && !f.BootStuck:
+		// The container did reach its limit (an OOM kill happened), whichever worker it took.
+		d.Cause, d.Branch, d.NearMemoryLimit, d.Confidence = CauseUnknown, BranchOOMShared, true, "low"
 	case f.BootStuck:
 		d.Cause, d.Branch, d.Confidence = CauseBootTimeout, BranchBootStuck, "high"
 	case f.TimeoutLogged && f.NeverBeat:
@@ -99,6 +106,9 @@ func decide(f Facts, th Thresholds) Decision {
 		if f.Async {
 			d.Branch = BranchLoopBlocked
 		}
+	}
+	if oomShared {
+		d.Confidence = "low"
 	}
 	if d.Confidence == "" {
 		switch {

@@ -63,6 +63,8 @@ func TestDecide(t *testing.T) {
 		{"handled abort is not the oom kill", with(func(x *Facts) { x.HandledAbort, x.OOMKillDelta = true, 1 }), CauseBlocked, BranchWaiting, false, true, ""},
 		{"an exit code is not the oom kill", crash(func(x *Facts) { x.Kind, x.ExitCode, x.OOMKillDelta = KindExit, code(7), 1 }), CauseCrashed, BranchExit, false, false, "high"},
 		{"a segfault is not the oom kill", crash(func(x *Facts) { x.Signal, x.OOMKillDelta = "SIGSEGV", 1 }), CauseCrashed, BranchSignal, false, false, "high"},
+		{"an oom kill that may have been another worker's", crash(func(x *Facts) { x.Signal, x.OOMKillDelta, x.OOMShared = "SIGKILL", 1, []int{8} }), CauseUnknown, BranchOOMShared, true, false, "low"},
+		{"a timeout whose end may have been the oom kill", with(func(x *Facts) { x.Signal, x.OOMKillDelta, x.OOMShared, x.Escalated = "SIGKILL", 1, []int{8}, true }), CauseBlocked, BranchWaiting, false, true, "low"},
 		// boot_timeout
 		{"boot stuck", with(func(x *Facts) { x.TimeoutLogged, x.BootStuck, x.NeverBeat = false, true, true }), CauseBootTimeout, BranchBootStuck, false, true, "high"},
 		{"timed out, never beat", with(func(x *Facts) { x.NeverBeat = true }), CauseBootTimeout, BranchBootLogged, false, true, "high"},

@@ -28,6 +28,7 @@ type Facts struct {
 	Signal                                                               string
 	ExitCode                                                             *int
 	OOMKillDelta                                                         uint64
+	OOMShared                                                            []int  // other workers the same OOM kill may have been
 	Exception                                                            string // the traceback's last line
 	Where                                                                string // the app's innermost frame: stack_top, else the abort traceback's
 
@@ -120,7 +121,7 @@ func measure(e Evidence) Facts {
 		Async: isAsync(e.Settings.WorkerClass, e.Settings.Threads), Platform: e.Platform, MaxReqs: e.Settings.MaxRequests,
 		TimeoutLogged: inc.Timeout, BootStuck: inc.BootStuck, Escalated: inc.Escalated, OOMHint: inc.OOMHint,
 		HandledAbort: inc.HandledAbort, Vanished: inc.Vanished, TimeoutInferred: inc.TimeoutInferred, Signal: inc.Signal, ExitCode: inc.ExitCode,
-		OOMKillDelta: inc.OOMKillDelta, Exception: lastException(inc.Traceback), Where: inc.StackTop,
+		OOMKillDelta: inc.OOMKillDelta, OOMShared: inc.OOMShared, Exception: lastException(inc.Traceback), Where: inc.StackTop,
 		Silence: -1, Saturation: e.Saturation}
 	if f.Where == "" {
 		f.Where = inc.StuckAt

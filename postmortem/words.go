@@ -132,6 +132,9 @@ func summary(f Facts, d Decision) string {
 	if f.Role == RoleDirty && f.Escalated && f.OOMKillDelta == 0 {
 		s = also(s, "the dirty arbiter SIGKILLed it a second after its DIRTY WORKER TIMEOUT's SIGABRT went unanswered (no Python signal handler could run), not the OOM killer (the cgroup's oom_kill counter did not move)")
 	}
+	if len(f.OOMShared) > 0 && d.Branch != BranchOOMShared {
+		s = also(s, "as it died the kernel's OOM killer killed a process in the container while "+workers(f.OOMShared)+" died of SIGKILL too, and gwrap cannot tell whether this worker was that OOM kill")
+	}
 	if f.Escalated && f.OOMHint && f.OOMKillDelta == 0 {
 		if f.OOMKnown {
 			s = also(s, "Gunicorn's \"Perhaps out of memory?\" was its own SIGKILL after the timeout, not an OOM kill (the cgroup's oom_kill counter did not move)")
@@ -176,6 +179,16 @@ func queued(f Facts) bool {
 func crashSummary(f Facts, d Decision) string {
 	w := who(f)
 	switch d.Branch {
+	case BranchOOMShared:
+		s := fmt.Sprintf("%s died of SIGKILL as the kernel's OOM killer killed a process in the container, while %s died of SIGKILL too: one of them was the OOM kill and gwrap cannot tell which (the OOM killer takes the process holding the most memory", w, workers(f.OOMShared))
+		if f.RSSKnown {
+			s += fmt.Sprintf("; this one held up to %s in its last samples", mib(f.PeakRSS))
+		}
+		s += ")"
+		if f.Limit > 0 {
+			s += fmt.Sprintf("; the container reached its %s memory limit", mib(f.Limit))
+		}
+		return s + "."
 	case BranchNoOOMCount:
 		how := "was SIGKILLed with no Gunicorn timeout before it"
 		if f.Signal == "" {
@@ -233,6 +246,18 @@ func missing(f Facts, d Decision) []string {
 		m = append(m, "a Gunicorn line about the worker's end (--log-level info or lower shows them; Gunicorn ≤ 19.9 logs none)")
 	}
 	return m
+}
+
+// workers names other workers: "worker 12", "workers 12 and 13", "workers 12, 13 and 14".
+func workers(pids []int) string {
+	names := make([]string, len(pids))
+	for i, p := range pids {
+		names[i] = fmt.Sprint(p)
+	}
+	if len(names) == 1 {
+		return "worker " + names[0]
+	}
+	return "workers " + strings.Join(names[:len(names)-1], ", ") + " and " + names[len(names)-1]
 }
 
 // also joins a clause to a one-sentence summary.

@@ -52,26 +52,6 @@ func IsGunicornCmdline(b []byte) bool {
 // isGunicornModule: `-m gunicorn` and `-m gunicorn.app.wsgiapp` both run Gunicorn.
 func isGunicornModule(m string) bool { return m == "gunicorn" || strings.HasPrefix(m, "gunicorn.") }
 
-// Dying reports whether the process identified is gone or on its way out: vanished, its pid
-// reused, a zombie, or with a SIGKILL pending (what the OOM killer and Gunicorn's escalation
-// leave between the kill and the reaping). A zero StartTime (a worker known only from its log
-// line) matches whatever process has the pid.
-func (f FS) Dying(id ID) bool {
-	b, err := os.ReadFile(f.path(id.PID, "stat"))
-	if err != nil {
-		return true
-	}
-	s, err := parseStat(b)
-	if err != nil || (id.StartTime != 0 && s.starttime != id.StartTime) || s.state == "Z" || s.state == "X" {
-		return true
-	}
-	b, err = os.ReadFile(f.path(id.PID, "status"))
-	if err != nil {
-		return gone(err)
-	}
-	return killPending(b)
-}
-
 // killPending reads the pending-signal masks of /proc/<pid>/status (SigPnd for the thread,
 // ShdPnd for the process) and reports whether SIGKILL is among them.
 func killPending(status []byte) bool { return parseStatus(status).killPending }

@@ -14,8 +14,9 @@ func relay(r io.Reader, s Stream, max int, on func(Stream, []byte)) {
 	for {
 		chunk, err := br.ReadSlice('\n')
 		if err == bufio.ErrBufferFull {
+			long = grow(long, len(chunk), max)
 			long = append(long, chunk...)
-			for len(long) >= max {
+			for len(long) > max {
 				on(s, long[:max])
 				long = append(long[:0], long[max:]...)
 			}
@@ -23,11 +24,19 @@ func relay(r io.Reader, s Stream, max int, on func(Stream, []byte)) {
 		}
 		line := chunk
 		if len(long) > 0 {
+			long = grow(long, len(chunk), max)
 			long = append(long, chunk...)
 			line = long
 		}
 		if err == nil {
-			on(s, line[:len(line)-1])
+			line = line[:len(line)-1]
+		}
+		for len(line) > max {
+			on(s, line[:max])
+			line = line[max:]
+		}
+		if err == nil {
+			on(s, line)
 			long = shrink(long)
 			continue
 		}
@@ -48,4 +57,15 @@ func shrink(buf []byte) []byte {
 		return nil
 	}
 	return buf[:0]
+}
+
+// grow makes room for n more bytes in buf, doubling it (up to max and what the line needs):
+// append's own growth on a buffer of megabytes is a quarter at a time, and a 4 MiB line would
+// leave four times its size behind as garbage.
+func grow(buf []byte, n, limit int) []byte {
+	need := len(buf) + n
+	if need <= cap(buf) {
+		return buf
+	}
+	return append(make([]byte, 0, max(need, min(2*cap(buf), limit+n))), buf...)
 }

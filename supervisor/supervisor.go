@@ -84,7 +84,10 @@ type Config struct {
 	// from the master) before gwrap: gwrap's death is the container's. Raising needs no privilege.
 	ChildOOMScoreAdj int
 
-	MaxLine int // longest line delivered whole (default 4 MiB); longer ones come in pieces
+	// MaxLine is the longest line delivered whole (default 1 MiB); longer ones come in pieces
+	// of that size. A piece is copied a few times on its way to stdout (and a byte may take six
+	// once escaped in JSON): the bound keeps gwrap's memory small whatever the app prints.
+	MaxLine int
 
 	// Drain bounds the wait for the child's output once it has exited, when a descendant keeps
 	// the pipes open (default 2 s); then the group is SIGKILLed, and drainGrace later gwrap
@@ -124,7 +127,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		return Result{ExitCode: 127, Reason: "no command"}, fmt.Errorf("%w: empty command", ErrNotFound)
 	}
 	if cfg.MaxLine <= 0 {
-		cfg.MaxLine = 4 << 20
+		cfg.MaxLine = 1 << 20
 	}
 	if cfg.ProcRoot == "" {
 		cfg.ProcRoot = "/proc"

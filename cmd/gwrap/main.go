@@ -48,6 +48,7 @@
 //	                                              environment untouched
 //
 // For developers: GWRAP_CPUPROFILE=FILE writes a CPU profile of the whole run (go tool pprof).
+// Go's own GOMAXPROCS (default 1 here) and GOMEMLIMIT (default 32MiB here) are honoured.
 //
 // Exit code: the child's; 128+N when it was killed by signal N (or when gwrap got TERM/INT/QUIT
 // N while starting, before Gunicorn ran); 127 command not found; 126 not executable; 2 bad usage
@@ -67,6 +68,7 @@ import (
 	"fmt"
 	"os"
 	"runtime"
+	"runtime/debug"
 	"runtime/pprof"
 )
 
@@ -89,6 +91,14 @@ func startProfile(path string) func() {
 	return func() { pprof.StopCPUProfile(); f.Close() }
 }
 
+// memoryLimit is the Go runtime's soft memory limit (GOMEMLIMIT wins): gwrap's RSS stays under
+// 64 MiB whatever the app prints. What gwrap holds is bounded (a line of at most 1 MiB in the
+// relay, 4 MiB in the engine's queue, 8 MiB in stdout's), but a flood of lines of megabytes
+// makes garbage faster than the collector's default pace (the heap may double before a
+// collection) would free it; near the limit the collector runs sooner. The binary's own pages
+// are another 13 MiB of RSS. An idle gwrap is far below it.
+const memoryLimit = 32 << 20
+
 func main() {
 	if _, set := os.LookupEnv("GOMAXPROCS"); !set {
 		// One P: gwrap's work is a few reads a second and the relay, and it never takes more
@@ -96,6 +106,9 @@ func main() {
 		// wake a second thread, and the runtime does not re-read the CPU limit every second to
 		// adjust GOMAXPROCS (Go ≥ 1.25): a third of an idle gwrap's wake-ups. GOMAXPROCS wins.
 		runtime.GOMAXPROCS(1)
+	}
+	if _, set := os.LookupEnv("GOMEMLIMIT"); !set {
+		debug.SetMemoryLimit(memoryLimit)
 	}
 	if supervising(os.Args[1:]) {
 		early, _ = subscribe() // first thing: see subscribe

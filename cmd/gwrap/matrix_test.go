@@ -265,7 +265,23 @@ func runCase(t *testing.T, run *matrixRun, rel testkit.Release, class string, cs
 		return
 	}
 	go fetch(run.base+cs.path, 90*time.Second)
-	pm, ok := run.p.stdout.wait(matrixDeadline, func(m map[string]any) bool { return m["event"] == "postmortem" && pidOf(m) == pid })
+	pm, ok := run.p.stdout.wait(matrixDeadline, func(m map[string]any) bool {
+		return m["event"] == "postmortem" && pidOf(m) == pid || m["event"] == "gunicorn.exit"
+	})
+	if ok && pm["event"] == "gunicorn.exit" && cs.want == "oom_killed" {
+		// The kernel may pick the master: a gthread worker's memory is not always freed in time,
+		// and under load the master went first (twice among the 12 OOM cases of one loaded run).
+		// Which process the kernel takes is its choice; gwrap must say which it was.
+		pass := pm["oom_killed"] == true
+		if !pass {
+			t.Errorf("the master died without the OOM killer named: %v", pm)
+		}
+		record(rel, class, cs.name, fmt.Sprintf("the kernel OOM-killed the master: gunicorn.exit oom_killed %v", pm["oom_killed"]), pass)
+		return
+	}
+	if ok && pm["event"] == "gunicorn.exit" {
+		ok = false
+	}
 	if !ok {
 		record(rel, class, cs.name, "no postmortem within "+matrixDeadline.String(), false)
 		t.Fatalf("no postmortem for worker %d (%s) within %v; output:\n%s", pid, cs.path, matrixDeadline, strings.Join(run.p.stdout.snapshot(), "\n"))

@@ -30,6 +30,10 @@ type output struct {
 	once   map[string]bool
 }
 
+// maxMessage bounds the message of a relayed line the parser left without one (an access line):
+// the whole line is in "line".
+const maxMessage = 64 << 10
+
 // newOutput writes to w; stderr gets the one-line notices when stdout fails.
 func newOutput(w, stderr io.Writer, format string, now func() time.Time) *output {
 	zerolog.TimeFieldFormat = time.RFC3339Nano
@@ -108,8 +112,9 @@ func (o *output) relay(s supervisor.Stream, line []byte, ev gunicorn.Event) {
 		o.q.push(append(append(buf, line...), '\n'))
 		return
 	}
+	// Bytes, not Str(string(line)): the same JSON, without a copy of a line that may be megabytes.
 	e := o.log.WithLevel(gunicornLevel(ev.Level)).Str("event", "gunicorn.log").Str("stream", string(s)).
-		Str("line", string(line))
+		Bytes("line", line)
 	if !utf8.Valid(line) {
 		e = e.Str("line_b64", base64.StdEncoding.EncodeToString(line))
 	}
@@ -124,7 +129,7 @@ func (o *output) relay(s supervisor.Stream, line []byte, ev gunicorn.Event) {
 	}
 	msg := ev.Message
 	if msg == "" {
-		msg = string(line)
+		msg = string(line[:min(len(line), maxMessage)])
 	}
 	// zerolog leaves out an empty message; the contract wants the field on every line.
 	e.Str(zerolog.MessageFieldName, msg).Send()

@@ -20,7 +20,7 @@ import (
 // count is in gwrap.exit. Nothing a producer does waits for stdout.
 const (
 	queueMaxLines = 16384    // lines waiting for the writer
-	queueMaxBytes = 16 << 20 // bytes waiting for the writer (one longer line is taken when empty)
+	queueMaxBytes = 8 << 20  // bytes waiting for the writer (one longer line is taken when empty): within gwrap's 64 MiB
 	batchBytes    = 64 << 10 // lines are written in batches of about this size
 	keepBuf       = 1 << 20  // a batch buffer grown beyond this by a giant line is let go
 )
@@ -126,14 +126,20 @@ func (q *lineQueue) writer() {
 		q.bytes -= size
 		q.mu.Unlock()
 
-		buf = buf[:0]
 		for _, l := range batch {
-			buf = append(buf, l...)
 			if len(l) > keepBuf {
 				q.bigSince += len(l)
 			}
 		}
-		if _, err := q.w.Write(buf); err != nil {
+		out := batch[0] // one line (a giant one is alone): written as it is, not copied once more
+		if n > 1 {
+			buf = buf[:0]
+			for _, l := range batch {
+				buf = append(buf, l...)
+			}
+			out = buf
+		}
+		if _, err := q.w.Write(out); err != nil {
 			q.failed.Add(uint64(n))
 			q.failOnce.Do(func() { q.notice(writeFailure(err)) })
 		}

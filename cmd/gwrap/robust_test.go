@@ -519,9 +519,9 @@ func TestFastStdoutLosesNothingOnOneCPU(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A build without -race, as shipped: the race detector slows the producers enough to hide it.
-	bin := filepath.Join(t.TempDir(), "gwrap")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	bin, err := shippedBin()
+	if err != nil {
+		t.Fatal(err)
 	}
 	cmd, stderr, waited := startWithStdout(t, bin, devnull, nil, "--report-dir", t.TempDir(), "--", "cat", lines)
 	if code, took := waitExit(t, cmd, waited, 120*time.Second); code != 0 {

@@ -77,6 +77,12 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	} else {
 		cgStats = cg.Sample()
 	}
+	// oomTotal is the cgroup's oom_kill counter as the engine was last told of it: a move past it
+	// when Gunicorn dies of SIGKILL is an OOM kill no worker's death took (the master's own).
+	var oomTotal atomic.Uint64
+	if cgStats.OOMKill.Known {
+		oomTotal.Store(cgStats.OOMKill.V)
+	}
 
 	settings := readSettings(startCtx, cfg)
 	if sig := endStartup(); sig != nil {
@@ -110,7 +116,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		Host:          postmortem.Host{Hostname: hostname, GwrapVersion: version, Instance: os.Getenv("WEBSITE_INSTANCE_ID")},
 		Platform:      gunicorn.Platform(os.Environ()),
 		Reports:       reports,
-		Dying:         proc.Dying,
+		Fate:          proc.Fate,
+		Fates:         proc.Fates,
 		CrashStack:    stk.crash,
 		OnForget:      func(pid int) { stk.forget(pid, time.Now()) },
 		OnWorkerClass: func(class string) { watcher.SetWorkerClass(class) },
@@ -267,7 +274,12 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		g.Add(func() error {
 			ps.run(partOOM, func() {
 				fault(partOOM)
-				cg.WatchOOM(octx, func(ev memwatch.OOMEvent) { flight.OOM(ev); eng.OOM(ev) }, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
+				// The engine first: it reads /proc while the victim is still there to be seen dying.
+				cg.WatchOOM(octx, func(ev memwatch.OOMEvent) {
+					eng.OOM(ev)
+					flight.OOM(ev)
+					oomTotal.Store(max(oomTotal.Load(), ev.Total))
+				}, func(msg string) { out.warnOnce("oom", "config.warning", msg) })
 			})
 			<-octx.Done() // a part that stopped early must not end the group, and the app with it
 			return nil
@@ -287,6 +299,11 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	// The producers have stopped: the engine takes what they left, decides what is open, and stops.
 	code := result.ExitCode
 	reason := result.Reason
+	killed := result.Signal == syscall.SIGKILL && !result.Forced
+	var oomLate uint64
+	if cg != nil && killed {
+		oomLate = oomSince(cg, oomTotal.Load())
+	}
 	if runErr != nil {
 		reason = runErr.Error()
 		if code == 0 {
@@ -294,10 +311,13 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		}
 	}
 	if runErr == nil {
-		eng.ChildExit(engine.ExitInfo{Code: result.ExitCode, Reason: result.Reason, Forced: result.Forced})
+		eng.ChildExit(engine.ExitInfo{Code: result.ExitCode, Reason: result.Reason, Forced: result.Forced, SIGKILL: killed, OOMKills: oomLate})
 	}
 	ecancel()
 	<-engineDone
+	if eng.MasterOOMKilled() {
+		reason += " by the kernel's OOM killer"
+	}
 	reportsLost, flightLost := finishDisk(out, cfg, reports, flight, diskDeadline(stopAt.Load(), cfg.StopBudget, time.Now()))
 	fl.terminate(cfg.terminationLogPath(fileExists), reason)
 	out.finish(func() {
@@ -549,4 +569,14 @@ func lintAtStart(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats
 			out.event(zerolog.WarnLevel, "config.warning").Str("code", "cgroup").Msg(w)
 		}
 	}
+}
+
+// oomSince reads how far the cgroup's oom_kill counter moved past seen. On cgroup v1 it moves as
+// the victim is reaped, so by the time gwrap has reaped Gunicorn its own kill is counted.
+func oomSince(cg *memwatch.Cgroup, seen uint64) uint64 {
+	st := cg.Sample()
+	if !st.OOMKill.Known || st.OOMKill.V <= seen {
+		return 0
+	}
+	return st.OOMKill.V - seen
 }

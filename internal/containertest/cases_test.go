@@ -204,8 +204,14 @@ func oomKilled(t *testing.T, e *engine) {
 	if pm["cause"] != "oom_killed" || pm["kind"] != "oom_kill" {
 		t.Errorf("postmortem %v, want cause oom_killed, kind oom_kill", pm)
 	}
-	if !slices.Contains(pids, victim) || !strings.HasPrefix(summary, fmt.Sprintf("Worker %d ", victim)) {
+	// oom.kill names the victim at once only from /proc read right after the move; here podman's
+	// read-only cgroup mount leaves gwrap polling the counter every second, so the victim is often
+	// reaped first and the event leaves it to the post-mortem. It must never name another process.
+	if len(pids) > 1 || len(pids) == 1 && pids[0] != victim || !strings.HasPrefix(summary, fmt.Sprintf("Worker %d ", victim)) {
 		t.Errorf("oom.kill names %v and the summary %q; the victim is %d", pids, summary, victim)
+	}
+	if len(pids) == 0 && !strings.Contains(fmt.Sprint(oom["message"]), "not identified yet") {
+		t.Errorf("oom.kill names no pid and does not say the victim is not identified yet: %v", oom["message"])
 	}
 	if got := num(field(c.report(t, pm), "incident").(map[string]any), "pid"); got != victim {
 		t.Errorf("the report's incident.pid is %d, want %d", got, victim)

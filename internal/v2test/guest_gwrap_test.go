@@ -10,7 +10,6 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -208,8 +207,15 @@ func TestGwrapOOMKilled(t *testing.T) {
 	if oom["count"] != float64(1) {
 		t.Errorf("oom.kill count %v, want 1", oom["count"])
 	}
-	if !slices.Contains(pids, victim) {
+	// oom.kill names the victim at once only when /proc was read with the master's children
+	// within 100 ms of the move (engine/oom.go promptRead); under the guest's emulation that read
+	// can come later, and then the event says the victim is not identified yet and the post-mortem
+	// names it. What must never happen is naming another process.
+	if len(pids) > 1 || len(pids) == 1 && pids[0] != victim {
 		t.Errorf("oom.kill names pids %v, not the victim %v", pids, victim)
+	}
+	if len(pids) == 0 && !strings.Contains(fmt.Sprint(oom["message"]), "not identified yet") {
+		t.Errorf("oom.kill names no pid and does not say the victim is not identified yet: %v", oom["message"])
 	}
 	r.stop(t)
 }

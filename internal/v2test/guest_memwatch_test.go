@@ -318,3 +318,68 @@ func TestOOMKillEvent(t *testing.T) {
 		t.Errorf("after the kill: oom_kill %+v max hits %+v", st.OOMKill, st.LimitHits)
 	}
 }
+
+// TestOOMKillCountedBeforeTheReaping: on v2 as on v1, memory.events' oom_kill moves while the
+// victim is still there, dying of SIGKILL, before its parent reaps it — the test is the parent
+// and reaps only once the event came. gwrap's engine relies on it: it reads the master's children
+// as the event comes to see which worker is being killed.
+func TestOOMKillCountedBeforeTheReaping(t *testing.T) {
+	c := newCgroup(t, "gwrap-oomreap", "memory.max", fmt.Sprint(64<<20))
+	cg, err := memwatch.Open(memwatch.Options{Path: c.Path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	type seen struct {
+		memwatch.OOMEvent
+		stat, status string
+		err          error
+	}
+	events := make(chan seen, 4)
+	pid := make(chan int, 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	watchDone := make(chan struct{})
+	go func() {
+		defer close(watchDone)
+		victim := 0
+		cg.WatchOOM(ctx, func(e memwatch.OOMEvent) {
+			if victim == 0 {
+				victim = <-pid
+			}
+			stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", victim))
+			status, _ := os.ReadFile(fmt.Sprintf("/proc/%d/status", victim))
+			events <- seen{e, string(stat), string(status), err}
+		}, func(msg string) { t.Errorf("degraded: %s", msg) })
+	}()
+	defer func() { cancel(); <-watchDone }()
+	cmd := c.command(t, "python3", "-c", "import sys; print('ready', flush=True); sys.stdin.readline(); x = [bytearray(1<<20) for _ in range(400)]")
+	stdin, _ := cmd.StdinPipe()
+	startReady(t, cmd, time.Minute) // the watcher is set up by now
+	pid <- cmd.Process.Pid
+	if _, err := stdin.Write([]byte("go\n")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case e := <-events:
+		if e.err != nil {
+			t.Fatalf("the victim was gone when the counter moved: %v", e.err)
+		}
+		f := strings.Fields(e.stat[strings.LastIndexByte(e.stat, ')')+2:])
+		state, exitCode := f[0], f[len(f)-1] // fields 3 and 52
+		var shdPnd string
+		for _, l := range strings.Split(e.status, "\n") {
+			if v, ok := strings.CutPrefix(l, "ShdPnd:"); ok {
+				shdPnd = strings.TrimSpace(v)
+			}
+		}
+		measure(t, "oom_counted_before_reaping", "state=%s exit_code=%s shdpnd=%s last_unmoved_read=%v notified=%v before the event",
+			state, exitCode, shdPnd, e.Time.Sub(e.After).Round(time.Microsecond), e.Time.Sub(e.Woke).Round(time.Microsecond))
+		if !strings.HasSuffix(shdPnd, "100") && exitCode != "9" {
+			t.Errorf("the victim was not dying of SIGKILL: state %s exit_code %s ShdPnd %s", state, exitCode, shdPnd)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("no OOM event while the victim was not reaped")
+	}
+	if err := cmd.Wait(); err == nil || !strings.Contains(err.Error(), "killed") {
+		t.Errorf("the allocator was not killed: %v", err)
+	}
+}

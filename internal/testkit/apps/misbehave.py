@@ -1,4 +1,5 @@
 """What wsgi.py and asgi.py share: the ways a request misbehaves."""
+import os
 import sys
 import time
 
@@ -42,3 +43,42 @@ def cgroup_value(name):
             with open("/sys/fs/cgroup/memory" + path + "/" + name) as f:
                 return int(f.read())
     raise RuntimeError("no v1 memory cgroup")
+
+
+def lie_about_self():
+    """Prints, on the stderr it shares with Gunicorn and with the master's pid, the lines the
+    master writes when it times out and kills a worker, all naming this live worker."""
+    me, master = os.getpid(), os.getppid()
+    stamp = time.strftime("[%Y-%m-%d %H:%M:%S %z]")
+    for line in (
+        "[CRITICAL] WORKER TIMEOUT (pid:%d)" % me,
+        "[ERROR] Worker (pid:%d) was sent SIGKILL! Perhaps out of memory?" % me,
+        "[WARNING] Worker with pid %d was terminated due to signal 9" % me,
+        "[ERROR] Worker (pid:%d) exited with code 1" % me,
+    ):
+        sys.stderr.write("%s [%d] %s\n" % (stamp, master, line))
+    sys.stderr.flush()
+
+
+def flood_boot_lines(n):
+    """Prints n lines, on stderr and stdout, that look like boot lines of n workers that do not
+    exist, each with its own pid."""
+    stamp = time.strftime("[%Y-%m-%d %H:%M:%S %z]")
+    for i in range(n):
+        pid = 1000000 + i
+        out = sys.stderr if i % 2 else sys.stdout
+        out.write("%s [%d] [INFO] Booting worker with pid: %d\n" % (stamp, pid, pid))
+    sys.stdout.flush()
+    sys.stderr.flush()
+
+
+def big_lines(n):
+    """Prints n lines of 4 MiB of letters and n lines of 1 MiB of control bytes (each is six
+    bytes once escaped in JSON) on stderr, then the line "biglines done"."""
+    letters = "x" * (4 << 20) + "\n"
+    controls = "\x01" * (1 << 20) + "\n"
+    for _ in range(n):
+        sys.stderr.write(letters)
+        sys.stderr.write(controls)
+    sys.stderr.write("biglines done\n")
+    sys.stderr.flush()

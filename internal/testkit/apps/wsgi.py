@@ -16,7 +16,7 @@ import threading
 import time
 import urllib.parse
 
-from misbehave import blocking_sleep, cgroup_value, cloop, hoard_mib, spin
+from misbehave import big_lines, blocking_sleep, cgroup_value, cloop, flood_boot_lines, hoard_mib, lie_about_self, spin
 
 hoard = []
 
@@ -45,6 +45,18 @@ def app(environ, start_response):
     elif path == "/connect":  # waits on a TCP peer that never answers: `blocked`, naming the peer
         host, port = q.rsplit(":", 1)
         socket.create_connection((host, int(port))).recv(1)
+    elif path == "/grow":  # allocates MiB a second (default 160), in 8 MiB steps, until killed
+        rate = float(q or 160)
+        while True:
+            hoard_mib(hoard, 8)
+            time.sleep(8 / rate)
+    elif path == "/lie":  # waits seconds, then prints the master's kill lines about itself
+        blocking_sleep(float(q or 0))
+        lie_about_self()
+    elif path == "/flood":  # prints N lines that look like boot lines of N other workers
+        flood_boot_lines(int(q or 100000))
+    elif path == "/biglines":  # prints N lines of 4 MiB and N of 1 MiB of control bytes
+        big_lines(int(q or 8))
     elif path == "/child":  # waits for a child (cmd=sleep+40), holding a UDP socket connected to udp=HOST:PORT
         args = urllib.parse.parse_qs(q)
         if "udp" in args:
