@@ -106,6 +106,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	proc := procFS(cfg.ProcRoot)
 	var watcher *probes.Watcher // made below, once what its sweep feeds exists
 	var batch []probes.Event    // the sweep's events while Options.Sweep runs it (the watcher's goroutine only)
+	var lastCg memwatch.Stats   // the sweep's cgroup sample, for Options.Private (the watcher's goroutine only)
 	flight := startFlight(cfg, out, ps, reports, settings, cgStats, time.Now())
 	flight.awaitRecovery()
 	fl := newFleet(out, ps, proc, settings, cfg.MetricsAddr != "")
@@ -125,6 +126,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		OnPanic:       func(p guard.Panic) { ps.panicked(p, true) },
 		OnDirty:       func(timeout time.Duration) { watcher.SetDirty(timeout) },
 		Follow:        func(pid int, on bool) { watcher.Follow(pid, on) },
+		Recycle:       recyclePolicy(cfg, settings),
+		Terminate:     func(id probes.ID, master int) error { return terminateWorker(proc, id, master) },
 		History:       cfg.History,
 		Interval:      cfg.Interval,
 	}, fl)
@@ -137,6 +140,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		Dirty:        settings.DirtyWorkers > 0 && len(settings.DirtyApps) > 0,
 		DirtyTimeout: time.Duration(settings.DirtyTimeout) * time.Second,
 		Warn:         func(msg string) { out.warnOnce(msg, "config.warning", msg) },
+		Private:      wantPrivate(recyclePolicy(cfg, settings), &lastCg),
 		// The container's cgroup is sampled in the workers' sweep, and the sweep's events reach
 		// the engine in one batch: an idle gwrap wakes once a second, and wakes the engine once.
 		// The flight record takes the sweep's lines in one write.
@@ -146,6 +150,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 					ps.run(partCgroup, func() {
 						fault(partCgroup)
 						st := sampleCgroup(cg, out)
+						lastCg = st
 						flight.Container(st)
 						fl.container(st)
 						eng.Container(st)
