@@ -92,3 +92,37 @@ func TestRecycleActsAndItsExitIsNoIncident(t *testing.T) {
 		})
 	}
 }
+
+// TestForecastWarnsOncePerClimb: a working set climbing 4 MiB a second towards a 300 MiB limit
+// is said once (memory.forecast, with the rate and since when); a flat one never is.
+func TestForecastWarnsOncePerClimb(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		step uint64
+		want int
+	}{{"climbing", 4 << 20, 1}, {"flat", 0, 0}} {
+		t.Run(c.name, func(t *testing.T) {
+			st, rec := testState(gunicorn.Settings{Timeout: 30, WorkerClass: "sync"})
+			for i := range 40 {
+				ws := 60<<20 + uint64(i)*c.step
+				st.containerSample(memwatch.Stats{Time: t0.Add(time.Duration(i) * time.Second),
+					WorkingSet: memwatch.Value{V: ws, Known: true}, Limit: memwatch.Value{V: 300 << 20, Known: true}})
+			}
+			evs := rec.named("memory.forecast")
+			if len(evs) != c.want {
+				t.Fatalf("%d memory.forecast, want %d", len(evs), c.want)
+			}
+			if c.want == 0 {
+				return
+			}
+			if r, _ := evs[0].Get("growth_bytes_per_second"); r.(float64) < 3.9*(1<<20) || r.(float64) > 4.1*(1<<20) {
+				t.Errorf("growth %v, want 4 MiB/s", r)
+			}
+			// Since is the last sample at the floor, to within the noise (4 MiB): the first or second.
+			s, _ := evs[0].Get("since")
+			if since, err := time.Parse(time.RFC3339Nano, s.(string)); err != nil || since.Before(t0) || since.After(t0.Add(time.Second)) {
+				t.Errorf("since %v, want the climb's start %v", s, t0)
+			}
+		})
+	}
+}

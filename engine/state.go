@@ -10,6 +10,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gwrap/gwrap/forecast"
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/probes"
@@ -53,6 +54,7 @@ type state struct {
 	dirty dirtyState // Gunicorn 25+'s dirty arbiter and its workers (dirty.go)
 
 	rec *recycle.Recycler // nil: recycling is off (recycle.go)
+	fc  *forecast.Tracker // the container's growth, for memory.forecast (forecast.go)
 }
 
 // containerKeep bounds the cgroup samples kept (10 minutes at 1 Hz).
@@ -66,6 +68,7 @@ func newState(cfg Config, out Emitter) *state {
 	if cfg.Recycle.On() {
 		s.rec = recycle.New(cfg.Recycle)
 	}
+	s.fc = forecast.New(forecast.Options{})
 	return s
 }
 
@@ -653,6 +656,7 @@ func (s *state) containerSample(st memwatch.Stats) {
 		s.cgroup = append(s.cgroup[:0], s.cgroup[len(s.cgroup)-containerKeep+1:]...)
 	}
 	s.cgroup = append(s.cgroup, st)
+	s.forecastSample(st)
 	s.recycleContainer(st)
 }
 

@@ -94,8 +94,8 @@ func TestLeakRecycled(t *testing.T) {
 		r.p.signal(t, syscall.SIGTERM)
 		r.p.wait(t, 30*time.Second)
 		f.recycles = len(r.count(t, "worker.recycled"))
-		t.Logf("%s: %d requests, %d failed, %d recycles, %d OOM kills (the cgroup's oom_kill); first failures: %q",
-			t.Name(), f.requests, f.failures, f.recycles, f.ooms, res.Errors)
+		t.Logf("%s: %d requests, %d failed, %d recycles, %d OOM kills (the cgroup's oom_kill), %d memory.forecast; first failures: %q",
+			t.Name(), f.requests, f.failures, f.recycles, f.ooms, len(r.count(t, "memory.forecast")), res.Errors)
 		return r, f
 	}
 
@@ -128,6 +128,9 @@ func TestLeakRecycled(t *testing.T) {
 		}
 		if f.recycles == 0 {
 			t.Error("no worker.recycled event")
+		}
+		if len(r.count(t, "memory.forecast")) == 0 {
+			t.Error("no memory.forecast: a leak of 8 MiB/s reaches 300 MiB within 10 minutes")
 		}
 		if n := len(r.count(t, "postmortem")); n != 0 {
 			t.Errorf("%d post-mortems: a recycled worker's exit is no incident", n)
