@@ -633,3 +633,24 @@ func TestHeldTimeoutLineSettledByTheDeath(t *testing.T) {
 		t.Errorf("lines %q: the timeout line first", r.Incident.Lines)
 	}
 }
+
+// TestABeatWhileTheAbortUnwindsIsNoProof: a gevent worker blocked in C is timed out; as the SIGABRT
+// unwinds it, its heartbeat greenlet runs once more, then it dies. That beat came after the line:
+// it does not make the line a lie, the death decides.
+func TestABeatWhileTheAbortUnwindsIsNoProof(t *testing.T) {
+	w := newWorld(gunicorn.Settings{Timeout: 3, GracefulTimeout: 2, Workers: 1, WorkerClass: "gevent", LogLevel: "info"})
+	w.fork(101, at(0))
+	w.healthy(101, at(0), at(4))
+	w.silent(101, at(5), at(8))
+	w.line(at(8.1), master, "CRITICAL", "WORKER TIMEOUT (pid:101)")
+	w.sweep(101, at(8.3), 100*time.Millisecond, 40<<20) // beat at 8.2, as the abort unwinds it
+	w.proc.exit(101, 1<<8)
+	w.proc.reap(101)
+	w.line(at(8.5), master, "ERROR", "Worker (pid:101) exited with code 1")
+	w.vanish(101, at(8.5))
+	w.end(at(9))
+	r, ok := w.report(101)
+	if !ok || r.Incident.Kind != "timeout" || !r.Incident.Timeout {
+		t.Fatalf("report %+v (found %v), want the timeout", r.Incident, ok)
+	}
+}

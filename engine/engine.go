@@ -56,6 +56,10 @@ type Config struct {
 	Fates func(master int) ([]probes.Fate, error)
 	// CrashStack returns the Python stack a worker that died of a signal left behind, if any.
 	CrashStack func(pid int) *probes.PyStack
+	// Requests returns the requests worker id was serving at `at` (its death, or a late
+	// event), oldest first, from its request file, and why there are none to tell when that is
+	// not known ("": read). Nil: requests are not recorded.
+	Requests func(id probes.ID, at time.Time) ([]postmortem.Request, string)
 	// OnForget is told the pid of each worker whose record is forgotten (its stack dump can go).
 	OnForget func(pid int)
 	// OnWorkerClass is told the worker class when Gunicorn's log names it (the watcher's normal

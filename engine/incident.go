@@ -199,6 +199,9 @@ func (s *state) report(inc *incident, kind postmortem.Kind, now time.Time) {
 			pi.StackError = "no stack: " + st.Err
 		}
 	}
+	if s.cfg.Requests != nil && w.dirty == nil {
+		pi.Requests, pi.RequestsError = s.cfg.Requests(w.id, inc.at)
+	}
 	s.dirtyIncident(inc, &pi)
 	if inc.oomKills > 0 {
 		pi.Recycling = s.recycling(inc.at)
@@ -221,7 +224,7 @@ func (s *state) publish(r *postmortem.Report, w *worker, now time.Time) string {
 	v := r.Verdict
 	s.emit(ev(now, Error, "postmortem", v.Summary, append([]Field{f("cause", string(v.Cause)), f("pid", w.id.PID),
 		f("kind", string(r.Incident.Kind)), f("near_memory_limit", v.NearMemoryLimit), f("ran_long", v.RanLong),
-		f("confidence", v.Confidence), f("summary", v.Summary), f("report", path), f("id", r.ID)}, s.reportFields(r)...)...))
+		f("confidence", v.Confidence), f("summary", v.Summary), f("report", path), f("id", r.ID)}, append(s.reportFields(r), requestFields(r)...)...)...))
 	return path
 }
 
@@ -307,4 +310,18 @@ func WorkerClass(s gunicorn.Settings) string {
 		return "gthread"
 	}
 	return s.WorkerClass
+}
+
+// requestFields are a post-mortem event's requests: those the worker was serving when it died,
+// each "GET /path from 10.0.0.7, running 31.2 s" (none when there were none to tell).
+func requestFields(r *postmortem.Report) []Field {
+	reqs := r.Incident.Requests
+	if len(reqs) == 0 {
+		return nil
+	}
+	named := make([]string, len(reqs))
+	for i, q := range reqs {
+		named[i] = q.Running()
+	}
+	return []Field{f("requests", named)}
 }

@@ -348,9 +348,11 @@ func (s *state) killLine(e gunicorn.Event, at time.Time) {
 		// another uid) is the master's word taken alone.
 		stale, known := s.heartbeatStale(w, at)
 		old := s.timeout() > 0 && at.Sub(w.bootedAt) >= s.timeout()-time.Second
-		if !stale && known && attributed && s.samplesLag(w, at) {
-			// gwrap's own sampling fell behind (it shares a starved CPU quota with the workers):
-			// the samples predate the silence. The next sample, or the worker's death, decides.
+		if !stale && known && attributed && s.couldBeStale(w, at) {
+			// The samples predate the silence: gwrap's own sampling fell behind (it shares a
+			// starved CPU quota with the workers, or the machine is loaded), and the newest one
+			// does not rule out a heartbeat stale by the line. The next sample, or the worker's
+			// death, decides.
 			w.timeoutLine = &heldLine{e: e, at: at}
 			return
 		}
@@ -393,17 +395,15 @@ type heldLine struct {
 	at time.Time
 }
 
-// sampleLag is how old the newest sample of a worker may be when a WORKER TIMEOUT line names it:
-// the watcher samples a silent worker ten times a second and every worker once a second.
-const sampleLag = 1500 * time.Millisecond
-
-// samplesLag reports whether the newest sample of the worker that read its heartbeat is older
-// than sampleLag at the line: gwrap was not sampling while the worker went silent.
-func (s *state) samplesLag(w *worker, at time.Time) bool {
+// couldBeStale reports whether the newest sample that read the worker's heartbeat leaves room for
+// a heartbeat stale by three quarters of the timeout at the line: its age plus the time since it
+// was taken reaches that, so only a later sample can say whether the worker beat in between.
+func (s *state) couldBeStale(w *worker, at time.Time) bool {
+	t := s.limitOf(w)
 	samples := w.samples.list()
 	for i := len(samples) - 1; i >= 0; i-- {
-		if samples[i].HeartbeatAge >= 0 {
-			return at.Sub(samples[i].Time) > sampleLag
+		if sm := samples[i]; sm.HeartbeatAge >= 0 {
+			return t > 0 && sm.HeartbeatAge+at.Sub(sm.Time) >= t*3/4
 		}
 	}
 	return false
@@ -584,16 +584,19 @@ func (s *state) probe(e probes.Event) {
 	}
 }
 
-// beatAfterTimeout drops a timeout incident whose worker beat again after the WORKER TIMEOUT
-// line: Gunicorn times out a worker silent for longer than the timeout and kills it, so it never
-// beats again. The line was not the master's, whoever wrote it; the worker's real end, later,
-// makes an incident of its own. A beat counts from half a timeout before the line: the heartbeat
-// file's times come from the kernel's coarse clock, and a worker that printed the line itself
-// beats within milliseconds of it.
+// beatAfterTimeout drops a timeout incident whose worker beat in the half timeout before the
+// WORKER TIMEOUT line: Gunicorn times out only a worker silent for longer than the timeout, so
+// the line was not the master's, whoever wrote it; the worker's real end, later, makes an
+// incident of its own.
 func (s *state) beatAfterTimeout(w *worker, sm probes.Sample, at time.Time) {
 	inc := w.inc
-	if inc == nil || !inc.timeout || inc.died() || sm.HeartbeatAge < 0 || !sm.Heartbeats ||
-		!at.Add(-sm.HeartbeatAge).After(inc.at.Add(-s.timeout()/2)) {
+	if inc == nil || !inc.timeout || inc.died() || sm.HeartbeatAge < 0 || !sm.Heartbeats {
+		return
+	}
+	// A beat after the line proves nothing yet: a gevent worker's heartbeat greenlet runs once
+	// more while the SIGABRT unwinds it. A worker that lives on is dropped when the window
+	// closes (decideDue); one that dies was timed out.
+	if beat := at.Add(-sm.HeartbeatAge); !beat.After(inc.at.Add(-s.timeout()/2)) || beat.After(inc.at) {
 		return
 	}
 	s.unverifiedText(fmt.Sprintf("WORKER TIMEOUT (pid:%d)", w.id.PID), at, "the worker it names beat again after it")
@@ -645,6 +648,19 @@ func (s *state) late(w *worker, e probes.Event, name string) {
 	if st := w.stack; st != nil && st.Top != "" {
 		fields = append(fields, f("stack_top", st.Top))
 		msg += " in " + st.Top
+	}
+	if s.cfg.Requests != nil && w.dirty == nil {
+		if reqs, _ := s.cfg.Requests(w.id, e.Time); len(reqs) > 0 {
+			named := make([]string, len(reqs))
+			for i, r := range reqs {
+				named[i] = r.Running()
+			}
+			msg += ", serving " + named[0]
+			if len(reqs) > 1 {
+				msg += fmt.Sprintf(" and %d more", len(reqs)-1)
+			}
+			fields = append(fields, f("requests", named))
+		}
 	}
 	s.emit(ev(e.Time, Warn, name, msg, fields...))
 }

@@ -26,6 +26,10 @@ var (
 		"Connections the kernel accepted on Gunicorn's listening socket that wait for a worker's accept() (sk_ack_backlog).", []string{"listener"}, nil)
 	descQueueMax = prometheus.NewDesc("gwrap_listen_queue_max",
 		"Bound of that accept queue (listen()'s backlog capped by net.core.somaxconn, as the kernel reports it); when the length reaches it, new connections are dropped.", []string{"listener"}, nil)
+	descInFlight = prometheus.NewDesc("gwrap_requests_in_flight",
+		"Requests the HTTP workers are serving now, as each worker records them (--record-requests); absent when they are not recorded.", nil, nil)
+	descOldest = prometheus.NewDesc("gwrap_request_oldest_seconds",
+		"How long the oldest request in flight has run (0 when none); absent when requests are not recorded.", nil, nil)
 	descBuild = prometheus.NewDesc("gwrap_build_info",
 		"gwrap's version; always 1.", []string{"version", "goversion"}, nil)
 	descGunicorn = prometheus.NewDesc("gwrap_gunicorn_info",
@@ -37,7 +41,7 @@ type gauges Metrics
 
 func (g *gauges) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{descWorkers, descBusy, descHeartbeat, descTimeout, descWorkingSet, descLimit,
-		descThrottled, descMemPressure, descCPUPressure, descQueueLen, descQueueMax, descBuild, descGunicorn} {
+		descThrottled, descMemPressure, descCPUPressure, descQueueLen, descQueueMax, descInFlight, descOldest, descBuild, descGunicorn} {
 		ch <- d
 	}
 }
@@ -66,6 +70,8 @@ func (g *gauges) Collect(ch chan<- prometheus.Metric) {
 	gauge(descWorkers, s.sat.DirtyWorkers, RoleDirty)
 	gauge(descHeartbeat, s.sat.DirtyHeartbeatAgeMax, RoleDirty)
 	gauge(descTimeout, s.dirtyTimeout, RoleDirty)
+	gauge(descInFlight, s.sat.RequestsInFlight)
+	gauge(descOldest, s.sat.RequestOldest)
 	c := s.container
 	gauge(descWorkingSet, c.WorkingSetBytes)
 	gauge(descLimit, c.LimitBytes)

@@ -79,6 +79,11 @@ type Saturation struct {
 	// DirtyWorkers and DirtyHeartbeatAgeMax are the dirty pool's (absent: none).
 	DirtyWorkers         Value
 	DirtyHeartbeatAgeMax Value
+	// RequestsInFlight is how many requests the workers are serving, RequestOldest how long the
+	// oldest of them has run (0 when none), read from the request files of --record-requests
+	// (absent: not recorded, or unreadable).
+	RequestsInFlight Value
+	RequestOldest    Value // seconds
 }
 
 // Container is the cgroup's side of the picture. Ratios are 0–1 (PSI avg10 / 100).
@@ -101,8 +106,11 @@ type Options struct {
 	// but not every second: busy workers and listen queues (and workers and the oldest heartbeat,
 	// read on the way). Its result replaces SetSaturation's.
 	Live      func() (Saturation, error)
-	LiveEvery time.Duration    // default 1 s
-	Now       func() time.Time // default time.Now
+	LiveEvery time.Duration // default 1 s
+	// Status, when set, is what /status serves as JSON: the workers and the requests they serve
+	// now (read at each request of /status, on the server's goroutine).
+	Status func() (any, error)
+	Now    func() time.Time // default time.Now
 }
 
 // Metrics is gwrap's registry and the state behind it. Its methods are safe for concurrent use.

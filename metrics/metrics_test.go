@@ -256,3 +256,19 @@ func TestScrapeIsNotCompressed(t *testing.T) {
 		t.Errorf("Content-Encoding %q, body %.80q", enc, b)
 	}
 }
+
+// TestRequestGauges: the requests in flight and the oldest one's age are two plain gauges (no
+// path label: no unbounded label values), absent when requests are not recorded.
+func TestRequestGauges(t *testing.T) {
+	m := fed()
+	if text := serve(t, m)(); strings.Contains(text, "gwrap_requests_in_flight ") || strings.Contains(text, "gwrap_request_oldest_seconds ") {
+		t.Errorf("request gauges without recorded requests:\n%s", text)
+	}
+	m.SetSaturation(Saturation{RequestsInFlight: Known(3), RequestOldest: Known(31.25)})
+	text := serve(t, m)()
+	for _, want := range []string{"gwrap_requests_in_flight 3\n", "gwrap_request_oldest_seconds 31.25\n"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("missing %q", want)
+		}
+	}
+}

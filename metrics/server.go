@@ -2,6 +2,7 @@ package metrics
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -35,6 +36,9 @@ func Listen(addr string, m *Metrics) (*Server, error) {
 		// of about a MiB per scrape and more CPU than the bytes it saves.
 		DisableCompression: true,
 	}))
+	if m.opt.Status != nil {
+		mux.HandleFunc("/status", func(w http.ResponseWriter, r *http.Request) { serveStatus(w, m.opt.Status) })
+	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		if r.URL.Path != "/" {
 			http.NotFound(w, r)
@@ -155,4 +159,20 @@ func (s *Server) Serve(ctx context.Context) error {
 		return fmt.Errorf("metrics: serve: %w", err)
 	}
 	return nil
+}
+
+// serveStatus answers /status with status()'s JSON, or 503 and the error.
+func serveStatus(w http.ResponseWriter, status func() (any, error)) {
+	v, err := status()
+	if err != nil {
+		http.Error(w, "gwrap: no status: "+err.Error(), http.StatusServiceUnavailable)
+		return
+	}
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		http.Error(w, "gwrap: no status: "+err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(append(b, '\n'))
 }

@@ -49,6 +49,12 @@ type Incident struct {
 	// StackError says why there is no stack ("no stack: …") when one was tried and failed.
 	StackError string `json:"stack_error,omitempty"`
 
+	// Requests are the requests the worker was serving when it died, oldest first, from the
+	// request file gwrap's hook keeps in every worker (--record-requests); RequestsError says why
+	// there are none to tell when that is not known ("" when they were read).
+	Requests      []Request `json:"requests,omitempty"`
+	RequestsError string    `json:"requests_error,omitempty"`
+
 	// Dirty workers (Gunicorn 25+). Role is "dirty" for a dirty worker, "dirty_arbiter" for the
 	// dirty arbiter, absent for an HTTP worker; DirtyApps are the apps the dirty worker loaded.
 	Role      string   `json:"role,omitempty"`

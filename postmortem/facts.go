@@ -78,6 +78,8 @@ type Facts struct {
 	Repeats       int
 	Orphans       []int
 	DirtyWait     *DirtyWait
+
+	Requests []Request // the requests it was serving when it died (Incident.Requests)
 }
 
 // Growth is a worker's memory growing over its recorded timeline.
@@ -122,7 +124,7 @@ func measure(e Evidence) Facts {
 		TimeoutLogged: inc.Timeout, BootStuck: inc.BootStuck, Escalated: inc.Escalated, OOMHint: inc.OOMHint,
 		HandledAbort: inc.HandledAbort, Vanished: inc.Vanished, TimeoutInferred: inc.TimeoutInferred, Signal: inc.Signal, ExitCode: inc.ExitCode,
 		OOMKillDelta: inc.OOMKillDelta, OOMShared: inc.OOMShared, Exception: lastException(inc.Traceback), Where: inc.StackTop,
-		Silence: -1, Saturation: e.Saturation}
+		Silence: -1, Saturation: e.Saturation, Requests: inc.Requests}
 	if f.Where == "" {
 		f.Where = inc.StuckAt
 	}

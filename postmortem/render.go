@@ -50,6 +50,12 @@ func WriteText(w io.Writer, r Report) error {
 			fmt.Fprintf(b, "  | %s\n", l)
 		}
 	}
+	if len(inc.Requests) > 0 {
+		fmt.Fprintf(b, "\nRequests in flight when it died:\n")
+		for _, r := range inc.Requests {
+			fmt.Fprintf(b, "  - %s\n", r.Running())
+		}
+	}
 	if len(inc.PythonStack) > 0 {
 		fmt.Fprintf(b, "\nPython stack")
 		if inc.StackThread != "" {
@@ -318,6 +324,7 @@ pre{background:#f6f6f6;padding:.6em;overflow-x:auto;font-size:12px}
 <p>version {{or .R.Gunicorn.Version "unknown"}} · timeout {{.R.Gunicorn.Timeout}} s · {{.R.Gunicorn.Workers}} workers · class {{.R.Gunicorn.WorkerClass}}{{if .R.Gunicorn.MaxRequests}} · max requests {{.R.Gunicorn.MaxRequests}}{{end}}{{if .R.Gunicorn.PreloadApp}} · preload{{end}}{{if .R.Gunicorn.DirtyWorkers}} · {{.R.Gunicorn.DirtyWorkers}} dirty workers ({{range .R.Gunicorn.DirtyApps}}{{.}} {{end}}) · dirty timeout {{.R.Gunicorn.DirtyTimeout}} s · {{.R.Gunicorn.DirtyThreads}} dirty threads{{end}}</p>
 {{if .R.Incident.Lines}}<pre>{{range .R.Incident.Lines}}{{.}}
 {{end}}</pre>{{end}}
+{{if .R.Incident.Requests}}<h3>Requests in flight when it died</h3><ul>{{range .R.Incident.Requests}}<li>{{.Running}}</li>{{end}}</ul>{{end}}
 {{if .R.Incident.PythonStack}}<h3>Python stack{{with .R.Incident.StackThread}} (thread {{.}}){{end}}, innermost last</h3><pre>{{range .R.Incident.PythonStack}}{{.}}
 {{end}}</pre>{{end}}
 {{if .R.Incident.Traceback}}<h3>Traceback</h3><pre>{{range .R.Incident.Traceback}}{{.}}

@@ -14,6 +14,9 @@ func words(f Facts, d Decision, th Thresholds) Verdict {
 		Evidence: evidence(f, th), Advice: []string{}}
 	v.Missing = missing(f, d)
 	v.Summary = summary(f, d)
+	if r := requestWords(f, d); r != "" {
+		v.Summary += " " + r
+	}
 	v.Advice = advice(f, d)
 	return v
 }

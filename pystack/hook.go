@@ -26,6 +26,9 @@ const (
 	// EnvSettings lists (comma-separated) the Gunicorn settings a master reports to gwrap in
 	// <pid>.settings; unset, it reports none.
 	EnvSettings = "GWRAP_STACK_SETTINGS"
+	// EnvRequests turns on the recording of each worker's requests in <pid>.req (package
+	// inflight reads it); its value is the query mode: off, names or full.
+	EnvRequests = "GWRAP_STACK_REQUESTS"
 )
 
 // DefaultSignal is the signal stacks are asked with: SIGRTMIN+26 for glibc (whose SIGRTMIN is 34),
@@ -49,6 +52,7 @@ type Hook struct {
 	sig      syscall.Signal
 	procRoot string
 	settings []string // the Gunicorn settings a master reports (Options.Settings)
+	requests string   // the query mode of the request recording; "" off (Options.Requests)
 
 	mu   sync.Mutex
 	busy map[int]bool
@@ -63,6 +67,10 @@ type Options struct {
 	// Hook.Settings); none: no report. Only these are written: a master's other settings
 	// (raw_env, for one) may hold secrets.
 	Settings []string
+	// Requests turns on the recording of every worker's requests in <pid>.req (see
+	// RequestsFile), with query strings kept as it says: "off", "names" or "full"; "" records
+	// nothing.
+	Requests string
 }
 
 // Install makes a private directory (mode 0700) under opt.Parent and writes the hook into it.
@@ -85,13 +93,18 @@ func Install(opt Options) (*Hook, error) {
 	if real, err := filepath.EvalSymlinks(dir); err == nil {
 		dir = real
 	}
+	switch opt.Requests {
+	case "", "off", "names", "full":
+	default:
+		return nil, fmt.Errorf("pystack: request query mode %q is not off, names or full", opt.Requests)
+	}
 	for _, k := range opt.Settings {
 		if k == "" || strings.ContainsAny(k, ",= \x00") {
 			os.RemoveAll(dir)
 			return nil, fmt.Errorf("pystack: %q is not a setting name", k)
 		}
 	}
-	h := &Hook{dir: dir, sig: opt.Signal, procRoot: opt.ProcRoot, settings: opt.Settings, busy: map[int]bool{}}
+	h := &Hook{dir: dir, sig: opt.Signal, procRoot: opt.ProcRoot, settings: opt.Settings, requests: opt.Requests, busy: map[int]bool{}}
 	if err := os.Mkdir(h.StackDir(), 0o700); err != nil {
 		os.RemoveAll(dir)
 		return nil, fmt.Errorf("pystack: %w", err)
@@ -121,12 +134,15 @@ func (h *Hook) Close() error {
 }
 
 // Env returns environ (KEY=VALUE pairs, e.g. os.Environ()) with the hook's directory first on
-// PYTHONPATH and GWRAP_STACK_DIR, GWRAP_STACK_SIGNAL (and GWRAP_STACK_SETTINGS) set: the
-// child's environment.
+// PYTHONPATH and GWRAP_STACK_DIR, GWRAP_STACK_SIGNAL (and GWRAP_STACK_SETTINGS,
+// GWRAP_STACK_REQUESTS) set: the child's environment.
 func (h *Hook) Env(environ []string) []string {
 	env := withHookEnv(environ, h.PathDir(), h.StackDir(), h.sig)
 	if len(h.settings) > 0 {
 		env = append(env, EnvSettings+"="+strings.Join(h.settings, ","))
+	}
+	if h.requests != "" {
+		env = append(env, EnvRequests+"="+h.requests)
 	}
 	return env
 }
@@ -141,7 +157,7 @@ func withHookEnv(environ []string, pathDir, stackDir string, sig syscall.Signal)
 			if v != "" {
 				pp = pathDir + string(os.PathListSeparator) + v
 			}
-		case EnvDir, EnvSignal, EnvSettings:
+		case EnvDir, EnvSignal, EnvSettings, EnvRequests:
 		default:
 			out = append(out, kv)
 		}
@@ -155,6 +171,13 @@ func (h *Hook) Forget(pid int) {
 	os.Remove(h.errFile(pid))
 	os.Remove(h.settingsFile(pid))
 	os.Remove(h.settingsFile(pid) + ".tmp")
+	os.Remove(h.RequestsFile(pid))
+}
+
+// RequestsFile is where worker pid records its requests (Options.Requests), for
+// inflight.ReadFile: written by the worker, so read as hostile input.
+func (h *Hook) RequestsFile(pid int) string {
+	return filepath.Join(h.StackDir(), strconv.Itoa(pid)+".req")
 }
 
 func (h *Hook) stackFile(pid int) string {
@@ -246,7 +269,7 @@ func (h *Hook) Prune(now time.Time, grace time.Duration) int {
 	for _, e := range ents {
 		var name string
 		var ok bool
-		for _, suffix := range []string{".stack", ".err", ".settings", ".settings.tmp"} {
+		for _, suffix := range []string{".stack", ".err", ".settings", ".settings.tmp", ".req"} {
 			if name, ok = strings.CutSuffix(e.Name(), suffix); ok {
 				break
 			}

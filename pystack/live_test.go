@@ -7,16 +7,21 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/gwrap/gwrap/inflight"
 )
 
 var update = flag.Bool("update", false, "write the dumps the live tests take into testdata/dumps")
 
 func newHook(t *testing.T) *Hook {
 	t.Helper()
-	h, err := Install(Options{Parent: t.TempDir()})
+	h, err := Install(Options{Parent: t.TempDir(), Requests: "names"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -46,17 +51,56 @@ type blockCase struct {
 	flags              []string
 	file, fn, marker   string
 	otherThread        bool // the app frame is in a request thread, not the main thread
+	model              inflight.Model
+	since              int // the oldest Gunicorn major release with this worker class; 0 all
 }
 
 var blockCases = []blockCase{
-	{name: "sync-sleep", route: "/sleep", ready: "sleep", flags: []string{"stackapp:app"}, file: "stackapp.py", fn: "sleep_long", marker: "sleep"},
-	{name: "sync-cpu-gil", route: "/cpu", ready: "cpu", flags: []string{"stackapp:app"}, file: "stackapp.py", fn: "burn", marker: "cpu"},
-	{name: "sync-upstream", route: "/upstream", ready: "upstream", flags: []string{"stackapp:app"}, file: "stackapp.py", fn: "read_upstream", marker: "upstream"},
-	{name: "gthread-sleep", route: "/sleep", ready: "sleep", flags: []string{"-k", "gthread", "--threads", "2", "stackapp:app"}, file: "stackapp.py", fn: "sleep_long", marker: "sleep", otherThread: true},
-	{name: "gevent-cpu", route: "/cpu", ready: "cpu", flags: []string{"-k", "gevent", "stackapp:app"}, file: "stackapp.py", fn: "burn", marker: "cpu"},
-	{name: "uvicorn-block", route: "/block", ready: "block", flags: []string{"-k", "uvicorn.workers.UvicornWorker", "stackapp:asgi"}, file: "stackapp.py", fn: "asgi", marker: "block"},
-	{name: "sync-sleep-as-nobody", route: "/sleep", ready: "sleep", flags: []string{"--user", "nobody", "--group", "nogroup", "stackapp:app"}, file: "stackapp.py", fn: "sleep_long", marker: "sleep"},
+	{name: "sync-sleep", route: "/sleep", ready: "sleep", flags: []string{"stackapp:app"}, file: "stackapp.py", fn: "sleep_long", marker: "sleep", model: inflight.ModelThread},
+	{name: "sync-cpu-gil", route: "/cpu", ready: "cpu", flags: []string{"stackapp:app"}, file: "stackapp.py", fn: "burn", marker: "cpu", model: inflight.ModelThread},
+	{name: "sync-upstream", route: "/upstream", ready: "upstream", flags: []string{"stackapp:app"}, file: "stackapp.py", fn: "read_upstream", marker: "upstream", model: inflight.ModelThread},
+	{name: "gthread-sleep", route: "/sleep", ready: "sleep", flags: []string{"-k", "gthread", "--threads", "2", "stackapp:app"}, file: "stackapp.py", fn: "sleep_long", marker: "sleep", otherThread: true, model: inflight.ModelThread},
+	{name: "gevent-cpu", route: "/cpu", ready: "cpu", flags: []string{"-k", "gevent", "stackapp:app"}, file: "stackapp.py", fn: "burn", marker: "cpu", model: inflight.ModelGreenlet},
+	{name: "uvicorn-block", route: "/block", ready: "block", flags: []string{"-k", "uvicorn.workers.UvicornWorker", "stackapp:asgi"}, file: "stackapp.py", fn: "asgi", marker: "block", model: inflight.ModelTask},
+	{name: "asgi-block", route: "/block", ready: "block", flags: []string{"-k", "asgi", "stackapp:asgi"}, file: "stackapp.py", fn: "asgi", marker: "block", model: inflight.ModelTask, since: 24},
+	{name: "sync-sleep-as-nobody", route: "/sleep", ready: "sleep", flags: []string{"--user", "nobody", "--group", "nogroup", "stackapp:app"}, file: "stackapp.py", fn: "sleep_long", marker: "sleep", model: inflight.ModelThread},
 	{name: "boot", ready: "boot", flags: []string{"bootapp:app"}, file: "bootapp.py", fn: "<module>", marker: "boot"},
+}
+
+// secretQuery is the query every live request carries: its value must never be recorded.
+const secretQuery = "?token=s3cret-in-query"
+
+// checkRequest checks that the worker's request file names the one request in flight, route
+// with its query's value dropped, served by what the class serves with (thread: the id of the
+// thread the stack's top is in, when that thread is the request's); it returns the request.
+func checkRequest(t *testing.T, h *Hook, pid int, route string, model inflight.Model, thread string) inflight.Request {
+	t.Helper()
+	tb, err := inflight.ReadFile(h.RequestsFile(pid), inflight.QueryFull)
+	if err != nil {
+		t.Fatalf("request file: %v", err)
+	}
+	if len(tb.InFlight) != 1 || tb.Bad != 0 || tb.Model != model || !tb.Belongs(pid, 0) || tb.StartTicks == 0 {
+		t.Fatalf("request table %+v", tb)
+	}
+	r := tb.InFlight[0]
+	if r.Method != "GET" || r.Target() != route+"?token="+inflight.Ellipsis || r.Age(monotonic(t)) <= 0 {
+		t.Errorf("in flight: %s, %+v", r, r)
+	}
+	if (model == inflight.ModelThread) != (r.Task == 0) || thread != "" && r.ThreadID() != thread {
+		t.Errorf("served by thread %s task %d; want the %s of thread %q", r.ThreadID(), r.Task, model, thread)
+	}
+	if b, _ := os.ReadFile(h.RequestsFile(pid)); strings.Contains(string(b), "s3cret") {
+		t.Error("the query's value is in the request file")
+	}
+	return r
+}
+
+func monotonic(t *testing.T) time.Duration {
+	var ts unix.Timespec
+	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ts.Nano())
 }
 
 // TestLiveStackOfBlockedWorker: for every worker class and way of being stuck, on every Gunicorn
@@ -65,12 +109,15 @@ func TestLiveStackOfBlockedWorker(t *testing.T) {
 	upstream := silentUpstream(t)
 	for _, g := range gunicorns(t) {
 		for _, c := range blockCases {
+			if major, _ := strconv.Atoi(strings.SplitN(g.name, ".", 2)[0]); major < c.since {
+				continue // no such worker class in this release (a skip would fail CI)
+			}
 			t.Run(g.name+"/"+c.name, func(t *testing.T) {
 				h := newHook(t)
 				s := startGunicorn(t, h, g, []string{"UPSTREAM_PORT=" + upstream}, append([]string{"-w", "1", "--timeout", "120"}, c.flags...)...)
 				pid := s.workers(t, h, 1)[0]
 				if c.route != "" {
-					s.get(t, c.route)
+					s.get(t, c.route+secretQuery)
 				}
 				s.waitReady(t, c.ready)
 				st, top, took := takeAt(t, h, pid, c.file, marker(t, c.file, c.marker))
@@ -95,6 +142,13 @@ func TestLiveStackOfBlockedWorker(t *testing.T) {
 				}
 				if st.Fatal != "" {
 					t.Errorf("Fatal %q in a live dump", st.Fatal)
+				}
+				if c.route != "" {
+					thread := ""
+					if c.model == inflight.ModelThread {
+						thread = top.Thread
+					}
+					checkRequest(t, h, pid, c.route, c.model, thread)
 				}
 				// A second stack of the same worker: the file starts afresh, the worker lives on.
 				st2, err := h.Take(context.Background(), pid)
@@ -147,7 +201,7 @@ func TestLiveCrashStack(t *testing.T) {
 			h := newHook(t)
 			s := startGunicorn(t, h, g, nil, "-w", "1", "stackapp:app")
 			pid := s.workers(t, h, 1)[0]
-			s.get(t, "/segv")
+			s.get(t, "/segv"+secretQuery)
 			s.waitReady(t, "segv")
 			deadline := time.Now().Add(10 * time.Second)
 			var st Stack
@@ -168,6 +222,8 @@ func TestLiveCrashStack(t *testing.T) {
 			if strings.Contains(s.stderr.String(), "Fatal Python error") {
 				t.Errorf("the crash dump reached Gunicorn's stderr")
 			}
+			// The request the worker died in is still recorded, as in flight.
+			checkRequest(t, h, pid, "/segv", inflight.ModelThread, "")
 			if g.name == "20.1" {
 				keep(t, h, pid, "sync-segv")
 			}

@@ -52,7 +52,7 @@ var stdlibRE = regexp.MustCompile(`/lib(64)?/(pypy|python)[0-9.]*/`)
 
 // IsApp reports whether a frame is the app's own code: not the standard library, not an installed
 // package (site-packages, dist-packages), not frozen or generated code, not an entry script in a
-// bin directory (/usr/bin/gunicorn).
+// bin directory (/usr/bin/gunicorn), not gwrap's hook.
 func IsApp(file string) bool {
 	switch {
 	case file == "" || file == "???" || strings.HasPrefix(file, "<"):
@@ -63,6 +63,8 @@ func IsApp(file string) bool {
 		return false
 	case strings.Contains(file, "/bin/"):
 		return false
+	case path.Base(file) == "sitecustomize.py" && strings.HasPrefix(path.Base(path.Dir(file)), "gwrap-pystack-"):
+		return false // gwrap's own hook: the frame of the app wrapper that records requests
 	}
 	return true
 }

@@ -17,6 +17,8 @@ func TestIsApp(t *testing.T) {
 		"<frozen runpy>":                                     false,
 		"<string>":                                           false,
 		"???":                                                false,
+		"/dev/shm/gwrap-pystack-12/sitecustomize.py":         false, // gwrap's request recording
+		"/app/sitecustomize.py":                              true,
 	} {
 		if got := IsApp(file); got != want {
 			t.Errorf("IsApp(%q) = %v, want %v", file, got, want)

@@ -3,9 +3,15 @@
 # the same input, and the idle CPU and RSS of gwrap, of gwrap serving /metrics (scraped every
 # 15 s, with the scrape latency), of tini and of supervisord, each in front of the same Gunicorn,
 # next to the floor: a Go program that only reads the files gwrap's sweep reads.
-#   scripts/bench.sh                   all of it (about 6 minutes)
+# And what recording each worker's requests costs: the recorder's own cost per request (a Python
+# microbenchmark of the hook), and a hello-world app's requests per second under wrk, sync and
+# gthread, gwrap with and without --record-requests, side by side in alternating rounds.
+#   scripts/bench.sh                   all of it (about 11 minutes)
 #   BENCH=idle scripts/bench.sh        only the side-by-side idle figures
+#   BENCH=requests scripts/bench.sh    only the request-recording figures
 #   IDLE_SECONDS=30 scripts/bench.sh   shorter idle measurements
+#   ROUNDS=7 WRK_SECONDS=8             rounds of the request figures, and seconds of each wrk run
+#   CLASSES=gthread                    only these worker classes (sync gthread)
 #   GWRAP=/path/to/gwrap               measure that binary instead of building this tree
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,10 +22,10 @@ if [ -n "${GWRAP:-}" ]; then cp "$GWRAP" "$out/gwrap"; else CGO_ENABLED=0 go bui
 CGO_ENABLED=0 go build -trimpath -o "$out/procfloor" ./scripts/procfloor
 ticks=$(getconf CLK_TCK)
 
-if [ "${BENCH:-all}" != idle ]; then
+if [ "${BENCH:-all}" = all ]; then
 
 echo "== Go benchmarks"
-go test -run '^$' -bench . -benchmem -count 1 ./gunicorn ./probes ./memwatch ./supervisor ./postmortem ./metrics 2>&1 |
+go test -run '^$' -bench . -benchmem -count 1 ./gunicorn ./probes ./memwatch ./supervisor ./postmortem ./metrics ./inflight 2>&1 |
 	grep -E '^(Benchmark|ok|FAIL|goos|cpu)' || true
 
 echo "== relay throughput: 1,000,000 Gunicorn-like lines"
@@ -43,6 +49,68 @@ timeit() { # timeit CMD... -> seconds
 echo "cat:                 $(rate "$(timeit cat "$out/lines.txt")")"
 echo "gwrap (JSON):        $(rate "$(timeit "$out/gwrap" --report-dir "$out/r" -- cat "$out/lines.txt")")"
 echo "gwrap (text):        $(rate "$(timeit "$out/gwrap" --report-dir "$out/r" --log-format text -- cat "$out/lines.txt")")"
+fi
+
+if [ "${BENCH:-all}" = all ] || [ "${BENCH:-all}" = requests ]; then
+
+echo "== recording a request: the hook's cost per request (Python microbenchmark, best of 7 runs)"
+shm=$(mktemp -d /dev/shm/gwrap-bench.XXXXXX)
+/usr/bin/python3 scripts/bench/reqcost.py pystack/sitecustomize.py "$shm"
+rm -rf "$shm"
+
+# reqrate NAME WORKERARGS GWRAPARGS: one Gunicorn worker (pinned to CPU 1 with gwrap) serving the
+# hello-world app under gwrap, loaded by wrk on CPU 0 for $WRK_SECONDS; prints the requests per
+# second and the worker's CPU time per request (µs, from /proc: less noisy than the rate on a
+# shared machine).
+reqrate() {
+	local name=$1 wargs=$2 gargs=$3 port pid deadline master worker rps reqs t1 t2
+	port=$(/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+	# shellcheck disable=SC2086 # word splitting of the argument lists is intended
+	taskset -c 1 "$out/gwrap" --report-dir "$out/r" $gargs -- /usr/bin/gunicorn --chdir "$PWD/scripts/bench" hello:app \
+		--workers 1 $wargs --bind "127.0.0.1:$port" >"$out/req.log" 2>&1 &
+	pid=$!
+	deadline=$((SECONDS + 30))
+	until curl -s -o /dev/null "http://127.0.0.1:$port/" || [ $SECONDS -gt $deadline ]; do sleep 0.2; done
+	master=$(pgrep -P "$pid" | head -1 || true)
+	worker=$(pgrep -P "${master:-0}" | head -1 || true) # gwrap → master → the worker
+	if [ -z "$worker" ]; then
+		echo "reqrate $name: no worker answered within 30 s; gwrap's output:" >&2
+		cat "$out/req.log" >&2
+		kill -TERM "$pid" 2>/dev/null || true
+		wait "$pid" || true
+		return 1
+	fi
+	t1=$(awk '{print $14 + $15}' "/proc/$worker/stat")
+	taskset -c 0 wrk -t1 -c4 -d"${WRK_SECONDS:-8}s" "http://127.0.0.1:$port/" >"$out/wrk.txt"
+	t2=$(awk '{print $14 + $15}' "/proc/$worker/stat")
+	rps=$(awk '/Requests\/sec/ {print $2}' "$out/wrk.txt")
+	reqs=$(awk '/requests in/ {print $1}' "$out/wrk.txt")
+	kill -TERM "$pid"
+	wait "$pid" || true
+	echo "$name $rps $(((t2 - t1) * 1000000 / ticks / reqs))"
+}
+
+echo "== a hello-world app's requests per second under wrk, with and without recording: ${ROUNDS:-7} alternating rounds"
+for class in ${CLASSES:-sync gthread}; do
+	wargs="-k sync"
+	[ "$class" = gthread ] && wargs="-k gthread --threads 4"
+	: >"$out/rates.txt"
+	for _ in $(seq "${ROUNDS:-7}"); do
+		reqrate off "$wargs" "--record-requests=false" >>"$out/rates.txt"
+		reqrate on "$wargs" "" >>"$out/rates.txt"
+	done
+	/usr/bin/python3 - "$class" "$out/rates.txt" <<'PY'
+import statistics, sys
+rows = [l.split() for l in open(sys.argv[2]) if l.strip()]
+def col(name, i):
+    return [float(r[i]) for r in rows if r[0] == name]
+off, on = statistics.median(col("off", 1)), statistics.median(col("on", 1))
+coff, con = statistics.median(col("off", 2)), statistics.median(col("on", 2))
+print(f"{sys.argv[1]:<8} without recording {off:,.0f} req/s, with {on:,.0f} req/s: {on / off * 100:.1f} % "
+      f"(rounds: {', '.join(f'{a:.0f}/{b:.0f}' for a, b in zip(col('off', 1), col('on', 1)))}); "
+      f"worker CPU {coff:.0f} → {con:.0f} µs a request (rates from /proc ticks, 10 ms resolution)")
+PY
+done
 fi
 
 # cpu_ms PID SECONDS -> CPU milliseconds PID used over SECONDS: perf's task-clock when perf works
@@ -91,6 +159,11 @@ print(f', scraped every 15 s: {len(v)} ok, median {sorted(v)[len(v)//2]*1000:.1f
 	wait "$pid" || true
 	/usr/bin/python3 -c "print(f'{\"$name\":<26} CPU {$cpu / 10 / $secs:.3f} % of one core, RSS {$rss / 1024:.1f} MiB$lat')"
 }
+
+if [ "${BENCH:-all}" = requests ]; then
+	rm -rf "$out"
+	exit 0
+fi
 
 # The same Gunicorn under each process manager, one after the other in one run; first the floor:
 # a Go program that reads what gwrap's sweep reads once a second and does nothing else.

@@ -13,10 +13,11 @@
 # (python3-packaging) are bookworm packages installed above. Needs root; quick when done.
 set -euo pipefail
 # prometheus provides promtool (the metrics tests check the exposition with it); tini and
-# supervisor are the side-by-side references of scripts/bench.sh; python3-fuse (with fuse's
+# supervisor are the side-by-side references of scripts/bench.sh, wrk its load generator for the
+# request-recording figures; python3-fuse (with fuse's
 # fusermount) runs internal/testkit/slowfs.py, the report dir whose every write stalls.
 pkgs=(gunicorn python3-flask python3-gevent python3-uvicorn python3-packaging
-	shellcheck chromium util-linux procps iproute2 ca-certificates prometheus tini supervisor python3-fuse)
+	shellcheck chromium util-linux procps iproute2 ca-certificates prometheus tini supervisor wrk python3-fuse)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -64,7 +64,8 @@ runtests "$ct2log" -timeout 40m -run '^TestContainerCgroupV2$' ./internal/contai
 echo "container cgroup v2 stage: $((SECONDS - ct2start)) s"
 pass=$((pass + $(grep -c -- '--- PASS' "$ct2log" || true)))
 
-echo "== fuzz the log parser for 30s"
+echo "== fuzz the log parser for 30s, the request files' parser for 15s"
 go test -run '^$' -fuzz '^FuzzParseLine$' -fuzztime 30s ./gunicorn
+go test -run '^$' -fuzz '^FuzzParse$' -fuzztime 15s ./inflight
 
 echo "$pass passed, 0 failed"

@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/gwrap/gwrap/inflight"
 	"github.com/gwrap/gwrap/postmortem"
 )
 
@@ -50,6 +51,10 @@ type config struct {
 	EvalConfig bool   // evaluate the config file with Python (else: static read)
 
 	PythonStacks bool // take a late or crashed worker's Python stack (package pystack)
+	// RecordRequests: the hook records each worker's requests (package inflight), with query
+	// strings kept as RequestQuery says (full, names, off).
+	RecordRequests bool
+	RequestQuery   string
 
 	Thresholds postmortem.Thresholds
 
@@ -106,6 +111,8 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 		CgroupRoot:     "/sys/fs/cgroup",
 		EvalConfig:     true,
 		PythonStacks:   true,
+		RecordRequests: true,
+		RequestQuery:   "names",
 		Thresholds:     postmortem.DefaultThresholds(),
 		ReportMaxCount: 200,
 		ReportMaxBytes: 100 << 20,
@@ -126,6 +133,8 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.StringVar(&c.Python, "python", c.Python, "")
 	fs.BoolVar(&c.EvalConfig, "eval-config", c.EvalConfig, "")
 	fs.BoolVar(&c.PythonStacks, "python-stacks", c.PythonStacks, "")
+	fs.BoolVar(&c.RecordRequests, "record-requests", c.RecordRequests, "")
+	fs.StringVar(&c.RequestQuery, "request-query", c.RequestQuery, "")
 	fs.Float64Var(&c.Thresholds.NearLimit, "near-limit", c.Thresholds.NearLimit, "")
 	fs.Float64Var(&c.Thresholds.MemoryPSI, "memory-psi", c.Thresholds.MemoryPSI, "")
 	fs.Float64Var(&c.Thresholds.CPUBound, "cpu-bound", c.Thresholds.CPUBound, "")
@@ -217,6 +226,9 @@ func (c config) validate() error {
 	if c.ReportMaxBytes < 1 || c.ReportMaxBytes > maxReportBytes {
 		bad = append(bad, fmt.Sprintf("--report-max-bytes %d: must be between 1 and %d", c.ReportMaxBytes, int64(maxReportBytes)))
 	}
+	if _, err := inflight.ParseQueryMode(c.RequestQuery); err != nil {
+		bad = append(bad, fmt.Sprintf("--request-query %q: want %s", c.RequestQuery, inflight.QueryModes))
+	}
 	if c.MetricsAddr != "" {
 		if _, port, err := net.SplitHostPort(c.MetricsAddr); err != nil || port == "" {
 			bad = append(bad, fmt.Sprintf("--metrics-addr %q: want HOST:PORT or :PORT", c.MetricsAddr))
@@ -296,6 +308,20 @@ func (c config) terminationLogPath(exists func(string) bool) string {
 		return kubeTerminationLog
 	}
 	return ""
+}
+
+// requestQuery is the query mode requests are recorded and shown with.
+func (c config) requestQuery() inflight.QueryMode {
+	m, _ := inflight.ParseQueryMode(c.RequestQuery) // validated
+	return m
+}
+
+// hookRequests is pystack.Options.Requests: the query mode when requests are recorded, else "".
+func (c config) hookRequests() string {
+	if !c.RecordRequests {
+		return ""
+	}
+	return c.RequestQuery
 }
 
 // fileExists is the one place that asks the real filesystem whether a path exists.

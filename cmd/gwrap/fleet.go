@@ -33,6 +33,7 @@ type fleet struct {
 	m      *metrics.Metrics // nil: metrics off
 	proc   probes.FS
 	master atomic.Int64 // the Gunicorn master's pid, for the scrape-time saturation read
+	reqs   *requests    // the workers' request files (nil: not recorded); set before serving
 
 	mu       sync.Mutex // guards recent and settings
 	recent   *termlog.Recent
@@ -47,7 +48,7 @@ type fleet struct {
 func newFleet(out *output, ps *parts, proc probes.FS, s gunicorn.Settings, withMetrics bool) *fleet {
 	f := &fleet{out: out, ps: ps, proc: proc, recent: termlog.NewRecent(8), settings: s}
 	if withMetrics {
-		f.m = metrics.New(metrics.Options{Version: version, LateShares: []float64{0.5, 0.8}, Live: f.live})
+		f.m = metrics.New(metrics.Options{Version: version, LateShares: []float64{0.5, 0.8}, Live: f.live, Status: f.status})
 		f.gunicorn()
 	}
 	return f
@@ -186,13 +187,36 @@ func (f *fleet) live() (s metrics.Saturation, err error) {
 	return s, err
 }
 
+// status is metrics.Options.Status: the workers and their requests now, behind the metrics
+// part's guard.
+func (f *fleet) status() (v any, err error) {
+	err = errMetricsOff
+	f.ps.run(partMetrics, func() {
+		fault(partMetrics)
+		v, err = f.reqs.status()
+	})
+	return v, err
+}
+
 func (f *fleet) readLive() (metrics.Saturation, error) {
+	// The requests in flight are read from the workers' request files, master or not.
+	var reqs metrics.Saturation
+	n, oldest, haveReqs := f.reqs.inFlight()
+	if haveReqs {
+		reqs.RequestsInFlight, reqs.RequestOldest = metrics.Known(float64(n)), metrics.Known(oldest.Seconds())
+	}
 	master := int(f.master.Load())
 	if master == 0 {
+		if haveReqs {
+			return reqs, nil
+		}
 		return metrics.Saturation{}, fmt.Errorf("the Gunicorn master is not found yet")
 	}
 	s, err := f.proc.Saturation(master, time.Now())
 	if err != nil {
+		if haveReqs {
+			return reqs, nil
+		}
 		return metrics.Saturation{}, err
 	}
 	out := metrics.Saturation{Workers: metrics.Known(float64(s.Workers))}
@@ -208,6 +232,7 @@ func (f *fleet) readLive() (metrics.Saturation, error) {
 			out.DirtyHeartbeatAgeMax = metrics.Known(d.HeartbeatAgeMax.Seconds())
 		}
 	}
+	out.RequestsInFlight, out.RequestOldest = reqs.RequestsInFlight, reqs.RequestOldest
 	for _, l := range s.Listeners {
 		q := metrics.Queue{Listener: l.Addr, Length: metrics.Known(float64(l.Queue))}
 		if l.MaxKnown {

@@ -8,6 +8,7 @@
 //	gwrap [flags] [--] COMMAND [ARGS...]          run COMMAND (normally gunicorn …)
 //	gwrap explain [--json] LOGFILE|-               explain an existing Gunicorn log
 //	gwrap report list|show ID|latest [--report-dir DIR] [--json]
+//	gwrap status [--json] [--report-dir DIR]       the live gwrap's workers and their requests
 //	gwrap version
 //
 // Flags (each also read from the environment variable in brackets; a flag wins):
@@ -50,6 +51,13 @@
 //	                                              crashed worker's, for worker.late and reports
 //	                                              (default true); false leaves the child's
 //	                                              environment untouched
+//	--record-requests BOOL   [GWRAP_RECORD_REQUESTS] record the requests each worker serves (method,
+//	                                              path, query, client address, start; never headers
+//	                                              or bodies) through the same hook, for reports,
+//	                                              worker.late and gwrap status (default true; needs
+//	                                              --python-stacks)
+//	--request-query MODE     [GWRAP_REQUEST_QUERY] how much of a query string is recorded and shown:
+//	                                              names (default: names kept, values "…"), full, off
 //
 // For developers: GWRAP_CPUPROFILE=FILE writes a CPU profile of the whole run (go tool pprof).
 // Go's own GOMAXPROCS (default 1 here) and GOMEMLIMIT (default 32MiB here) are honoured.
@@ -129,6 +137,7 @@ func main() {
 const usageText = `usage: gwrap [flags] [--] COMMAND [ARGS...]
        gwrap explain [--json] LOGFILE|-
        gwrap report list|show ID|latest [--report-dir DIR] [--json]
+       gwrap status [--json] [--report-dir DIR]
        gwrap version
 
 Runs COMMAND (normally gunicorn …) as PID 1's child, relays its log as JSON on stdout,
@@ -139,5 +148,6 @@ worker kill. Flags (env GWRAP_<NAME>): --log-format json|text, --report-dir DIR,
 --recycle-at PERCENT, --recycle-worker-memory SIZE (both off by default),
 --report-max-count 200, --report-max-bytes 104857600, --cgroup PATH, --proc-root DIR,
 --cgroup-root DIR, --python PATH, --eval-config=true|false, --metrics-addr ADDR,
---termination-log PATH|off, --python-stacks=true|false. See 'go doc ./cmd/gwrap'.
+--termination-log PATH|off, --python-stacks=true|false, --record-requests=true|false,
+--request-query names|full|off. See 'go doc ./cmd/gwrap'.
 `

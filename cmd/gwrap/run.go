@@ -38,6 +38,8 @@ func run(args []string, env func(string) (string, bool), stdin io.Reader, stdout
 			return runExplain(args[1:], stdin, stdout, stderr)
 		case "report":
 			return runReport(args[1:], env, stdout, stderr)
+		case "status":
+			return runStatus(args[1:], env, stdout, stderr)
 		case "version", "--version":
 			fmt.Fprintln(stdout, "gwrap", version)
 			return 0, nil
@@ -101,7 +103,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	// Gunicorn starts, nor on the relay, signal, engine or stop paths.
 	store := postmortem.NewStore(cfg.ReportDir, postmortem.Retention{MaxCount: cfg.ReportMaxCount, MaxBytes: cfg.ReportMaxBytes})
 	reports := newReportQueue(store, out, ps)
-	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, gunicorn.Tracked(), ps, func(msg string) { out.warnOnce("pystack", "config.warning", msg) })
+	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, gunicorn.Tracked(), cfg.hookRequests(), ps, func(msg string) { out.warnOnce("pystack", "config.warning", msg) })
 	defer stk.close()
 	proc := procFS(cfg.ProcRoot)
 	var watcher *probes.Watcher // made below, once what its sweep feeds exists
@@ -111,6 +113,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	flight.awaitRecovery()
 	fl := newFleet(out, ps, proc, settings, cfg.MetricsAddr != "")
 	hostname, _ := os.Hostname()
+	reqs := newRequests(cfg.RecordRequests && cfg.PythonStacks, cfg.requestQuery(), stk, proc)
+	fl.reqs = reqs
 	eng := engine.New(engine.Config{
 		Settings:      settings,
 		Thresholds:    cfg.Thresholds,
@@ -128,6 +132,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		Follow:        func(pid int, on bool) { watcher.Follow(pid, on) },
 		Recycle:       recyclePolicy(cfg, settings),
 		Terminate:     func(id probes.ID, master int) error { return terminateWorker(proc, id, master) },
+		Requests:      reqs.engineFunc(),
 		History:       cfg.History,
 		Interval:      cfg.Interval,
 	}, fl)

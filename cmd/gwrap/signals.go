@@ -38,7 +38,7 @@ func supervising(args []string) bool {
 		return false
 	}
 	switch args[0] {
-	case "explain", "report", "version", "--version", "-h", "-help", "--help":
+	case "explain", "report", "status", "version", "--version", "-h", "-help", "--help":
 		return false
 	}
 	return true

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/probes"
 	"github.com/gwrap/gwrap/pystack"
@@ -23,23 +25,45 @@ type stacks struct {
 	ps   *parts
 
 	once sync.Once // Loaded is asked once, after the first worker booted
+	// dirFD holds the hook's directory open (O_PATH) while requests are recorded: gwrap status,
+	// run beside this gwrap, finds the directory through /proc/<pid>/fd (-1: none).
+	dirFD int
 }
 
 // newStacks installs the hook when enabled, asking Gunicorn's master to report the settings
-// named; an install that fails is said once and gwrap goes on.
-func newStacks(enabled bool, procRoot string, settings []string, ps *parts, warn func(string)) *stacks {
-	s := &stacks{warn: warn, ps: ps}
+// named and its workers to record their requests (requests: the query mode; "" none); an install
+// that fails is said once and gwrap goes on.
+func newStacks(enabled bool, procRoot string, settings []string, requests string, ps *parts, warn func(string)) *stacks {
+	s := &stacks{warn: warn, ps: ps, dirFD: -1}
 	if !enabled {
 		return s
 	}
-	h, err := pystack.Install(pystack.Options{ProcRoot: procRoot, Settings: settings})
+	h, err := pystack.Install(pystack.Options{Parent: hookParent(), ProcRoot: procRoot, Settings: settings, Requests: requests})
 	if err != nil {
 		s.why = pystack.Why(err)
 		warn("Python stacks are off: " + err.Error())
 		return s
 	}
 	s.hook = h
+	if requests != "" {
+		if fd, err := unix.Open(h.StackDir(), unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0); err == nil {
+			s.dirFD = fd
+		}
+	}
 	return s
+}
+
+// hookParent is where the hook's private directory is made: /dev/shm when it is a tmpfs gwrap
+// can write, else the system's temp dir. Workers keep their request files there in a shared
+// mapping: on a disk-backed file system the kernel writes such pages back to disk, and a request
+// storing into a page under writeback could wait for the disk.
+func hookParent() string {
+	const shm = "/dev/shm"
+	var st unix.Statfs_t
+	if unix.Statfs(shm, &st) == nil && st.Type == unix.TMPFS_MAGIC && unix.Access(shm, unix.W_OK) == nil {
+		return shm
+	}
+	return os.TempDir()
 }
 
 // env is the child's environment: the hook's PYTHONPATH entry and variables when it is on.
@@ -51,6 +75,10 @@ func (s *stacks) env() []string {
 }
 
 func (s *stacks) close() {
+	if s.dirFD >= 0 {
+		_ = unix.Close(s.dirFD)
+		s.dirFD = -1
+	}
 	if s.hook != nil {
 		_ = s.hook.Close()
 	}

@@ -222,6 +222,7 @@ func TestVerdictOOMKilled(t *testing.T) {
 	if field(rep, "incident", "kind") != "oom_kill" {
 		t.Errorf("incident.kind %v, want oom_kill", field(rep, "incident", "kind"))
 	}
+	wantRequest(t, pm, rep, "GET", "/alloc", 0) // the request that allocated
 }
 
 func TestVerdictMemoryPressure(t *testing.T) {
