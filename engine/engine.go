@@ -28,6 +28,7 @@ import (
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
+	"github.com/gwrap/gwrap/recycle"
 )
 
 // Reporter stores a post-mortem and returns where it goes. gwrap's writes it later, on a
@@ -77,6 +78,12 @@ type Config struct {
 	// Follow asks the watcher to take a dirty worker's stack every sweep, or to stop: the engine
 	// follows an action Gunicorn gave up on (execution timeout) to say when it ends.
 	Follow func(pid int, on bool)
+
+	// Recycle is the recycling policy (--recycle-at, --recycle-worker-memory); the zero Policy
+	// is off. Terminate sends SIGTERM to the worker id, a child of master, only after checking it
+	// is still that process; the engine calls it on its goroutine when the recycler picks a worker.
+	Recycle   recycle.Policy
+	Terminate func(id probes.ID, master int) error
 
 	// OnPanic is told when the engine panicked: it is off from then on (no events, no
 	// post-mortems: its state cannot be trusted), and only relays Gunicorn's lines.

@@ -203,6 +203,9 @@ func (s *state) report(inc *incident, kind postmortem.Kind, now time.Time) {
 		pi.Requests, pi.RequestsError = s.cfg.Requests(w.id, inc.at)
 	}
 	s.dirtyIncident(inc, &pi)
+	if inc.oomKills > 0 {
+		pi.Recycling = s.recycling(inc.at)
+	}
 	evidence := postmortem.Evidence{Incident: pi, Settings: s.settings, Timeline: w.samples.list(), Deep: w.deep,
 		Container: s.containerAround(inc.at), Platform: s.cfg.Platform, Saturation: saturation(w.load)}
 	r := postmortem.NewReport(evidence, postmortem.Classify(evidence, s.cfg.Thresholds), s.version, now)

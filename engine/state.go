@@ -10,9 +10,11 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/gwrap/gwrap/forecast"
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/probes"
+	"github.com/gwrap/gwrap/recycle"
 )
 
 // state is everything the engine's goroutine owns. Its methods take the time things happened;
@@ -50,6 +52,9 @@ type state struct {
 	reported    int
 
 	dirty dirtyState // Gunicorn 25+'s dirty arbiter and its workers (dirty.go)
+
+	rec *recycle.Recycler // nil: recycling is off (recycle.go)
+	fc  *forecast.Tracker // the container's growth, for memory.forecast (forecast.go)
 }
 
 // containerKeep bounds the cgroup samples kept (10 minutes at 1 Hz).
@@ -58,8 +63,13 @@ const containerKeep = 600
 func newState(cfg Config, out Emitter) *state {
 	// Room for the whole history at the normal rate plus 30 s of a late worker's fast samples.
 	capacity := int(cfg.History/cfg.Interval) + 300
-	return &state{cfg: cfg, out: out, settings: cfg.Settings, w: newWorkers(capacity),
+	s := &state{cfg: cfg, out: out, settings: cfg.Settings, w: newWorkers(capacity),
 		asm: map[string]*gunicorn.Assembler{}, warned: map[string]bool{}, masters: map[int]bool{}, dirty: newDirtyState(cfg.Settings)}
+	if cfg.Recycle.On() {
+		s.rec = recycle.New(cfg.Recycle)
+	}
+	s.fc = forecast.New(forecast.Options{})
+	return s
 }
 
 func (s *state) emit(e Event) { s.out.Emit(e) }
@@ -523,6 +533,7 @@ func (s *state) probe(e probes.Event) {
 			w.aliveAt = maxTime(w.aliveAt, at)
 		}
 		s.beatAfterTimeout(w, e.Sample, at)
+		s.recycleWorker(w, e.Sample)
 		s.findingChecks(at)
 	case probes.EventLate:
 		w, _ := s.w.watched(e.ID, at)
@@ -572,6 +583,7 @@ func (s *state) probe(e probes.Event) {
 		w.goneAt = at
 		w.endAt = minTime(w.endAt, at)
 		s.dirtyGone(w, at)
+		s.recycleGone(w)
 		s.emit(ev(at, Info, "worker.gone", s.name(w)+" is gone", append([]Field{f("pid", w.id.PID)}, s.roleFields(w)...)...))
 		inc := s.incidentFor(w, at)
 		// The v1 oom_kill counter moves only once the victim is reaped: give it a moment.
@@ -667,6 +679,8 @@ func (s *state) containerSample(st memwatch.Stats) {
 		s.cgroup = append(s.cgroup[:0], s.cgroup[len(s.cgroup)-containerKeep+1:]...)
 	}
 	s.cgroup = append(s.cgroup, st)
+	s.forecastSample(st)
+	s.recycleContainer(st)
 }
 
 // signal takes a signal gwrap received.

@@ -143,6 +143,7 @@ type layout struct {
 	cpuTop     string
 	cpuacctDir string // v1 cpuacct
 	psiDir     string // a directory with memory.pressure/cpu.pressure (v2 or the unified mount), "" = none
+	psiRoot    bool   // psiDir is the unified mount's root (on a hybrid host, the whole host's)
 }
 
 func discover(opt Options) (layout, error) {
@@ -205,7 +206,7 @@ func discover(opt Options) (layout, error) {
 			l.cpuDir, l.cpuTop = dir, unified.point
 		}
 		if exists(filepath.Join(dir, "memory.pressure")) || exists(filepath.Join(dir, "cpu.pressure")) {
-			l.psiDir = dir
+			l.psiDir, l.psiRoot = dir, dir == unified.point
 		}
 	}
 	if l.version == 0 {

@@ -122,6 +122,7 @@ type Metrics struct {
 	late     *prometheus.CounterVec
 	started  *prometheus.CounterVec
 	execs    *prometheus.CounterVec
+	recycles *prometheus.CounterVec
 	dirtyOn  sync.Once
 	opt      Options
 	mu       sync.Mutex // guards snap
@@ -163,8 +164,13 @@ func New(opt Options) *Metrics {
 		Help: "Gunicorn workers that appeared (booted or respawned) while gwrap watched."}, []string{"role"})
 	m.execs = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gwrap_dirty_execution_timeouts_total",
 		Help: "Dirty actions that ran past --dirty-timeout (Gunicorn answered the caller with an error but could not stop them), by what they were doing."}, []string{"cause"})
+	m.recycles = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "gwrap_worker_recycles_total",
+		Help: "Workers gwrap recycled (SIGTERM) to keep the container out of the OOM killer, by the threshold crossed: container_memory (--recycle-at) or worker_memory (--recycle-worker-memory)."}, []string{"reason"})
+	for _, r := range RecycleReasons {
+		m.recycles.WithLabelValues(r)
+	}
 	m.initRole(RoleHTTP)
-	m.reg.MustRegister(m.kills, m.ooms, m.late, m.started, m.execs, (*gauges)(m),
+	m.reg.MustRegister(m.kills, m.ooms, m.late, m.started, m.execs, m.recycles, (*gauges)(m),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{Namespace: "gwrap"}))
 	return m
 }
@@ -221,6 +227,12 @@ func (m *Metrics) ExecTimeout(c string) {
 	m.EnableDirty()
 	m.execs.WithLabelValues(m.cause(c)).Inc()
 }
+
+// RecycleReasons are gwrap_worker_recycles_total's reasons (recycle.Reasons), at 0 from the start.
+var RecycleReasons = []string{"container_memory", "worker_memory"}
+
+// WorkerRecycled counts a worker gwrap recycled (a worker.recycled event), by reason.
+func (m *Metrics) WorkerRecycled(reason string) { m.recycles.WithLabelValues(reason).Inc() }
 
 // OOMKills adds n to the OOM-kill count (an oom.kill event's Count).
 func (m *Metrics) OOMKills(n uint64) { m.ooms.Add(float64(n)) }

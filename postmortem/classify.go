@@ -27,8 +27,11 @@ type Incident struct {
 	// OOMShared names the other workers that died of SIGKILL as the counter moved, when gwrap
 	// cannot tell which of them (this one included) the OOM killer killed.
 	OOMShared []int `json:"oom_kill_shared_with,omitempty"`
-	BootStuck bool  `json:"boot_stuck"` // gwrap saw it never finish booting
-	Vanished  bool  `json:"vanished"`   // gwrap saw the process disappear
+	// Recycling says, for an OOM kill, whether gwrap's recycling (--recycle-at,
+	// --recycle-worker-memory) was on and why it did not prevent the kill.
+	Recycling string `json:"recycling,omitempty"`
+	BootStuck bool   `json:"boot_stuck"` // gwrap saw it never finish booting
+	Vanished  bool   `json:"vanished"`   // gwrap saw the process disappear
 	// TimeoutInferred: Gunicorn's lines do not reach gwrap, and the worker vanished with its
 	// heartbeat stale past the timeout: Gunicorn's timeout, told from /proc alone.
 	TimeoutInferred bool `json:"timeout_inferred,omitempty"`

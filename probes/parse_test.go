@@ -179,7 +179,7 @@ func TestParseSchedstat(t *testing.T) {
 
 func TestParseSmapsRollup(t *testing.T) {
 	in := "55d0-7ffd ---p 00000000 00:00 0    [rollup]\nRss:  16000 kB\nPss:  13021 kB\nPrivate_Clean:  100 kB\nPrivate_Dirty:  3336 kB\nPrivate_Hugetlb:  9 kB\n"
-	if got := parseSmapsRollup([]byte(in)); got != (rollup{pss: 13021 << 10, uss: 3436 << 10}) {
+	if got := parseSmapsRollup([]byte(in)); got != (rollup{pss: 13021 << 10, uss: 3436 << 10, known: true}) {
 		t.Errorf("got %+v", got)
 	}
 }

@@ -2,8 +2,11 @@ package probes
 
 import "bytes"
 
-// rollup is what gwrap uses of /proc/<pid>/smaps_rollup.
-type rollup struct{ pss, uss uint64 }
+// rollup is what gwrap uses of /proc/<pid>/smaps_rollup; known says a Private_ line was there.
+type rollup struct {
+	pss, uss uint64
+	known    bool
+}
 
 // parseSmapsRollup reads Pss and Private_Clean + Private_Dirty (kB).
 func parseSmapsRollup(b []byte) rollup {
@@ -19,6 +22,7 @@ func parseSmapsRollup(b []byte) rollup {
 			r.pss = v
 		case "Private_Clean", "Private_Dirty":
 			r.uss += v
+			r.known = true
 		}
 	}
 	return r

@@ -51,6 +51,12 @@ type Sample struct {
 	// NoRates marks a worker's first sample: CPUUser, CPUSystem and RunDelayPct are rates since
 	// the previous sample, so this one has none (they are unknown, not zero).
 	NoRates bool `json:"no_rates,omitempty"`
+	// Private is the worker's private memory (USS: Private_Clean + Private_Dirty of
+	// smaps_rollup), read only when Options.Private asked for it (PrivateKnown); it is what the
+	// worker's exit gives back, where its resident memory counts the pages it shares with the
+	// master and its siblings too.
+	Private      uint64 `json:"private,omitempty"`
+	PrivateKnown bool   `json:"private_known,omitempty"`
 
 	Missing []string `json:"missing,omitempty"`
 }

@@ -2,6 +2,7 @@ package probes
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"sort"
@@ -29,6 +30,17 @@ type Options struct {
 	// container's cgroup sample there and hands the sweep's events on in one batch, so that an
 	// idle gwrap wakes once per interval and wakes nothing else more than once.
 	Sweep func(now time.Time, sample func())
+	// Fast, when set, is asked after each sweep whether memory is climbing (the container near
+	// its limit, or growing fast): while it says so, every sweep is a full one (the cgroup sample
+	// through Sweep, and every worker) and they come every FastInterval. Called on the watcher's
+	// goroutine; it must be cheap.
+	Fast func(now time.Time) bool
+	// Private, when set, is asked with each worker's hot sample whether its private memory is
+	// wanted (a recycling threshold might be crossed: its resident memory is above it, and its
+	// private memory cannot be more than that). It is then read from smaps_rollup, at most once
+	// per Interval a worker (the kernel walks its page tables: ~0.6 ms at 60 MiB), into
+	// Sample.Private. Called on the watcher's goroutine.
+	Private func(s Sample) bool
 }
 
 // Watcher samples a Gunicorn master's workers and hands every sample and every change it sees to
@@ -52,6 +64,17 @@ type Watcher struct {
 	mu     sync.Mutex
 	warned map[string]bool
 	follow map[int]bool // dirty workers whose stack is taken every sweep (Follow)
+
+	wake chan struct{} // Wake: a full sweep now
+}
+
+// Wake asks for a full sweep now (the cgroup sample and every worker): a notification said memory
+// moved. Sweeps stay at least minGap apart. Safe from any goroutine; it never blocks.
+func (w *Watcher) Wake() {
+	select {
+	case w.wake <- struct{}{}:
+	default:
+	}
 }
 
 // NewWatcher applies the defaults.
@@ -70,7 +93,7 @@ func NewWatcher(fs FS, opt Options) *Watcher {
 		opt.Now = time.Now
 	}
 	w := &Watcher{fs: fs, opt: opt, warned: map[string]bool{}, follow: map[int]bool{}, dirty: newDirtyWatch(fs),
-		upgrades: map[int]*newMaster{}}
+		upgrades: map[int]*newMaster{}, wake: make(chan struct{}, 1)}
 	w.SetLimits(opt.Limits)
 	return w
 }
@@ -128,6 +151,7 @@ type tracked struct {
 	crossed int  // how many LateShares were crossed in this silence
 	stuck   bool // EventStuckBoot sent
 	last    Sample
+	private time.Time // when its private memory was last read (Options.Private)
 }
 
 func (t *tracked) fast() bool { return t.crossed > 0 || t.stuck }
@@ -183,10 +207,11 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 	defer timer.Stop()
 	<-timer.C
 	var lastFull, lastSweep time.Time
+	full := false // the next sweep is a full one: memory climbs, or a notification woke the watcher
 	for {
 		now := w.opt.Now()
 		sample := func() {
-			if master != 0 && now.Sub(lastFull) < w.opt.Interval-w.opt.FastInterval/2 {
+			if master != 0 && !full && now.Sub(lastFull) < w.opt.Interval-w.opt.FastInterval/2 {
 				for pid, t := range workers {
 					if t.fast() {
 						w.sampleOne(pid, t, workers, now, emit)
@@ -229,13 +254,17 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 			}
 			w.discoverUpgrades(now, emit)
 		}
-		if w.opt.Sweep != nil && now.Sub(lastSweep) >= w.opt.Interval-w.opt.FastInterval/2 {
+		if w.opt.Sweep != nil && (full || now.Sub(lastSweep) >= w.opt.Interval-w.opt.FastInterval/2) {
 			lastSweep = now
 			w.opt.Sweep(now, sample)
 		} else {
 			sample()
 		}
+		full = w.opt.Fast != nil && w.opt.Fast(w.opt.Now())
 		next := lastFull.Add(w.opt.Interval).Sub(w.opt.Now())
+		if full {
+			next = min(next, lastFull.Add(w.opt.FastInterval).Sub(w.opt.Now()))
+		}
 		for _, t := range workers {
 			if t.fast() {
 				next = min(next, w.opt.FastInterval)
@@ -266,9 +295,24 @@ func (w *Watcher) Run(ctx context.Context, root int, emit func(Event)) error {
 		case <-ctx.Done():
 			return nil
 		case <-timer.C:
+		case <-w.wake:
+			// A notification: a full sweep now, or once minGap has passed since the last one.
+			full = true
+			if gap := minGap(w.opt.FastInterval) - w.opt.Now().Sub(lastFull); gap > 0 {
+				timer.Reset(gap)
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-timer.C:
+				}
+			}
 		}
 	}
 }
+
+// minGap is the least time between two full sweeps a notification asks for: half the fast
+// interval (a climb of a gigabyte a second wakes the watcher every few milliseconds).
+func minGap(fast time.Duration) time.Duration { return fast / 2 }
 
 // discover lists the master's children, opens the new ones and samples every worker; it reports
 // whether the master is gone. A worker
@@ -490,6 +534,14 @@ func (w *Watcher) sampleOne(pid int, t *tracked, workers map[int]*tracked, now t
 	}
 	for _, m := range s.Missing {
 		w.warn(m, fmt.Sprintf("cannot read the workers' %s; that evidence is missing from reports", m))
+	}
+	if w.opt.Private != nil && now.Sub(t.private) >= w.opt.Interval-w.opt.FastInterval/2 && w.opt.Private(s) {
+		t.private = now
+		if uss, err := w.fs.Private(t.w.id); err == nil {
+			s.Private, s.PrivateKnown = uss, true
+		} else if !gone(err) && !errors.Is(err, errGone) {
+			w.warn("smaps_rollup", fmt.Sprintf("cannot read the workers' smaps_rollup (%v): their private memory is unknown, and recycling judges them by their anonymous memory", err))
+		}
 	}
 	prevAge := t.last.HeartbeatAge
 	t.last = s

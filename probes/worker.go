@@ -176,6 +176,25 @@ func (w *worker) findHeartbeat() {
 	}
 }
 
+// Private reads a process's private memory (USS: Private_Clean + Private_Dirty of
+// /proc/<pid>/smaps_rollup), and then checks that pid is still the process id names (the pid may
+// have been reused while it was read). Reading it makes the kernel walk the process's page
+// tables: ~0.6 ms at 60 MiB resident, 22 ms at 2 GiB.
+func (f FS) Private(id ID) (uint64, error) {
+	b, err := os.ReadFile(f.path(id.PID, "smaps_rollup"))
+	if err != nil {
+		return 0, err
+	}
+	if cur, err := f.ID(id.PID); err != nil || cur.StartTime != id.StartTime {
+		return 0, errGone
+	}
+	r := parseSmapsRollup(b)
+	if !r.known {
+		return 0, fmt.Errorf("smaps_rollup: %w", errFormat)
+	}
+	return r.uss, nil
+}
+
 // Deep takes the expensive sample of one process: PSS and USS, wait channel, current syscall,
 // its child processes with their command lines, sockets (TCP, UDP, unix) with their peers (from
 // the process's own network namespace), open files.

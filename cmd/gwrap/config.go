@@ -8,6 +8,7 @@ import (
 	"math"
 	"net"
 	"os"
+	"strconv"
 	"strings"
 	"time"
 
@@ -56,6 +57,11 @@ type config struct {
 	RequestQuery   string
 
 	Thresholds postmortem.Thresholds
+
+	// Recycling (off unless one is set): the container's working set as a percentage of its
+	// limit (--recycle-at), one worker's private memory in bytes (--recycle-worker-memory).
+	RecycleAt           float64
+	RecycleWorkerMemory size
 
 	ReportMaxCount int
 	ReportMaxBytes int64
@@ -135,6 +141,8 @@ func parseConfig(args []string, env func(string) (string, bool), stderr io.Write
 	fs.Float64Var(&c.Thresholds.RunDelay, "run-delay", c.Thresholds.RunDelay, "")
 	fs.Float64Var(&c.Thresholds.LongShare, "long-share", c.Thresholds.LongShare, "")
 	fs.DurationVar(&c.Thresholds.FollowUpWindow, "follow-up", c.Thresholds.FollowUpWindow, "")
+	fs.Float64Var(&c.RecycleAt, "recycle-at", c.RecycleAt, "")
+	fs.Var(&c.RecycleWorkerMemory, "recycle-worker-memory", "")
 	fs.IntVar(&c.ReportMaxCount, "report-max-count", c.ReportMaxCount, "")
 	fs.Int64Var(&c.ReportMaxBytes, "report-max-bytes", c.ReportMaxBytes, "")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", c.MetricsAddr, "")
@@ -205,6 +213,9 @@ func (c config) validate() error {
 		if math.IsNaN(f.v) || math.IsInf(f.v, 0) || f.v <= f.min || f.v > f.max {
 			bad = append(bad, fmt.Sprintf("%s %v: must be %s", f.name, f.v, f.what))
 		}
+	}
+	if math.IsNaN(c.RecycleAt) || c.RecycleAt < 0 || c.RecycleAt > 100 {
+		bad = append(bad, fmt.Sprintf("--recycle-at %v: must be a percentage in (0, 100], or 0 for off", c.RecycleAt))
 	}
 	if c.Thresholds.FollowUpWindow <= 0 || c.Thresholds.FollowUpWindow > maxFollowUp {
 		bad = append(bad, fmt.Sprintf("--follow-up %v: must be positive and at most %v", c.Thresholds.FollowUpWindow, maxFollowUp))
@@ -317,4 +328,25 @@ func (c config) hookRequests() string {
 func fileExists(p string) bool {
 	_, err := os.Stat(p)
 	return err == nil
+}
+
+// size is a flag's byte count: a number of bytes, or one with a unit (K, M, G, T, with or
+// without "i" and "B", all powers of 1024: 512M, 512MiB, 1.5G). 0 is off.
+type size uint64
+
+func (s *size) String() string { return strconv.FormatUint(uint64(*s), 10) }
+
+func (s *size) Set(v string) error {
+	t := strings.TrimSpace(v)
+	num := strings.TrimRight(t, "KMGTkmgtiIbB")
+	unit := strings.ToUpper(strings.TrimSpace(t[len(num):]))
+	unit = strings.TrimSuffix(strings.TrimSuffix(unit, "B"), "I")
+	shift := map[string]uint{"": 0, "K": 10, "M": 20, "G": 30, "T": 40}
+	sh, ok := shift[unit]
+	f, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
+	if !ok || err != nil || math.IsNaN(f) || f < 0 || f*float64(uint64(1)<<sh) >= 1<<62 {
+		return fmt.Errorf("want a size such as 512MiB, 1G or a number of bytes")
+	}
+	*s = size(f * float64(uint64(1)<<sh))
+	return nil
 }

@@ -112,6 +112,11 @@ func (f *fleet) count(e engine.Event) {
 			n, _ := t.(int)
 			f.m.SetDirtyTimeout(time.Duration(n) * time.Second)
 		}
+	case "worker.recycled":
+		if r, ok := e.Get("reason"); ok {
+			reason, _ := r.(string)
+			f.m.WorkerRecycled(reason)
+		}
 	case "oom.kill":
 		if n, ok := e.Get("count"); ok {
 			c, _ := n.(uint64)

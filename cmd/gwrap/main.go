@@ -29,6 +29,10 @@
 //	--run-delay P            [GWRAP_RUN_DELAY]    run-queue wait ≥ P % of wall time is starved (default 20)
 //	--long-share F           [GWRAP_LONG_SHARE]   silence ≥ F × timeout "ran long" (default 0.5)
 //	--follow-up DUR          [GWRAP_FOLLOW_UP]    wait for follow-up lines and counters (default 3s)
+//	--recycle-at P           [GWRAP_RECYCLE_AT]   recycle the worker with the most private memory when the
+//	                                              container's working set stays ≥ P % of its limit (default off)
+//	--recycle-worker-memory SIZE [GWRAP_RECYCLE_WORKER_MEMORY] recycle a worker whose private memory
+//	                                              stays ≥ SIZE (512MiB, 1G…; default off)
 //	--report-max-count N     [GWRAP_REPORT_MAX_COUNT] reports kept (default 200)
 //	--report-max-bytes N     [GWRAP_REPORT_MAX_BYTES] bytes of reports kept (default 104857600)
 //	--metrics-addr ADDR      [GWRAP_METRICS_ADDR] serve Prometheus /metrics on ADDR (e.g. :9191; default off)
@@ -141,6 +145,7 @@ watches its workers and the container's cgroup, and writes a post-mortem for eve
 worker kill. Flags (env GWRAP_<NAME>): --log-format json|text, --report-dir DIR,
 --stop-budget 8s, --interval 1s, --fast-interval 100ms, --history 5m, --near-limit 0.9,
 --memory-psi 10, --cpu-bound 70, --run-delay 20, --long-share 0.5, --follow-up 3s,
+--recycle-at PERCENT, --recycle-worker-memory SIZE (both off by default),
 --report-max-count 200, --report-max-bytes 104857600, --cgroup PATH, --proc-root DIR,
 --cgroup-root DIR, --python PATH, --eval-config=true|false, --metrics-addr ADDR,
 --termination-log PATH|off, --python-stacks=true|false, --record-requests=true|false,

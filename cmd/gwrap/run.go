@@ -106,8 +106,9 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, gunicorn.Tracked(), cfg.hookRequests(), ps, func(msg string) { out.warnOnce("pystack", "pystack", msg) })
 	defer stk.close()
 	proc := procFS(cfg.ProcRoot)
-	var eng *engine.Engine   // made below, once the watcher it tells exists
-	var batch []probes.Event // the sweep's events while Options.Sweep runs it (the watcher's goroutine only)
+	var eng *engine.Engine    // made below, once the watcher it tells exists
+	var batch []probes.Event  // the sweep's events while Options.Sweep runs it (the watcher's goroutine only)
+	var lastCg memwatch.Stats // the sweep's cgroup sample, for Options.Private (the watcher's goroutine only)
 	flight := startFlight(cfg, out, ps, reports, settings, cgStats, time.Now())
 	flight.awaitRecovery()
 	fl := newFleet(out, ps, proc, settings, cfg.MetricsAddr != "")
@@ -119,6 +120,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		Interval:     cfg.Interval,
 		FastInterval: cfg.FastInterval,
 		Warn:         func(msg string) { out.warnOnce(msg, "proc_unreadable", msg) },
+		Private:      wantPrivate(recyclePolicy(cfg, settings), &lastCg),
 		// The container's cgroup is sampled in the workers' sweep, and the sweep's events reach
 		// the engine in one batch: an idle gwrap wakes once a second, and wakes the engine once.
 		// The flight record takes the sweep's lines in one write.
@@ -128,6 +130,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 					ps.run(partCgroup, func() {
 						fault(partCgroup)
 						st := sampleCgroup(cg, out)
+						lastCg = st
 						flight.Container(st)
 						fl.container(st)
 						eng.Container(st)
@@ -157,6 +160,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		OnMasterHint: func(pid int) { watcher.Hint(pid) },
 		OnPanic:      func(p guard.Panic) { ps.panicked(p, true) },
 		Follow:       func(pid int, on bool) { watcher.Follow(pid, on) },
+		Recycle:      recyclePolicy(cfg, settings),
+		Terminate:    func(id probes.ID, master int) error { return terminateWorker(proc, id, master) },
 		Requests:     reqs.engineFunc(),
 		History:      cfg.History,
 		Interval:     cfg.Interval,
