@@ -654,3 +654,30 @@ func TestABeatWhileTheAbortUnwindsIsNoProof(t *testing.T) {
 		t.Fatalf("report %+v (found %v), want the timeout", r.Incident, ok)
 	}
 }
+
+// TestABeatAfterTheLineByALiveWorkerDropsIt: the app printed the master's WORKER TIMEOUT while its
+// worker was 5 s into a 6 s request (stale enough to believe); the worker answered and beat after
+// the line and lives on: past the grace the line is dropped, and the worker's real timeout later
+// is the one reported.
+func TestABeatAfterTheLineByALiveWorkerDropsIt(t *testing.T) {
+	w := newWorld(gunicorn.Settings{Timeout: 6, GracefulTimeout: 2, Workers: 1, WorkerClass: "sync", LogLevel: "info"})
+	w.fork(101, at(0))
+	w.healthy(101, at(0), at(10))
+	w.silent(101, at(10), at(15))
+	w.line(at(15.1), master, "CRITICAL", "WORKER TIMEOUT (pid:101)")
+	w.sweep(101, at(15.4), 100*time.Millisecond, 40<<20) // beat at 15.3, after the line
+	w.healthy(101, at(16), at(18))
+	if inc := w.st.w.known(101).inc; inc != nil {
+		t.Fatalf("the printed line's incident is still open 2.7 s after the worker beat again")
+	}
+	w.silent(101, at(18), at(24))
+	w.line(at(24.2), master, "CRITICAL", "WORKER TIMEOUT (pid:101)")
+	w.proc.exit(101, 1<<8)
+	w.proc.reap(101)
+	w.vanish(101, at(24.3))
+	w.end(at(25))
+	r, ok := w.report(101)
+	if !ok || !r.Incident.At.Equal(at(24.2)) {
+		t.Fatalf("report at %v (found %v), want the real timeout's at 24.2 s", r.Incident.At, ok)
+	}
+}

@@ -20,8 +20,9 @@ type incident struct {
 	due    time.Time // when the window closes
 	opened time.Time
 
-	timeout    bool // a verified WORKER TIMEOUT
-	stuck      bool // seen stuck booting
+	timeout    bool      // a verified WORKER TIMEOUT
+	beatAt     time.Time // its worker beat after the line (zero: not seen)
+	stuck      bool      // seen stuck booting
 	signal     int
 	signalName string
 	oomHint    bool

@@ -591,24 +591,48 @@ func (s *state) probe(e probes.Event) {
 	}
 }
 
-// beatAfterTimeout drops a timeout incident whose worker beat in the half timeout before the
-// WORKER TIMEOUT line: Gunicorn times out only a worker silent for longer than the timeout, so
-// the line was not the master's, whoever wrote it; the worker's real end, later, makes an
-// incident of its own.
+// beatAfterTimeout drops a timeout incident whose worker beat after the WORKER TIMEOUT line, or
+// in the half timeout before it: Gunicorn times out only a worker silent for longer than the
+// timeout and kills it within a second or two, so the line was not the master's, whoever wrote it;
+// the worker's real end, later, makes an incident of its own. A beat after the line is given
+// beatGrace first: a gevent worker blocked in C beats once more as the SIGABRT unwinds it, and
+// dies right after (dropTimeoutsBeaten).
 func (s *state) beatAfterTimeout(w *worker, sm probes.Sample, at time.Time) {
 	inc := w.inc
 	if inc == nil || !inc.timeout || inc.died() || sm.HeartbeatAge < 0 || !sm.Heartbeats {
 		return
 	}
-	// A beat after the line proves nothing yet: a gevent worker's heartbeat greenlet runs once
-	// more while the SIGABRT unwinds it. A worker that lives on is dropped when the window
-	// closes (decideDue); one that dies was timed out.
-	if beat := at.Add(-sm.HeartbeatAge); !beat.After(inc.at.Add(-s.timeout()/2)) || beat.After(inc.at) {
+	beat := at.Add(-sm.HeartbeatAge)
+	if !beat.After(inc.at.Add(-s.timeout() / 2)) {
 		return
 	}
-	s.unverifiedText(fmt.Sprintf("WORKER TIMEOUT (pid:%d)", w.id.PID), at, "the worker it names beat again after it")
+	if beat.After(inc.at) {
+		if inc.beatAt.IsZero() {
+			inc.beatAt = beat
+		}
+		return
+	}
+	s.dropBeaten(inc, at)
+}
+
+// beatGrace is how long a worker that beat after its WORKER TIMEOUT line may take to die before
+// the line is taken for a lie.
+const beatGrace = 2 * time.Second
+
+// dropTimeoutsBeaten drops the timeout incidents whose worker beat after the line and lives on
+// past beatGrace.
+func (s *state) dropTimeoutsBeaten(now time.Time) {
+	for _, inc := range append([]*incident(nil), s.open...) {
+		if inc.timeout && !inc.beatAt.IsZero() && !inc.died() && now.Sub(inc.beatAt) >= beatGrace && s.alive(inc.w) {
+			s.dropBeaten(inc, now)
+		}
+	}
+}
+
+func (s *state) dropBeaten(inc *incident, at time.Time) {
+	s.unverifiedText(fmt.Sprintf("WORKER TIMEOUT (pid:%d)", inc.w.id.PID), at, "the worker it names beat again after it")
 	if inc.stuck {
-		inc.timeout, inc.lines = false, nil // still stuck booting: that incident stays open
+		inc.timeout, inc.lines, inc.beatAt = false, nil, time.Time{} // still stuck booting: that incident stays open
 		return
 	}
 	s.dismiss(inc)
@@ -744,6 +768,7 @@ func (s *state) tick(now time.Time) {
 		}
 	}
 	s.resolveOOM(now, false)
+	s.dropTimeoutsBeaten(now)
 	s.decideDue(now, false)
 	s.execDue(now, false)
 	s.w.expire(now, s.cfg.OnForget)
