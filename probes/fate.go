@@ -1,7 +1,6 @@
 package probes
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -100,21 +99,8 @@ const pfExiting = 0x4
 // parseFate reads a process's fate from its /proc/<pid>/stat and status. comm may hold spaces and
 // parentheses, so fields are counted after the last ')'.
 func parseFate(pid int, stat, status []byte) (Fate, error) {
-	i := bytes.LastIndexByte(stat, ')')
-	if i < 0 || i+2 >= len(stat) {
-		return Fate{}, fmt.Errorf("stat: %w", errFormat)
-	}
 	f := Fate{ID: ID{PID: pid}}
-	field := 3
-	rest := bytes.TrimRight(stat[i+2:], "\n")
-	for len(rest) > 0 && field <= 52 {
-		j := bytes.IndexByte(rest, ' ')
-		tok := rest
-		if j >= 0 {
-			tok, rest = rest[:j], rest[j+1:]
-		} else {
-			rest = nil
-		}
+	err := statFields(stat, 52, func(field int, tok []byte) {
 		switch field {
 		case 3:
 			f.State = string(tok)
@@ -127,10 +113,9 @@ func parseFate(pid int, stat, status []byte) (Fate, error) {
 		case 52:
 			f.WaitStatus, f.StatusKnown = int(atou(tok)), true
 		}
-		field++
-	}
-	if field <= 22 {
-		return Fate{}, fmt.Errorf("stat: %d fields: %w", field-1, errFormat)
+	})
+	if err != nil {
+		return Fate{}, err
 	}
 	f.KillPending = killPending(status)
 	return f, nil
