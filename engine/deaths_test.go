@@ -24,6 +24,8 @@ type world struct {
 	rec  *recorder
 	proc *fakeProc
 	ooms uint64 // the cgroup's oom_kill counter
+	// ws is the container's working set at a sweep (nil: 120 MiB throughout).
+	ws func(t time.Time) uint64
 }
 
 const master = 100
@@ -57,8 +59,12 @@ func (w *world) fork(pid int, t time.Time) {
 // sweep is the watcher's sample of a live worker, silent for hb, holding rss, with the
 // container's (a 256 MiB limit, its oom_kill counter readable).
 func (w *world) sweep(pid int, t time.Time, hb time.Duration, rss uint64) {
-	w.st.containerSample(memwatch.Stats{Time: t, Version: 1, Usage: memwatch.Value{V: 150 << 20, Known: true},
-		WorkingSet: memwatch.Value{V: 120 << 20, Known: true}, Limit: memwatch.Value{V: 256 << 20, Known: true},
+	ws := uint64(120 << 20)
+	if w.ws != nil {
+		ws = w.ws(t)
+	}
+	w.st.containerSample(memwatch.Stats{Time: t, Version: 1, Usage: memwatch.Value{V: ws + 30<<20, Known: true},
+		WorkingSet: memwatch.Value{V: ws, Known: true}, Limit: memwatch.Value{V: 256 << 20, Known: true},
 		OOMKill: memwatch.Value{V: w.ooms, Known: true}})
 	w.st.probe(w.proc.sample(id(pid), t, hb, rss))
 	w.st.tick(t)

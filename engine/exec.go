@@ -226,6 +226,7 @@ func (s *state) reportExec(ex *execTimeout, now time.Time) {
 		pi.ActionRunning = ptrBool(true)
 	}
 	pi.ActionQueuedSeconds, pi.ActionQueuedBehind = ex.queued()
+	pi.MemoryGrowth = s.memoryGrowth(ex.at)
 	if st := ex.stack; st != nil {
 		pi.PythonStack, pi.StackThread, pi.StackTop = st.Frames, st.Thread, st.Top
 	} else if ex.noStack != "" {

@@ -207,6 +207,7 @@ func (s *state) report(inc *incident, kind postmortem.Kind, now time.Time) {
 	if inc.oomKills > 0 {
 		pi.Recycling = s.recycling(inc.at)
 	}
+	pi.MemoryGrowth = s.memoryGrowth(inc.at) // kept by the report for a memory verdict only
 	evidence := postmortem.Evidence{Incident: pi, Settings: s.settings, Timeline: w.samples.list(), Deep: w.deep,
 		Container: s.containerAround(inc.at), Platform: s.cfg.Platform, Saturation: saturation(w.load)}
 	r := postmortem.NewReport(evidence, postmortem.Classify(evidence, s.cfg.Thresholds), s.version, now)

@@ -73,8 +73,9 @@ type Growth struct {
 	// Options.Noise of the limit).
 	Since time.Time
 	From  uint64
-	// Now is the last working set, Limit the limit (0: none).
+	// Now is the last working set, At when it was sampled, Limit the limit (0: none).
 	Now, Limit uint64
+	At         time.Time
 	// ToLimit is how long until the limit at Rate (0 when there is no limit or no growth).
 	ToLimit time.Duration
 }
@@ -99,6 +100,10 @@ type Tracker struct {
 	started     bool
 	warned      bool      // the episode's forecast was given
 	fastUntil   time.Time // close watching lasts until then
+
+	// ended is the growth of the episode the last give-back ended, at its last sample (an OOM
+	// kill's report is made after the kill gave the memory back).
+	ended Growth
 }
 
 // New makes a tracker.
@@ -116,6 +121,9 @@ func (t *Tracker) Woke(at time.Time) {
 func (t *Tracker) Add(at time.Time, ws, limit uint64) {
 	t.limit = limit
 	p := point{at: at, ws: float64(ws)}
+	if t.started && p.ws <= t.floor+(t.peak-t.floor)/4 && t.peak-t.floor > t.noise() {
+		t.ended = t.growth(t.last.at) // the episode's growth before this sample ends it
+	}
 	keep := 0
 	for keep < len(t.recent) && at.Sub(t.recent[keep].at) > fastSpan {
 		keep++
@@ -209,31 +217,71 @@ func (t *Tracker) fastNow(p point) bool {
 // woke gwrap, within the last FastHold.
 func (t *Tracker) Fast(at time.Time) bool { return at.Before(t.fastUntil) }
 
+// Mean is the growth in bytes per second from the episode's floor to its last sample: the
+// figure for a climb too short to fit a rate to (Known false), zero when it did not grow.
+func (g Growth) Mean() float64 {
+	d := g.At.Sub(g.Since).Seconds()
+	if d <= 0 || g.Now <= g.From {
+		return 0
+	}
+	return float64(g.Now-g.From) / d
+}
+
 // Growth is the current episode's growth at the last sample.
-func (t *Tracker) Growth() Growth {
-	g := Growth{Since: t.riseAt, From: uint64(t.floor), Now: uint64(t.last.ws), Limit: t.limit}
-	pts := t.episode()
+func (t *Tracker) Growth() Growth { return t.growth(t.last.at) }
+
+// GrowthAt is the growth of the episode that was going on at at, fitted over its samples up to
+// at: the current episode when it began at or before at, else the one the last give-back ended
+// (a kill or a recycle gave the memory back since), when it began at or before at and its last
+// sample came at most endedSlack before at. ok is false when no episode of growth covers at (the
+// working set sat at its floor).
+func (t *Tracker) GrowthAt(at time.Time) (g Growth, ok bool) {
+	switch e := t.ended; {
+	case t.started && !t.riseAt.After(at):
+		return t.growth(at), true
+	case !e.At.IsZero() && !e.Since.After(at) && !e.At.Before(at.Add(-endedSlack)):
+		return e, true
+	}
+	return Growth{}, false
+}
+
+// endedSlack is how long before a death an ended episode's last sample may be and still be the
+// growth that led to it: the kill is seen at the next sweep, a second or two after it.
+const endedSlack = 5 * time.Second
+
+// growth is the current episode's growth fitted over its points up to until.
+func (t *Tracker) growth(until time.Time) Growth {
+	last := t.last
+	pts := t.episode(until)
+	if last.at.After(until) && len(pts) > 0 {
+		last = pts[len(pts)-1]
+	}
+	g := Growth{Since: t.riseAt, From: uint64(t.floor), Now: uint64(last.ws), At: last.at, Limit: t.limit}
 	if len(pts) < 3 || pts[len(pts)-1].at.Sub(pts[0].at) < 5*time.Second {
 		return g
 	}
 	g.Rate, g.Known = slope(pts), true
 	if g.Rate > 0 && t.limit > 0 {
-		if left := float64(t.limit) - t.last.ws; left > 0 {
+		if left := float64(t.limit) - last.ws; left > 0 {
 			g.ToLimit = time.Duration(left / g.Rate * float64(time.Second))
 		}
 	}
 	return g
 }
 
-// episode is the window's points since the episode began.
-func (t *Tracker) episode() []point {
-	for i, p := range t.pts {
+// episode is the window's points since the episode began, up to until.
+func (t *Tracker) episode(until time.Time) []point {
+	end := len(t.pts)
+	for end > 0 && t.pts[end-1].at.After(until) {
+		end--
+	}
+	for i, p := range t.pts[:end] {
 		if !p.at.Before(t.riseAt) {
 			// the floor's own point starts the fit
 			if i > 0 {
 				i--
 			}
-			return t.pts[i:]
+			return t.pts[i:end]
 		}
 	}
 	return nil
@@ -249,7 +297,7 @@ func (t *Tracker) Warn() (Growth, bool) {
 	if !g.Known || g.Rate <= 0 || g.ToLimit <= 0 || g.ToLimit > t.opt.Horizon {
 		return g, false
 	}
-	pts := t.episode()
+	pts := t.episode(t.last.at)
 	if pts[len(pts)-1].at.Sub(pts[0].at) < t.opt.MinSpan {
 		return g, false
 	}

@@ -178,3 +178,85 @@ func TestFastTenHertz(t *testing.T) {
 		t.Error("7 MiB in a second (2.3 % of 300 MiB), sampled at 10 Hz: not fast")
 	}
 }
+
+// TestGrowthAt: the growth that led to a death, asked after the death's samples came in.
+func TestGrowthAt(t *testing.T) {
+	tests := []struct {
+		name   string
+		until  float64 // fed at 1 Hz from 0 s to until
+		ws     func(s float64) float64
+		at     float64 // asked at
+		ok     bool
+		rate   float64 // MiB/s, ±10 %
+		since  float64 // ±3 s
+		nowMiB float64 // the working set at its last sample up to at, ±3
+	}{
+		{"a leak of 2 MiB/s killed back to its floor at 100 s: the ended episode", 105,
+			func(s float64) float64 {
+				if s > 100 {
+					return 60
+				}
+				return 60 + 2*s
+			}, 100.5, true, 2, 0, 260},
+		{"flat for 30 s, then 3 MiB/s, asked as the climb goes on: the current episode", 70,
+			func(s float64) float64 { return 60 + 3*math.Max(0, s-30) }, 70, true, 3, 30, 180},
+		{"a leak that lost a little after the death: fitted up to the death only", 80,
+			func(s float64) float64 {
+				if s > 60 {
+					return 160 // gave back 20 of 120 MiB: the same episode goes on
+				}
+				return 60 + 2*s
+			}, 60, true, 2, 0, 180},
+		{"flat: no growth", 60, func(float64) float64 { return 60 }, 50, false, 0, 0, 0},
+		{"a death long after an ended episode: not its growth", 200,
+			func(s float64) float64 {
+				if s > 100 {
+					return 60
+				}
+				return 60 + 2*s
+			}, 150, false, 0, 0, 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tr := New(Options{})
+			feed(tr, 0, tc.until, 1, 300, tc.ws)
+			g, ok := tr.GrowthAt(sec(tc.at))
+			if ok != tc.ok {
+				t.Fatalf("ok %v, want %v (%+v)", ok, tc.ok, g)
+			}
+			if !ok {
+				return
+			}
+			if !g.Known {
+				t.Fatalf("rate not fitted: %+v", g)
+			}
+			if r := g.Rate / mib; math.Abs(r-tc.rate) > tc.rate/10 {
+				t.Errorf("rate %.2f MiB/s, want %.2f", r, tc.rate)
+			}
+			if s := g.Since.Sub(t0).Seconds(); math.Abs(s-tc.since) > 3 {
+				t.Errorf("since %.1fs, want %.1fs", s, tc.since)
+			}
+			if n := float64(g.Now) / mib; math.Abs(n-tc.nowMiB) > 3 {
+				t.Errorf("now %.0f MiB, want %.0f", n, tc.nowMiB)
+			}
+			if g.At.After(sec(tc.at)) {
+				t.Errorf("its last sample %v is after %v", g.At, sec(tc.at))
+			}
+		})
+	}
+}
+
+// TestGrowthMean: a climb too short to fit still has its mean rate.
+func TestGrowthMean(t *testing.T) {
+	tr := New(Options{})
+	for i := 0; i <= 5; i++ { // 150 MiB to 300 MiB within 500 ms, at 10 Hz
+		tr.Add(sec(10+float64(i)/10), uint64((150+30*float64(i))*mib), 300*mib)
+	}
+	g, ok := tr.GrowthAt(sec(10.5))
+	if !ok || g.Known {
+		t.Fatalf("ok %v known %v, want a growth with no fitted rate: %+v", ok, g.Known, g)
+	}
+	if r := g.Mean() / mib; math.Abs(r-300) > 30 {
+		t.Errorf("mean %.0f MiB/s, want about 300", r)
+	}
+}

@@ -30,8 +30,11 @@ type Incident struct {
 	// Recycling says, for an OOM kill, whether gwrap's recycling (--recycle-at,
 	// --recycle-worker-memory) was on and why it did not prevent the kill.
 	Recycling string `json:"recycling,omitempty"`
-	BootStuck bool   `json:"boot_stuck"` // gwrap saw it never finish booting
-	Vanished  bool   `json:"vanished"`   // gwrap saw the process disappear
+	// MemoryGrowth is, for an oom_killed or memory_pressure verdict, how fast the container's
+	// memory grew before the incident and since when (nil: it did not grow, or was not sampled).
+	MemoryGrowth *MemoryGrowth `json:"memory_growth,omitempty"`
+	BootStuck    bool          `json:"boot_stuck"` // gwrap saw it never finish booting
+	Vanished     bool          `json:"vanished"`   // gwrap saw the process disappear
 	// TimeoutInferred: Gunicorn's lines do not reach gwrap, and the worker vanished with its
 	// heartbeat stale past the timeout: Gunicorn's timeout, told from /proc alone.
 	TimeoutInferred bool `json:"timeout_inferred,omitempty"`
@@ -79,6 +82,21 @@ type Incident struct {
 	// WaitingOnDirty is, for an HTTP worker, the dirty worker it was waiting on through the
 	// dirty arbiter's socket, and what that worker was doing.
 	WaitingOnDirty *DirtyWait `json:"waiting_on_dirty,omitempty"`
+}
+
+// MemoryGrowth is the container's working set growing up to an incident: the episode of growth
+// gwrap's forecast follows (package forecast, the memory.forecast warning's figures).
+type MemoryGrowth struct {
+	// BytesPerSecond is the growth rate: the least-squares slope over the episode's last two
+	// minutes (Fitted), or for a climb too short to fit (under 5 s) the mean from Since to At.
+	BytesPerSecond float64 `json:"bytes_per_second"`
+	Fitted         bool    `json:"fitted"`
+	// Since is when the growth began: the last sample at the working set's floor, FromBytes.
+	Since     time.Time `json:"since"`
+	FromBytes uint64    `json:"from_bytes"`
+	// WorkingSetBytes is the working set at At, the last sample up to the incident.
+	WorkingSetBytes uint64    `json:"working_set_bytes"`
+	At              time.Time `json:"at"`
 }
 
 // DirtyWait names the dirty worker an HTTP worker waited on and what it was doing.

@@ -47,6 +47,8 @@ type Facts struct {
 	RSSKnown  bool
 	Swapping  bool    // its last live sample had swap while the worker sat in D
 	Growth    *Growth // its memory grew markedly over the timeline
+	// MemGrowth is the container's working set growing up to the incident (Incident.MemoryGrowth).
+	MemGrowth *MemoryGrowth
 
 	// The container over the silence, up to the death.
 	HaveCgroup   bool   // the cgroup was sampled
@@ -107,7 +109,8 @@ func measure(e Evidence) Facts {
 		TimeoutLogged: inc.Timeout, BootStuck: inc.BootStuck, Escalated: inc.Escalated, OOMHint: inc.OOMHint,
 		HandledAbort: inc.HandledAbort, Vanished: inc.Vanished, TimeoutInferred: inc.TimeoutInferred, Signal: inc.Signal, ExitCode: inc.ExitCode,
 		OOMKillDelta: inc.OOMKillDelta, OOMShared: inc.OOMShared, Exception: lastException(inc.Traceback), Where: inc.StackTop,
-		Silence: -1, Saturation: e.Saturation, Requests: inc.Requests}
+		Silence: -1, Saturation: e.Saturation, Requests: inc.Requests,
+		MemGrowth: inc.MemoryGrowth}
 	if f.Where == "" {
 		f.Where = inc.StuckAt
 	}

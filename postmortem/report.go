@@ -117,6 +117,9 @@ type GunicornState struct {
 // Gunicorn's as logged ("" unknown), now is when the report is made. Host is left for the caller.
 func NewReport(e Evidence, v Verdict, gunicornVersion string, now time.Time) Report {
 	inc := e.Incident
+	if !statesGrowth(v.Cause) {
+		inc.MemoryGrowth = nil // the growth is told where memory explains the death
+	}
 	r := Report{
 		Schema:   Schema,
 		ID:       fmt.Sprintf("%s-%d", inc.At.UTC().Format("20060102T150405.000Z"), inc.PID),

@@ -14,6 +14,9 @@ func words(f Facts, d Decision, th Thresholds) Verdict {
 		Evidence: evidence(f, th), Advice: []string{}}
 	v.Missing = missing(f, d)
 	v.Summary = summary(f, d)
+	if g := f.MemGrowth; g != nil && statesGrowth(d.Cause) {
+		v.Summary = also(v.Summary, memGrowthWords(*g))
+	}
 	if r := requestWords(f, d); r != "" {
 		v.Summary += " " + r
 	}
@@ -152,6 +155,21 @@ func summary(f Facts, d Decision) string {
 		s = also(s, fmt.Sprintf("every worker was busy and the listen queue grew to %d, so requests may have waited in the queue before they started", f.Saturation.QueueMax))
 	}
 	return s
+}
+
+// statesGrowth reports whether a verdict of this cause states the container's memory growth:
+// the causes memory explains.
+func statesGrowth(c Cause) bool { return c == CauseOOMKilled || c == CauseMemoryPressure }
+
+// memGrowthWords says the container's growth: "the container's memory had grown 12.0 MiB/s since
+// 10:02:03 UTC (from 80.0 MiB to 290.0 MiB)".
+func memGrowthWords(g MemoryGrowth) string {
+	how := ""
+	if !g.Fitted {
+		how = " on average"
+	}
+	return fmt.Sprintf("the container's memory had grown %s/s%s since %s UTC (from %s to %s)",
+		mib(uint64(g.BytesPerSecond)), how, g.Since.UTC().Format("15:04:05"), mib(g.FromBytes), mib(g.WorkingSetBytes))
 }
 
 // lastMomentsMissed says whether an OOM kill's samples missed the growth that led to it: the

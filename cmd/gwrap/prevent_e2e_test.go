@@ -121,6 +121,18 @@ func TestLeakRecycled(t *testing.T) {
 		if s, _ := field(rep, "incident", "recycling").(string); !strings.HasPrefix(s, "recycling was off") {
 			t.Errorf("the OOM report does not say recycling was off: incident.recycling %q", s)
 		}
+		// It says how fast memory grew and since when: the leak keeps 1 MiB a request, 8 a second.
+		g, _ := field(rep, "incident", "memory_growth").(map[string]any)
+		rate, _ := g["bytes_per_second"].(float64)
+		since, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(g["since"]))
+		died, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(field(rep, "incident", "at")))
+		if rate < 3<<20 || rate > 16<<20 || since.IsZero() || !since.Before(died) {
+			t.Errorf("incident.memory_growth %v: want about 8 MiB/s, since before the kill at %v", g, died)
+		}
+		if s, _ := field(rep, "verdict", "summary").(string); !strings.Contains(s, "the container's memory had grown") {
+			t.Errorf("the summary does not say how fast memory grew: %s", s)
+		}
+		t.Logf("incident.memory_growth %v; summary: %s", g, field(rep, "verdict", "summary"))
 	})
 
 	t.Run("recycle_at_80", func(t *testing.T) {
