@@ -184,7 +184,7 @@ func (l *notifyLoop) setUp(warn func(string)) {
 		l.usageFile = filepath.Join(d, "memory.current")
 		l.poll = true
 		if fd, err := unix.InotifyInit1(unix.IN_CLOEXEC | unix.IN_NONBLOCK); err == nil {
-			if _, err := unix.InotifyAddWatch(fd, filepath.Join(d, "memory.events"), unix.IN_MODIFY); err == nil {
+			if _, err := unix.InotifyAddWatch(fd, filepath.Join(d, "memory.events"), unix.IN_MODIFY|unix.IN_DONT_FOLLOW); err == nil {
 				l.ino = fd
 			} else {
 				unix.Close(fd)
@@ -209,7 +209,7 @@ func (l *notifyLoop) setUp(warn func(string)) {
 // pressureTrigger registers a PSI trigger ("some 150000 1000000") on a pressure file: the kernel
 // signals POLLPRI on the descriptor when it fires, and removes the trigger when it is closed.
 func pressureTrigger(path, trigger string) (int, error) {
-	fd, err := unix.Open(path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	fd, err := unix.Open(path, unix.O_RDWR|unix.O_NONBLOCK|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 	if err != nil {
 		return -1, &os.PathError{Op: "open", Path: path, Err: err}
 	}
@@ -229,14 +229,14 @@ func pressureTrigger(path, trigger string) (int, error) {
 func (l *notifyLoop) ladderV1(mute uint64) error {
 	d := l.c.l.memDir
 	if l.ufd < 0 {
-		fd, err := unix.Open(filepath.Join(d, "memory.usage_in_bytes"), unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(filepath.Join(d, "memory.usage_in_bytes"), unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 		if err != nil {
 			return err
 		}
 		l.ufd = fd
 	}
 	if l.ctl < 0 {
-		fd, err := unix.Open(filepath.Join(d, "cgroup.event_control"), unix.O_WRONLY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(filepath.Join(d, "cgroup.event_control"), unix.O_WRONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 		if err != nil {
 			return err
 		}
@@ -380,7 +380,7 @@ func (l *notifyLoop) usageNow() Value {
 		return Value{}
 	}
 	if l.ufd < 0 {
-		fd, err := unix.Open(l.usageFile, unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		fd, err := unix.Open(l.usageFile, unix.O_RDONLY|unix.O_CLOEXEC|unix.O_NOFOLLOW, 0)
 		if err != nil {
 			return Value{}
 		}

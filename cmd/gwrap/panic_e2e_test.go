@@ -38,8 +38,8 @@ func faultGwrap(t *testing.T) string {
 }
 
 // TestPanicInEveryPartKeepsTheAppRunning: a panic in any monitoring part (the worker watcher,
-// the engine, the report store, the flight record, Python stacks, the OOM watcher, the cgroup
-// sampler, /metrics) is said once — a config.warning with code panic, the part, the panic's
+// the engine, the report store, the flight record, Python stacks, the OOM watcher, memory
+// notifications, the cgroup sampler, /metrics) is said once — a config.warning with code panic, the part, the panic's
 // message and where it was raised — and gwrap runs on: Gunicorn keeps answering, its lines are
 // still relayed, and TERM still stops it gracefully, gwrap exiting with Gunicorn's code 0.
 // Before, such a panic ended gwrap (exit 2) and, gwrap being PID 1, the container and the app.
@@ -47,7 +47,7 @@ func TestPanicInEveryPartKeepsTheAppRunning(t *testing.T) {
 	bin := faultGwrap(t)
 	gunicorn := testkit.Gunicorn(t)
 	app := writeApp(t, testApp)
-	for _, p := range []part{partWatcher, partEngine, partStore, partFlight, partStacks, partOOM, partCgroup, partMetrics} {
+	for _, p := range []part{partWatcher, partEngine, partStore, partFlight, partStacks, partOOM, partNotify, partCgroup, partMetrics} {
 		t.Run(string(p), func(t *testing.T) {
 			port, mport := freePort(t), freePort(t)
 			url := fmt.Sprintf("http://127.0.0.1:%d", port)

@@ -27,6 +27,7 @@ const (
 	partFlight   part = "flight"   // the flight record: off
 	partStacks   part = "stacks"   // Python stacks: off
 	partOOM      part = "oom"      // the OOM-kill watcher: off
+	partNotify   part = "notify"   // memory notifications: off
 	partCgroup   part = "cgroup"   // the cgroup sampler: off
 	partMetrics  part = "metrics"  // /metrics: its live readings (or the server) off
 	partSettings part = "settings" // reading a master's settings: they are not read again
@@ -41,6 +42,7 @@ var afterPanic = map[part]string{
 	partFlight:   "the flight record is off: a death of the whole container cannot be explained at the next start",
 	partStacks:   "Python stacks are off",
 	partOOM:      "OOM kills are no longer watched: a worker the kernel kills may be reported without the cause",
+	partNotify:   "memory notifications are off: memory is sampled ten times a second only once a sample sees it climb",
 	partCgroup:   "the container's cgroup is no longer sampled: post-mortems will lack its memory and CPU",
 	partMetrics:  "/metrics goes on without the readings of that part",
 	partSettings: "Gunicorn's settings are not read again",

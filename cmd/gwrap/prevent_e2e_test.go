@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gwrap/gwrap/flightrec"
 	"github.com/gwrap/gwrap/internal/testkit"
 )
 
@@ -155,4 +156,63 @@ func TestLeakRecycled(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestFastFill is issue 25's fast fill: a worker fills the container from half its limit to the
+// limit within 500 ms (leak.py's /fill: 4 MiB steps paced over 450 ms, then past the limit, so
+// the OOM killer ends it). The OOM kill's post-mortem and the flight record each hold at least 3
+// samples of the climb: v1's usage thresholds (cgroup.event_control) wake the watcher, and it
+// sweeps at --fast-interval (100 ms) while memory climbs. At 1 Hz alone they held at most one.
+func TestFastFill(t *testing.T) {
+	const limit = 300 << 20
+	r := startLeak(t, limit, 1)
+	code, body := get(r.url("/hold?0.5"), 30*time.Second)
+	held, err := strconv.ParseUint(strings.TrimSpace(body), 10, 64)
+	if code != 200 || err != nil {
+		t.Fatalf("/hold: %d %q", code, body)
+	}
+	start := time.Now()
+	go get(r.url("/fill"), 30*time.Second) // it never answers: the OOM killer ends it
+	pm := r.p.stdout.waitEvent(t, 30*time.Second, "the fill's post-mortem", isEvent("postmortem"))
+	rep := readReport(t, pm)
+	if c := field(rep, "verdict", "cause"); c != "oom_killed" {
+		t.Fatalf("cause %v, want oom_killed: %v", c, field(rep, "verdict", "summary"))
+	}
+	died, err := time.Parse(time.RFC3339Nano, fmt.Sprint(field(rep, "incident", "at")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A sample of the climb: after the fill began, up to the death, with the working set above
+	// where /hold left it by more than the noise of a sample (4 MiB).
+	climbing := func(at time.Time, ws uint64) bool {
+		return !at.Before(start) && !at.After(died) && ws > held+4<<20
+	}
+	var inReport []string
+	samples, _ := field(rep, "container", "samples").([]any)
+	for _, s := range samples {
+		m, _ := s.(map[string]any)
+		at, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(m["t"]))
+		ws, _ := m["working_set_bytes"].(float64)
+		if climbing(at, uint64(ws)) {
+			inReport = append(inReport, fmt.Sprintf("%s %.0f MiB", at.Format("15:04:05.000"), ws/(1<<20)))
+		}
+	}
+	r.p.signal(t, syscall.SIGTERM)
+	r.p.wait(t, 30*time.Second)
+	host, _ := os.Hostname()
+	rec, err := flightrec.Previous(r.reports, host)
+	if err != nil || rec == nil {
+		t.Fatalf("no flight record: %v", err)
+	}
+	var inRecord []string
+	for _, st := range rec.Container {
+		if st.WorkingSet.Known && climbing(st.Time, st.WorkingSet.V) {
+			inRecord = append(inRecord, fmt.Sprintf("%s %d MiB", st.Time.Format("15:04:05.000"), st.WorkingSet.V>>20))
+		}
+	}
+	t.Logf("held %d MiB of %d; fill from %s, killed at %s; climb samples in the report %q, in the flight record %q",
+		held>>20, limit>>20, start.Format("15:04:05.000"), died.Format("15:04:05.000"), inReport, inRecord)
+	if len(inReport) < 3 || len(inRecord) < 3 {
+		t.Errorf("%d samples of the climb in the report and %d in the flight record, want at least 3 in each", len(inReport), len(inRecord))
+	}
 }

@@ -109,6 +109,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	var eng *engine.Engine    // made below, once the watcher it tells exists
 	var batch []probes.Event  // the sweep's events while Options.Sweep runs it (the watcher's goroutine only)
 	var lastCg memwatch.Stats // the sweep's cgroup sample, for Options.Private (the watcher's goroutine only)
+	climb := newMemClimb()    // sweeps at --fast-interval while memory climbs (memclimb.go)
 	flight := startFlight(cfg, out, ps, reports, settings, cgStats, time.Now())
 	flight.awaitRecovery()
 	fl := newFleet(out, ps, proc, settings, cfg.MetricsAddr != "")
@@ -121,6 +122,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		FastInterval: cfg.FastInterval,
 		Warn:         func(msg string) { out.warnOnce(msg, "proc_unreadable", msg) },
 		Private:      wantPrivate(recyclePolicy(cfg, settings), &lastCg),
+		Fast:         climb.fast,
 		// The container's cgroup is sampled in the workers' sweep, and the sweep's events reach
 		// the engine in one batch: an idle gwrap wakes once a second, and wakes the engine once.
 		// The flight record takes the sweep's lines in one write.
@@ -131,6 +133,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 						fault(partCgroup)
 						st := sampleCgroup(cg, out)
 						lastCg = st
+						climb.sample(st)
 						flight.Container(st)
 						fl.container(st)
 						eng.Container(st)
@@ -143,6 +146,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			batch = nil
 		},
 	})
+	climb.wake = watcher.Wake
 	// The engine holds Gunicorn's settings: it tells the watcher what to judge workers against,
 	// and the outputs what to label their counts with.
 	eng = engine.New(engine.Config{
@@ -285,6 +289,16 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			<-octx.Done() // a part that stopped early must not end the group, and the app with it
 			return nil
 		}, func(error) { ocancel() })
+		// Memory notifications: a sweep at once when memory moves.
+		nctx, ncancel := context.WithCancel(ctx)
+		g.Add(func() error {
+			ps.run(partNotify, func() {
+				fault(partNotify)
+				climb.run(nctx, cg, cgStats.Limit.V, func(msg string) { out.warnOnce(msg, "memory_notify", msg) })
+			})
+			<-nctx.Done()
+			return nil
+		}, func(error) { ncancel() })
 	}
 	if cfg.MetricsAddr != "" {
 		mctx, mcancel := context.WithCancel(ctx)

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gwrap/gwrap/flightrec"
 	"github.com/gwrap/gwrap/internal/testkit"
 )
 
@@ -63,13 +64,19 @@ func startGwrap(t *testing.T, c *cgroup, timeout int) *gwrapRun {
 // startGwrapReports is startGwrap with a given report dir (where the flight record lives too).
 func startGwrapReports(t *testing.T, c *cgroup, timeout int, reports string) *gwrapRun {
 	t.Helper()
-	bin := os.Getenv("GWRAP_BIN")
-	if bin == "" {
-		t.Fatal("GWRAP_BIN is not set (the host test sets it)")
-	}
 	dir := t.TempDir()
 	if err := os.WriteFile(filepath.Join(dir, "app.py"), []byte(app), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	return startGwrapApp(t, c, timeout, reports, dir, "app:app")
+}
+
+// startGwrapApp is startGwrapReports with the app module of dir Gunicorn serves.
+func startGwrapApp(t *testing.T, c *cgroup, timeout int, reports, dir, module string) *gwrapRun {
+	t.Helper()
+	bin := os.Getenv("GWRAP_BIN")
+	if bin == "" {
+		t.Fatal("GWRAP_BIN is not set (the host test sets it)")
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -78,7 +85,7 @@ func startGwrapReports(t *testing.T, c *cgroup, timeout int, reports string) *gw
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
 	r := &gwrapRun{port: port, reports: reports, waited: make(chan struct{})}
-	cmd := c.command(t, bin, "--report-dir", r.reports, "--", "/usr/bin/gunicorn", "--chdir", dir, "app:app",
+	cmd := c.command(t, bin, "--report-dir", r.reports, "--", "/usr/bin/gunicorn", "--chdir", dir, module,
 		"--workers", "1", "--timeout", fmt.Sprint(timeout), "--graceful-timeout", "5", "--bind", fmt.Sprintf("127.0.0.1:%d", port))
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
@@ -274,4 +281,80 @@ func TestGwrapOOMGroupWarning(t *testing.T) {
 	}
 	again.ready(t, "gwrap_after_group_kill")
 	again.stop(t)
+}
+
+// TestGwrapFastFill is issue 25's fast fill on cgroup v2: a worker fills the container from half
+// its memory.max to the limit within about 500 ms (testkit's leak.py, /hold?0.5 then /fill), and
+// the OOM kill's post-mortem and the flight record each hold at least 3 samples of the climb. v2
+// has no usage threshold: memwatch.Notify reads memory.current ten times a second while the usage
+// is above 40 % of the limit and wakes gwrap at each 5 % it moves, and memory.events and the
+// memory.pressure trigger wake it near the limit; gwrap then sweeps at 10 Hz.
+func TestGwrapFastFill(t *testing.T) {
+	const limit = 300 << 20
+	c := newCgroup(t, "gwrap-g-fill", "memory.max", fmt.Sprint(limit))
+	reports := t.TempDir()
+	r := startGwrapApp(t, c, 60, reports, testkit.AppsDir(), "leak:app")
+	r.ready(t, "fast_fill")
+	hc := http.Client{Timeout: 3 * time.Minute}
+	resp, err := hc.Get(fmt.Sprintf("http://127.0.0.1:%d/hold?0.5", r.port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	var held uint64
+	if _, err := fmt.Sscan(strings.TrimSpace(string(body)), &held); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("/hold: %d %q", resp.StatusCode, body)
+	}
+	start := time.Now()
+	r.request("/fill")
+	pm := r.out.Wait(t, 3*time.Minute, "the fill's post-mortem", testkit.IsEvent("postmortem"))
+	rep := report(t, pm)
+	if c := field(rep, "verdict", "cause"); c != "oom_killed" {
+		t.Errorf("cause %v, want oom_killed: %v", c, pm["summary"])
+	}
+	died, err := time.Parse(time.RFC3339Nano, fmt.Sprint(field(rep, "incident", "at")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A sample of the climb: after the fill began, up to the death, with the working set above
+	// where /hold left it by more than a sample's noise (4 MiB).
+	climbing := func(at time.Time, ws uint64) bool {
+		return !at.Before(start) && !at.After(died) && ws > held+4<<20
+	}
+	var inReport, inRecord []string
+	var first, last time.Time
+	early := 0 // samples in the record within the climb's first 500 ms (emulation makes the fill slower)
+	samples, _ := field(rep, "container", "samples").([]any)
+	for _, s := range samples {
+		m, _ := s.(map[string]any)
+		at, _ := time.Parse(time.RFC3339Nano, fmt.Sprint(m["t"]))
+		ws, _ := m["working_set_bytes"].(float64)
+		if climbing(at, uint64(ws)) {
+			inReport = append(inReport, fmt.Sprintf("%s/%.0fMiB", at.Format("05.000"), ws/(1<<20)))
+		}
+	}
+	r.stop(t)
+	host, _ := os.Hostname()
+	rec, err := flightrec.Previous(reports, host)
+	if err != nil || rec == nil {
+		t.Fatalf("no flight record: %v", err)
+	}
+	for _, st := range rec.Container {
+		if st.WorkingSet.Known && climbing(st.Time, st.WorkingSet.V) {
+			inRecord = append(inRecord, fmt.Sprintf("%s/%dMiB", st.Time.Format("05.000"), st.WorkingSet.V>>20))
+			if first.IsZero() {
+				first = st.Time
+			}
+			if st.Time.Sub(first) <= 500*time.Millisecond {
+				early++
+			}
+			last = st.Time
+		}
+	}
+	measure(t, "gwrap_fast_fill", "held=%dMiB limit=%dMiB fill_to_death=%v climb_samples_report=%d climb_samples_record=%d in_first_500ms=%d first_to_last=%v report=%v record=%v",
+		held>>20, limit>>20, died.Sub(start).Round(time.Millisecond), len(inReport), len(inRecord), early, last.Sub(first).Round(time.Millisecond), inReport, inRecord)
+	if len(inReport) < 3 || len(inRecord) < 3 || early < 3 {
+		t.Errorf("%d samples of the climb in the report and %d in the flight record (%d in its first 500 ms), want at least 3 in each", len(inReport), len(inRecord), early)
+	}
 }
