@@ -43,6 +43,10 @@ func TestFlightRecordExplainsAWholeContainerKill(t *testing.T) {
 	// record on disk has a sample of it.
 	first := start()
 	waitHTTP(t, fmt.Sprintf("http://127.0.0.1:%d/", port), 30*time.Second)
+	// The worker's first sample in the record comes before the first allocation: the timeline
+	// then starts from the worker as it booted, whatever the pace of the samples (ten a second
+	// while memory climbs fast catch a sample between an allocation and the next).
+	waitRecord(t, reports, host, 1)
 	for i := 1; i <= 5; i++ {
 		if code, body := get(fmt.Sprintf("http://127.0.0.1:%d/alloc?40", port), 20*time.Second); code != 200 {
 			t.Fatalf("alloc %d: %d %s", i, code, body)
