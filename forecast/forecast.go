@@ -96,6 +96,7 @@ type Tracker struct {
 	recent []point // the samples of the last 1.5 s, whatever their rate (the fast climb)
 
 	floor, peak float64   // the episode's floor and highest working set
+	peakAt      time.Time // when the working set was at peak
 	riseAt      time.Time // the last time the working set sat at the floor
 	started     bool
 	warned      bool      // the episode's forecast was given
@@ -122,7 +123,8 @@ func (t *Tracker) Add(at time.Time, ws, limit uint64) {
 	t.limit = limit
 	p := point{at: at, ws: float64(ws)}
 	if t.started && p.ws <= t.floor+(t.peak-t.floor)/4 && t.peak-t.floor > t.noise() {
-		t.ended = t.growth(t.last.at) // the episode's growth before this sample ends it
+		// The episode's growth up to its peak: a kill's memory may come back over a few samples.
+		t.ended = t.growth(t.peakAt)
 	}
 	keep := 0
 	for keep < len(t.recent) && at.Sub(t.recent[keep].at) > fastSpan {
@@ -161,8 +163,8 @@ func (t *Tracker) Add(at time.Time, ws, limit uint64) {
 	if p.ws <= t.floor+noise {
 		t.riseAt = at
 	}
-	if p.ws > t.peak {
-		t.peak = p.ws
+	if p.ws >= t.peak {
+		t.peak, t.peakAt = p.ws, at
 	}
 	// Flat for a whole window: the floor moves up to where the working set now sits.
 	if t.span() >= t.opt.Window-2*time.Second {

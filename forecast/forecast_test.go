@@ -260,3 +260,25 @@ func TestGrowthMean(t *testing.T) {
 		t.Errorf("mean %.0f MiB/s, want about 300", r)
 	}
 }
+
+// TestGrowthAtPeak: at 10 Hz a kill's memory comes back over a few samples; the ended episode's
+// growth is the climb's up to its peak, not to a sample halfway down.
+func TestGrowthAtPeak(t *testing.T) {
+	tr := New(Options{})
+	for i := 0; i <= 300; i++ { // 30 s at 10 Hz, 8 MiB/s from 24 MiB
+		tr.Add(sec(float64(i)/10), uint64((24+0.8*float64(i))*mib), 300*mib)
+	}
+	for i, ws := range []float64{250, 200, 120, 30} { // the kill's memory coming back
+		tr.Add(sec(30.1+float64(i)/10), uint64(ws*mib), 300*mib)
+	}
+	g, ok := tr.GrowthAt(sec(30.05))
+	if !ok || !g.Known {
+		t.Fatalf("ok %v: %+v", ok, g)
+	}
+	if n := float64(g.Now) / mib; n < 260 {
+		t.Errorf("the growth ends at %.0f MiB, want the peak (264 MiB)", n)
+	}
+	if r := g.Rate / mib; math.Abs(r-8) > 0.8 {
+		t.Errorf("rate %.2f MiB/s, want 8", r)
+	}
+}
