@@ -595,8 +595,8 @@ func (s *state) probe(e probes.Event) {
 // in the half timeout before it: Gunicorn times out only a worker silent for longer than the
 // timeout and kills it within a second or two, so the line was not the master's, whoever wrote it;
 // the worker's real end, later, makes an incident of its own. A beat after the line is given
-// beatGrace first: a gevent worker blocked in C beats once more as the SIGABRT unwinds it, and
-// dies right after (dropTimeoutsBeaten).
+// beatGrace first: a gevent worker blocked in C beats again as the SIGABRT unwinds it, and
+// dies up to its graceful timeout later (dropTimeoutsBeaten).
 func (s *state) beatAfterTimeout(w *worker, sm probes.Sample, at time.Time) {
 	inc := w.inc
 	if inc == nil || !inc.timeout || inc.died() || sm.HeartbeatAge < 0 || !sm.Heartbeats {
@@ -616,14 +616,19 @@ func (s *state) beatAfterTimeout(w *worker, sm probes.Sample, at time.Time) {
 }
 
 // beatGrace is how long a worker that beat after its WORKER TIMEOUT line may take to die before
-// the line is taken for a lie.
-const beatGrace = 2 * time.Second
+// the line is taken for a lie: 2 s, and an event-loop worker's graceful unwind on top
+// (gunicorn.Class.AbortUnwind).
+func (s *state) beatGrace() time.Duration {
+	graceful := time.Duration(s.settings.GracefulTimeout) * time.Second
+	return 2*time.Second + gunicorn.ClassOf(s.settings).AbortUnwind(graceful)
+}
 
 // dropTimeoutsBeaten drops the timeout incidents whose worker beat after the line and lives on
 // past beatGrace.
 func (s *state) dropTimeoutsBeaten(now time.Time) {
+	grace := s.beatGrace()
 	for _, inc := range append([]*incident(nil), s.open...) {
-		if inc.timeout && !inc.beatAt.IsZero() && !inc.died() && now.Sub(inc.beatAt) >= beatGrace && s.alive(inc.w) {
+		if inc.timeout && !inc.beatAt.IsZero() && !inc.died() && now.Sub(inc.beatAt) >= grace && s.alive(inc.w) {
 			s.dropBeaten(inc, now)
 		}
 	}

@@ -93,3 +93,15 @@ func (c Class) Async() bool {
 	}
 	return false
 }
+
+// AbortUnwind is how long a worker of the class may go on beating after Gunicorn's SIGABRT
+// before it exits: an event-loop worker (gevent, eventlet) leaves its loop and then serves its
+// open connections for up to the graceful timeout, beating every second (ggevent.py's run), so
+// a beat after the WORKER TIMEOUT line is no sign it recovered; the other classes exit from the
+// signal handler at once (base.py's handle_abort).
+func (c Class) AbortUnwind(graceful time.Duration) time.Duration {
+	if c.family() == familyLoop {
+		return graceful + time.Second
+	}
+	return 0
+}
