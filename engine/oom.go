@@ -176,7 +176,7 @@ func (s *state) oom(in oomIn, now time.Time) {
 	if k.count > 0 {
 		s.ooms = append(s.ooms, k)
 	}
-	s.emit(ev(e.Time, Error, "oom.kill", msg, f("count", e.Count), f("total", e.Total), f("pids", pids)))
+	s.emit(ev(e.Time, Error, "oom.kill", msg, f("count", e.Count), f("total", e.Total), f("pids", pids)).with(OOMKill{Count: e.Count}))
 }
 
 // unclaimedOOM names the victims of every move still open among the workers whose evidence fits,

@@ -108,10 +108,24 @@ type recorder struct {
 	events  []Event
 	relayed int
 	reports []postmortem.Report
+	warned  map[string]bool
 }
 
 func (r *recorder) Relay(string, []byte, gunicorn.Event, time.Time) { r.relayed++ }
-func (r *recorder) Emit(e Event)                                    { r.events = append(r.events, e) }
+
+// Emit keeps the event; like the outputs' registry, it drops a warning whose key was said.
+func (r *recorder) Emit(e Event) {
+	if w, ok := e.Fact.(Warning); ok {
+		if r.warned[w.Key] {
+			return
+		}
+		if r.warned == nil {
+			r.warned = map[string]bool{}
+		}
+		r.warned[w.Key] = true
+	}
+	r.events = append(r.events, e)
+}
 func (r *recorder) Write(rep postmortem.Report) (string, error) {
 	r.reports = append(r.reports, rep)
 	return "mem/" + rep.ID + ".json", nil

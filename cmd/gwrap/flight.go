@@ -5,12 +5,11 @@ import (
 	"strings"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/gwrap/gwrap/engine"
 	"github.com/gwrap/gwrap/flightrec"
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/output"
 	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
 )
@@ -42,14 +41,14 @@ type flightQueue struct {
 // announces it as a postmortem event; then it opens this run's record, which replaces the
 // previous one. It never fails: a report dir that cannot be read or written is said once, and
 // one the store's start-up check refused (a symlink, not a directory) is not touched at all.
-func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, settings gunicorn.Settings, cg memwatch.Stats, start time.Time) *flightQueue {
+func startFlight(cfg config, out *output.Writer, ps *parts, reports *reportQueue, settings gunicorn.Settings, cg memwatch.Stats, start time.Time) *flightQueue {
 	f := &flightQueue{stop: make(chan struct{}), recovered: make(chan struct{})}
 	f.q = newDiskQueue(partFlight, ps, flightQueueMax, false, func(int) {
-		out.warnOnce("flight-queue", "flight_queue", "the report dir "+cfg.ReportDir+" is not keeping up with the flight record: its lines are dropped and counted in gwrap.exit")
+		out.WarnOnce("flight-queue", "flight_queue", "the report dir "+cfg.ReportDir+" is not keeping up with the flight record: its lines are dropped and counted in gwrap.exit")
 	})
 	host, err := os.Hostname()
 	if err != nil {
-		out.warnOnce("flight-host", "flight_host", "cannot read the host name ("+err.Error()+"); the flight record is kept as host \"unknown\"")
+		out.WarnOnce("flight-host", "flight_host", "cannot read the host name ("+err.Error()+"); the flight record is kept as host \"unknown\"")
 	}
 	f.q.push(diskJob{at: start, run: func() error {
 		recovered := false
@@ -70,12 +69,9 @@ func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, setti
 		if rep != nil {
 			path, err := reports.Write(*rep)
 			if err != nil {
-				out.warnOnce("report-write", "report_write", "cannot write post-mortem reports to "+cfg.ReportDir+": "+err.Error()+" (they still appear on stdout)")
+				out.WarnOnce("report-write", "report_write", "cannot write post-mortem reports to "+cfg.ReportDir+": "+err.Error()+" (they still appear on stdout)")
 			}
-			v := rep.Verdict
-			out.event(zerolog.ErrorLevel, "postmortem").Str("cause", string(v.Cause)).Int("pid", rep.Incident.PID).
-				Str("kind", string(rep.Incident.Kind)).Bool("near_memory_limit", v.NearMemoryLimit).Bool("ran_long", v.RanLong).
-				Str("confidence", v.Confidence).Str("summary", v.Summary).Str("report", path).Str("id", rep.ID).Msg(v.Summary)
+			out.PreviousRun(*rep, path)
 		}
 		recovered = true
 		close(f.recovered)
@@ -92,12 +88,12 @@ func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, setti
 				if strings.HasPrefix(msg, "flight record: ") {
 					key = msg // a file refused: each once (the recorder says each once)
 				}
-				out.warnOnce(key, "flight_record", msg)
+				out.WarnOnce(key, "flight_record", msg)
 			},
 			Refused: refused,
 		})
 		if readErr != nil {
-			out.warnOnce("flight", "flight_record", "cannot read the previous run's flight record: "+readErr.Error())
+			out.WarnOnce("flight", "flight_record", "cannot read the previous run's flight record: "+readErr.Error())
 		}
 		return nil
 	}})

@@ -13,6 +13,7 @@ import (
 	"github.com/gwrap/gwrap/flightrec"
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/output"
 	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
 )
@@ -25,7 +26,7 @@ import (
 func TestFlightRecordKeepsGunicornsReasons(t *testing.T) {
 	host, _ := os.Hostname()
 	cfg := config{ReportDir: t.TempDir(), StopBudget: 8 * time.Second, Thresholds: postmortem.DefaultThresholds()}
-	out := newOutput(io.Discard, io.Discard, "json", time.Now)
+	out := output.NewWriter(io.Discard, io.Discard, "json", time.Now)
 	ps := newParts(out)
 	reports := newReportQueue(postmortem.NewStore(cfg.ReportDir, postmortem.Retention{}), out, ps)
 	flight := startFlight(cfg, out, ps, reports, gunicorn.Settings{Timeout: 30}, memwatch.Stats{}, time.Now())
