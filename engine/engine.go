@@ -85,6 +85,9 @@ type Config struct {
 	Recycle   recycle.Policy
 	Terminate func(id probes.ID, master int) error
 
+	// Journal is the flight record, fed from the engine's inputs (nil: none).
+	Journal Journal
+
 	// OnPanic is told when the engine panicked: it is off from then on (no events, no
 	// post-mortems: its state cannot be trusted), and only relays Gunicorn's lines.
 	OnPanic func(guard.Panic)
@@ -122,6 +125,9 @@ type marked struct {
 func (m marked) Relay(stream string, line []byte, parsed gunicorn.Event, at time.Time) {
 	m.Emitter.Relay(stream, line, parsed, at)
 	m.e.relayed = true
+	if j := m.e.cfg.Journal; j != nil {
+		m.e.journalGuarded(func() { j.Gunicorn(parsed) })
+	}
 }
 
 // input is one producer's input: exactly one field is set.
@@ -129,6 +135,7 @@ type input struct {
 	line     *lineIn
 	probe    *probes.Event
 	probes   []probes.Event
+	sweep    *sweepIn
 	oom      *oomIn
 	stats    *memwatch.Stats
 	signal   *signalIn
@@ -335,6 +342,7 @@ func (e *Engine) takeGuarded(in input) {
 	if in.line != nil {
 		defer e.lines.give(len(in.line.line)) // whatever became of it, it is no longer queued
 	}
+	e.journal(in)
 	if !e.off {
 		e.relayed = false
 		e.guarded(func() { e.take(in) })
@@ -343,7 +351,7 @@ func (e *Engine) takeGuarded(in input) {
 		}
 	}
 	if l := in.line; l != nil {
-		guard.Run("engine", func() { e.st.out.Relay(l.stream, l.line, gunicorn.ParseLine(l.line), l.at) })
+		guard.Run("engine", func() { e.st.out.Relay(l.stream, l.line, gunicorn.ParseLine(l.line), l.at) }) // marked: journaled
 	}
 }
 
@@ -355,6 +363,13 @@ func (e *Engine) take(in input) {
 		e.st.probe(*in.probe)
 	case in.probes != nil:
 		for _, ev := range in.probes {
+			e.st.probe(ev)
+		}
+	case in.sweep != nil:
+		if in.sweep.stats != nil {
+			e.st.containerSample(*in.sweep.stats)
+		}
+		for _, ev := range in.sweep.probes {
 			e.st.probe(ev)
 		}
 	case in.oom != nil:

@@ -94,7 +94,7 @@ func TestStartFlight(t *testing.T) {
 	ps = newParts(out)
 	reports = newReportQueue(postmortem.NewStore(bad.ReportDir, postmortem.Retention{}), out, ps)
 	r := startFlight(bad, out, ps, reports, gunicorn.Settings{}, memwatch.Stats{}, time.Now())
-	r.Container(memwatch.Stats{Time: time.Now()})
+	r.Sweep(&memwatch.Stats{Time: time.Now()}, nil)
 	drain(r.q)
 	r.finish(time.Now().Add(5 * time.Second))
 	out.Finish(func() {}, time.Second, io.Discard)

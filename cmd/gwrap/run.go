@@ -122,23 +122,21 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		Private:      wantPrivate(recyclePolicy(cfg, settings), &lastCg),
 		// The container's cgroup is sampled in the workers' sweep, and the sweep's events reach
 		// the engine in one batch: an idle gwrap wakes once a second, and wakes the engine once.
-		// The flight record takes the sweep's lines in one write.
+		// The flight record (the engine's journal) takes the sweep's lines in one write.
 		Sweep: func(_ time.Time, sample func()) {
-			flight.Batch(func() {
-				if cg != nil {
-					ps.run(partCgroup, func() {
-						fault(partCgroup)
-						st := sampleCgroup(cg, out)
-						lastCg = st
-						flight.Container(st)
-						fl.container(st)
-						eng.Container(st)
-					})
-				}
-				batch = []probes.Event{}
-				sample()
-			})
-			eng.Probes(batch)
+			var swept *memwatch.Stats
+			if cg != nil {
+				ps.run(partCgroup, func() {
+					fault(partCgroup)
+					st := sampleCgroup(cg, out)
+					lastCg = st
+					fl.container(st)
+					swept = &st
+				})
+			}
+			batch = []probes.Event{}
+			sample()
+			eng.Sweep(swept, batch)
 			batch = nil
 		},
 	})
@@ -164,7 +162,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		Requests:     reqs.engineFunc(),
 		History:      cfg.History,
 		Interval:     cfg.Interval,
-	}, recorded{fl, flight, ps})
+		Journal:      flight,
+	}, fl)
 	ectx, ecancel := context.WithCancel(context.Background())
 	engineDone := make(chan struct{})
 	go func() { eng.Run(ectx); close(engineDone) }()
@@ -210,7 +209,6 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 				if sig == syscall.SIGTERM || sig == syscall.SIGINT || sig == syscall.SIGQUIT {
 					stopAt.CompareAndSwap(0, time.Now().UnixNano())
 				}
-				ps.run(partFlight, func() { flight.Signal(sig, forwarded) })
 				if s, ok := sig.(syscall.Signal); ok {
 					eng.Signal(s, forwarded)
 				}
@@ -250,7 +248,6 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 					})
 				}
 			}
-			flightProbe(flight, ev)
 			if batch != nil {
 				batch = append(batch, ev)
 				return
@@ -276,7 +273,6 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 				// The engine first: it reads /proc while the victim is still there to be seen dying.
 				cg.WatchOOM(octx, func(ev memwatch.OOMEvent) {
 					eng.OOM(ev)
-					flight.OOM(ev)
 					oomTotal.Store(max(oomTotal.Load(), ev.Total))
 				}, func(msg string) { out.WarnOnce("oom", "oom_polled", msg) })
 			})
