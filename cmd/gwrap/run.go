@@ -190,6 +190,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			Signals:          sigs,
 			ReapEvery:        5 * time.Second, // sigs carry SIGCHLD (subscribe)
 			Upgrading:        upgrading.list,
+			Warn:             func(code, msg string) { out.WarnOnce(code, code, msg) },
 			OnStop:           func(pid int, stopped bool, sig syscall.Signal) { stoppedEvent(out, pid, stopped, sig) },
 			OnStart: func(pid int) {
 				eng.Started(pid)
