@@ -23,7 +23,7 @@ type Field struct {
 	Value any
 }
 
-// Event is one of gwrap's own contract events (DESIGN.md, "Contract"): its name (worker.late,
+// Event is one of gwrap's own contract events (README.md, "Output"; the golden files in cmd/gwrap/testdata/contract): its name (worker.late,
 // postmortem…), a one-sentence message, and the fields of that event. Time is when it happened,
 // not when it is written.
 type Event struct {

@@ -1,6 +1,8 @@
 // Package engine is gwrap's middle: everything between the producers (the relay's lines, the worker
 // watcher's samples and events, the cgroup sampler, the OOM watcher, the supervisor's signals and
-// exit) and the outputs (the contract's JSON events and the post-mortem reports).
+// exit) and the outputs: the contract's events (Emitter; what is counted or reported besides
+// stdout rides on each event as a typed Fact, taken by a Port: emit.go), the post-mortem reports
+// (Reporter), and the flight record, its Journal of every input it takes (journal.go).
 //
 // One goroutine owns all of it. Each worker has one record, keyed by (pid, start time), holding
 // its samples, its late spells and its incident, and forgotten at one expiry. An incident is

@@ -298,7 +298,7 @@ func (sc scenario) run(t *testing.T) (map[int]postmortem.Report, *recorder) {
 	return out, rec
 }
 
-// TestCorrelateLogs replays every release's sequences (GUNICORN.md §1.3): one incident per dead
+// TestCorrelateLogs replays every release's sequences (gunicorn/testdata/logs): one incident per dead
 // worker, none for the workers a HUP replaced, TTOU removed, max-requests recycled or TERM stopped.
 func TestReplayLogs(t *testing.T) {
 	for _, sc := range []scenario{
