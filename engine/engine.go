@@ -99,7 +99,7 @@ type Config struct {
 	Now      func() time.Time
 }
 
-// Engine is gwrap's event loop. Producers call Line, Probe, OOM, Container, Signal and ChildExit
+// Engine is gwrap's event loop. Producers call Line, Probe, Sweep, OOM, Signal and ChildExit
 // from their own goroutines; Run owns everything else.
 type Engine struct {
 	cfg Config
@@ -136,10 +136,8 @@ func (m marked) Relay(stream string, line []byte, parsed gunicorn.Event, at time
 type input struct {
 	line     *lineIn
 	probe    *probes.Event
-	probes   []probes.Event
 	sweep    *sweepIn
 	oom      *oomIn
-	stats    *memwatch.Stats
 	signal   *signalIn
 	exit     *ExitInfo
 	root     int
@@ -223,15 +221,20 @@ func (e *Engine) Probe(ev probes.Event) {
 	e.send(input{probe: &ev})
 }
 
-// Probes hands the engine a sweep's events in one input, taken in order (one wake-up of the
-// engine a sweep, not one an event). The engine keeps the slice.
-func (e *Engine) Probes(evs []probes.Event) {
+// Sweep hands the engine a sweep of the watcher in one input: the cgroup's sample (nil: none),
+// taken first, and the workers' events, in order (one wake-up of the engine a sweep).
+func (e *Engine) Sweep(st *memwatch.Stats, evs []probes.Event) {
 	for _, ev := range evs {
 		e.sawMaster(ev)
 	}
-	if len(evs) > 0 {
-		e.send(input{probes: evs})
+	if st != nil || len(evs) > 0 {
+		e.send(input{sweep: &sweepIn{stats: st, probes: evs}})
 	}
+}
+
+type sweepIn struct {
+	stats  *memwatch.Stats
+	probes []probes.Event
 }
 
 func (e *Engine) sawMaster(ev probes.Event) { e.fatesOf.saw(ev) }
@@ -253,9 +256,6 @@ func (e *Engine) OOM(ev memwatch.OOMEvent) {
 	}
 	e.send(input{oom: in})
 }
-
-// Container hands the engine a cgroup sample.
-func (e *Engine) Container(st memwatch.Stats) { e.send(input{stats: &st}) }
 
 // Signal tells the engine a signal was received (and forwarded to Gunicorn or not).
 func (e *Engine) Signal(sig syscall.Signal, forwarded bool) {
@@ -363,10 +363,6 @@ func (e *Engine) take(in input) {
 		e.st.line(in.line.stream, in.line.line, in.line.at)
 	case in.probe != nil:
 		e.st.probe(*in.probe)
-	case in.probes != nil:
-		for _, ev := range in.probes {
-			e.st.probe(ev)
-		}
 	case in.sweep != nil:
 		if in.sweep.stats != nil {
 			e.st.containerSample(*in.sweep.stats)
@@ -376,8 +372,6 @@ func (e *Engine) take(in input) {
 		}
 	case in.oom != nil:
 		e.st.oom(*in.oom, e.cfg.Now())
-	case in.stats != nil:
-		e.st.containerSample(*in.stats)
 	case in.signal != nil:
 		e.st.signal(in.signal.sig, in.signal.forwarded, in.signal.at)
 	case in.exit != nil:

@@ -28,22 +28,6 @@ type Journal interface {
 	OOM(memwatch.OOMEvent)
 }
 
-// Sweep hands the engine a sweep of the watcher in one input: the cgroup's sample (nil: none),
-// taken first, and the workers' events, in order (one wake-up of the engine a sweep).
-func (e *Engine) Sweep(st *memwatch.Stats, evs []probes.Event) {
-	for _, ev := range evs {
-		e.sawMaster(ev)
-	}
-	if st != nil || len(evs) > 0 {
-		e.send(input{sweep: &sweepIn{stats: st, probes: evs}})
-	}
-}
-
-type sweepIn struct {
-	stats  *memwatch.Stats
-	probes []probes.Event
-}
-
 // journal hands the journal an input, behind a guard of its own.
 func (e *Engine) journal(in input) {
 	j := e.cfg.Journal
@@ -54,12 +38,8 @@ func (e *Engine) journal(in input) {
 		switch {
 		case in.probe != nil:
 			j.Probe(*in.probe)
-		case in.probes != nil:
-			j.Sweep(nil, in.probes)
 		case in.sweep != nil:
 			j.Sweep(in.sweep.stats, in.sweep.probes)
-		case in.stats != nil:
-			j.Sweep(in.stats, nil)
 		case in.oom != nil:
 			j.OOM(in.oom.ev)
 		case in.signal != nil:

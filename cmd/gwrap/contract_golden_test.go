@@ -299,13 +299,13 @@ func runEngine(t *testing.T, out *output.Writer, fl *fleet, clock *contractClock
 	for i := 1; i <= 10; i++ {
 		at = t0.Add(time.Duration(i) * time.Second)
 		clock.set(at)
-		eng.Container(cgroup(at, 0))
+		cg := cgroup(at, 0)
 		var sweep []probes.Event
 		for _, id := range []probes.ID{late, slow, crash, oom} {
 			sweep = append(sweep, sample(id, at, time.Second, 2, ""))
 		}
 		sweep = append(sweep, sample(dirty, at, time.Second, 1, probes.RoleDirty))
-		eng.Probes(sweep)
+		eng.Sweep(&cg, sweep)
 	}
 	// Worker 102 hangs on its database and is timed out; 103 is late, then beats again.
 	deep := &probes.Deep{Time: at, Wchan: "do_poll", Syscall: "poll", Sockets: []probes.Socket{{Proto: "tcp", Local: "10.0.0.2:40000", Remote: "10.0.0.5:5432", State: "ESTABLISHED", Inode: 7}},
@@ -313,7 +313,7 @@ func runEngine(t *testing.T, out *output.Writer, fl *fleet, clock *contractClock
 	for i := 11; i <= 40; i++ {
 		at = t0.Add(time.Duration(i) * time.Second)
 		clock.set(at)
-		eng.Container(cgroup(at, 0))
+		cg := cgroup(at, 0)
 		age := time.Duration(i-10) * time.Second
 		sweep := []probes.Event{sample(late, at, age, 0.5, ""), sample(crash, at, time.Second, 2, ""), sample(oom, at, time.Second, 3, "")}
 		if i <= 27 {
@@ -331,7 +331,7 @@ func runEngine(t *testing.T, out *output.Writer, fl *fleet, clock *contractClock
 		if i == 28 {
 			sweep = append(sweep, probes.Event{Kind: probes.EventRecovered, ID: slow, Time: at})
 		}
-		eng.Probes(sweep)
+		eng.Sweep(&cg, sweep)
 	}
 	line(eng, at, 100, "CRITICAL", "WORKER TIMEOUT (pid:102)")
 	line(eng, at, 999, "CRITICAL", "WORKER TIMEOUT (pid:103)") // the app's own print: not believed
@@ -353,7 +353,8 @@ func runEngine(t *testing.T, out *output.Writer, fl *fleet, clock *contractClock
 	eng.Probe(probes.Event{Kind: probes.EventRecovered, ID: stuck, Time: at})
 	at = at.Add(time.Second)
 	clock.set(at)
-	eng.Container(cgroup(at, 1))
+	cg := cgroup(at, 1)
+	eng.Sweep(&cg, nil)
 	eng.OOM(memwatch.OOMEvent{Time: at, Count: 1, Total: 1})
 	eng.Probe(probes.Event{Kind: probes.EventVanish, ID: oom, Time: at})
 	// The dirty worker runs an action past --dirty-timeout; it ends later.
