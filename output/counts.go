@@ -156,7 +156,7 @@ func (c *Counts) Container(st memwatch.Stats) {
 type Stop struct {
 	Signal   string        // as every event names it: SIGTERM
 	Graceful bool          // SIGTERM: Gunicorn's graceful stop
-	Busy     string        // " with 2 of 3 workers busy", or "" when not known
+	Busy     func() string // " with 2 of 3 workers busy", or "" when not known: read only for the first stop
 	Budget   time.Duration // gwrap's stop budget
 	At       time.Time
 }
@@ -173,12 +173,16 @@ func (c *Counts) StopReason(path string, s Stop) (string, bool) {
 	if said {
 		return "", false
 	}
+	busy := ""
+	if s.Busy != nil {
+		busy = s.Busy()
+	}
 	c.mu.Lock()
 	graceful := c.settings.GracefulTimeout
 	c.mu.Unlock()
-	what := fmt.Sprintf("a graceful stop%s (Gunicorn's --graceful-timeout %d s, gwrap's stop budget %s)", s.Busy, graceful, s.Budget)
+	what := fmt.Sprintf("a graceful stop%s (Gunicorn's --graceful-timeout %d s, gwrap's stop budget %s)", busy, graceful, s.Budget)
 	if !s.Graceful {
-		what = fmt.Sprintf("a quick stop%s (gwrap's stop budget %s)", s.Busy, s.Budget)
+		what = fmt.Sprintf("a quick stop%s (gwrap's stop budget %s)", busy, s.Budget)
 	}
 	return fmt.Sprintf("%s at %s began %s, and the stop did not finish: gwrap replaces this message when it exits, so the container was killed before the stop ended, most likely at the end of the platform's grace period (docker or podman stop -t, Kubernetes' terminationGracePeriodSeconds)",
 		s.Signal, s.At.UTC().Format(time.RFC3339), what), true

@@ -171,11 +171,13 @@ func (f *fleet) stopping(path string, sig os.Signal, budget time.Duration, at ti
 }
 
 func (f *fleet) stopMessage(path string, sig os.Signal, budget time.Duration, at time.Time) {
-	busy := ""
-	if master := int(f.master.Load()); master != 0 && path != "" {
-		if s, err := f.proc.Saturation(master, at); err == nil && s.BusyKnown {
-			busy = fmt.Sprintf(" with %d of %d workers busy", s.Busy, s.Workers)
+	busy := func() string {
+		if master := int(f.master.Load()); master != 0 {
+			if s, err := f.proc.Saturation(master, at); err == nil && s.BusyKnown {
+				return fmt.Sprintf(" with %d of %d workers busy", s.Busy, s.Workers)
+			}
 		}
+		return ""
 	}
 	reason, ok := f.counts.StopReason(path, output.Stop{Signal: signalName(sig), Graceful: sig == syscall.SIGTERM, Busy: busy, Budget: budget, At: at})
 	if ok {
