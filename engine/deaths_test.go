@@ -526,7 +526,7 @@ func TestOOMReadsTheChildrenOfEveryParent(t *testing.T) {
 	e.Probe(probes.Event{Kind: probes.EventArbiter, ID: probes.ID{PID: 101}})
 	e.Probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 300}, Parent: 100})
 	oom()
-	e.Probes([]probes.Event{{Kind: probes.EventMasterGone, ID: probes.ID{PID: 100}}, {Kind: probes.EventArbiterGone, ID: probes.ID{PID: 101}}})
+	e.Sweep(nil, []probes.Event{{Kind: probes.EventMasterGone, ID: probes.ID{PID: 100}}, {Kind: probes.EventArbiterGone, ID: probes.ID{PID: 101}}})
 	oom()
 	if got, want := fmt.Sprint(asked), "[[50] [100] [100 101 300] [300]]"; got != want {
 		t.Errorf("children read of %s, want %s", got, want)

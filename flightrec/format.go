@@ -4,6 +4,10 @@
 // node restart) leaves a record the next start can read and explain as a post-mortem of the
 // previous run.
 //
+// It is the engine's journal (engine.Journal): fed from the engine's inputs, on its goroutine,
+// through gwrap's disk queue; what it keeps is its own one filter (Records for Gunicorn's lines,
+// RecordsProbe for the watcher's events).
+//
 // The format. A record is two segment files, flight-<host>.a.jsonl and flight-<host>.b.jsonl,
 // each at most Options.SegmentBytes. Every line is one self-contained JSON object with a
 // sequence number n, a kind k and a time t (Unix milliseconds). Lines are appended with write(2),

@@ -71,8 +71,9 @@ func (c Class) family() family {
 	return familyUnknown
 }
 
-// Heartbeat is how long an idle worker of the class stays silent at this timeout (GUNICORN.md,
-// "Timeout behaviour per worker class"): an idle sync or Uvicorn worker beats only every
+// Heartbeat is how long an idle worker of the class stays silent at this timeout (Gunicorn's
+// gunicorn/workers/base.py sets a worker's notify period to timeout/2, sync.py waits that long
+// when idle): an idle sync or Uvicorn worker beats only every
 // timeout/2; gthread and the event-loop classes about every second. A class gwrap does not know
 // is given timeout/2 too, so that an idle worker is never called late.
 func (c Class) Heartbeat(timeout time.Duration) time.Duration {
