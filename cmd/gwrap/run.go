@@ -253,6 +253,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 				}
 			}
 			flightProbe(flight, ev)
+			reqs.sampled(ev) // the latest sample of each worker, for /status
 			if batch != nil {
 				batch = append(batch, ev)
 				return
