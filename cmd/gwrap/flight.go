@@ -73,9 +73,17 @@ func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, setti
 				out.warnOnce("report-write", "report_write", "cannot write post-mortem reports to "+cfg.ReportDir+": "+err.Error()+" (they still appear on stdout)")
 			}
 			v := rep.Verdict
-			out.event(zerolog.ErrorLevel, "postmortem").Str("cause", string(v.Cause)).Int("pid", rep.Incident.PID).
+			e := out.event(zerolog.ErrorLevel, "postmortem").Str("cause", string(v.Cause)).Int("pid", rep.Incident.PID).
 				Str("kind", string(rep.Incident.Kind)).Bool("near_memory_limit", v.NearMemoryLimit).Bool("ran_long", v.RanLong).
-				Str("confidence", v.Confidence).Str("summary", v.Summary).Str("report", path).Str("id", rep.ID).Msg(v.Summary)
+				Str("confidence", v.Confidence).Str("summary", v.Summary).Str("report", path).Str("id", rep.ID)
+			if rs := rep.Incident.Requests; len(rs) > 0 { // as the engine's postmortem events carry them
+				names := make([]string, len(rs))
+				for i, r := range rs {
+					names[i] = r.Running()
+				}
+				e = e.Strs("requests", names)
+			}
+			e.Msg(v.Summary)
 		}
 		recovered = true
 		close(f.recovered)
@@ -165,9 +173,9 @@ func (f *flightQueue) Container(st memwatch.Stats) {
 	f.sample(func(r *flightrec.Recorder) { r.Container(st) })
 }
 
-// Worker records a worker's hot sample (the watcher's goroutine).
-func (f *flightQueue) Worker(id probes.ID, s probes.Sample) {
-	f.sample(func(r *flightrec.Recorder) { r.Worker(id, s) })
+// Worker records a worker's hot sample and the requests it was serving (the watcher's goroutine).
+func (f *flightQueue) Worker(id probes.ID, s probes.Sample, serving []postmortem.Request) {
+	f.sample(func(r *flightrec.Recorder) { r.Worker(id, s, serving...) })
 }
 
 // Event records one of the watcher's events (the watcher's goroutine).
@@ -217,11 +225,16 @@ func (r recorded) Relay(stream string, line []byte, parsed gunicorn.Event, at ti
 	r.ps.run(partFlight, func() { r.flight.Gunicorn(parsed) })
 }
 
-// flightProbe records the watcher's samples and events.
-func flightProbe(rec *flightQueue, ev probes.Event) {
+// flightProbe records the watcher's samples, with the requests each worker is serving (serving:
+// nil when requests are not recorded), and its events.
+func flightProbe(rec *flightQueue, ev probes.Event, serving func(probes.ID) []postmortem.Request) {
 	switch ev.Kind {
 	case probes.EventSample:
-		rec.Worker(ev.ID, ev.Sample)
+		var reqs []postmortem.Request
+		if serving != nil {
+			reqs = serving(ev.ID)
+		}
+		rec.Worker(ev.ID, ev.Sample, reqs)
 	case probes.EventStack:
 		// A followed dirty worker's stack, every sweep: gwrap's own following, not the worker's story.
 	default:

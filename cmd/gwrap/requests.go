@@ -148,6 +148,31 @@ func request(r inflight.Request, now time.Duration) postmortem.Request {
 		AgeSeconds: float64(r.Age(now).Round(100*time.Millisecond)) / float64(time.Second), Thread: r.ThreadID(), Cut: r.Cut}
 }
 
+// serving is the requests worker id is serving now, with their ages (none when they cannot be
+// read), for the flight record: so that a previous_run post-mortem names the requests in flight
+// when the whole container died.
+func (q *requests) serving(id probes.ID) (out []postmortem.Request) {
+	q.stk.ps.run(partStacks, func() {
+		t, why := q.table(id)
+		if why != "" {
+			return
+		}
+		now := q.mono()
+		for _, r := range t.InFlight {
+			out = append(out, request(r, now))
+		}
+	})
+	return out
+}
+
+// servingFunc is serving, or nil when requests are not recorded.
+func (q *requests) servingFunc() func(probes.ID) []postmortem.Request {
+	if q == nil {
+		return nil
+	}
+	return q.serving
+}
+
 // engineFunc is engine.Config.Requests: nil when requests are not recorded.
 func (q *requests) engineFunc() func(probes.ID, time.Time) ([]postmortem.Request, string) {
 	if q == nil {

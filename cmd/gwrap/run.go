@@ -252,7 +252,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 					})
 				}
 			}
-			flightProbe(flight, ev)
+			flightProbe(flight, ev, reqs.servingFunc())
 			reqs.sampled(ev) // the latest sample of each worker, for /status
 			if batch != nil {
 				batch = append(batch, ev)
