@@ -117,8 +117,16 @@ func (o *Writer) NewMaster(pid int) {
 // it was not).
 func (o *Writer) PreviousRun(rep postmortem.Report, path string) {
 	v := rep.Verdict
-	o.Emit(engine.Event{Level: engine.Error, Name: "postmortem", Message: v.Summary, Fields: []engine.Field{
+	fields := []engine.Field{
 		field("cause", string(v.Cause)), field("pid", rep.Incident.PID), field("kind", string(rep.Incident.Kind)),
 		field("near_memory_limit", v.NearMemoryLimit), field("ran_long", v.RanLong), field("confidence", v.Confidence),
-		field("summary", v.Summary), field("report", path), field("id", rep.ID)}})
+		field("summary", v.Summary), field("report", path), field("id", rep.ID)}
+	if rs := rep.Incident.Requests; len(rs) > 0 { // as the engine's postmortem events carry them
+		names := make([]string, len(rs))
+		for i, r := range rs {
+			names[i] = r.Running()
+		}
+		fields = append(fields, field("requests", names))
+	}
+	o.Emit(engine.Event{Level: engine.Error, Name: "postmortem", Message: v.Summary, Fields: fields})
 }

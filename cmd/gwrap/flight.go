@@ -28,6 +28,9 @@ type flightQueue struct {
 	stop      chan struct{}       // closed by finish: the first job no longer waits for the store
 	recovered chan struct{}       // closed once the previous run was looked at (and announced)
 	ps        *parts
+	// serving reads the requests a worker is serving now (nil: requests are not recorded); set
+	// before the engine starts, called on its goroutine as it hands over a sweep.
+	serving func(probes.ID) []postmortem.Request
 }
 
 // startFlight is called once, before Gunicorn starts, and returns at once; its first job, on
@@ -137,9 +140,19 @@ func (f *flightQueue) Gunicorn(ev gunicorn.Event) {
 func (f *flightQueue) Sweep(st *memwatch.Stats, evs []probes.Event) {
 	f.ps.run(partFlight, func() {
 		kept := make([]probes.Event, 0, len(evs))
+		var serving map[probes.ID][]postmortem.Request // each sampled worker's requests, read now
 		for _, ev := range evs {
-			if flightrec.RecordsProbe(ev) {
-				kept = append(kept, ev)
+			if !flightrec.RecordsProbe(ev) {
+				continue
+			}
+			kept = append(kept, ev)
+			if ev.Kind == probes.EventSample && f.serving != nil {
+				if rs := f.serving(ev.ID); len(rs) > 0 {
+					if serving == nil {
+						serving = make(map[probes.ID][]postmortem.Request)
+					}
+					serving[ev.ID] = rs
+				}
 			}
 		}
 		n := len(kept)
@@ -156,6 +169,10 @@ func (f *flightQueue) Sweep(st *memwatch.Stats, evs []probes.Event) {
 						f.rec.Container(*st)
 					}
 					for _, ev := range kept {
+						if ev.Kind == probes.EventSample {
+							f.rec.Worker(ev.ID, ev.Sample, serving[ev.ID]...)
+							continue
+						}
 						f.rec.Probe(ev)
 					}
 				})

@@ -114,6 +114,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	hostname, _ := os.Hostname()
 	reqs := newRequests(cfg.RecordRequests && cfg.PythonStacks, cfg.requestQuery(), stk, proc)
 	fl.reqs = reqs
+	flight.serving = reqs.servingFunc()
 	watcher := probes.NewWatcher(proc, probes.Options{
 		Stack:        stk.take,
 		Interval:     cfg.Interval,
@@ -249,6 +250,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 					})
 				}
 			}
+			reqs.sampled(ev) // the latest sample of each worker, for /status
 			if batch != nil {
 				batch = append(batch, ev)
 				return
