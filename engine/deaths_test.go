@@ -532,7 +532,7 @@ func TestOOMReadsTheChildrenOfEveryParent(t *testing.T) {
 	e.Probe(probes.Event{Kind: probes.EventArbiter, ID: probes.ID{PID: 101}})
 	e.Probe(probes.Event{Kind: probes.EventMaster, ID: probes.ID{PID: 300}, Parent: 100})
 	oom()
-	e.Probes([]probes.Event{{Kind: probes.EventMasterGone, ID: probes.ID{PID: 100}}, {Kind: probes.EventArbiterGone, ID: probes.ID{PID: 101}}})
+	e.Sweep(nil, []probes.Event{{Kind: probes.EventMasterGone, ID: probes.ID{PID: 100}}, {Kind: probes.EventArbiterGone, ID: probes.ID{PID: 101}}})
 	oom()
 	if got, want := fmt.Sprint(asked), "[[50] [100] [100 101 300] [300]]"; got != want {
 		t.Errorf("children read of %s, want %s", got, want)
@@ -655,6 +655,31 @@ func TestABeatWhileTheAbortUnwindsIsNoProof(t *testing.T) {
 	w.line(at(8.5), master, "ERROR", "Worker (pid:101) exited with code 1")
 	w.vanish(101, at(8.5))
 	w.end(at(9))
+	r, ok := w.report(101)
+	if !ok || r.Incident.Kind != "timeout" || !r.Incident.Timeout {
+		t.Fatalf("report %+v (found %v), want the timeout", r.Incident, ok)
+	}
+}
+
+// TestAGeventWorkerUnwindsForItsGracefulTimeout: once aborted, a gevent worker leaves its loop and
+// serves its open connections for up to the graceful timeout, beating every second (ggevent.py),
+// then exits: those beats are no sign that it recovered, the timeout is reported. Seen live on
+// 23.0 and 26.2.2: the worker beat 40 ms after the line and was gone 2.1 s later.
+func TestAGeventWorkerUnwindsForItsGracefulTimeout(t *testing.T) {
+	w := newWorld(gunicorn.Settings{Timeout: 6, GracefulTimeout: 30, Workers: 1, WorkerClass: "gevent", LogLevel: "info"})
+	w.fork(101, at(0))
+	w.healthy(101, at(0), at(4))
+	w.silent(101, at(4), at(10.5))
+	w.line(at(10.6), master, "CRITICAL", "WORKER TIMEOUT (pid:101)")
+	w.healthy(101, at(10.7), at(15)) // the graceful loop's beats
+	if w.st.w.known(101).inc == nil {
+		t.Fatalf("the timeout's incident was dropped 4 s into the worker's graceful unwind")
+	}
+	w.proc.exit(101, 1<<8)
+	w.proc.reap(101)
+	w.line(at(15.2), master, "ERROR", "Worker (pid:101) exited with code 1")
+	w.vanish(101, at(15.2))
+	w.end(at(16))
 	r, ok := w.report(101)
 	if !ok || r.Incident.Kind != "timeout" || !r.Incident.Timeout {
 		t.Fatalf("report %+v (found %v), want the timeout", r.Incident, ok)

@@ -94,6 +94,17 @@ func (s *state) name(w *worker) string {
 	return fmt.Sprintf("worker %d", w.id.PID)
 }
 
+// role is a worker's role (postmortem.Role*), "" for an HTTP worker.
+func (s *state) role(w *worker) string {
+	switch {
+	case isDirty(w):
+		return postmortem.RoleDirty
+	case isArbiterRec(w):
+		return postmortem.RoleDirtyArbiter
+	}
+	return ""
+}
+
 // roleFields are the fields that mark an event about a dirty worker (role, apps) or the arbiter;
 // none for an HTTP worker, so its events read as they always did.
 func (s *state) roleFields(w *worker) []Field {
@@ -219,7 +230,7 @@ func (s *state) dirtyLine(e gunicorn.Event, at time.Time) {
 			s.dirty.sockets = appendNew(s.dirty.sockets, e.Socket)
 		}
 		s.emit(ev(at, Info, "dirty_arbiter.start", fmt.Sprintf("Gunicorn started its dirty arbiter %d", e.WorkerPID),
-			f("pid", e.WorkerPID), f("dirty_timeout_s", s.settings.DirtyTimeout)))
+			f("pid", e.WorkerPID), f("dirty_timeout_s", s.settings.DirtyTimeout)).with(DirtyTimeout{Timeout: time.Duration(s.settings.DirtyTimeout) * time.Second}))
 	case gunicorn.KindDirtySpawned:
 		if e.PID == 0 || e.PID != s.dirty.arbiter {
 			return

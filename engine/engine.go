@@ -1,6 +1,8 @@
 // Package engine is gwrap's middle: everything between the producers (the relay's lines, the worker
 // watcher's samples and events, the cgroup sampler, the OOM watcher, the supervisor's signals and
-// exit) and the outputs (the contract's JSON events and the post-mortem reports).
+// exit) and the outputs: the contract's events (Emitter; what is counted or reported besides
+// stdout rides on each event as a typed Fact, taken by a Port: emit.go), the post-mortem reports
+// (Reporter), and the flight record, its Journal of every input it takes (journal.go).
 //
 // One goroutine owns all of it. Each worker has one record, keyed by (pid, start time), holding
 // its samples, its late spells and its incident, and forgotten at one expiry. An incident is
@@ -85,6 +87,9 @@ type Config struct {
 	Recycle   recycle.Policy
 	Terminate func(id probes.ID, master int) error
 
+	// Journal is the flight record, fed from the engine's inputs (nil: none).
+	Journal Journal
+
 	// OnPanic is told when the engine panicked: it is off from then on (no events, no
 	// post-mortems: its state cannot be trusted), and only relays Gunicorn's lines.
 	OnPanic func(guard.Panic)
@@ -94,7 +99,7 @@ type Config struct {
 	Now      func() time.Time
 }
 
-// Engine is gwrap's event loop. Producers call Line, Probe, OOM, Container, Signal and ChildExit
+// Engine is gwrap's event loop. Producers call Line, Probe, Sweep, OOM, Signal and ChildExit
 // from their own goroutines; Run owns everything else.
 type Engine struct {
 	cfg Config
@@ -122,15 +127,17 @@ type marked struct {
 func (m marked) Relay(stream string, line []byte, parsed gunicorn.Event, at time.Time) {
 	m.Emitter.Relay(stream, line, parsed, at)
 	m.e.relayed = true
+	if j := m.e.cfg.Journal; j != nil {
+		m.e.journalGuarded(func() { j.Gunicorn(parsed) })
+	}
 }
 
 // input is one producer's input: exactly one field is set.
 type input struct {
 	line     *lineIn
 	probe    *probes.Event
-	probes   []probes.Event
+	sweep    *sweepIn
 	oom      *oomIn
-	stats    *memwatch.Stats
 	signal   *signalIn
 	exit     *ExitInfo
 	root     int
@@ -214,15 +221,20 @@ func (e *Engine) Probe(ev probes.Event) {
 	e.send(input{probe: &ev})
 }
 
-// Probes hands the engine a sweep's events in one input, taken in order (one wake-up of the
-// engine a sweep, not one an event). The engine keeps the slice.
-func (e *Engine) Probes(evs []probes.Event) {
+// Sweep hands the engine a sweep of the watcher in one input: the cgroup's sample (nil: none),
+// taken first, and the workers' events, in order (one wake-up of the engine a sweep).
+func (e *Engine) Sweep(st *memwatch.Stats, evs []probes.Event) {
 	for _, ev := range evs {
 		e.sawMaster(ev)
 	}
-	if len(evs) > 0 {
-		e.send(input{probes: evs})
+	if st != nil || len(evs) > 0 {
+		e.send(input{sweep: &sweepIn{stats: st, probes: evs}})
 	}
+}
+
+type sweepIn struct {
+	stats  *memwatch.Stats
+	probes []probes.Event
 }
 
 func (e *Engine) sawMaster(ev probes.Event) { e.fatesOf.saw(ev) }
@@ -244,9 +256,6 @@ func (e *Engine) OOM(ev memwatch.OOMEvent) {
 	}
 	e.send(input{oom: in})
 }
-
-// Container hands the engine a cgroup sample.
-func (e *Engine) Container(st memwatch.Stats) { e.send(input{stats: &st}) }
 
 // Signal tells the engine a signal was received (and forwarded to Gunicorn or not).
 func (e *Engine) Signal(sig syscall.Signal, forwarded bool) {
@@ -335,6 +344,7 @@ func (e *Engine) takeGuarded(in input) {
 	if in.line != nil {
 		defer e.lines.give(len(in.line.line)) // whatever became of it, it is no longer queued
 	}
+	e.journal(in)
 	if !e.off {
 		e.relayed = false
 		e.guarded(func() { e.take(in) })
@@ -343,7 +353,7 @@ func (e *Engine) takeGuarded(in input) {
 		}
 	}
 	if l := in.line; l != nil {
-		guard.Run("engine", func() { e.st.out.Relay(l.stream, l.line, gunicorn.ParseLine(l.line), l.at) })
+		guard.Run("engine", func() { e.st.out.Relay(l.stream, l.line, gunicorn.ParseLine(l.line), l.at) }) // marked: journaled
 	}
 }
 
@@ -353,14 +363,15 @@ func (e *Engine) take(in input) {
 		e.st.line(in.line.stream, in.line.line, in.line.at)
 	case in.probe != nil:
 		e.st.probe(*in.probe)
-	case in.probes != nil:
-		for _, ev := range in.probes {
+	case in.sweep != nil:
+		if in.sweep.stats != nil {
+			e.st.containerSample(*in.sweep.stats)
+		}
+		for _, ev := range in.sweep.probes {
 			e.st.probe(ev)
 		}
 	case in.oom != nil:
 		e.st.oom(*in.oom, e.cfg.Now())
-	case in.stats != nil:
-		e.st.containerSample(*in.stats)
 	case in.signal != nil:
 		e.st.signal(in.signal.sig, in.signal.forwarded, in.signal.at)
 	case in.exit != nil:

@@ -336,7 +336,7 @@ func TestRunDrainsAtShutdown(t *testing.T) {
 	go func() { e.Run(ctx); close(done) }()
 	// A sweep's events in one batch, as gwrap hands them: the crash line below counts only if
 	// the batch made worker 11 known, in order (master first).
-	e.Probes([]probes.Event{
+	e.Sweep(nil, []probes.Event{
 		{Kind: probes.EventMaster, ID: probes.ID{PID: 10}, Time: time.Now()},
 		{Kind: probes.EventBoot, ID: probes.ID{PID: 11, StartTime: 1}, Time: time.Now()},
 	})
@@ -669,7 +669,7 @@ func TestPanicTurnsTheEngineOff(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { e.Run(ctx); close(done) }()
-	e.Probes([]probes.Event{
+	e.Sweep(nil, []probes.Event{
 		{Kind: probes.EventMaster, ID: probes.ID{PID: 10}, Time: time.Now()},
 		{Kind: probes.EventBoot, ID: probes.ID{PID: 11, StartTime: 1}, Time: time.Now()},
 	})

@@ -226,18 +226,21 @@ func (s *state) publish(r *postmortem.Report, w *worker, now time.Time) string {
 	v := r.Verdict
 	s.emit(ev(now, Error, "postmortem", v.Summary, append([]Field{f("cause", string(v.Cause)), f("pid", w.id.PID),
 		f("kind", string(r.Incident.Kind)), f("near_memory_limit", v.NearMemoryLimit), f("ran_long", v.RanLong),
-		f("confidence", v.Confidence), f("summary", v.Summary), f("report", path), f("id", r.ID)}, append(s.reportFields(r), requestFields(r)...)...)...))
+		f("confidence", v.Confidence), f("summary", v.Summary), f("report", path), f("id", r.ID)}, append(s.reportFields(r), requestFields(r)...)...)...).
+		with(Verdict{Cause: string(v.Cause), PID: w.id.PID, Summary: v.Summary, ExecTimeout: r.Incident.Kind == postmortem.KindExecTimeout, Role: r.Incident.Role}))
 	return path
 }
 
-// store writes a report; a failure is said once.
+// store writes a report; a failure is said once. Its key is not the report writer's
+// ("report-write", said by gwrap's disk queue when a write fails): a store that refuses a report
+// (a queue full) is a failure of its own, said once besides.
 func (s *state) store(r postmortem.Report, now time.Time) string {
 	if s.cfg.Reports == nil {
 		return ""
 	}
 	p, err := s.cfg.Reports.Write(r)
 	if err != nil {
-		s.warnOnce("report-write", now, "report_write", "cannot write post-mortem reports: "+err.Error()+" (they still appear on stdout)")
+		s.warnOnce("report-store", now, "report_write", "cannot write post-mortem reports: "+err.Error()+" (they still appear on stdout)")
 	}
 	return p
 }

@@ -24,8 +24,8 @@ import (
 //     on v1 (Linux 6.18): the counter read 1 while the victim still had SIGKILL pending, 1 ms
 //     before it was a zombie and 6 ms before the master reaped it (and the same on v2 in the
 //     guest kernel, internal/v2test). What lags is the notification: v1's eventfd fires as the
-//     cgroup enters OOM, before the killer chose (LIBRARIES.md §2.6 read the unmoved counter at
-//     the wake-up), and v2's inotify on memory.events is rate-limited to one per 20 ms; so
+//     cgroup enters OOM, before the killer chose (memwatch/oom_linux.go: the counter is unmoved
+//     at the wake-up), and v2's inotify on memory.events is rate-limited to one per 20 ms; so
 //     memwatch re-reads the counter every 5 ms until it moves, and says when it last saw it
 //     unmoved (OOMEvent.After) and when the notification came (OOMEvent.Woke). A worker reaped
 //     before that unmoved read cannot be the victim. When the first read after a notification
@@ -176,7 +176,7 @@ func (s *state) oom(in oomIn, now time.Time) {
 	if k.count > 0 {
 		s.ooms = append(s.ooms, k)
 	}
-	s.emit(ev(e.Time, Error, "oom.kill", msg, f("count", e.Count), f("total", e.Total), f("pids", pids)))
+	s.emit(ev(e.Time, Error, "oom.kill", msg, f("count", e.Count), f("total", e.Total), f("pids", pids)).with(OOMKill{Count: e.Count}))
 }
 
 // unclaimedOOM names the victims of every move still open among the workers whose evidence fits,

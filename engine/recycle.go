@@ -110,7 +110,7 @@ func (s *state) recycleDecide(now time.Time) {
 	if fig.Limit > 0 {
 		fields = append(fields, f("working_set_bytes", fig.WorkingSet), f("limit_bytes", fig.Limit), f("share", round3(fig.Share)))
 	}
-	s.emit(ev(now, Warn, "worker.recycled", msg, fields...))
+	s.emit(ev(now, Warn, "worker.recycled", msg, fields...).with(Recycled{Reason: string(d.Reason)}))
 }
 
 // recycling says, for an OOM kill's report, whether recycling was on and why it did not

@@ -108,10 +108,24 @@ type recorder struct {
 	events  []Event
 	relayed int
 	reports []postmortem.Report
+	warned  map[string]bool
 }
 
 func (r *recorder) Relay(string, []byte, gunicorn.Event, time.Time) { r.relayed++ }
-func (r *recorder) Emit(e Event)                                    { r.events = append(r.events, e) }
+
+// Emit keeps the event; like the outputs' registry, it drops a warning whose key was said.
+func (r *recorder) Emit(e Event) {
+	if w, ok := e.Fact.(Warning); ok {
+		if r.warned[w.Key] {
+			return
+		}
+		if r.warned == nil {
+			r.warned = map[string]bool{}
+		}
+		r.warned[w.Key] = true
+	}
+	r.events = append(r.events, e)
+}
 func (r *recorder) Write(rep postmortem.Report) (string, error) {
 	r.reports = append(r.reports, rep)
 	return "mem/" + rep.ID + ".json", nil
@@ -284,7 +298,7 @@ func (sc scenario) run(t *testing.T) (map[int]postmortem.Report, *recorder) {
 	return out, rec
 }
 
-// TestCorrelateLogs replays every release's sequences (GUNICORN.md §1.3): one incident per dead
+// TestCorrelateLogs replays every release's sequences (gunicorn/testdata/logs): one incident per dead
 // worker, none for the workers a HUP replaced, TTOU removed, max-requests recycled or TERM stopped.
 func TestReplayLogs(t *testing.T) {
 	for _, sc := range []scenario{

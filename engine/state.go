@@ -74,13 +74,12 @@ func newState(cfg Config, out Emitter) *state {
 
 func (s *state) emit(e Event) { s.out.Emit(e) }
 
-// warnOnce says a degradation once.
+// warnOnce says a degradation once: the outputs' one registry (output.Writer) drops a key said
+// before, whoever said it first (the engine or gwrap's start-up). warned only notes what the
+// engine said, for its timer (busy, findingChecks).
 func (s *state) warnOnce(key string, at time.Time, code, msg string) {
-	if s.warned[key] {
-		return
-	}
 	s.warned[key] = true
-	s.emit(ev(at, Warn, "config.warning", msg, f("code", code)))
+	s.emit(ev(at, Warn, "config.warning", msg, f("code", code)).with(Warning{Key: key, Code: code}))
 }
 
 // setSettings takes Gunicorn's settings read from its master; a worker class its log named wins.
@@ -152,7 +151,7 @@ func (s *state) gunicorn(e gunicorn.Event, at time.Time) {
 	case gunicorn.KindStarting:
 		if s.master == 0 || s.fromMaster(e) {
 			s.version = e.Version
-			s.emit(ev(at, Info, "gunicorn.start", "Gunicorn "+e.Version+" starting", f("gunicorn_version", e.Version)))
+			s.emit(ev(at, Info, "gunicorn.start", "Gunicorn "+e.Version+" starting", f("gunicorn_version", e.Version)).with(GunicornVersion{Version: e.Version}))
 		}
 	case gunicorn.KindUsingWorker:
 		if c := string(gunicorn.LoggedClass(e.WorkerClass)); (s.master == 0 || s.fromMaster(e)) && c != "" && c != s.settings.WorkerClass {
@@ -523,7 +522,7 @@ func (s *state) probe(e probes.Event) {
 			w.bootedAt = minTime(w.bootedAt, at)
 			s.dirtyBoot(w, e)
 			s.emit(ev(at, Info, "worker.boot", s.name(w)+" booted",
-				append([]Field{f("pid", e.ID.PID), f("start_ticks", e.ID.StartTime)}, s.roleFields(w)...)...))
+				append([]Field{f("pid", e.ID.PID), f("start_ticks", e.ID.StartTime)}, s.roleFields(w)...)...).with(Boot{Role: s.role(w)}))
 		}
 	case probes.EventSample:
 		w, _ := s.w.watched(e.ID, at)
@@ -567,7 +566,7 @@ func (s *state) probe(e probes.Event) {
 			took := at.Sub(w.bootedAt)
 			w.stuckAt = time.Time{}
 			s.emit(ev(at, Info, "worker.boot", fmt.Sprintf("worker %d finished booting after %.1fs (past the %ds timeout; nothing was killed)", w.id.PID, took.Seconds(), s.settings.Timeout),
-				f("pid", w.id.PID), f("start_ticks", w.id.StartTime), f("boot_seconds", round1(took.Seconds()))))
+				f("pid", w.id.PID), f("start_ticks", w.id.StartTime), f("boot_seconds", round1(took.Seconds()))).with(Boot{Again: true}))
 			if inc := w.inc; inc != nil && !inc.timeout && !inc.died() {
 				s.dismiss(inc)
 			}
@@ -595,8 +594,8 @@ func (s *state) probe(e probes.Event) {
 // in the half timeout before it: Gunicorn times out only a worker silent for longer than the
 // timeout and kills it within a second or two, so the line was not the master's, whoever wrote it;
 // the worker's real end, later, makes an incident of its own. A beat after the line is given
-// beatGrace first: a gevent worker blocked in C beats once more as the SIGABRT unwinds it, and
-// dies right after (dropTimeoutsBeaten).
+// beatGrace first: a gevent worker blocked in C beats again as the SIGABRT unwinds it, and
+// dies up to its graceful timeout later (dropTimeoutsBeaten).
 func (s *state) beatAfterTimeout(w *worker, sm probes.Sample, at time.Time) {
 	inc := w.inc
 	if inc == nil || !inc.timeout || inc.died() || sm.HeartbeatAge < 0 || !sm.Heartbeats {
@@ -616,14 +615,19 @@ func (s *state) beatAfterTimeout(w *worker, sm probes.Sample, at time.Time) {
 }
 
 // beatGrace is how long a worker that beat after its WORKER TIMEOUT line may take to die before
-// the line is taken for a lie.
-const beatGrace = 2 * time.Second
+// the line is taken for a lie: 2 s, and an event-loop worker's graceful unwind on top
+// (gunicorn.Class.AbortUnwind).
+func (s *state) beatGrace() time.Duration {
+	graceful := time.Duration(s.settings.GracefulTimeout) * time.Second
+	return 2*time.Second + gunicorn.ClassOf(s.settings).AbortUnwind(graceful)
+}
 
 // dropTimeoutsBeaten drops the timeout incidents whose worker beat after the line and lives on
 // past beatGrace.
 func (s *state) dropTimeoutsBeaten(now time.Time) {
+	grace := s.beatGrace()
 	for _, inc := range append([]*incident(nil), s.open...) {
-		if inc.timeout && !inc.beatAt.IsZero() && !inc.died() && now.Sub(inc.beatAt) >= beatGrace && s.alive(inc.w) {
+		if inc.timeout && !inc.beatAt.IsZero() && !inc.died() && now.Sub(inc.beatAt) >= grace && s.alive(inc.w) {
 			s.dropBeaten(inc, now)
 		}
 	}
@@ -693,7 +697,11 @@ func (s *state) late(w *worker, e probes.Event, name string) {
 			fields = append(fields, f("requests", named))
 		}
 	}
-	s.emit(ev(e.Time, Warn, name, msg, fields...))
+	late := ev(e.Time, Warn, name, msg, fields...)
+	if name == "worker.late" {
+		late = late.with(Late{Share: e.Share, Role: s.role(w)})
+	}
+	s.emit(late)
 }
 
 // containerSample keeps a cgroup sample.

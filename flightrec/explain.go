@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"math"
 	"path/filepath"
 	"sort"
 	"time"
@@ -135,6 +136,14 @@ func (rec *Record) find() postmortem.PreviousRun {
 		}
 	}
 	p.Timeline = rec.Workers[p.Victim]
+	// The requests the workers alive at the end were serving at their last sample, aged to the
+	// record's last line: they ran at least that long, and were in flight when it ended.
+	for _, w := range p.Workers {
+		for _, q := range rec.Serving[w.ID] {
+			q.AgeSeconds = math.Round((q.AgeSeconds+max(0, rec.Last.Sub(w.Last.Time).Seconds()))*10) / 10
+			p.Requests = append(p.Requests, postmortem.WorkerRequest{PID: w.ID.PID, Request: q})
+		}
+	}
 	for _, l := range lastLines(rec.Lines, 20) {
 		p.Lines = append(p.Lines, l.Text)
 	}

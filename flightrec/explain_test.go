@@ -1,6 +1,8 @@
 package flightrec
 
 import (
+	"fmt"
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -199,5 +201,65 @@ func TestExplainRedactsTheLinesItQuotes(t *testing.T) {
 	}
 	if !strings.Contains(text, "[REDACTED]") || !strings.Contains(text, "Worker (pid:101)") {
 		t.Errorf("lines not quoted redacted:\n%s", text)
+	}
+}
+
+// TestExplainNamesTheRequestsInFlight: the requests the workers were serving at their last
+// sample are in the previous run's post-mortem, aged to the record's last line; a worker that
+// finished its request before the end names none, and a request planted with a control character
+// or past the bounds is not taken.
+func TestExplainNamesTheRequestsInFlight(t *testing.T) {
+	dir, c := t.TempDir(), &clock{t0}
+	r := newRec(t, dir, "web-1", c, 0)
+	a, b := probes.ID{PID: 101, StartTime: 9}, probes.ID{PID: 102, StartTime: 10}
+	sleep := postmortem.Request{Method: "GET", Path: "/sleep", Query: "token=…", Remote: "10.0.0.7", AgeSeconds: 1.5}
+	for i := 0; i < 5; i++ {
+		now := c.add(time.Second)
+		r.Container(cg(now, 100*MiB, 0, false))
+		sleep.AgeSeconds = float64(i) + 0.5
+		r.Worker(a, worker(now, 50*MiB), sleep)
+		if i < 4 {
+			r.Worker(b, worker(now, 40*MiB), postmortem.Request{Method: "POST", Path: "/upload", AgeSeconds: 0.2})
+		} else {
+			r.Worker(b, worker(now, 40*MiB)) // its request ended
+		}
+	}
+	c.add(2 * time.Second)
+	r.Container(cg(c.now(), 100*MiB, 0, false)) // the record's last line, 2 s after the last worker sample
+	rep := mustRecover(t, r, dir, c)
+	if got := rep.Incident.Requests; len(got) != 1 || got[0].Method != "GET" || got[0].Path != "/sleep" || got[0].Query != "token=…" ||
+		got[0].Remote != "10.0.0.7" || got[0].AgeSeconds != 6.5 {
+		t.Errorf("incident.requests %+v, want GET /sleep?token=… from 10.0.0.7 running 6.5 s", got)
+	}
+	if want := "In flight at its last record: worker 101 was serving GET /sleep?token=… from 10.0.0.7, running 6.5 s."; !strings.Contains(rep.Verdict.Summary, want) {
+		t.Errorf("summary %q does not say %q", rep.Verdict.Summary, want)
+	}
+
+	// Planted in the report dir: a line with control characters, invalid UTF-8, too many
+	// requests and too long a path.
+	dir, c = t.TempDir(), &clock{t0}
+	r = newRec(t, dir, "web-1", c, 0)
+	now := c.add(time.Second)
+	r.Container(cg(now, 100*MiB, 0, false))
+	r.crash()
+	rq := []string{`{"m":"GET","p":"/a\u001b[2J","a":1000}`, `{"m":"GET","p":"/b\ufffd","a":1000}`}
+	for i := 0; i < 40; i++ {
+		rq = append(rq, `{"m":"GET","p":"/`+strings.Repeat("x", 5000)+`","a":1000}`)
+	}
+	planted := fmt.Sprintf(`{"k":"w","n":99999,"t":%d,"w":103,"ws0":11,"ra":1048576,"hb":-1,"rq":[%s]}`+"\n", now.UnixMilli(), strings.Join(rq, ","))
+	f, err := os.OpenFile(segmentNames(dir, "web-1")[0], os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.WriteString(planted)
+	f.Close()
+	rep = mustRecover(t, r, dir, c)
+	if n := len(rep.Incident.Requests); n != maxReqs-2 {
+		t.Errorf("%d requests taken, want %d (the bound, less the two with control or replacement characters)", n, maxReqs-2)
+	}
+	for _, q := range rep.Incident.Requests {
+		if len(q.Path) > maxPath || !printable(q.Path) {
+			t.Errorf("a request taken as planted: %d bytes %q…", len(q.Path), q.Path[:min(len(q.Path), 20)])
+		}
 	}
 }

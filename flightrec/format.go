@@ -4,6 +4,10 @@
 // node restart) leaves a record the next start can read and explain as a post-mortem of the
 // previous run.
 //
+// It is the engine's journal (engine.Journal): fed from the engine's inputs, on its goroutine,
+// through gwrap's disk queue; what it keeps is its own one filter (Records for Gunicorn's lines,
+// RecordsProbe for the watcher's events).
+//
 // The format. A record is two segment files, flight-<host>.a.jsonl and flight-<host>.b.jsonl,
 // each at most Options.SegmentBytes. Every line is one self-contained JSON object with a
 // sequence number n, a kind k and a time t (Unix milliseconds). Lines are appended with write(2),
@@ -33,6 +37,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Line kinds (field k).
@@ -84,25 +89,26 @@ type line struct {
 	PSIHost   bool     `json:"psi_host,omitempty"`
 
 	// worker sample and worker event
-	W         int      `json:"w,omitempty"`   // worker pid
-	WStart    uint64   `json:"ws0,omitempty"` // worker start ticks
-	RA        uint64   `json:"ra,omitempty"`
-	RF        uint64   `json:"rf,omitempty"`
-	RS        uint64   `json:"rs,omitempty"`
-	SW        uint64   `json:"sw,omitempty"`
-	CU        float64  `json:"cu,omitempty"`
-	CS        float64  `json:"cs,omitempty"`
-	State     string   `json:"st,omitempty"`
-	Thr       int      `json:"th,omitempty"`
-	MajFlt    uint64   `json:"mf,omitempty"`
-	RunDelay  float64  `json:"rd,omitempty"`
-	HB        int64    `json:"hb,omitempty"` // heartbeat age, ms; −1 unknown
-	Beats     bool     `json:"beats,omitempty"`
-	Missing   []string `json:"miss,omitempty"`
-	Event     string   `json:"ev,omitempty"`
-	Share     float64  `json:"share,omitempty"`
-	TimeoutMS int64    `json:"to,omitempty"`
-	Waiting   []string `json:"wait,omitempty"`
+	W         int       `json:"w,omitempty"`   // worker pid
+	WStart    uint64    `json:"ws0,omitempty"` // worker start ticks
+	RA        uint64    `json:"ra,omitempty"`
+	RF        uint64    `json:"rf,omitempty"`
+	RS        uint64    `json:"rs,omitempty"`
+	SW        uint64    `json:"sw,omitempty"`
+	CU        float64   `json:"cu,omitempty"`
+	CS        float64   `json:"cs,omitempty"`
+	State     string    `json:"st,omitempty"`
+	Thr       int       `json:"th,omitempty"`
+	MajFlt    uint64    `json:"mf,omitempty"`
+	RunDelay  float64   `json:"rd,omitempty"`
+	HB        int64     `json:"hb,omitempty"` // heartbeat age, ms; −1 unknown
+	Beats     bool      `json:"beats,omitempty"`
+	Missing   []string  `json:"miss,omitempty"`
+	Event     string    `json:"ev,omitempty"`
+	Share     float64   `json:"share,omitempty"`
+	TimeoutMS int64     `json:"to,omitempty"`
+	Waiting   []string  `json:"wait,omitempty"`
+	Reqs      []reqLine `json:"rq,omitempty"` // the requests in flight at a worker sample
 
 	// Gunicorn line
 	Text string `json:"line,omitempty"`
@@ -116,8 +122,39 @@ type line struct {
 	Total uint64 `json:"tot,omitempty"`
 }
 
+// reqLine is a request a worker was serving at a sample, as the request file showed it (query
+// as --request-query keeps it): its age then, in milliseconds.
+type reqLine struct {
+	M string `json:"m"`
+	P string `json:"p"`
+	Q string `json:"q,omitempty"`
+	R string `json:"r,omitempty"`
+	A int64  `json:"a"`
+}
+
 // maxText bounds a Gunicorn line in the record.
 const maxText = 1024
+
+// Bounds of the requests a worker sample keeps: how many (the oldest first), and the length of
+// each field (the request file's own bounds).
+const (
+	maxReqs   = 16
+	maxMethod = 16
+	maxPath   = 640
+	maxQuery  = 236
+	maxRemote = 56
+)
+
+// bounded cuts s to at most n bytes, on a rune boundary.
+func bounded(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
 
 // Prefix begins every file name of a flight record: gwrap (and retention) recognise them by it.
 const Prefix = "flight-"

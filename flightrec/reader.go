@@ -9,10 +9,13 @@ import (
 	"path/filepath"
 	"sort"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/internal/safedir"
 	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
 )
 
@@ -30,10 +33,13 @@ type Record struct {
 
 	Container []memwatch.Stats              // oldest first
 	Workers   map[probes.ID][]probes.Sample // each worker's samples, oldest first
-	Events    []probes.Event                // worker events, oldest first
-	Lines     []Line                        // Gunicorn's lines about workers' ends
-	Signals   []Signal
-	OOMs      []memwatch.OOMEvent
+	// Serving are the requests each worker was serving at its latest sample, with their ages
+	// then (a worker serving none has no entry).
+	Serving map[probes.ID][]postmortem.Request
+	Events  []probes.Event // worker events, oldest first
+	Lines   []Line         // Gunicorn's lines about workers' ends
+	Signals []Signal
+	OOMs    []memwatch.OOMEvent
 
 	Dropped int // lines that did not parse (a torn last line, a zeroed tail after a crash)
 }
@@ -176,6 +182,7 @@ func parse(host string, a, b []byte) *Record {
 		CgroupVer: h.CgroupVer,
 		CPUQuota:  memwatch.Cores{V: float64(h.CPUQuotaMil) / 1000, Known: h.CPUQuotaMil > 0},
 		Workers:   map[probes.ID][]probes.Sample{},
+		Serving:   map[probes.ID][]postmortem.Request{},
 		Dropped:   dropped,
 		Last:      fromMS(h.T),
 	}
@@ -190,6 +197,11 @@ func parse(host string, a, b []byte) *Record {
 		case kindWorker:
 			id, s := l.sample()
 			rec.Workers[id] = append(rec.Workers[id], s)
+			if rq := l.requests(); len(rq) > 0 {
+				rec.Serving[id] = rq
+			} else {
+				delete(rec.Serving, id)
+			}
 		case kindEvent:
 			id, s := l.sample()
 			rec.Events = append(rec.Events, probes.Event{Kind: probes.EventKind(l.Event), ID: id, Time: t, Sample: s,
@@ -221,6 +233,33 @@ func (l *line) stats(version int, quota memwatch.Cores) memwatch.Stats {
 		st.PSI = memwatch.PSI{MemorySome10: *l.MemPSI, Known: true, HostWide: l.PSIHost}
 	}
 	return st
+}
+
+// requests are the requests of a worker sample, bounded as the writer bounds them (the record is
+// in the report dir: it may have been planted).
+func (l *line) requests() []postmortem.Request {
+	var out []postmortem.Request
+	for i, q := range l.Reqs {
+		if i == maxReqs {
+			break
+		}
+		if q.M == "" || q.A < 0 || !printable(q.M) || !printable(q.P) || !printable(q.Q) || !printable(q.R) {
+			continue // gwrap's writer escapes every field (package inflight): this one is not its
+		}
+		out = append(out, postmortem.Request{Method: bounded(q.M, maxMethod), Path: bounded(q.P, maxPath), Query: bounded(q.Q, maxQuery),
+			Remote: bounded(q.R, maxRemote), AgeSeconds: float64(q.A) / 1000})
+	}
+	return out
+}
+
+// printable reports whether s is UTF-8 made of printable runes only.
+func printable(s string) bool {
+	for _, r := range s {
+		if r == utf8.RuneError || !unicode.IsPrint(r) {
+			return false
+		}
+	}
+	return true
 }
 
 func (l *line) sample() (probes.ID, probes.Sample) {

@@ -18,6 +18,7 @@ import (
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/internal/safedir"
 	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
 )
 
@@ -322,8 +323,9 @@ func (r *Recorder) Container(st memwatch.Stats) {
 	r.emit()
 }
 
-// Worker records a worker's hot sample.
-func (r *Recorder) Worker(id probes.ID, s probes.Sample) {
+// Worker records a worker's hot sample and the requests it was serving then (at most maxReqs,
+// each field bounded).
+func (r *Recorder) Worker(id probes.ID, s probes.Sample, serving ...postmortem.Request) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.f == nil {
@@ -331,6 +333,13 @@ func (r *Recorder) Worker(id probes.ID, s probes.Sample) {
 	}
 	r.reset(kindWorker, s.Time)
 	r.sample(id, s)
+	for i, q := range serving {
+		if i == maxReqs {
+			break
+		}
+		r.l.Reqs = append(r.l.Reqs, reqLine{M: bounded(q.Method, maxMethod), P: bounded(q.Path, maxPath), Q: bounded(q.Query, maxQuery),
+			R: bounded(q.Remote, maxRemote), A: int64(q.AgeSeconds * 1000)})
+	}
 	r.emit()
 }
 

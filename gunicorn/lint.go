@@ -91,7 +91,7 @@ func Lint(in LintInput) []Warning {
 // BlindSpots are the warnings about settings that keep Gunicorn's lines from gwrap (a file error
 // log, a logging configuration, a custom logger class, a log level that hides the kill lines):
 // part of Lint, and said on their own when the settings are learnt from a running master.
-// (--log-syslog adds a handler and leaves stderr as it is, so it blinds nothing: GUNICORN.md §1.4.)
+// (--log-syslog adds a handler and leaves stderr as it is, so it blinds nothing: Gunicorn's glogging.py, Logger.setup.)
 func BlindSpots(s Settings) []Warning {
 	var out []Warning
 	add := func(code, msg, fix string) { out = append(out, Warning{code, msg, fix}) }

@@ -133,9 +133,9 @@ func cutInt(s string) (int, string, bool) {
 	return n, s[end:], true
 }
 
-// marker is a text that identifies one of Gunicorn's messages (GUNICORN.md §1.2 lists them,
-// with versions) and the parser of what follows it: false when it does not parse (the text was
-// not that message). atStart says the marker begins the message.
+// marker is a text that identifies one of Gunicorn's messages (messages below lists them;
+// testdata/logs holds each release's lines) and the parser of what follows it: false when it
+// does not parse (the text was not that message). atStart says the marker begins the message.
 type marker struct {
 	text  string
 	parse func(ev Event, rest string, atStart bool) (Event, bool)

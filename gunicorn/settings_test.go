@@ -65,7 +65,8 @@ def post_fork(server, worker):
 	}
 }
 
-// TestPrecedenceStatic is GUNICORN.md §4.2's observed case, read without Python.
+// TestPrecedenceStatic is the precedence Gunicorn shows (command line, then GUNICORN_CMD_ARGS,
+// then the config file; TestEvaluateWithDebianGunicorn evaluates it), read without Python.
 func TestPrecedenceStatic(t *testing.T) {
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "gunicorn.conf.py")
@@ -133,7 +134,7 @@ func TestEvaluateWithDebianGunicorn(t *testing.T) {
 		t.Errorf("sources %v", s.Sources)
 	}
 
-	// GUNICORN.md §4.2's observed case, evaluated by Gunicorn itself: timeout 600 (command
+	// The precedence case, evaluated by Gunicorn itself: timeout 600 (command
 	// line), workers 5 (GUNICORN_CMD_ARGS), graceful_timeout 7 (file); -c comes last.
 	if err := os.WriteFile(filepath.Join(dir, "startup.conf.py"), []byte("timeout=120\nworkers=3\ngraceful_timeout=7\nkeepalive=9\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -144,10 +145,10 @@ func TestEvaluateWithDebianGunicorn(t *testing.T) {
 		Dir:  dir, Python: python, Timeout: 10 * time.Second,
 	})
 	if len(s.Problems) > 0 || s.Timeout != 600 || s.Workers != 5 || s.GracefulTimeout != 7 || s.AccessLog != "-" || s.ErrorLog != "-" {
-		t.Errorf("§4.2: %+v", s)
+		t.Errorf("precedence: %+v", s)
 	}
 	if s.Sources["timeout"] != SourceCLI || s.Sources["workers"] != SourceEnv || s.Sources["graceful_timeout"] != SourceFile {
-		t.Errorf("§4.2 sources %v", s.Sources)
+		t.Errorf("precedence: sources %v", s.Sources)
 	}
 	// The python:module form, evaluated.
 	if err := os.WriteFile(filepath.Join(dir, "myconf.py"), []byte("timeout = 5 * 11\n"), 0o644); err != nil {

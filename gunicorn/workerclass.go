@@ -71,8 +71,9 @@ func (c Class) family() family {
 	return familyUnknown
 }
 
-// Heartbeat is how long an idle worker of the class stays silent at this timeout (GUNICORN.md,
-// "Timeout behaviour per worker class"): an idle sync or Uvicorn worker beats only every
+// Heartbeat is how long an idle worker of the class stays silent at this timeout (Gunicorn's
+// gunicorn/workers/base.py sets a worker's notify period to timeout/2, sync.py waits that long
+// when idle): an idle sync or Uvicorn worker beats only every
 // timeout/2; gthread and the event-loop classes about every second. A class gwrap does not know
 // is given timeout/2 too, so that an idle worker is never called late.
 func (c Class) Heartbeat(timeout time.Duration) time.Duration {
@@ -92,4 +93,16 @@ func (c Class) Async() bool {
 		return true
 	}
 	return false
+}
+
+// AbortUnwind is how long a worker of the class may go on beating after Gunicorn's SIGABRT
+// before it exits: an event-loop worker (gevent, eventlet) leaves its loop and then serves its
+// open connections for up to the graceful timeout, beating every second (ggevent.py's run), so
+// a beat after the WORKER TIMEOUT line is no sign it recovered; the other classes exit from the
+// signal handler at once (base.py's handle_abort).
+func (c Class) AbortUnwind(graceful time.Duration) time.Duration {
+	if c.family() == familyLoop {
+		return graceful + time.Second
+	}
+	return 0
 }

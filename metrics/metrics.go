@@ -4,7 +4,7 @@
 // its limit, CPU throttling, pressure, Gunicorn's listen queues).
 //
 // It keeps its own prometheus.Registry (never the global default) and is fed through plain
-// methods by the one goroutine that owns gwrap's events; the HTTP server (server.go) is its own
+// methods by output.Counts, which takes the engine's typed facts on the engine's goroutine; the HTTP server (server.go) is its own
 // actor. A scrape never blocks that goroutine or the samplers: counters are atomics, gauges are
 // a snapshot copied under a mutex that no I/O is done under, and the optional Live hook (read
 // at scrape time, on the scraper's goroutine, at most once per LiveEvery) does its /proc reads

@@ -8,8 +8,8 @@ package postmortem
 // or that an output does not know.
 
 // vocabulary is every cause, most important first: memory (the kernel killed something, or was
-// about to), then what needs a configuration change, then the rest. Meaning is DESIGN.md's
-// verdict table.
+// about to), then what needs a configuration change, then the rest. Each cause's meaning is in its
+// words (words.go) and advice (advice.go).
 var vocabulary = []struct {
 	cause   Cause
 	meaning string

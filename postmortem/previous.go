@@ -2,6 +2,7 @@ package postmortem
 
 import (
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/gwrap/gwrap/gunicorn"
@@ -52,6 +53,15 @@ type PreviousRun struct {
 	Victim   probes.ID
 	Timeline []probes.Sample
 	Lines    []string // Gunicorn's last lines about workers' ends, as written (redacted here)
+	// Requests are those the workers alive at the end were serving at their last sample, with
+	// their ages at the record's last line.
+	Requests []WorkerRequest
+}
+
+// WorkerRequest is a request a worker was serving at the end of a run.
+type WorkerRequest struct {
+	PID     int
+	Request Request
 }
 
 // Stop is a stop signal a run received.
@@ -172,6 +182,20 @@ func ExplainPreviousRun(p PreviousRun, now time.Time, th Thresholds) Report {
 		v.Confidence = "low"
 		v.Missing = append(v.Missing, "what killed the container (the platform's events or the node's kernel log)")
 		v.Advice = append(v.Advice, "check the platform's events for the container's restart (kubectl describe pod: Last State; App Service: the instance's restart history)")
+	}
+	if len(p.Requests) > 0 {
+		named := make([]string, 0, maxNamed)
+		for i, q := range p.Requests {
+			inc.Requests = append(inc.Requests, q.Request)
+			if i < maxNamed {
+				named = append(named, fmt.Sprintf("worker %d was serving %s", q.PID, q.Request.Running()))
+			}
+		}
+		s := "In flight at its last record: " + strings.Join(named, "; ")
+		if n := len(p.Requests) - len(named); n > 0 {
+			s += fmt.Sprintf(" and %d more", n)
+		}
+		v.Summary += " " + s + "."
 	}
 	// The report's timeline and container are every report's (unreadable values stay null).
 	r := NewReport(Evidence{Incident: inc, Settings: p.Settings, Timeline: p.Timeline, Container: p.Container}, v, "", now)

@@ -121,7 +121,7 @@ func at(ls []string, i int) string {
 	return "(end)"
 }
 
-// TestReportContract: the fields DESIGN.md's contract promises, and null (never 0) for every
+// TestReportContract: the fields the report's contract (schema gwrap.postmortem/v1) promises, and null (never 0) for every
 // value that could not be read.
 func TestReportContract(t *testing.T) {
 	js, err := json.Marshal(goldenReport())

@@ -1,8 +1,9 @@
-// Package postmortem turns what gwrap saw into explanations: it correlates Gunicorn's events,
-// the workers' sample histories and the cgroup's samples and OOM events into incidents (one per
-// dead worker), classifies each with a pure function (evidence in, verdict out), writes one
-// report per incident atomically (JSON, schema gwrap.postmortem/v1, plus a self-contained HTML
-// page), keeps retention, and reads reports back for `gwrap report`.
+// Package postmortem turns what gwrap saw into explanations: the vocabulary of causes in rank
+// order (causes.go, handed to metrics and termlog) with their words and advice, the report of
+// an incident (one per dead worker: the engine gathers its evidence) and the pure function that
+// classifies it (evidence in, verdict out), the previous run's words from what the flight
+// record shows; it writes one report per incident atomically (JSON, schema gwrap.postmortem/v1,
+// plus a self-contained HTML page), keeps retention, and reads reports back for `gwrap report`.
 package postmortem
 
 import "time"
@@ -38,7 +39,7 @@ const (
 // Cause is the verdict: exactly one per incident.
 type Cause string
 
-// The causes of DESIGN.md's verdict table.
+// The causes, ranked in causes.go, said in words.go.
 const (
 	CauseOOMKilled      Cause = "oom_killed"
 	CauseMemoryPressure Cause = "memory_pressure"

@@ -17,7 +17,7 @@ import (
 // command line alone: Gunicorn is launched as `gunicorn`, `python -m gunicorn`, `python3 -c
 // "…run()"`, a custom application (`python3 server.py` running a BaseApplication), behind a
 // shell, a privilege drop or an APM wrapper, and none of those needs to look like `gunicorn`.
-// What every master does (GUNICORN.md §2.1): it creates each worker's heartbeat file
+// What every master does (Gunicorn's arbiter.py, spawn_worker, and workertmp.py): it creates each worker's heartbeat file
 // (wgunicorn-*, unlinked) before the fork and keeps its descriptor, so it holds one heartbeat
 // file per live worker and each worker holds its own; it holds the listening sockets; and it
 // writes Gunicorn's start lines with its own pid. The lines are only a hint (the app shares

@@ -168,3 +168,21 @@ func TestRelayGivesBackAGiantLine(t *testing.T) {
 		t.Errorf("heap in use %d KiB after the line was delivered: the relay keeps its buffer", ms.HeapInuse>>10)
 	}
 }
+
+// TestSubreaperFailureIsSaid: gwrap, not PID 1, that cannot become a child subreaper says so
+// once, with a code, as tini does; the child still runs.
+func TestSubreaperFailureIsSaid(t *testing.T) {
+	if os.Getpid() == 1 {
+		t.Skip("PID 1 needs no subreaper")
+	}
+	var said []string
+	res, err := Run(context.Background(), Config{Argv: []string{"/bin/true"}, StopBudget: time.Second,
+		Subreaper: func() error { return unix.EINVAL },
+		Warn:      func(code, msg string) { said = append(said, code+": "+msg) }})
+	if err != nil || res.ExitCode != 0 {
+		t.Fatalf("run: %v %+v", err, res)
+	}
+	if len(said) != 1 || !strings.HasPrefix(said[0], "subreaper: ") || !strings.Contains(said[0], "invalid argument") {
+		t.Errorf("said %q, want one subreaper warning naming the error", said)
+	}
+}

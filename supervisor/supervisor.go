@@ -73,6 +73,13 @@ type Config struct {
 
 	ProcRoot string // /proc (default), to find adopted children after USR2
 
+	// Warn is told, once, a degradation to say (gwrap's config.warning, with code): today, that
+	// gwrap is not PID 1 and cannot become a child subreaper. Nil: not said.
+	Warn func(code, msg string)
+	// Subreaper makes the calling process a child subreaper when it is not PID 1; nil:
+	// prctl(PR_SET_CHILD_SUBREAPER). A seam for the test of its failure.
+	Subreaper func() error
+
 	// Upgrading, when set, lists the new masters of a USR2 binary upgrade under way (children of
 	// the child): a stop signal (TERM, INT, QUIT, or the stop on cancel) goes to them as well,
 	// so that both masters stop together and gracefully. A new master that becomes the child
@@ -148,8 +155,17 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 		sigs = ch
 	}
 	if os.Getpid() != 1 {
-		// Orphans of the child's tree come to us, not to the host's init: we reap them.
-		_ = unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
+		// Orphans of the child's tree come to us, not to the host's init: we reap them. Like
+		// tini, say it when that fails: zombies pile up and a USR2 upgrade is not followed.
+		become := cfg.Subreaper
+		if become == nil {
+			become = func() error { return unix.Prctl(unix.PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) }
+		}
+		if err := become(); err != nil && cfg.Warn != nil {
+			cfg.Warn("subreaper", fmt.Sprintf("gwrap is not PID 1 and cannot become a child subreaper (prctl PR_SET_CHILD_SUBREAPER: %v): "+
+				"orphans of Gunicorn's tree go to the host's init, so gwrap does not reap them and cannot follow a new master after a USR2 upgrade; "+
+				"run gwrap as the container's entrypoint (PID 1)", err))
+		}
 	}
 
 	outR, outW, err := os.Pipe()

@@ -27,7 +27,7 @@ const MaxBytes = 1024
 type Verdict struct {
 	At      time.Time
 	PID     int
-	Cause   string // DESIGN.md's causes: oom_killed, memory_pressure, …
+	Cause   string // one of postmortem's causes (oom_killed, memory_pressure, …), or any string
 	Summary string // the report's one sentence
 }
 

@@ -3,12 +3,15 @@ package main
 import (
 	"fmt"
 	"io"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/gwrap/gwrap/engine"
 	"github.com/gwrap/gwrap/gunicorn"
+	"github.com/gwrap/gwrap/output"
 	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
 )
@@ -20,12 +23,13 @@ import (
 // postmortem's TestEveryCauseIsSaid.
 func TestCausesReachEveryOutput(t *testing.T) {
 	newFl := func() *fleet {
-		out := newOutput(io.Discard, io.Discard, "json", time.Now)
+		out := output.NewWriter(io.Discard, io.Discard, "json", time.Now)
 		return newFleet(out, newParts(out), probes.NewFS(t.TempDir()), gunicorn.Settings{Timeout: 30}, true)
 	}
 	verdict := func(fl *fleet, at time.Time, c string, pid int, kind string) {
 		fl.Emit(engine.Event{Time: at, Name: "postmortem", Message: "m", Fields: []engine.Field{
-			{Key: "cause", Value: c}, {Key: "pid", Value: pid}, {Key: "kind", Value: kind}, {Key: "summary", Value: "s"}}})
+			{Key: "cause", Value: c}, {Key: "pid", Value: pid}, {Key: "kind", Value: kind}, {Key: "summary", Value: "s"}},
+			Fact: engine.Verdict{Cause: c, PID: pid, Summary: "s", ExecTimeout: kind == "execution_timeout"}})
 	}
 	causes := postmortem.Causes()
 	t0 := time.Date(2026, 11, 25, 6, 0, 0, 0, time.UTC)
@@ -55,7 +59,13 @@ func TestCausesReachEveryOutput(t *testing.T) {
 		verdict(fl, t0.Add(time.Duration(i)*time.Second), string(causes[i]), 100+i, "timeout")
 	}
 	verdict(fl, t0.Add(time.Hour), "not_a_cause", 99, "timeout")
-	msg := string(fl.recent.Build("exit"))
+	path := filepath.Join(t.TempDir(), "termination-log")
+	fl.counts.WriteTerm(path, "exit", true)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	msg := string(b)
 	at := -1
 	for _, c := range append(causes[1:], "not_a_cause") {
 		i := strings.Index(msg, fmt.Sprintf("Z %s pid", c))

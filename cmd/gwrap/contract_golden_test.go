@@ -18,13 +18,13 @@ import (
 	"time"
 
 	"github.com/prometheus/common/expfmt"
-	"github.com/rs/zerolog"
 
 	"github.com/gwrap/gwrap/engine"
 	"github.com/gwrap/gwrap/flightrec"
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/internal/guard"
 	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/output"
 	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
 )
@@ -121,7 +121,7 @@ func TestContractSaysEachThingOneWay(t *testing.T) {
 func contractOutputs(t *testing.T) (events, metrics, termination string) {
 	var buf bytes.Buffer
 	t0 := time.Date(2026, 11, 25, 6, 0, 0, 0, time.UTC)
-	out := newOutput(&buf, io.Discard, "json", func() time.Time { return t0 })
+	out := output.NewWriter(&buf, io.Discard, "json", func() time.Time { return t0 })
 	ps := newParts(out)
 	proc := probes.NewFS(t.TempDir()) // nothing to read: /metrics' live readings are absent
 	fl := newFleet(out, ps, proc, gunicorn.Settings{Timeout: 30, Workers: 3, WorkerClass: "sync", Threads: 1}, true)
@@ -138,7 +138,7 @@ func contractOutputs(t *testing.T) (events, metrics, termination string) {
 	settings := gunicorn.Settings{Timeout: 30, GracefulTimeout: 60, Workers: 3, WorkerClass: "sync", Threads: 1, ErrorLog: "-", LogLevel: "info",
 		Sources: map[string]gunicorn.Source{}, Problems: []string{"the config file gunicorn.conf.py did not evaluate: NameError"}}
 	startEvent(out, cfg, cg, st, settings)
-	out.event(zerolog.WarnLevel, "config.warning").Str("code", "env_unknown").Msg("GWRAP_REPORTDIR is not a gwrap setting and is ignored; did you mean GWRAP_REPORT_DIR?")
+	out.Warn("env_unknown", "GWRAP_REPORTDIR is not a gwrap setting and is ignored; did you mean GWRAP_REPORT_DIR?")
 	lintAtStart(out, cfg, cg, st, settings)
 	sigs := make(chan os.Signal) // unbuffered: the send returns once the watch took it, end once it said it
 	_, end := watchStartup(sigs, out)
@@ -146,22 +146,22 @@ func contractOutputs(t *testing.T) (events, metrics, termination string) {
 	end()
 
 	// Degradations cmd/gwrap says once.
-	out.warnOnce("cgroup", "cgroup_unreadable", "cannot read the container's cgroup, memory and OOM evidence will be missing: no memory cgroup found")
-	out.warnOnce("pystack", "pystack", "Python stacks are off: no writable private dir")
-	out.warnOnce("cannot read the workers' schedstat; that evidence is missing from reports", "proc_unreadable", "cannot read the workers' schedstat; that evidence is missing from reports")
-	out.warnOnce("probes", "probes_stopped", "worker monitoring stopped: command 17097: stat /proc/17097: no such file or directory")
-	out.warnOnce("oom", "oom_polled", "OOM notifications for /sys/fs/cgroup/memory are unavailable (permission denied): the oom_kill counter is polled every 1s instead")
-	out.warnOnce("cgroup-missing-memory.stat (missing)", "cgroup_missing", "cannot read the cgroup's memory.stat (missing); that evidence will be missing")
-	out.warnOnce("flight-queue", "flight_queue", "the report dir /reports is not keeping up with the flight record: its lines are dropped and counted in gwrap.exit")
-	out.warnOnce("flight-host", "flight_host", "cannot read the host name (no such file); the flight record is kept as host \"unknown\"")
-	out.warnOnce("report-write", "report_write", "cannot write post-mortem reports to /reports: disk full (they still appear on stdout)")
-	out.warnOnce("flight", "flight_record", "cannot read the previous run's flight record: permission denied")
-	out.warnOnce("flight record: refused", "flight_record", "flight record: /reports/flight-h.a.jsonl is a symlink; the flight record goes on without it")
-	out.warnOnce("settings-static", "settings_static", "Gunicorn's settings are read from its command line only, without running or reading its config file: gwrap (uid 1000) cannot act as uid 33")
-	out.warnOnce("master-by-hint", "master_unconfirmed", "gwrap took process 100 for the Gunicorn master on its command line or start line alone")
-	out.warnOnce("settings-unknown", "settings_unknown", "cannot learn the settings of the Gunicorn master 100")
-	out.event(zerolog.WarnLevel, "config.warning").Str("code", "report_dir").Msg("report dir /reports: not a directory; post-mortems will not be written")
-	out.event(zerolog.WarnLevel, "config.warning").Str("code", "metrics").Msg("cannot serve /metrics: metrics: listen :1: permission denied")
+	out.WarnOnce("cgroup", "cgroup_unreadable", "cannot read the container's cgroup, memory and OOM evidence will be missing: no memory cgroup found")
+	out.WarnOnce("pystack", "pystack", "Python stacks are off: no writable private dir")
+	out.WarnOnce("cannot read the workers' schedstat; that evidence is missing from reports", "proc_unreadable", "cannot read the workers' schedstat; that evidence is missing from reports")
+	out.WarnOnce("probes", "probes_stopped", "worker monitoring stopped: command 17097: stat /proc/17097: no such file or directory")
+	out.WarnOnce("oom", "oom_polled", "OOM notifications for /sys/fs/cgroup/memory are unavailable (permission denied): the oom_kill counter is polled every 1s instead")
+	out.WarnOnce("cgroup-missing-memory.stat (missing)", "cgroup_missing", "cannot read the cgroup's memory.stat (missing); that evidence will be missing")
+	out.WarnOnce("flight-queue", "flight_queue", "the report dir /reports is not keeping up with the flight record: its lines are dropped and counted in gwrap.exit")
+	out.WarnOnce("flight-host", "flight_host", "cannot read the host name (no such file); the flight record is kept as host \"unknown\"")
+	out.WarnOnce("report-write", "report_write", "cannot write post-mortem reports to /reports: disk full (they still appear on stdout)")
+	out.WarnOnce("flight", "flight_record", "cannot read the previous run's flight record: permission denied")
+	out.WarnOnce("flight record: refused", "flight_record", "flight record: /reports/flight-h.a.jsonl is a symlink; the flight record goes on without it")
+	out.WarnOnce("settings-static", "settings_static", "Gunicorn's settings are read from its command line only, without running or reading its config file: gwrap (uid 1000) cannot act as uid 33")
+	out.WarnOnce("master-by-hint", "master_unconfirmed", "gwrap took process 100 for the Gunicorn master on its command line or start line alone")
+	out.WarnOnce("settings-unknown", "settings_unknown", "cannot learn the settings of the Gunicorn master 100")
+	out.Warn("report_dir", "report dir /reports: not a directory; post-mortems will not be written")
+	out.Warn("metrics", "cannot serve /metrics: metrics: listen :1: permission denied")
 	ps.panicked(guard.Panic{Part: string(partCgroup), Message: "runtime error: index out of range [3] with length 3", Where: "memwatch/cgroup.go:120"}, true)
 
 	// The previous run's post-mortem, from a flight record left unclosed.
@@ -200,25 +200,19 @@ func contractOutputs(t *testing.T) (events, metrics, termination string) {
 	// The master stopped and continued, a USR2 upgrade's new master, a panic, the exit.
 	stoppedEvent(out, 100, true, syscall.SIGSTOP)
 	stoppedEvent(out, 100, false, 0)
-	out.event(zerolog.WarnLevel, "gunicorn.new_master").Int("pid", 120).
-		Msg(fmt.Sprintf("the old Gunicorn master exited after USR2; gwrap now follows the new master %d", 120))
-	out.event(zerolog.WarnLevel, "config.warning").Str("code", "report_unwritten").Int("reports_unwritten", 2).Int("flight_lines_unwritten", 40).
-		Msg(fmt.Sprintf("%d post-mortems and %d flight-record lines were not written to %s before gwrap exited (the disk did not keep up, or failed as said above); the post-mortems are on stdout", 2, 40, "/reports"))
+	out.NewMaster(120)
+	unwrittenWarning(out, "/reports", 2, 40)
 	tlog := filepath.Join(t.TempDir(), "termination-log")
 	// A message that cannot be written is said (by a fleet of its own: gwrap writes one message at exit).
 	newFleet(out, ps, proc, settings, false).terminate("/proc/nonexistent/termination-log", "exited with code 0")
 	fl.terminate(tlog, "exited with code 0")
 	flight.finish(time.Now().Add(5 * time.Second))
-	out.finish(func() {
-		code, reason := 0, "exited with code 0"
-		out.event(exitLevel(code), "gwrap.exit").Int("exit_code", code).Str("reason", reason).
-			Int("incidents", 7).Uint64("lines_lost", out.lost()).Bool("drain_cut", false).
-			Int("reports_unwritten", 2).Int("flight_lines_unwritten", 40).
-			Msg("gwrap exits: " + reason)
+	out.Finish(func() {
+		out.Exit(output.Exit{Code: 0, Reason: "exited with code 0", Incidents: 7, ReportsUnwritten: 2, FlightLinesUnwritten: 40})
 	}, outputFlush, io.Discard)
 	// A stop during start-up: gwrap exits before Gunicorn runs.
 	var early bytes.Buffer
-	exitAtStartup(newOutput(&early, io.Discard, "json", func() time.Time { return t0 }), syscall.SIGTERM, io.Discard)
+	exitAtStartup(output.NewWriter(&early, io.Discard, "json", func() time.Time { return t0 }), syscall.SIGTERM, io.Discard)
 
 	term, err := os.ReadFile(tlog)
 	if err != nil {
@@ -229,7 +223,7 @@ func contractOutputs(t *testing.T) (events, metrics, termination string) {
 
 // runEngine drives an engine through a Gunicorn 26 run, and two runs where Gunicorn is not seen
 // as expected (its master not found; its lines not reaching gwrap), writing to out and fl.
-func runEngine(t *testing.T, out *output, fl *fleet, clock *contractClock, t0 time.Time) {
+func runEngine(t *testing.T, out *output.Writer, fl *fleet, clock *contractClock, t0 time.Time) {
 	// /proc: every pid is a live child of the master (its start time 900+pid), but 106, which the
 	// OOM killer's SIGKILL is on its way to, and the ones reaped (die: the master's line about
 	// them comes after).
@@ -305,13 +299,13 @@ func runEngine(t *testing.T, out *output, fl *fleet, clock *contractClock, t0 ti
 	for i := 1; i <= 10; i++ {
 		at = t0.Add(time.Duration(i) * time.Second)
 		clock.set(at)
-		eng.Container(cgroup(at, 0))
+		cg := cgroup(at, 0)
 		var sweep []probes.Event
 		for _, id := range []probes.ID{late, slow, crash, oom} {
 			sweep = append(sweep, sample(id, at, time.Second, 2, ""))
 		}
 		sweep = append(sweep, sample(dirty, at, time.Second, 1, probes.RoleDirty))
-		eng.Probes(sweep)
+		eng.Sweep(&cg, sweep)
 	}
 	// Worker 102 hangs on its database and is timed out; 103 is late, then beats again.
 	deep := &probes.Deep{Time: at, Wchan: "do_poll", Syscall: "poll", Sockets: []probes.Socket{{Proto: "tcp", Local: "10.0.0.2:40000", Remote: "10.0.0.5:5432", State: "ESTABLISHED", Inode: 7}},
@@ -319,7 +313,7 @@ func runEngine(t *testing.T, out *output, fl *fleet, clock *contractClock, t0 ti
 	for i := 11; i <= 40; i++ {
 		at = t0.Add(time.Duration(i) * time.Second)
 		clock.set(at)
-		eng.Container(cgroup(at, 0))
+		cg := cgroup(at, 0)
 		age := time.Duration(i-10) * time.Second
 		sweep := []probes.Event{sample(late, at, age, 0.5, ""), sample(crash, at, time.Second, 2, ""), sample(oom, at, time.Second, 3, "")}
 		if i <= 27 {
@@ -337,7 +331,7 @@ func runEngine(t *testing.T, out *output, fl *fleet, clock *contractClock, t0 ti
 		if i == 28 {
 			sweep = append(sweep, probes.Event{Kind: probes.EventRecovered, ID: slow, Time: at})
 		}
-		eng.Probes(sweep)
+		eng.Sweep(&cg, sweep)
 	}
 	line(eng, at, 100, "CRITICAL", "WORKER TIMEOUT (pid:102)")
 	line(eng, at, 999, "CRITICAL", "WORKER TIMEOUT (pid:103)") // the app's own print: not believed
@@ -359,7 +353,8 @@ func runEngine(t *testing.T, out *output, fl *fleet, clock *contractClock, t0 ti
 	eng.Probe(probes.Event{Kind: probes.EventRecovered, ID: stuck, Time: at})
 	at = at.Add(time.Second)
 	clock.set(at)
-	eng.Container(cgroup(at, 1))
+	cg := cgroup(at, 1)
+	eng.Sweep(&cg, nil)
 	eng.OOM(memwatch.OOMEvent{Time: at, Count: 1, Total: 1})
 	eng.Probe(probes.Event{Kind: probes.EventVanish, ID: oom, Time: at})
 	// The dirty worker runs an action past --dirty-timeout; it ends later.

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"errors"
+	"github.com/gwrap/gwrap/output"
 	"io"
 	"strings"
 	"testing"
@@ -22,7 +23,7 @@ func hang(q *diskQueue, items int, release chan struct{}) {
 // and counts every item not written; with discard only the final job is still done.
 func TestDiskQueue(t *testing.T) {
 	var buf bytes.Buffer
-	ps := newParts(newOutput(&buf, io.Discard, "json", time.Now))
+	ps := newParts(output.NewWriter(&buf, io.Discard, "json", time.Now))
 
 	t.Run("full", func(t *testing.T) {
 		full := 0
@@ -90,7 +91,7 @@ func TestDiskQueue(t *testing.T) {
 // the flight record is off (its later jobs do not run, and are counted).
 func TestDiskQueuePanics(t *testing.T) {
 	var buf bytes.Buffer
-	out := newOutput(&buf, io.Discard, "json", time.Now)
+	out := output.NewWriter(&buf, io.Discard, "json", time.Now)
 	ps := newParts(out)
 	for _, tc := range []struct {
 		p         part
@@ -107,7 +108,7 @@ func TestDiskQueuePanics(t *testing.T) {
 			t.Errorf("%s: %d lost, %d ran; want %d lost, %d ran", tc.p, lost, ran, tc.lost, tc.ran)
 		}
 	}
-	out.finish(func() {}, time.Second, io.Discard)
+	out.Finish(func() {}, time.Second, io.Discard)
 	for _, p := range []part{partStore, partFlight} {
 		if n := strings.Count(buf.String(), `"part":"`+string(p)+`"`); n != 1 {
 			t.Errorf("%s: said %d times, want once:\n%s", p, n, buf.String())

@@ -5,171 +5,60 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
-
-	"github.com/rs/zerolog"
 
 	"github.com/gwrap/gwrap/engine"
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
 	"github.com/gwrap/gwrap/metrics"
+	"github.com/gwrap/gwrap/output"
 	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
-	"github.com/gwrap/gwrap/termlog"
 )
 
-// fleet is what the platform sees besides the log: Prometheus metrics (when --metrics-addr is
-// set) and the termination message. It sits between the engine and the output: every event goes
-// to stdout, and the events that count (worker.boot, worker.late, oom.kill, postmortem) also feed
-// the counters and the last verdicts. Emit runs on the engine's goroutine; the gauges are fed by
-// the cgroup sampler and read at scrape time.
+// fleet wires what the platform sees besides the log: the engine's events go out through
+// output.Fan (stdout, then the typed facts to output.Counts: /metrics and the termination
+// message); here are only what reads /proc at scrape or stop time (busy workers, listen queues,
+// the requests) and the panic guards around them.
 type fleet struct {
-	out    *output
+	out    *output.Writer
+	counts *output.Counts
+	fan    output.Fan
 	ps     *parts
 	m      *metrics.Metrics // nil: metrics off
 	proc   probes.FS
 	master atomic.Int64 // the Gunicorn master's pid, for the scrape-time saturation read
 	reqs   *requests    // the workers' request files (nil: not recorded); set before serving
-
-	mu       sync.Mutex // guards recent and settings
-	recent   *termlog.Recent
-	settings gunicorn.Settings
-	version  string
-
-	termMu    sync.Mutex // serialises the termination message's writes
-	termFinal bool       // the exit's message is written: nothing replaces it
-	stopSaid  bool       // the stop's message is written (or being written)
 }
 
-func newFleet(out *output, ps *parts, proc probes.FS, s gunicorn.Settings, withMetrics bool) *fleet {
-	f := &fleet{out: out, ps: ps, proc: proc, recent: termlog.NewRecent(8, postmortem.CauseNames()), settings: s}
+func newFleet(out *output.Writer, ps *parts, proc probes.FS, s gunicorn.Settings, withMetrics bool) *fleet {
+	f := &fleet{out: out, ps: ps, proc: proc}
 	if withMetrics {
 		f.m = metrics.New(metrics.Options{Version: version, Causes: postmortem.CauseNames(), LateShares: []float64{0.5, 0.8}, Live: f.live, Status: f.status})
-		f.gunicorn()
 	}
+	f.counts = output.NewCounts(out, f.m, s, func(fn func()) { ps.run(partMetrics, fn) })
+	f.fan = output.Fan{W: out, C: f.counts}
 	return f
 }
 
 // Relay is engine.Emitter's.
 func (f *fleet) Relay(stream string, line []byte, parsed gunicorn.Event, at time.Time) {
-	f.out.Relay(stream, line, parsed, at)
+	f.fan.Relay(stream, line, parsed, at)
 }
 
-// Emit writes the event and counts what it says (on the engine's goroutine: a panic here is
-// the engine's).
+// Emit is engine.Emitter's (on the engine's goroutine: a panic here is the engine's).
 func (f *fleet) Emit(e engine.Event) {
 	fault(partEngine)
-	f.out.Emit(e)
-	switch e.Name {
-	case "postmortem":
-		cause, _ := e.Get("cause")
-		pid, _ := e.Get("pid")
-		summary, _ := e.Get("summary")
-		c, _ := cause.(string)
-		p, _ := pid.(int)
-		s, _ := summary.(string)
-		f.mu.Lock()
-		f.recent.Add(termlog.Verdict{At: e.Time, PID: p, Cause: c, Summary: s})
-		f.mu.Unlock()
-		if f.m != nil {
-			if kind, _ := e.Get("kind"); kind == "execution_timeout" { // no worker died
-				f.m.ExecTimeout(c)
-			} else {
-				f.m.WorkerKilled(c, metricRole(e))
-			}
-		}
-	case "gunicorn.start":
-		if v, ok := e.Get("gunicorn_version"); ok {
-			f.mu.Lock()
-			f.version, _ = v.(string)
-			f.mu.Unlock()
-			f.gunicorn()
-		}
-	}
-	if f.m == nil {
-		return
-	}
-	f.ps.run(partMetrics, func() { f.count(e) })
-}
-
-// count feeds the counters (the engine's goroutine, behind the metrics part's guard).
-func (f *fleet) count(e engine.Event) {
-	switch e.Name {
-	case "worker.boot":
-		if _, again := e.Get("boot_seconds"); !again { // a stuck boot that finished is not a new worker
-			f.m.WorkerStarted(metricRole(e))
-		}
-	case "worker.late":
-		if share, ok := e.Get("share"); ok {
-			s, _ := share.(float64)
-			f.m.WorkerLate(s, metricRole(e))
-		}
-	case "dirty_arbiter.start":
-		if t, ok := e.Get("dirty_timeout_s"); ok {
-			n, _ := t.(int)
-			f.m.SetDirtyTimeout(time.Duration(n) * time.Second)
-		}
-	case "worker.recycled":
-		if r, ok := e.Get("reason"); ok {
-			reason, _ := r.(string)
-			f.m.WorkerRecycled(reason)
-		}
-	case "oom.kill":
-		if n, ok := e.Get("count"); ok {
-			c, _ := n.(uint64)
-			f.m.OOMKills(c)
-		}
-	}
+	f.fan.Emit(e)
 }
 
 // setSettings takes the settings the engine holds (engine.Config.OnSettings).
-func (f *fleet) setSettings(s gunicorn.Settings) {
-	f.mu.Lock()
-	f.settings = s
-	f.mu.Unlock()
-	f.gunicorn()
-}
-
-func (f *fleet) gunicorn() {
-	if f.m == nil {
-		return
-	}
-	f.mu.Lock()
-	s, v := f.settings, f.version
-	f.mu.Unlock()
-	f.m.SetGunicorn(v, string(gunicorn.ClassOf(s)), time.Duration(s.Timeout)*time.Second)
-	if s.DirtyWorkers > 0 && len(s.DirtyApps) > 0 {
-		f.m.SetDirtyTimeout(time.Duration(s.DirtyTimeout) * time.Second)
-	}
-}
-
-// metricRole is the role label of an event about a worker: its role field, else http.
-func metricRole(e engine.Event) string {
-	if r, ok := e.Get("role"); ok {
-		if s, _ := r.(string); s != "" {
-			return s
-		}
-	}
-	return metrics.RoleHTTP
-}
+func (f *fleet) setSettings(s gunicorn.Settings) { f.counts.SetSettings(s) }
 
 // container feeds the cgroup's gauges.
-func (f *fleet) container(st memwatch.Stats) {
-	if f.m == nil {
-		return
-	}
-	val := func(v memwatch.Value) metrics.Value { return metrics.Value{V: float64(v.V), Known: v.Known} }
-	c := metrics.Container{WorkingSetBytes: val(st.WorkingSet), LimitBytes: val(st.Limit),
-		ThrottledSeconds: metrics.Value{V: float64(st.ThrottledTime.V) / 1e9, Known: st.ThrottledTime.Known}}
-	if st.PSI.Known {
-		c.MemorySome, c.MemoryFull, c.CPUSome = metrics.Known(st.PSI.MemorySome10/100), metrics.Known(st.PSI.MemoryFull10/100), metrics.Known(st.PSI.CPUSome10/100)
-		c.PressureHostWide = st.PSI.HostWide
-	}
-	f.m.SetContainer(c)
-}
+func (f *fleet) container(st memwatch.Stats) { f.counts.Container(st) }
 
 // errMetricsOff is the live readings' error after the metrics part panicked.
 var errMetricsOff = errors.New("off after an error in gwrap")
@@ -250,12 +139,12 @@ func (f *fleet) serve(ctx context.Context, addr string) {
 	}
 	srv, err := metrics.Listen(addr, f.m)
 	if err != nil {
-		f.out.event(zerolog.WarnLevel, "config.warning").Str("code", "metrics").Msg("cannot serve /metrics: " + err.Error())
+		f.out.Warn("metrics", "cannot serve /metrics: "+err.Error())
 		<-ctx.Done()
 		return
 	}
 	if err := srv.Serve(ctx); err != nil && ctx.Err() == nil {
-		f.out.event(zerolog.WarnLevel, "config.warning").Str("code", "metrics").Msg("/metrics stopped: " + err.Error())
+		f.out.Warn("metrics", "/metrics stopped: "+err.Error())
 	}
 	<-ctx.Done()
 }
@@ -264,7 +153,7 @@ func (f *fleet) serve(ctx context.Context, addr string) {
 // blocks the exit for long nor changes its code, and it is tried even after the stop's message
 // panicked.
 func (f *fleet) terminate(path, reason string) {
-	f.ps.try(partTermlog, func() { f.writeTerm(path, reason, true) })
+	f.ps.try(partTermlog, func() { f.counts.WriteTerm(path, reason, true) })
 }
 
 // stopping writes the termination message when a stop begins (a TERM, INT or QUIT received,
@@ -282,47 +171,16 @@ func (f *fleet) stopping(path string, sig os.Signal, budget time.Duration, at ti
 }
 
 func (f *fleet) stopMessage(path string, sig os.Signal, budget time.Duration, at time.Time) {
-	f.termMu.Lock()
-	said := f.stopSaid || path == ""
-	f.stopSaid = true
-	f.termMu.Unlock()
-	if said {
-		return
-	}
-	busy := ""
-	if master := int(f.master.Load()); master != 0 {
-		if s, err := f.proc.Saturation(master, at); err == nil && s.BusyKnown {
-			busy = fmt.Sprintf(" with %d of %d workers busy", s.Busy, s.Workers)
+	busy := func() string {
+		if master := int(f.master.Load()); master != 0 {
+			if s, err := f.proc.Saturation(master, at); err == nil && s.BusyKnown {
+				return fmt.Sprintf(" with %d of %d workers busy", s.Busy, s.Workers)
+			}
 		}
+		return ""
 	}
-	f.mu.Lock()
-	graceful := f.settings.GracefulTimeout
-	f.mu.Unlock()
-	name := signalName(sig)
-	what := fmt.Sprintf("a graceful stop%s (Gunicorn's --graceful-timeout %d s, gwrap's stop budget %s)", busy, graceful, budget)
-	if sig != syscall.SIGTERM {
-		what = fmt.Sprintf("a quick stop%s (gwrap's stop budget %s)", busy, budget)
-	}
-	reason := fmt.Sprintf("%s at %s began %s, and the stop did not finish: gwrap replaces this message when it exits, so the container was killed before the stop ended, most likely at the end of the platform's grace period (docker or podman stop -t, Kubernetes' terminationGracePeriodSeconds)",
-		name, at.UTC().Format(time.RFC3339), what)
-	go f.ps.run(partTermlog, func() { f.writeTerm(path, reason, false) })
-}
-
-// writeTerm writes the termination message for reason, unless the exit's is written already.
-func (f *fleet) writeTerm(path, reason string, final bool) {
-	if path == "" {
-		return
-	}
-	f.termMu.Lock()
-	defer f.termMu.Unlock()
-	if f.termFinal {
-		return
-	}
-	f.termFinal = final
-	f.mu.Lock()
-	msg := f.recent.Build(reason)
-	f.mu.Unlock()
-	if err := termlog.Write(path, msg, 500*time.Millisecond); err != nil {
-		f.out.event(zerolog.WarnLevel, "config.warning").Str("code", "termination_log").Msg("cannot write the termination message: " + err.Error())
+	reason, ok := f.counts.StopReason(path, output.Stop{Signal: signalName(sig), Graceful: sig == syscall.SIGTERM, Busy: busy, Budget: budget, At: at})
+	if ok {
+		go f.ps.run(partTermlog, func() { f.counts.WriteTerm(path, reason, false) })
 	}
 }

@@ -3,14 +3,13 @@ package main
 import (
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"github.com/gwrap/gwrap/engine"
 	"github.com/gwrap/gwrap/flightrec"
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/output"
 	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
 )
@@ -19,20 +18,19 @@ import (
 // plus the lines and signals between them, so minutes of a hung disk; then lines are dropped.
 const flightQueueMax = 512
 
-// flightQueue is the flight record as gwrap's producers see it: every call is a job for the
-// record's diskQueue, so a slow report dir never holds up the relay (Gunicorn), the signal
-// path (Signal) or the watcher's sweep. The recorder stamps each line with the time it was
+// flightQueue is the flight record as the engine's journal: every call is a job for the
+// record's diskQueue, so a slow report dir never holds up the engine. The recorder stamps each
+// line with the time it was
 // handed over, not written.
 type flightQueue struct {
 	q         *diskQueue
 	rec       *flightrec.Recorder // opened by the first job; the queue's goroutine only
 	stop      chan struct{}       // closed by finish: the first job no longer waits for the store
 	recovered chan struct{}       // closed once the previous run was looked at (and announced)
-
-	// The watcher's sweep being recorded: Batch, Container, Worker and Event are called from
-	// the watcher's goroutine only, and a sweep's samples go to the disk as one job.
-	batching bool
-	batch    []func(*flightrec.Recorder)
+	ps        *parts
+	// serving reads the requests a worker is serving now (nil: requests are not recorded); set
+	// before the engine starts, called on its goroutine as it hands over a sweep.
+	serving func(probes.ID) []postmortem.Request
 }
 
 // startFlight is called once, before Gunicorn starts, and returns at once; its first job, on
@@ -42,14 +40,14 @@ type flightQueue struct {
 // announces it as a postmortem event; then it opens this run's record, which replaces the
 // previous one. It never fails: a report dir that cannot be read or written is said once, and
 // one the store's start-up check refused (a symlink, not a directory) is not touched at all.
-func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, settings gunicorn.Settings, cg memwatch.Stats, start time.Time) *flightQueue {
-	f := &flightQueue{stop: make(chan struct{}), recovered: make(chan struct{})}
+func startFlight(cfg config, out *output.Writer, ps *parts, reports *reportQueue, settings gunicorn.Settings, cg memwatch.Stats, start time.Time) *flightQueue {
+	f := &flightQueue{stop: make(chan struct{}), recovered: make(chan struct{}), ps: ps}
 	f.q = newDiskQueue(partFlight, ps, flightQueueMax, false, func(int) {
-		out.warnOnce("flight-queue", "flight_queue", "the report dir "+cfg.ReportDir+" is not keeping up with the flight record: its lines are dropped and counted in gwrap.exit")
+		out.WarnOnce("flight-queue", "flight_queue", "the report dir "+cfg.ReportDir+" is not keeping up with the flight record: its lines are dropped and counted in gwrap.exit")
 	})
 	host, err := os.Hostname()
 	if err != nil {
-		out.warnOnce("flight-host", "flight_host", "cannot read the host name ("+err.Error()+"); the flight record is kept as host \"unknown\"")
+		out.WarnOnce("flight-host", "flight_host", "cannot read the host name ("+err.Error()+"); the flight record is kept as host \"unknown\"")
 	}
 	f.q.push(diskJob{at: start, run: func() error {
 		recovered := false
@@ -70,12 +68,9 @@ func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, setti
 		if rep != nil {
 			path, err := reports.Write(*rep)
 			if err != nil {
-				out.warnOnce("report-write", "report_write", "cannot write post-mortem reports to "+cfg.ReportDir+": "+err.Error()+" (they still appear on stdout)")
+				out.WarnOnce("report-write", "report_write", "cannot write post-mortem reports to "+cfg.ReportDir+": "+err.Error()+" (they still appear on stdout)")
 			}
-			v := rep.Verdict
-			out.event(zerolog.ErrorLevel, "postmortem").Str("cause", string(v.Cause)).Int("pid", rep.Incident.PID).
-				Str("kind", string(rep.Incident.Kind)).Bool("near_memory_limit", v.NearMemoryLimit).Bool("ran_long", v.RanLong).
-				Str("confidence", v.Confidence).Str("summary", v.Summary).Str("report", path).Str("id", rep.ID).Msg(v.Summary)
+			out.PreviousRun(*rep, path)
 		}
 		recovered = true
 		close(f.recovered)
@@ -92,12 +87,12 @@ func startFlight(cfg config, out *output, ps *parts, reports *reportQueue, setti
 				if strings.HasPrefix(msg, "flight record: ") {
 					key = msg // a file refused: each once (the recorder says each once)
 				}
-				out.warnOnce(key, "flight_record", msg)
+				out.WarnOnce(key, "flight_record", msg)
 			},
 			Refused: refused,
 		})
 		if readErr != nil {
-			out.warnOnce("flight", "flight_record", "cannot read the previous run's flight record: "+readErr.Error())
+			out.WarnOnce("flight", "flight_record", "cannot read the previous run's flight record: "+readErr.Error())
 		}
 		return nil
 	}})
@@ -128,65 +123,83 @@ func (f *flightQueue) line(do func(*flightrec.Recorder)) {
 	}})
 }
 
-// sample queues one of the watcher's lines, in its sweep's batch while one is recorded.
-func (f *flightQueue) sample(do func(*flightrec.Recorder)) {
-	if f.batching {
-		f.batch = append(f.batch, do)
-		return
-	}
-	f.line(do)
+// The flight record is the engine's journal (engine.Journal): the engine hands it each input it
+// takes, on its goroutine, and flightrec keeps what it records (Records, RecordsProbe: its one
+// filter). Each call queues a job for the disk, behind the flight part's guard.
+
+// Gunicorn is engine.Journal's: one of Gunicorn's lines, parsed once, by the engine.
+func (f *flightQueue) Gunicorn(ev gunicorn.Event) {
+	f.ps.run(partFlight, func() {
+		if flightrec.Records(ev) {
+			f.line(func(r *flightrec.Recorder) { r.Gunicorn(ev) })
+		}
+	})
 }
 
-// Batch runs fn (the watcher's sweep) and records the samples it made in one write.
-func (f *flightQueue) Batch(fn func()) {
-	f.batching = true
-	defer func() { // also when fn panics: the watcher's guard recovers it
-		b := f.batch
-		f.batching, f.batch = false, nil
-		if len(b) == 0 {
+// Sweep is engine.Journal's: a sweep's cgroup sample and workers' events, in one write.
+func (f *flightQueue) Sweep(st *memwatch.Stats, evs []probes.Event) {
+	f.ps.run(partFlight, func() {
+		kept := make([]probes.Event, 0, len(evs))
+		var serving map[probes.ID][]postmortem.Request // each sampled worker's requests, read now
+		for _, ev := range evs {
+			if !flightrec.RecordsProbe(ev) {
+				continue
+			}
+			kept = append(kept, ev)
+			if ev.Kind == probes.EventSample && f.serving != nil {
+				if rs := f.serving(ev.ID); len(rs) > 0 {
+					if serving == nil {
+						serving = make(map[probes.ID][]postmortem.Request)
+					}
+					serving[ev.ID] = rs
+				}
+			}
+		}
+		n := len(kept)
+		if st != nil {
+			n++
+		}
+		if n == 0 {
 			return
 		}
-		f.q.push(diskJob{items: len(b), run: func() error {
+		f.q.push(diskJob{items: n, run: func() error {
 			if f.rec != nil {
 				f.rec.Batch(func() {
-					for _, do := range b {
-						do(f.rec)
+					if st != nil {
+						f.rec.Container(*st)
+					}
+					for _, ev := range kept {
+						if ev.Kind == probes.EventSample {
+							f.rec.Worker(ev.ID, ev.Sample, serving[ev.ID]...)
+							continue
+						}
+						f.rec.Probe(ev)
 					}
 				})
 			}
 			return nil
 		}})
-	}()
-	fn()
+	})
 }
 
-// Container records a cgroup sample (the watcher's goroutine).
-func (f *flightQueue) Container(st memwatch.Stats) {
-	f.sample(func(r *flightrec.Recorder) { r.Container(st) })
+// Probe is engine.Journal's: one of the watcher's events outside a sweep.
+func (f *flightQueue) Probe(ev probes.Event) {
+	f.ps.run(partFlight, func() {
+		if flightrec.RecordsProbe(ev) {
+			f.line(func(r *flightrec.Recorder) { r.Probe(ev) })
+		}
+	})
 }
 
-// Worker records a worker's hot sample (the watcher's goroutine).
-func (f *flightQueue) Worker(id probes.ID, s probes.Sample) {
-	f.sample(func(r *flightrec.Recorder) { r.Worker(id, s) })
+// Signal is engine.Journal's: a signal gwrap received.
+func (f *flightQueue) Signal(sig syscall.Signal, forwarded bool) {
+	f.ps.run(partFlight, func() { f.line(func(r *flightrec.Recorder) { r.Signal(sig, forwarded) }) })
 }
 
-// Event records one of the watcher's events (the watcher's goroutine).
-func (f *flightQueue) Event(ev probes.Event) { f.sample(func(r *flightrec.Recorder) { r.Event(ev) }) }
-
-// Gunicorn records one of Gunicorn's lines, if the record keeps it (the engine's goroutine).
-func (f *flightQueue) Gunicorn(ev gunicorn.Event) {
-	if flightrec.Records(ev) {
-		f.line(func(r *flightrec.Recorder) { r.Gunicorn(ev) })
-	}
+// OOM is engine.Journal's: an OOM-kill notification.
+func (f *flightQueue) OOM(ev memwatch.OOMEvent) {
+	f.ps.run(partFlight, func() { f.line(func(r *flightrec.Recorder) { r.OOM(ev) }) })
 }
-
-// Signal records a signal gwrap received (the supervisor's goroutine).
-func (f *flightQueue) Signal(sig os.Signal, forwarded bool) {
-	f.line(func(r *flightrec.Recorder) { r.Signal(sig, forwarded) })
-}
-
-// OOM records an OOM-kill notification (the OOM watcher's goroutine).
-func (f *flightQueue) OOM(ev memwatch.OOMEvent) { f.line(func(r *flightrec.Recorder) { r.OOM(ev) }) }
 
 // finish closes the record at exit: gwrap exits on its own, so the next start has nothing to
 // explain. Lines still waiting are dropped (a clean exit needs none of them) and only the
@@ -200,31 +213,4 @@ func (f *flightQueue) finish(deadline time.Time) int {
 	}})
 	close(f.stop)
 	return f.q.finish(deadline, true)
-}
-
-// recorded is the engine's emitter with the flight record beside it: each of Gunicorn's lines
-// reaches the record with the engine's parse of it (parsed once), and flightrec keeps those it
-// records (flightrec.Records, the one filter).
-type recorded struct {
-	engine.Emitter
-	flight *flightQueue
-	ps     *parts
-}
-
-// Relay is engine.Emitter's (on the engine's goroutine).
-func (r recorded) Relay(stream string, line []byte, parsed gunicorn.Event, at time.Time) {
-	r.Emitter.Relay(stream, line, parsed, at)
-	r.ps.run(partFlight, func() { r.flight.Gunicorn(parsed) })
-}
-
-// flightProbe records the watcher's samples and events.
-func flightProbe(rec *flightQueue, ev probes.Event) {
-	switch ev.Kind {
-	case probes.EventSample:
-		rec.Worker(ev.ID, ev.Sample)
-	case probes.EventStack:
-		// A followed dirty worker's stack, every sweep: gwrap's own following, not the worker's story.
-	default:
-		rec.Event(ev)
-	}
 }

@@ -53,6 +53,9 @@ func TestFlightRecordExplainsAWholeContainerKill(t *testing.T) {
 		}
 		waitRecord(t, reports, host, uint64(i*40)<<20)
 	}
+	// A request in flight when the container dies: wait until the record on disk has it.
+	go get(fmt.Sprintf("http://127.0.0.1:%d/sleep?60", port), 70*time.Second)
+	waitServing(t, reports, host, "/sleep")
 
 	// 2. Kill every process of the cgroup at once, gwrap included.
 	killAll(t, cg)
@@ -94,6 +97,21 @@ func TestFlightRecordExplainsAWholeContainerKill(t *testing.T) {
 	}
 	if l, _ := field(rep, "container", "limit_bytes").(float64); l != limit {
 		t.Errorf("container limit %v, want %d", l, limit)
+	}
+	// The request in flight when the container died is named: in the summary, the event and
+	// incident.requests.
+	if s, _ := pm["summary"].(string); !strings.Contains(s, "In flight at its last record: worker ") || !strings.Contains(s, " was serving GET /sleep from 127.0.0.1, running ") {
+		t.Errorf("the summary does not name the request in flight: %q", s)
+	}
+	if l, _ := pm["requests"].([]any); len(l) != 1 || !strings.HasPrefix(fmt.Sprint(l[0]), "GET /sleep from 127.0.0.1, running ") {
+		t.Errorf("the postmortem event's requests %v, want GET /sleep", pm["requests"])
+	}
+	if l, _ := field(rep, "incident", "requests").([]any); len(l) != 1 {
+		t.Errorf("incident.requests %v, want the one request in flight", l)
+	} else if r, _ := l[0].(map[string]any); r["method"] != "GET" || r["path"] != "/sleep" || r["remote"] != "127.0.0.1" {
+		t.Errorf("incident.requests %v, want GET /sleep from 127.0.0.1", r)
+	} else if age, _ := r["age_s"].(float64); age <= 0 || age > 60 {
+		t.Errorf("the request in flight ran %v s, want more than 0 and at most 60", r["age_s"])
 	}
 
 	// 4. A clean TERM and restart: no post-mortem of the previous run.
@@ -196,6 +214,31 @@ func waitRecord(t *testing.T, dir, host string, min uint64) {
 		}
 		if time.Now().After(deadline) {
 			t.Fatalf("the flight record never showed a worker with %d MiB", min>>20)
+		}
+		time.Sleep(100 * time.Millisecond) // polling a file with a deadline
+	}
+}
+
+// waitServing waits until host's flight record in dir shows a worker serving a request for path.
+func waitServing(t *testing.T, dir, host, path string) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		rec, err := flightrec.Previous(dir, host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec != nil {
+			for _, rs := range rec.Serving {
+				for _, r := range rs {
+					if r.Path == path {
+						return
+					}
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the flight record never showed a request for %s in flight", path)
 		}
 		time.Sleep(100 * time.Millisecond) // polling a file with a deadline
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/gwrap/gwrap/flightrec"
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/output"
 	"github.com/gwrap/gwrap/postmortem"
 )
 
@@ -52,13 +53,13 @@ func TestStartFlight(t *testing.T) {
 		}
 	}
 
-	out := newOutput(&buf, io.Discard, "json", time.Now)
+	out := output.NewWriter(&buf, io.Discard, "json", time.Now)
 	ps := newParts(out)
 	reports := newReportQueue(store, out, ps)
 	second := startFlight(cfg, out, ps, reports, gunicorn.Settings{Timeout: 30}, memwatch.Stats{}, time.Now())
 	drain(second.q)
 	drain(reports.q)
-	out.finish(func() {}, time.Second, io.Discard) // the writer has written everything
+	out.Finish(func() {}, time.Second, io.Discard) // the writer has written everything
 	evs := events(&buf)
 	if len(evs) != 1 || evs[0]["event"] != "postmortem" || evs[0]["kind"] != "previous_run" {
 		t.Fatalf("events after an unclosed record: %v", evs)
@@ -72,13 +73,13 @@ func TestStartFlight(t *testing.T) {
 		t.Fatalf("%d lines lost", lost)
 	}
 	buf.Reset()
-	out = newOutput(&buf, io.Discard, "json", time.Now)
+	out = output.NewWriter(&buf, io.Discard, "json", time.Now)
 	ps = newParts(out)
 	reports = newReportQueue(store, out, ps)
 	third := startFlight(cfg, out, ps, reports, gunicorn.Settings{}, memwatch.Stats{}, time.Now())
 	defer third.finish(time.Now().Add(5 * time.Second))
 	drain(third.q)
-	out.finish(func() {}, time.Second, io.Discard)
+	out.Finish(func() {}, time.Second, io.Discard)
 	if evs := events(&buf); len(evs) != 0 {
 		t.Errorf("a clean exit was explained: %v", evs)
 	}
@@ -89,14 +90,14 @@ func TestStartFlight(t *testing.T) {
 	bad := cfg
 	bad.ReportDir = filepath.Join(file, "reports")
 	buf.Reset()
-	out = newOutput(&buf, io.Discard, "json", time.Now)
+	out = output.NewWriter(&buf, io.Discard, "json", time.Now)
 	ps = newParts(out)
 	reports = newReportQueue(postmortem.NewStore(bad.ReportDir, postmortem.Retention{}), out, ps)
 	r := startFlight(bad, out, ps, reports, gunicorn.Settings{}, memwatch.Stats{}, time.Now())
-	r.Container(memwatch.Stats{Time: time.Now()})
+	r.Sweep(&memwatch.Stats{Time: time.Now()}, nil)
 	drain(r.q)
 	r.finish(time.Now().Add(5 * time.Second))
-	out.finish(func() {}, time.Second, io.Discard)
+	out.Finish(func() {}, time.Second, io.Discard)
 	evs = events(&buf)
 	if len(evs) != 2 || evs[0]["code"] != "report_dir" || !strings.Contains(evs[1]["message"].(string), "flight record") {
 		t.Errorf("events for an unwritable dir: %v", evs)

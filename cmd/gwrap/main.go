@@ -73,7 +73,12 @@
 // (lines_lost) and said once on stderr.
 //
 // This package is the only place that knows real paths and real time; everything below it takes
-// its roots and its clock as arguments.
+// its roots and its clock as arguments. It wires: the producers (supervisor, probes' watcher,
+// memwatch's cgroup sampler and OOM watcher) feed the engine; the engine's events go out through
+// output (stdout, /metrics, the termination message), and its inputs to the flight record
+// (flightrec, behind a disk queue: flight.go). What stays here reads /proc at scrape or stop time
+// (fleet.go), the settings and the Python stacks' hook (stacks.go, requests.go), and the panic
+// guards of each part (parts.go).
 package main
 
 import (

@@ -2,10 +2,8 @@ package main
 
 import (
 	"fmt"
-	"sync"
+	"github.com/gwrap/gwrap/output"
 	"sync/atomic"
-
-	"github.com/rs/zerolog"
 
 	"github.com/gwrap/gwrap/internal/guard"
 )
@@ -51,15 +49,12 @@ var afterPanic = map[part]string{
 
 // parts runs the monitoring parts behind guards and remembers which are off.
 type parts struct {
-	out *output
+	out *output.Writer
 	off map[part]*atomic.Bool // one for each part of afterPanic, made once: read without a lock (the relay asks per line)
-
-	mu   sync.Mutex
-	said map[part]bool
 }
 
-func newParts(out *output) *parts {
-	ps := &parts{out: out, off: map[part]*atomic.Bool{}, said: map[part]bool{}}
+func newParts(out *output.Writer) *parts {
+	ps := &parts{out: out, off: map[part]*atomic.Bool{}}
 	for p := range afterPanic {
 		ps.off[p] = &atomic.Bool{}
 	}
@@ -98,14 +93,5 @@ func (ps *parts) panicked(pn guard.Panic, off bool) {
 	if off {
 		ps.off[p].Store(true)
 	}
-	ps.mu.Lock()
-	seen := ps.said[p]
-	ps.said[p] = true
-	ps.mu.Unlock()
-	if seen {
-		return
-	}
-	ps.out.event(zerolog.ErrorLevel, "config.warning").Str("code", "panic").Str("part", pn.Part).
-		Str("panic", pn.Message).Str("where", pn.Where).
-		Msg(fmt.Sprintf("gwrap's %s panicked (%s, at %s): %s; Gunicorn is still supervised", pn.Part, pn.Message, pn.Where, afterPanic[p]))
+	ps.out.Panicked(pn.Part, pn.Message, pn.Where, fmt.Sprintf("gwrap's %s panicked (%s, at %s): %s; Gunicorn is still supervised", pn.Part, pn.Message, pn.Where, afterPanic[p]))
 }

@@ -5,8 +5,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/rs/zerolog"
-
+	"github.com/gwrap/gwrap/output"
 	"github.com/gwrap/gwrap/postmortem"
 )
 
@@ -18,7 +17,7 @@ const reportQueueMax = 32
 // the death is decided, whatever the disk does. Its first job is the store's start-up check.
 type reportQueue struct {
 	store *postmortem.Store
-	out   *output
+	out   *output.Writer
 	q     *diskQueue
 
 	checked  chan struct{} // closed once the start-up check ran
@@ -27,7 +26,7 @@ type reportQueue struct {
 
 // newReportQueue starts the store's queue with its start-up check: a report dir that cannot be
 // used is said once (config.warning, code report_dir), and post-mortems then only reach stdout.
-func newReportQueue(store *postmortem.Store, out *output, ps *parts) *reportQueue {
+func newReportQueue(store *postmortem.Store, out *output.Writer, ps *parts) *reportQueue {
 	r := &reportQueue{store: store, out: out, checked: make(chan struct{})}
 	// A full queue is said by the engine, to which Write returns the error.
 	r.q = newDiskQueue(partStore, ps, reportQueueMax, true, nil)
@@ -35,7 +34,7 @@ func newReportQueue(store *postmortem.Store, out *output, ps *parts) *reportQueu
 		defer close(r.checked)
 		if err := store.Check(); err != nil {
 			r.checkErr = err
-			out.event(zerolog.WarnLevel, "config.warning").Str("code", "report_dir").Msg(err.Error() + "; post-mortems will not be written")
+			out.Warn("report_dir", err.Error()+"; post-mortems will not be written")
 		}
 		return nil
 	}})
@@ -48,7 +47,7 @@ func (r *reportQueue) Write(rep postmortem.Report) (string, error) {
 	ok := r.q.push(diskJob{items: 1, run: func() error {
 		p, err := r.store.Write(rep)
 		if err != nil {
-			r.out.warnOnce("report-write", "report_write", "cannot write post-mortem reports to "+r.store.Dir()+": "+err.Error()+" (they still appear on stdout)")
+			r.out.WarnOnce("report-write", "report_write", "cannot write post-mortem reports to "+r.store.Dir()+": "+err.Error()+" (they still appear on stdout)")
 		}
 		if p == "" {
 			return err // not stored (a retention error alone leaves the report written)

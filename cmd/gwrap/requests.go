@@ -2,6 +2,7 @@ package main
 
 import (
 	"errors"
+	"sync"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -20,6 +21,7 @@ type requests struct {
 	// mono is CLOCK_MONOTONIC now, the clock the hook stamps requests with (injectable).
 	mono func() time.Duration
 	fs   probes.FS // /proc, for which processes are alive
+	last lastSamples
 }
 
 // newRequests returns the reader, or nil when requests are not recorded.
@@ -27,7 +29,55 @@ func newRequests(enabled bool, mode inflight.QueryMode, stk *stacks, fs probes.F
 	if !enabled || stk == nil {
 		return nil
 	}
-	return &requests{stk: stk, mode: mode, mono: monotonic, fs: fs}
+	return &requests{stk: stk, mode: mode, mono: monotonic, fs: fs, last: lastSamples{m: map[probes.ID]probes.Sample{}}}
+}
+
+// lastSamples keeps each live worker's latest hot sample, written by the watcher's goroutine
+// (requests.sampled) and read by /status on the HTTP server's: the memory, CPU and heartbeat
+// age it shows are those gwrap sampled last, not read again.
+type lastSamples struct {
+	mu sync.Mutex
+	m  map[probes.ID]probes.Sample
+}
+
+// sampleKeep bounds the samples kept: a worker whose vanish was missed is forgotten once its
+// sample is this old and the map is full.
+const (
+	sampleKeep    = 30 * time.Second
+	sampleKeepMax = 4096
+)
+
+// sampled takes one of the watcher's events (its goroutine): a worker's hot sample is kept, a
+// vanished worker's is dropped. A nil reader keeps nothing.
+func (q *requests) sampled(ev probes.Event) {
+	if q == nil || (ev.Kind != probes.EventSample && ev.Kind != probes.EventVanish) {
+		return
+	}
+	q.last.mu.Lock()
+	defer q.last.mu.Unlock()
+	if ev.Kind == probes.EventVanish {
+		delete(q.last.m, ev.ID)
+		return
+	}
+	if len(q.last.m) >= sampleKeepMax {
+		for id, s := range q.last.m {
+			if ev.Sample.Time.Sub(s.Time) > sampleKeep {
+				delete(q.last.m, id)
+			}
+		}
+		if len(q.last.m) >= sampleKeepMax {
+			return
+		}
+	}
+	q.last.m[ev.ID] = ev.Sample
+}
+
+// lastSample is worker id's latest hot sample, if one younger than sampleKeep is kept.
+func (q *requests) lastSample(id probes.ID) (probes.Sample, bool) {
+	q.last.mu.Lock()
+	s, ok := q.last.m[id]
+	q.last.mu.Unlock()
+	return s, ok && time.Since(s.Time) < sampleKeep
 }
 
 // monotonic is CLOCK_MONOTONIC now.
@@ -98,6 +148,31 @@ func request(r inflight.Request, now time.Duration) postmortem.Request {
 		AgeSeconds: float64(r.Age(now).Round(100*time.Millisecond)) / float64(time.Second), Thread: r.ThreadID(), Cut: r.Cut}
 }
 
+// serving is the requests worker id is serving now, with their ages (none when they cannot be
+// read), for the flight record: so that a previous_run post-mortem names the requests in flight
+// when the whole container died.
+func (q *requests) serving(id probes.ID) (out []postmortem.Request) {
+	q.stk.ps.run(partStacks, func() {
+		t, why := q.table(id)
+		if why != "" {
+			return
+		}
+		now := q.mono()
+		for _, r := range t.InFlight {
+			out = append(out, request(r, now))
+		}
+	})
+	return out
+}
+
+// servingFunc is serving, or nil when requests are not recorded.
+func (q *requests) servingFunc() func(probes.ID) []postmortem.Request {
+	if q == nil {
+		return nil
+	}
+	return q.serving
+}
+
 // engineFunc is engine.Config.Requests: nil when requests are not recorded.
 func (q *requests) engineFunc() func(probes.ID, time.Time) ([]postmortem.Request, string) {
 	if q == nil {
@@ -109,7 +184,7 @@ func (q *requests) engineFunc() func(probes.ID, time.Time) ([]postmortem.Request
 // inFlight counts the requests the HTTP workers are serving now and the age of the oldest (for
 // the gauges); ok is false when there is no status to read. A nil reader says not ok.
 func (q *requests) inFlight() (n int, oldest time.Duration, ok bool) {
-	st, err := q.status()
+	st, err := q.read(nil)
 	if err != nil {
 		return 0, 0, false
 	}
@@ -133,11 +208,22 @@ type liveStatus struct {
 	Workers []workerStatus `json:"workers"`
 }
 
-// workerStatus is one worker in liveStatus.
+// workerStatus is one worker in liveStatus. A figure that could not be read is null, never zero.
 type workerStatus struct {
 	PID   int    `json:"pid"`
 	State string `json:"state"`
 	Class string `json:"worker_class,omitempty"`
+	// AgeSeconds is how long the worker has run.
+	AgeSeconds *float64 `json:"age_s"`
+	// HeartbeatAgeSeconds is how long since it last touched its heartbeat file.
+	HeartbeatAgeSeconds *float64 `json:"heartbeat_age_s"`
+	// RSSBytes is its resident memory (anon + file + shmem); PrivateBytes the part that is its
+	// own (USS), what its exit would give back.
+	RSSBytes     *uint64 `json:"rss_bytes"`
+	PrivateBytes *uint64 `json:"private_bytes"`
+	// CPUPercent is its CPU time (user + system) as a share of one core over the last
+	// sampling interval.
+	CPUPercent *float64 `json:"cpu_percent"`
 	// Requests are those in flight, oldest first, with their ages now.
 	Requests  []postmortem.Request `json:"requests"`
 	Unslotted int                  `json:"requests_unslotted,omitempty"`
@@ -148,14 +234,23 @@ type workerStatus struct {
 	RequestsError string `json:"requests_error,omitempty"`
 }
 
-// status reads the live status of the workers: every live process with a request file in the
-// hook's directory.
+// status reads the live status of the workers (/status): every live process with a request file
+// in the hook's directory, with the figures of its latest hot sample.
 func (q *requests) status() (liveStatus, error) {
+	if q == nil {
+		return q.read(nil)
+	}
+	return q.read(q.lastSample)
+}
+
+// read reads the live status; facts gives a worker's latest sample (nil: requests only, no
+// figures, for the gauges).
+func (q *requests) read(facts func(probes.ID) (probes.Sample, bool)) (liveStatus, error) {
 	if q == nil {
 		return liveStatus{}, errors.New("requests are not recorded (--record-requests=false or --python-stacks=false)")
 	}
 	if q.stk.hook == nil {
 		return liveStatus{}, errors.New("requests are not recorded: no stack hook")
 	}
-	return statusOfDir(q.stk.hook.StackDir(), q.fs, q.mono(), q.mode)
+	return statusOfDir(q.stk.hook.StackDir(), q.fs, q.mono(), q.mode, facts)
 }

@@ -154,12 +154,13 @@ func TestRequestsInVerdicts(t *testing.T) {
 		args []string
 		kill bool // SIGKILL the worker (it would not time out)
 		// timeout is --timeout when not the default (gevent: the test's SIGKILL comes after its
-		// worker.late at half of it and well before Gunicorn's own timeout).
+		// worker.late at half of it and well before Gunicorn's own timeout; sync: the status is
+		// read well before it).
 		timeout int
 		since   int // the first major release that has the class
 	}
 	classes := []class{
-		{name: "sync", args: []string{"wsgi:app"}},
+		{name: "sync", args: []string{"wsgi:app"}, timeout: 6},
 		{name: "gthread", args: []string{"-k", "gthread", "--threads", "2", "wsgi:app"}, kill: true},
 		{name: "gevent", args: []string{"-k", "gevent", "wsgi:app"}, kill: true, timeout: 6},
 		{name: "uvicorn", args: []string{"-k", "uvicorn.workers.UvicornWorker", "asgi:app"}},
@@ -181,39 +182,40 @@ func TestRequestsInVerdicts(t *testing.T) {
 				run := startRequestRun(t, r, cmp.Or(c.timeout, timeout), nil, gwrapArgs, c.args...)
 				pid := run.workerPID(t)
 				go get(run.base+"/sleep?30", 40*time.Second)
-				minAge := float64(timeout) - 0.5
+				minAge := float64(cmp.Or(c.timeout, timeout)) - 0.5
 				waitRecorded(t, pid, "/sleep")
 				if metricsPort != 0 {
 					_, text := get(fmt.Sprintf("http://127.0.0.1:%d/metrics", metricsPort), 5*time.Second)
 					if !strings.Contains(text, "\ngwrap_requests_in_flight 1\n") || !strings.Contains(text, "\ngwrap_request_oldest_seconds ") {
 						t.Errorf("/metrics does not count the request in flight:\n%s", text)
 					}
-					_, body := get(fmt.Sprintf("http://127.0.0.1:%d/status", metricsPort), 5*time.Second)
-					var st struct {
-						Workers []struct {
-							PID      int `json:"pid"`
-							Requests []struct {
-								Method, Path string
-								Age          float64 `json:"age_s"`
-							} `json:"requests"`
-						} `json:"workers"`
+					// /status: the figures are those of gwrap's latest sample of the worker, so
+					// wait (well within the 3 s timeout) until its second sample gave a CPU share.
+					var body string
+					var st statusDoc
+					for deadline := time.Now().Add(2 * time.Second); ; {
+						_, body = get(fmt.Sprintf("http://127.0.0.1:%d/status", metricsPort), 5*time.Second)
+						st = statusDoc{}
+						err := json.Unmarshal([]byte(body), &st)
+						if err == nil && len(st.Workers) == 1 && st.Workers[0]["cpu_percent"] != nil || time.Now().After(deadline) {
+							break
+						}
+						time.Sleep(100 * time.Millisecond)
 					}
-					if err := json.Unmarshal([]byte(body), &st); err != nil || len(st.Workers) != 1 || st.Workers[0].PID != pid ||
-						len(st.Workers[0].Requests) != 1 || st.Workers[0].Requests[0].Method != "GET" || st.Workers[0].Requests[0].Path != "/sleep" {
-						t.Errorf("/status does not list worker %d's request in flight: %v\n%s", pid, err, body)
-					}
+					checkStatus(t, "/status", pid, st, body)
 					// gwrap status, run beside it, finds it among the other tests' gwraps by its
 					// report dir.
 					out, err := exec.Command(gwrapBin, "status", "--json", "--report-dir", run.reports).CombinedOutput()
-					st.Workers = nil
-					if jerr := json.Unmarshal(out, &st); err != nil || jerr != nil || len(st.Workers) != 1 || st.Workers[0].PID != pid ||
-						len(st.Workers[0].Requests) != 1 || st.Workers[0].Requests[0].Path != "/sleep" || st.Workers[0].Requests[0].Age < 0 {
-						t.Errorf("gwrap status --json does not list worker %d's request in flight: %v %v\n%s", pid, err, jerr, out)
+					st = statusDoc{}
+					if jerr := json.Unmarshal(out, &st); err != nil || jerr != nil {
+						t.Errorf("gwrap status --json: %v %v\n%s", err, jerr, out)
 					}
+					checkStatus(t, "gwrap status --json", pid, st, string(out))
 					out, err = exec.Command(gwrapBin, "status", "--report-dir", run.reports).CombinedOutput()
-					if err != nil || !strings.Contains(string(out), "GET /sleep from 127.0.0.1, running ") {
+					if err != nil || !strings.Contains(string(out), "GET /sleep from 127.0.0.1, running ") || !strings.Contains(string(out), " MiB") {
 						t.Errorf("gwrap status: %v\n%s", err, out)
 					}
+					t.Logf("gwrap status:\n%s", out)
 				}
 				if c.name == "gevent" {
 					// A gevent worker beats every second: it is late at half the timeout
@@ -239,6 +241,50 @@ func TestRequestsInVerdicts(t *testing.T) {
 			})
 		}
 	}
+}
+
+// statusDoc is /status and gwrap status --json, as the tests read it.
+type statusDoc struct {
+	Workers []map[string]any `json:"workers"`
+}
+
+// checkStatus checks that the status lists worker pid alone, serving GET /sleep, with every
+// figure a user reads there present and plausible for a sync worker that answered /pid (at least
+// twice, quickly) and then began a sleeping request.
+func checkStatus(t *testing.T, where string, pid int, st statusDoc, raw string) {
+	t.Helper()
+	if len(st.Workers) != 1 || st.Workers[0]["pid"] != float64(pid) {
+		t.Errorf("%s does not list worker %d alone:\n%s", where, pid, raw)
+		return
+	}
+	w := st.Workers[0]
+	reqs, _ := w["requests"].([]any)
+	if len(reqs) != 1 {
+		t.Errorf("%s lists %d requests in flight, want 1:\n%s", where, len(reqs), raw)
+	} else if r, _ := reqs[0].(map[string]any); r["method"] != "GET" || r["path"] != "/sleep" {
+		t.Errorf("%s's request in flight is %v, want GET /sleep", where, r)
+	} else if age, ok := r["age_s"].(float64); !ok || age < 0 || age > 10 {
+		t.Errorf("%s's request in flight has age %v, want 0–10 s", where, r["age_s"])
+	}
+	num := func(k string, lo, hi float64) float64 {
+		v, ok := w[k].(float64)
+		if !ok || v < lo || v > hi {
+			t.Errorf("%s: worker %d's %s is %v, want %g–%g:\n%s", where, pid, k, w[k], lo, hi, raw)
+		}
+		return v
+	}
+	if s, _ := w["state"].(string); s == "" || s == "Z" {
+		t.Errorf("%s: worker %d's state %q", where, pid, s)
+	}
+	num("age_s", 0.1, 600)
+	num("heartbeat_age_s", 0, 30)
+	rss := num("rss_bytes", 1<<20, 4<<30)
+	if priv := num("private_bytes", 1<<10, 4<<30); priv > rss {
+		t.Errorf("%s: worker %d's private memory %v exceeds its resident memory %v", where, pid, priv, rss)
+	}
+	num("cpu_percent", 0, 100)
+	num("requests_served", 2, 1e6)
+	num("last_request_s", 0, 5)
 }
 
 // TestRequestCLoopNamed: a worker wedged in a C loop that holds the GIL runs no Python at all

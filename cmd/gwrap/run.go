@@ -14,14 +14,13 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/gwrap/gwrap/engine"
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/internal/asuser"
 	"github.com/gwrap/gwrap/internal/group"
 	"github.com/gwrap/gwrap/internal/guard"
 	"github.com/gwrap/gwrap/memwatch"
+	"github.com/gwrap/gwrap/output"
 	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
 	"github.com/gwrap/gwrap/supervisor"
@@ -67,7 +66,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		defer stop()
 		sigs = ch
 	}
-	out := newOutput(stdout, stderr, cfg.LogFormat, time.Now)
+	out := output.NewWriter(stdout, stderr, cfg.LogFormat, time.Now)
 	ps := newParts(out)
 	// Start-up (the settings' Python takes up to 5 s) ends at a TERM/INT/QUIT, before Gunicorn.
 	startCtx, endStartup := watchStartup(sigs, out)
@@ -75,7 +74,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	cg, cgErr := memwatch.Open(memwatch.Options{CgroupRoot: cfg.CgroupRoot, ProcRoot: cfg.ProcRoot, Path: cfg.CgroupPath})
 	var cgStats memwatch.Stats
 	if cgErr != nil {
-		out.warnOnce("cgroup", "cgroup_unreadable", "cannot read the container's cgroup, memory and OOM evidence will be missing: "+cgErr.Error())
+		out.WarnOnce("cgroup", "cgroup_unreadable", "cannot read the container's cgroup, memory and OOM evidence will be missing: "+cgErr.Error())
 	} else {
 		cgStats = cg.Sample()
 	}
@@ -95,7 +94,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	}
 	startEvent(out, cfg, cg, cgStats, settings)
 	for _, w := range cfg.Warnings {
-		out.event(zerolog.WarnLevel, "config.warning").Str("code", "env_unknown").Msg(w)
+		out.Warn("env_unknown", w)
 	}
 	lintAtStart(out, cfg, cg, cgStats, settings)
 
@@ -103,7 +102,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	// Gunicorn starts, nor on the relay, signal, engine or stop paths.
 	store := postmortem.NewStore(cfg.ReportDir, postmortem.Retention{MaxCount: cfg.ReportMaxCount, MaxBytes: cfg.ReportMaxBytes})
 	reports := newReportQueue(store, out, ps)
-	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, gunicorn.Tracked(), cfg.hookRequests(), ps, func(msg string) { out.warnOnce("pystack", "pystack", msg) })
+	stk := newStacks(cfg.PythonStacks, cfg.ProcRoot, gunicorn.Tracked(), cfg.hookRequests(), ps, func(msg string) { out.WarnOnce("pystack", "pystack", msg) })
 	defer stk.close()
 	proc := procFS(cfg.ProcRoot)
 	var eng *engine.Engine    // made below, once the watcher it tells exists
@@ -116,33 +115,32 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	hostname, _ := os.Hostname()
 	reqs := newRequests(cfg.RecordRequests && cfg.PythonStacks, cfg.requestQuery(), stk, proc)
 	fl.reqs = reqs
+	flight.serving = reqs.servingFunc()
 	watcher := probes.NewWatcher(proc, probes.Options{
 		Stack:        stk.take,
 		Interval:     cfg.Interval,
 		FastInterval: cfg.FastInterval,
-		Warn:         func(msg string) { out.warnOnce(msg, "proc_unreadable", msg) },
+		Warn:         func(msg string) { out.WarnOnce(msg, "proc_unreadable", msg) },
 		Private:      wantPrivate(recyclePolicy(cfg, settings), &lastCg),
 		Fast:         climb.fast,
 		// The container's cgroup is sampled in the workers' sweep, and the sweep's events reach
 		// the engine in one batch: an idle gwrap wakes once a second, and wakes the engine once.
-		// The flight record takes the sweep's lines in one write.
+		// The flight record (the engine's journal) takes the sweep's lines in one write.
 		Sweep: func(_ time.Time, sample func()) {
-			flight.Batch(func() {
-				if cg != nil {
-					ps.run(partCgroup, func() {
-						fault(partCgroup)
-						st := sampleCgroup(cg, out)
-						lastCg = st
-						climb.sample(st)
-						flight.Container(st)
-						fl.container(st)
-						eng.Container(st)
-					})
-				}
-				batch = []probes.Event{}
-				sample()
-			})
-			eng.Probes(batch)
+			var swept *memwatch.Stats
+			if cg != nil {
+				ps.run(partCgroup, func() {
+					fault(partCgroup)
+					st := sampleCgroup(cg, out)
+					lastCg = st
+					climb.sample(st)
+					fl.container(st)
+					swept = &st
+				})
+			}
+			batch = []probes.Event{}
+			sample()
+			eng.Sweep(swept, batch)
 			batch = nil
 		},
 	})
@@ -169,7 +167,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		Requests:     reqs.engineFunc(),
 		History:      cfg.History,
 		Interval:     cfg.Interval,
-	}, recorded{fl, flight, ps})
+		Journal:      flight,
+	}, fl)
 	ectx, ecancel := context.WithCancel(context.Background())
 	engineDone := make(chan struct{})
 	go func() { eng.Run(ectx); close(engineDone) }()
@@ -196,14 +195,14 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			Signals:          sigs,
 			ReapEvery:        5 * time.Second, // sigs carry SIGCHLD (subscribe)
 			Upgrading:        upgrading.list,
+			Warn:             func(code, msg string) { out.WarnOnce(code, code, msg) },
 			OnStop:           func(pid int, stopped bool, sig syscall.Signal) { stoppedEvent(out, pid, stopped, sig) },
 			OnStart: func(pid int) {
 				eng.Started(pid)
 				master <- pid
 			},
 			OnAdopt: func(pid int) {
-				out.event(zerolog.WarnLevel, "gunicorn.new_master").Int("pid", pid).
-					Msg(fmt.Sprintf("the old Gunicorn master exited after USR2; gwrap now follows the new master %d", pid))
+				out.NewMaster(pid)
 				select {
 				case master <- pid:
 				default:
@@ -216,7 +215,6 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 				if sig == syscall.SIGTERM || sig == syscall.SIGINT || sig == syscall.SIGQUIT {
 					stopAt.CompareAndSwap(0, time.Now().UnixNano())
 				}
-				ps.run(partFlight, func() { flight.Signal(sig, forwarded) })
 				if s, ok := sig.(syscall.Signal); ok {
 					eng.Signal(s, forwarded)
 				}
@@ -244,7 +242,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			case ev.Kind == probes.EventMaster:
 				fl.master.Store(int64(ev.ID.PID))
 				if ev.Evidence == probes.ByHint {
-					out.warnOnce("master-by-hint", "master_unconfirmed", fmt.Sprintf(
+					out.WarnOnce("master-by-hint", "master_unconfirmed", fmt.Sprintf(
 						"gwrap took process %d for the Gunicorn master on its command line or start line alone: its open files are closed to gwrap (another user, and no CAP_SYS_PTRACE), so heartbeats cannot be read either", ev.ID.PID))
 				}
 				if !isGunicorn {
@@ -256,7 +254,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 					})
 				}
 			}
-			flightProbe(flight, ev)
+			reqs.sampled(ev) // the latest sample of each worker, for /status
 			if batch != nil {
 				batch = append(batch, ev)
 				return
@@ -269,7 +267,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 			return err
 		}
 		watchMasters(wctx, master, run,
-			func(err error) { out.warnOnce("probes", "probes_stopped", "worker monitoring stopped: "+err.Error()) })
+			func(err error) { out.WarnOnce("probes", "probes_stopped", "worker monitoring stopped: "+err.Error()) })
 		return nil
 	}, func(error) { wcancel() })
 
@@ -282,9 +280,8 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 				// The engine first: it reads /proc while the victim is still there to be seen dying.
 				cg.WatchOOM(octx, func(ev memwatch.OOMEvent) {
 					eng.OOM(ev)
-					flight.OOM(ev)
 					oomTotal.Store(max(oomTotal.Load(), ev.Total))
-				}, func(msg string) { out.warnOnce("oom", "oom_polled", msg) })
+				}, func(msg string) { out.WarnOnce("oom", "oom_polled", msg) })
 			})
 			<-octx.Done() // a part that stopped early must not end the group, and the app with it
 			return nil
@@ -294,7 +291,7 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 		g.Add(func() error {
 			ps.run(partNotify, func() {
 				fault(partNotify)
-				climb.run(nctx, cg, cgStats.Limit.V, func(msg string) { out.warnOnce(msg, "memory_notify", msg) })
+				climb.run(nctx, cg, cgStats.Limit.V, func(msg string) { out.WarnOnce(msg, "memory_notify", msg) })
 			})
 			<-nctx.Done()
 			return nil
@@ -335,11 +332,9 @@ func supervise(cfg config, stdout, stderr io.Writer) (int, error) {
 	}
 	reportsLost, flightLost := finishDisk(out, cfg, reports, flight, diskDeadline(stopAt.Load(), cfg.StopBudget, time.Now()))
 	fl.terminate(cfg.terminationLogPath(fileExists), reason)
-	out.finish(func() {
-		out.event(exitLevel(code), "gwrap.exit").Int("exit_code", code).Str("reason", reason).
-			Int("incidents", eng.Reported()).Uint64("lines_lost", out.lost()).Bool("drain_cut", result.DrainCut).
-			Int("reports_unwritten", reportsLost).Int("flight_lines_unwritten", flightLost).
-			Msg("gwrap exits: " + reason)
+	out.Finish(func() {
+		out.Exit(output.Exit{Code: code, Reason: reason, Incidents: eng.Reported(), DrainCut: result.DrainCut,
+			ReportsUnwritten: reportsLost, FlightLinesUnwritten: flightLost})
 	}, outputFlush, stderr)
 	// A command that could not start is also said on stderr, where people look first.
 	return code, runErr
@@ -374,16 +369,21 @@ func maxTime(a, b time.Time) time.Time {
 // finishDisk lets the report store and the flight record write what waits, until deadline, and
 // returns how many post-mortems and flight-record lines were not written; when any were not,
 // it says so once before gwrap.exit counts them.
-func finishDisk(out *output, cfg config, reports *reportQueue, flight *flightQueue, deadline time.Time) (int, int) {
+func finishDisk(out *output.Writer, cfg config, reports *reportQueue, flight *flightQueue, deadline time.Time) (int, int) {
 	flightLost := make(chan int, 1)
 	go func() { flightLost <- flight.finish(deadline) }()
 	r := reports.finish(deadline)
 	f := <-flightLost
-	if r > 0 || f > 0 {
-		out.event(zerolog.WarnLevel, "config.warning").Str("code", "report_unwritten").Int("reports_unwritten", r).Int("flight_lines_unwritten", f).
-			Msg(fmt.Sprintf("%d post-mortems and %d flight-record lines were not written to %s before gwrap exited (the disk did not keep up, or failed as said above); the post-mortems are on stdout", r, f, cfg.ReportDir))
-	}
+	unwrittenWarning(out, cfg.ReportDir, r, f)
 	return r, f
+}
+
+// unwrittenWarning says how many post-mortems and flight-record lines were not written to dir.
+func unwrittenWarning(out *output.Writer, dir string, r, f int) {
+	if r > 0 || f > 0 {
+		out.Warn("report_unwritten", fmt.Sprintf("%d post-mortems and %d flight-record lines were not written to %s before gwrap exited (the disk did not keep up, or failed as said above); the post-mortems are on stdout", r, f, dir),
+			engine.Field{Key: "reports_unwritten", Value: r}, engine.Field{Key: "flight_lines_unwritten", Value: f})
+	}
 }
 
 // procFS reads processes under root; the command lines of workers' children, which deep samples
@@ -391,10 +391,10 @@ func finishDisk(out *output, cfg config, reports *reportQueue, flight *flightQue
 func procFS(root string) probes.FS { return probes.NewFS(root).RedactArgs(postmortem.RedactArgs) }
 
 // sampleCgroup takes a sample of the container's cgroup; a file that cannot be read is said once.
-func sampleCgroup(cg *memwatch.Cgroup, out *output) memwatch.Stats {
+func sampleCgroup(cg *memwatch.Cgroup, out *output.Writer) memwatch.Stats {
 	st := cg.Sample()
 	for _, m := range st.Missing {
-		out.warnOnce("cgroup-missing-"+m, "cgroup_missing", "cannot read the cgroup's "+m+"; that evidence will be missing")
+		out.WarnOnce("cgroup-missing-"+m, "cgroup_missing", "cannot read the cgroup's "+m+"; that evidence will be missing")
 	}
 	return st
 }
@@ -438,13 +438,6 @@ func watchMasters(ctx context.Context, masters <-chan int, run func(context.Cont
 
 var errChildExited = errors.New("child exited")
 
-func exitLevel(code int) zerolog.Level {
-	if code == 0 {
-		return zerolog.InfoLevel
-	}
-	return zerolog.ErrorLevel
-}
-
 // readSettings gathers Gunicorn's effective settings when the command is Gunicorn; cancelling
 // ctx (a TERM during start-up) ends the config file's evaluation.
 func readSettings(ctx context.Context, cfg config) gunicorn.Settings {
@@ -474,23 +467,23 @@ func readSettings(ctx context.Context, cfg config) gunicorn.Settings {
 // a custom application, whose settings are set in Python), else what its command line says
 // (masterSettings). It says once what keeps Gunicorn's lines from gwrap, or that the settings
 // could not be learnt.
-func learnSettings(ctx context.Context, cfg config, proc probes.FS, stk *stacks, pid int, out *output, use func(gunicorn.Settings)) {
+func learnSettings(ctx context.Context, cfg config, proc probes.FS, stk *stacks, pid int, out *output.Writer, use func(gunicorn.Settings)) {
 	s, err := stk.reportedSettings(ctx, pid)
 	if err != nil {
 		var ok bool
-		warn := func(msg string) { out.warnOnce("settings-static", "settings_static", msg) }
+		warn := func(msg string) { out.WarnOnce("settings-static", "settings_static", msg) }
 		if s, ok = masterSettings(ctx, cfg, proc, pid, warn); !ok {
-			out.warnOnce("settings-unknown", "settings_unknown", fmt.Sprintf(
+			out.WarnOnce("settings-unknown", "settings_unknown", fmt.Sprintf(
 				"cannot learn the settings of the Gunicorn master %d: its command line is not Gunicorn's (a custom application sets them in Python) and it reported none (%v); gwrap assumes Gunicorn's defaults (timeout %d s) until its log says otherwise",
 				pid, err, gunicorn.Defaults().Timeout))
 			return
 		}
 	}
 	for _, p := range s.Problems {
-		out.warnOnce("settings-problem-"+p, "settings_unknown", p)
+		out.WarnOnce("settings-problem-"+p, "settings_unknown", p)
 	}
 	for _, w := range gunicorn.BlindSpots(s) {
-		out.event(zerolog.WarnLevel, "config.warning").Str("code", w.Code).Str("fix", w.Fix).Msg(w.Message)
+		out.Warn(w.Code, w.Message, engine.Field{Key: "fix", Value: w.Fix})
 	}
 	use(s)
 }
@@ -552,36 +545,35 @@ func (p *pidSet) list() []int {
 	return out
 }
 
-func startEvent(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {
-	e := out.event(zerolog.InfoLevel, "gwrap.start").Str("version", version).Int("gwrap_pid", os.Getpid()).
-		Strs("command", postmortem.RedactArgs(cfg.Command)).Str("report_dir", cfg.ReportDir).
-		Int("timeout_s", s.Timeout).Int("workers", s.Workers).Str("worker_class", s.WorkerClass).
-		Int("host_cores", runtime.NumCPU())
+func startEvent(out *output.Writer, cfg config, cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {
+	e := output.Start{Version: version, PID: os.Getpid(), Command: postmortem.RedactArgs(cfg.Command), ReportDir: cfg.ReportDir,
+		Timeout: s.Timeout, Workers: s.Workers, WorkerClass: s.WorkerClass, HostCores: runtime.NumCPU(),
+		Message: "gwrap " + version + " starting " + filepath.Base(cfg.Command[0])}
 	if cg != nil {
-		e = e.Int("cgroup_version", cg.Version()).Str("cgroup", cg.Path())
+		e.Cgroup = &output.StartCgroup{Version: cg.Version(), Path: cg.Path()}
 		if st.Limit.Known {
-			e = e.Uint64("memory_limit_bytes", st.Limit.V)
+			e.Cgroup.MemoryLimit = &st.Limit.V
 		}
 		if st.CPUQuota.Known {
-			e = e.Float64("cpu_quota_cores", st.CPUQuota.V)
+			e.Cgroup.CPUQuota = &st.CPUQuota.V
 		}
 	}
-	e.Msg("gwrap " + version + " starting " + filepath.Base(cfg.Command[0]))
+	out.Start(e)
 }
 
-func lintAtStart(out *output, cfg config, cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {
+func lintAtStart(out *output.Writer, cfg config, cg *memwatch.Cgroup, st memwatch.Stats, s gunicorn.Settings) {
 	if _, ok := gunicorn.CommandArgs(cfg.Command); ok {
 		for _, w := range gunicorn.Lint(gunicorn.LintInput{Settings: s, Env: os.Environ(), CPUQuotaCores: st.CPUQuota.V,
 			HostCores: runtime.NumCPU(), StopBudget: cfg.StopBudget}) {
-			out.event(zerolog.WarnLevel, "config.warning").Str("code", w.Code).Str("fix", w.Fix).Msg(w.Message)
+			out.Warn(w.Code, w.Message, engine.Field{Key: "fix", Value: w.Fix})
 		}
 		for _, p := range s.Problems {
-			out.event(zerolog.WarnLevel, "config.warning").Str("code", "settings_unknown").Msg(p)
+			out.Warn("settings_unknown", p)
 		}
 	}
 	if cg != nil {
 		for _, w := range memwatch.Warnings(st) {
-			out.event(zerolog.WarnLevel, "config.warning").Str("code", "cgroup").Msg(w)
+			out.Warn("cgroup", w)
 		}
 	}
 }

@@ -8,9 +8,9 @@ import (
 	"os/signal"
 	"syscall"
 
-	"github.com/rs/zerolog"
 	"golang.org/x/sys/unix"
 
+	"github.com/gwrap/gwrap/output"
 	"github.com/gwrap/gwrap/supervisor"
 )
 
@@ -47,7 +47,7 @@ func supervising(args []string) bool {
 // watchStartup takes the signals while gwrap starts (Gunicorn not yet running): a TERM, INT or
 // QUIT cancels the returned context; the others are said and dropped. end stops the watch and
 // returns the stop signal, if one came; after it, the signals are the supervisor's.
-func watchStartup(sigs <-chan os.Signal, out *output) (ctx context.Context, end func() os.Signal) {
+func watchStartup(sigs <-chan os.Signal, out *output.Writer) (ctx context.Context, end func() os.Signal) {
 	ctx, cancel := context.WithCancel(context.Background())
 	got := make(chan os.Signal, 1)
 	quit := make(chan struct{})
@@ -64,9 +64,7 @@ func watchStartup(sigs <-chan os.Signal, out *output) (ctx context.Context, end 
 					return
 				case unix.SIGCHLD: // the settings' Python ending; the supervisor reaps the rest
 				default:
-					name := signalName(sig)
-					out.event(zerolog.InfoLevel, "signal").Str("signal", name).Bool("forwarded", false).
-						Msg("received " + name + " during start-up, not forwarded: Gunicorn is not running yet")
+					out.StartupSignal(signalName(sig))
 				}
 			case <-quit:
 				return
@@ -98,26 +96,22 @@ func signalName(sig os.Signal) string {
 
 // exitAtStartup ends gwrap for a stop signal received before Gunicorn started: 128+N, as if the
 // child had been killed by it, with the gwrap.exit line every run ends with.
-func exitAtStartup(out *output, sig os.Signal, stderr io.Writer) (int, error) {
+func exitAtStartup(out *output.Writer, sig os.Signal, stderr io.Writer) (int, error) {
 	n, _ := sig.(syscall.Signal)
 	code := 128 + int(n)
 	reason := fmt.Sprintf("received %s during start-up; Gunicorn was not started", signalName(sig))
-	out.finish(func() {
-		out.event(exitLevel(code), "gwrap.exit").Int("exit_code", code).Str("reason", reason).Int("incidents", 0).
-			Uint64("lines_lost", out.lost()).Bool("drain_cut", false).Int("reports_unwritten", 0).Int("flight_lines_unwritten", 0).
-			Msg("gwrap exits: " + reason)
+	out.Finish(func() {
+		out.Exit(output.Exit{Code: code, Reason: reason})
 	}, outputFlush, stderr)
 	return code, nil
 }
 
 // stoppedEvent says that the Gunicorn master was stopped (SIGSTOP, SIGTSTP…) or continued: a
 // stopped master serves nothing and kills no late worker, so requests time out unseen.
-func stoppedEvent(out *output, pid int, stopped bool, sig syscall.Signal) {
+func stoppedEvent(out *output.Writer, pid int, stopped bool, sig syscall.Signal) {
 	if !stopped {
-		out.event(zerolog.InfoLevel, "gunicorn.continued").Int("pid", pid).
-			Msg(fmt.Sprintf("the Gunicorn master %d continues", pid))
+		out.Continued(pid)
 		return
 	}
-	out.event(zerolog.WarnLevel, "gunicorn.stopped").Int("pid", pid).Str("signal", unix.SignalName(sig)).
-		Msg(fmt.Sprintf("the Gunicorn master %d was stopped by %s: it accepts and answers nothing, and no worker timeout fires, until it gets SIGCONT", pid, unix.SignalName(sig)))
+	out.Stopped(pid, unix.SignalName(sig))
 }

@@ -5,8 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -18,6 +20,9 @@ import (
 	"github.com/gwrap/gwrap/postmortem"
 	"github.com/gwrap/gwrap/probes"
 )
+
+// cpuWindow is the window over which gwrap status measures the workers' CPU share.
+const cpuWindow = 500 * time.Millisecond
 
 // maxStatusFiles bounds the request files gwrap status reads (the workers of one Gunicorn).
 const maxStatusFiles = 1024
@@ -52,7 +57,20 @@ func runStatus(args []string, env func(string) (string, bool), stdout, stderr io
 	if err != nil {
 		return 1, fmt.Errorf("status: %w", err)
 	}
-	st, err := statusOfDir(hookDir, probes.NewFS("/proc"), monotonic(), inflight.QueryNames)
+	proc := probes.NewFS("/proc")
+	smp := proc.NewSampler()
+	defer smp.Close()
+	facts := func(id probes.ID) (probes.Sample, bool) {
+		s, err := smp.Sample(id, time.Now())
+		return s, err == nil
+	}
+	// A first read opens each worker's files and takes a sample without rates; the second,
+	// cpuWindow later, has its CPU share over that window (as top shows it).
+	if _, err := statusOfDir(hookDir, proc, monotonic(), inflight.QueryNames, facts); err != nil {
+		return 1, fmt.Errorf("status: %w", err)
+	}
+	time.Sleep(cpuWindow)
+	st, err := statusOfDir(hookDir, proc, monotonic(), inflight.QueryNames, facts)
 	if err != nil {
 		return 1, fmt.Errorf("status: %w", err)
 	}
@@ -126,8 +144,9 @@ func findHookDir(proc, reportDir string) (string, error) {
 }
 
 // statusOfDir reads the request file of every live process in dir (at most maxStatusFiles), the
-// ages as of now (CLOCK_MONOTONIC), queries shown at most as mode says.
-func statusOfDir(dir string, proc probes.FS, now time.Duration, mode inflight.QueryMode) (liveStatus, error) {
+// ages as of now (CLOCK_MONOTONIC), queries shown at most as mode says. With facts (a worker's
+// hot sample), each worker's age, heartbeat age, memory and CPU are read too.
+func statusOfDir(dir string, proc probes.FS, now time.Duration, mode inflight.QueryMode, facts func(probes.ID) (probes.Sample, bool)) (liveStatus, error) {
 	d, err := os.Open(dir)
 	if err != nil {
 		return liveStatus{}, err
@@ -158,27 +177,73 @@ func statusOfDir(dir string, proc probes.FS, now time.Duration, mode inflight.Qu
 		for _, r := range t.InFlight {
 			w.Requests = append(w.Requests, request(r, now))
 		}
-		if t.LastEnd != 0 {
+		if t.Served > 0 { // the slot serving a request now still holds its previous one's duration
 			s := t.LastDuration.Seconds()
 			w.LastSeconds = &s
+		}
+		if facts != nil {
+			w.figures(proc, fate.ID, facts)
 		}
 		out.Workers = append(out.Workers, w)
 	}
 	return out, nil
 }
 
+// figures fills in the worker's age, heartbeat age, memory and CPU: its hot sample's, its age and
+// private memory read now. What cannot be read stays null.
+func (w *workerStatus) figures(proc probes.FS, id probes.ID, facts func(probes.ID) (probes.Sample, bool)) {
+	if age, err := proc.Age(id); err == nil {
+		w.AgeSeconds = ptr(round3(age.Seconds()))
+	}
+	if uss, err := proc.Private(id); err == nil {
+		w.PrivateBytes = &uss
+	}
+	s, ok := facts(id)
+	if !ok {
+		return
+	}
+	if s.HeartbeatAge >= 0 {
+		w.HeartbeatAgeSeconds = ptr(round3((s.HeartbeatAge + max(0, time.Since(s.Time))).Seconds()))
+	}
+	if !slices.Contains(s.Missing, "status") {
+		rss := s.RSS()
+		w.RSSBytes = &rss
+	}
+	if !s.NoRates {
+		w.CPUPercent = ptr(round3(s.CPUPercent()))
+	}
+}
+
+func ptr[T any](v T) *T { return &v }
+
+func round3(v float64) float64 { return math.Round(v*1000) / 1000 }
+
+// orDash formats v, or "-" when it is unknown.
+func orDash(v *float64, format string) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf(format, *v)
+}
+
+// sizeMiB formats a byte count in MiB, or "-" when it is unknown.
+func sizeMiB(v *uint64) string {
+	if v == nil {
+		return "-"
+	}
+	return fmt.Sprintf("%.1f MiB", float64(*v)/(1<<20))
+}
+
 // writeStatus prints the status for people: a line per worker, then its requests.
 func writeStatus(w io.Writer, st liveStatus) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintf(tw, "PID\tSTATE\tCLASS\tIN FLIGHT\tSERVED\tLAST\n")
+	fmt.Fprintf(tw, "PID\tSTATE\tAGE\tHEARTBEAT\tRSS\tPRIVATE\tCPU\tCLASS\tIN FLIGHT\tSERVED\tLAST\n")
 	for _, wk := range st.Workers {
-		last := "-"
-		if wk.LastSeconds != nil {
-			last = fmt.Sprintf("%.3f s", *wk.LastSeconds)
-		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%d\t%d\t%s\n", wk.PID, wk.State, wk.Class, len(wk.Requests)+wk.Unslotted, wk.Served, last)
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", wk.PID, wk.State,
+			orDash(wk.AgeSeconds, "%.0f s"), orDash(wk.HeartbeatAgeSeconds, "%.1f s"), sizeMiB(wk.RSSBytes), sizeMiB(wk.PrivateBytes),
+			orDash(wk.CPUPercent, "%.0f %%"), wk.Class, len(wk.Requests)+wk.Unslotted, wk.Served, orDash(wk.LastSeconds, "%.3f s"))
 		for _, r := range wk.Requests {
-			fmt.Fprintf(tw, "\t\t\t  %s\t\t\n", r.Running())
+			fmt.Fprintf(tw, "\t\t\t\t\t\t\t\t  %s\n", r.Running()) // not a cell: it widens no column
 		}
 	}
 	return tw.Flush()

@@ -1,4 +1,4 @@
-package main
+package output
 
 import (
 	"bytes"
@@ -9,8 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
+	"github.com/gwrap/gwrap/engine"
 	"github.com/gwrap/gwrap/gunicorn"
 	"github.com/gwrap/gwrap/internal/testkit"
 	"github.com/gwrap/gwrap/supervisor"
@@ -21,7 +20,7 @@ func BenchmarkRelayLine(b *testing.B) {
 	line := []byte("[2026-11-25 03:42:30 +0000] [3601] [INFO] GET /items/12345 handled in 12 ms")
 	for _, format := range []string{"json", "text"} {
 		b.Run(format, func(b *testing.B) {
-			out := newOutput(io.Discard, io.Discard, format, time.Now)
+			out := NewWriter(io.Discard, io.Discard, format, time.Now)
 			a := gunicorn.NewAssembler(200, 64<<10)
 			b.ReportAllocs()
 			for b.Loop() {
@@ -79,20 +78,20 @@ func returnsWithin(t *testing.T, d time.Duration, what string, f func()) {
 func TestOutputNeverBlocks(t *testing.T) {
 	g := newGate()
 	var notices testkit.Buffer
-	out := newOutput(g, &notices, "json", time.Now)
+	out := NewWriter(g, &notices, "json", time.Now)
 	line := []byte("[2026-11-25 03:42:30 +0000] [3601] [INFO] GET / 200")
 	returnsWithin(t, 10*time.Second, "writing 2×queueMaxLines lines", func() {
 		for i := 0; i < 2*queueMaxLines; i++ {
 			out.relay(supervisor.StreamStderr, line, gunicorn.Event{})
 		}
-		out.event(zerolog.InfoLevel, "signal").Msg("forwarded SIGTERM")
+		out.Emit(engine.Event{Name: "signal", Message: "forwarded SIGTERM"})
 	})
-	if lost := out.lost(); lost < queueMaxLines/2 { // the writer holds one batch of them
+	if lost := out.Lost(); lost < queueMaxLines/2 { // the writer holds one batch of them
 		t.Errorf("%d lines counted as lost, want about %d", lost, queueMaxLines)
 	}
 	var lost uint64
 	returnsWithin(t, 5*time.Second, "finish", func() {
-		lost = out.finish(func() { out.event(zerolog.InfoLevel, "gwrap.exit").Msg("bye") }, 100*time.Millisecond, &notices)
+		lost = out.Finish(func() { out.Emit(engine.Event{Name: "gwrap.exit", Message: "bye"}) }, 100*time.Millisecond, &notices)
 	})
 	if lost < queueMaxLines {
 		t.Errorf("finish counts %d lost", lost)
@@ -117,14 +116,14 @@ func TestOutputTimestampsWhenItHappens(t *testing.T) {
 	var mu sync.Mutex
 	clock := time.Date(2026, 11, 25, 3, 42, 30, 0, time.UTC)
 	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
-	out := newOutput(g, io.Discard, "json", now)
-	out.event(zerolog.InfoLevel, "signal").Msg("forwarded SIGTERM")
+	out := NewWriter(g, io.Discard, "json", now)
+	out.Emit(engine.Event{Name: "signal", Message: "forwarded SIGTERM"})
 	out.relay(supervisor.StreamStderr, []byte("a line"), gunicorn.Event{})
 	mu.Lock()
 	clock = clock.Add(25 * time.Second)
 	mu.Unlock()
 	close(g.open)
-	out.finish(func() { out.event(zerolog.InfoLevel, "gwrap.exit").Msg("bye") }, 5*time.Second, io.Discard)
+	out.Finish(func() { out.Emit(engine.Event{Name: "gwrap.exit", Message: "bye"}) }, 5*time.Second, io.Discard)
 	ls := g.lines(t)
 	if len(ls) != 3 || ls[0]["event"] != "signal" || ls[1]["line"] != "a line" || ls[2]["event"] != "gwrap.exit" {
 		t.Fatalf("lines %v", ls)
