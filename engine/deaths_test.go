@@ -671,7 +671,8 @@ func TestAGeventWorkerUnwindsForItsGracefulTimeout(t *testing.T) {
 	w.healthy(101, at(0), at(4))
 	w.silent(101, at(4), at(10.5))
 	w.line(at(10.6), master, "CRITICAL", "WORKER TIMEOUT (pid:101)")
-	w.healthy(101, at(10.7), at(15)) // the graceful loop's beats
+	w.sweep(101, at(10.65), 70*time.Millisecond, 40<<20) // beat at 10.58: the abort's, before the relayed line's stamp
+	w.healthy(101, at(10.7), at(15))                     // the graceful loop's beats
 	if w.st.w.known(101).inc == nil {
 		t.Fatalf("the timeout's incident was dropped 4 s into the worker's graceful unwind")
 	}

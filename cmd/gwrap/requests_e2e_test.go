@@ -142,10 +142,9 @@ func wantRequest(t *testing.T, pm, rep map[string]any, method, path string, minA
 // TestRequestsInVerdicts: for every worker class on every release, the post-mortem of a worker
 // that died serving a sleeping request names that request and how long it had run. A worker
 // whose sleep blocks it (sync, Uvicorn, -k asgi) is timed out by Gunicorn; a gthread worker
-// beats on while a thread sleeps, so the test SIGKILLs it once the request is recorded; so it
-// does a gevent worker once it is late (with a 3 s timeout, a gevent worker Gunicorn aborts
-// beats once more as it exits, and gwrap then rightly takes the WORKER TIMEOUT line for a
-// worker that recovered).
+// beats on while a thread sleeps, so the test SIGKILLs it once the request is recorded. A gevent
+// worker is late first (worker.late carries the request), then timed out: once aborted it beats
+// on while it unwinds, and its timeout is still the verdict.
 func TestRequestsInVerdicts(t *testing.T) {
 	testkit.RequireRoot(t) // the SIGKILL of a gthread worker, /proc/<worker>/environ
 	const timeout = 3
@@ -162,7 +161,7 @@ func TestRequestsInVerdicts(t *testing.T) {
 	classes := []class{
 		{name: "sync", args: []string{"wsgi:app"}, timeout: 6},
 		{name: "gthread", args: []string{"-k", "gthread", "--threads", "2", "wsgi:app"}, kill: true},
-		{name: "gevent", args: []string{"-k", "gevent", "wsgi:app"}, kill: true, timeout: 6},
+		{name: "gevent", args: []string{"-k", "gevent", "wsgi:app"}, timeout: 6},
 		{name: "uvicorn", args: []string{"-k", "uvicorn.workers.UvicornWorker", "asgi:app"}},
 		{name: "asgi", args: []string{"-k", "asgi", "asgi:app"}, since: 26},
 	}
