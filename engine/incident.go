@@ -123,8 +123,8 @@ func (s *state) staleAtDeath(w *worker) bool {
 // waiting reports whether an incident's window must stay open past its due time: a timed-out
 // worker Gunicorn has not finished off yet (for up to three windows), a worker still stuck booting.
 func (s *state) waiting(inc *incident, now time.Time) bool {
-	if len(s.ooms) > 0 && (inc.w.gone() || !inc.w.endAt.IsZero()) {
-		return true // a dead worker may be the victim of a move not placed yet (for up to oomSettle)
+	if (len(s.ooms) > 0 || s.oomCount.pending()) && (inc.w.gone() || !inc.w.endAt.IsZero()) {
+		return true // a dead worker may be the victim of a move not placed yet (for up to oomSettle, or oomEventWait)
 	}
 	if inc.w.gone() {
 		return false

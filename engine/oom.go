@@ -135,6 +135,9 @@ const (
 // once; otherwise the move waits oomSettle for the evidence that places the deaths around it.
 func (s *state) oom(in oomIn, now time.Time) {
 	e := in.ev
+	if !s.oomCount.reported(e) {
+		return // the sweep saw this move first and it was taken then (oom_sampled.go)
+	}
 	k := &oomKill{at: e.Time, after: e.After, woke: e.Woke, count: e.Count, fates: map[probes.ID]probes.Fate{},
 		later: map[probes.ID]probes.Fate{}, due: e.Time.Add(oomSettle)}
 	if k.after.IsZero() || k.after.After(k.at) {
@@ -182,6 +185,9 @@ func (s *state) oom(in oomIn, now time.Time) {
 // unclaimedOOM names the victims of every move still open among the workers whose evidence fits,
 // and returns the kills left unnamed: as the command dies of SIGKILL, its own.
 func (s *state) unclaimedOOM(at time.Time) uint64 {
+	if e, ok := s.oomCount.due(at.Add(oomEventWait)); ok {
+		s.oom(oomIn{ev: e}, at) // a move only the sweep saw
+	}
 	s.resolveOOM(at, true)
 	var n uint64
 	for _, u := range s.unnamed {

@@ -45,6 +45,7 @@ type state struct {
 	ooms      []*oomKill       // moves of the oom_kill counter whose victims are not all named yet
 	unnamed   []unnamedOOM     // the kills of the last seconds' moves that no worker took
 	masterOOM uint64           // the command's SIGKILL was an OOM kill (this many kills unnamed)
+	oomCount  oomCounter       // the counter as the events and the sweep read it (oom_sampled.go)
 	shutdown  time.Time        // Gunicorn was told to stop (TERM, INT, QUIT) or said it is
 
 	bootFailure string // the master's "Reason:" line (Worker failed to boot, App failed to load)
@@ -722,6 +723,7 @@ func (s *state) containerSample(st memwatch.Stats) {
 		s.cgroup = append(s.cgroup[:0], s.cgroup[len(s.cgroup)-containerKeep+1:]...)
 	}
 	s.cgroup = append(s.cgroup, st)
+	s.oomCount.sampled(st)
 	s.forecastSample(st)
 	s.recycleContainer(st)
 }
@@ -786,6 +788,9 @@ func (s *state) tick(now time.Time) {
 			s.gunicorn(e, now)
 		}
 	}
+	if e, ok := s.oomCount.due(now); ok {
+		s.oom(oomIn{ev: e}, now) // the sweep saw the move and no event came: its reading stands for it
+	}
 	s.resolveOOM(now, false)
 	s.dropTimeoutsBeaten(now)
 	s.decideDue(now, false)
@@ -796,7 +801,7 @@ func (s *state) tick(now time.Time) {
 // busy reports whether tick has work: an incident open, a traceback being collected, a gone
 // worker's record to forget, an OOM kill whose victims are not named yet. An idle engine needs no timer.
 func (s *state) busy() bool {
-	if len(s.open) > 0 || len(s.ooms) > 0 || s.execPending() {
+	if len(s.open) > 0 || len(s.ooms) > 0 || s.oomCount.pending() || s.execPending() {
 		return true
 	}
 	if !s.found && !s.firstLine.IsZero() && !s.warned["master-not-found"] {
@@ -821,6 +826,9 @@ func (s *state) flush(now time.Time) {
 		for _, e := range a.Flush() {
 			s.gunicorn(e, now)
 		}
+	}
+	if e, ok := s.oomCount.due(now.Add(oomEventWait)); ok {
+		s.oom(oomIn{ev: e}, now)
 	}
 	s.resolveOOM(now, true)
 	s.decideDue(now, true)
