@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -231,5 +232,55 @@ func TestSweepOncePerInterval(t *testing.T) {
 		if gap := calls[i].Sub(calls[i-1]); gap < 90*time.Millisecond {
 			t.Errorf("Sweep calls %d and %d %v apart: more than once per interval", i-1, i, gap)
 		}
+	}
+}
+
+// TestVanishStampedWhenSeen: a worker that dies while a sweep runs is stamped gone when the sweep
+// saw it gone, never when the sweep began: that stamp is the latest its death can have been, and
+// an OOM kill is matched against it. Here the clock kills the worker the moment the sweep takes
+// its start time (and waits until the master reaped it), so the sweep that began before the death
+// finds it gone; a sweep that takes long (the kernel reclaiming memory) is the same case.
+func TestVanishStampedWhenSeen(t *testing.T) {
+	master, _ := startGunicorn(t, 30)
+	var worker atomic.Int64
+	var killedAt atomic.Int64 // Unix ns
+	now := func() time.Time {
+		at := time.Now()
+		if pid := int(worker.Swap(0)); pid != 0 {
+			if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+				t.Errorf("kill %d: %v", pid, err)
+			}
+			killedAt.Store(time.Now().UnixNano())
+			for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+				if _, err := os.Stat(fmt.Sprintf("/proc/%d", pid)); err != nil {
+					break // reaped by the master
+				}
+			}
+		}
+		return at
+	}
+	w := NewWatcher(NewFS("/proc"), Options{Interval: 200 * time.Millisecond, FastInterval: 50 * time.Millisecond,
+		Limits: Limits{Timeout: 30 * time.Second}, Now: now})
+	events := make(chan Event, 256)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- w.Run(ctx, master, func(e Event) {
+			if e.Kind != EventSample {
+				events <- e
+			}
+		})
+	}()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("Run: %v", err)
+		}
+	}()
+	boot := waitEvent(t, events, 10*time.Second, func(e Event) bool { return e.Kind == EventBoot })
+	worker.Store(int64(boot.ID.PID)) // the next call of the clock kills it
+	gone := waitEvent(t, events, 10*time.Second, func(e Event) bool { return e.Kind == EventVanish && e.ID == boot.ID })
+	if k := time.Unix(0, killedAt.Load()); gone.Time.Before(k) {
+		t.Errorf("worker %d stamped gone at %v, %v before it was killed", boot.ID.PID, gone.Time.Format("15:04:05.000"), k.Sub(gone.Time))
 	}
 }

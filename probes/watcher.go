@@ -635,10 +635,15 @@ func (w *Watcher) takeStack(id ID, d *Deep) {
 	d.Stack = w.opt.Stack(id.PID)
 }
 
-func (w *Watcher) vanish(pid int, t *tracked, workers map[int]*tracked, now time.Time, emit func(Event)) {
+// vanish says a worker is gone, stamped when the sweep saw it gone, not when the sweep began:
+// the stamp is the latest its death can have been (what an OOM kill is matched against), and a
+// sweep can take over a second when the kernel is reclaiming memory (seen in the v2 guest: a
+// worker the OOM killer killed 1 s into a sweep was stamped before the counter's last unmoved
+// read and ruled out as the victim).
+func (w *Watcher) vanish(pid int, t *tracked, workers map[int]*tracked, _ time.Time, emit func(Event)) {
 	t.w.close()
 	delete(workers, pid)
-	emit(Event{Kind: EventVanish, ID: t.w.id, Time: now, Sample: t.last, Timeout: w.limitOf(t), Role: t.role})
+	emit(Event{Kind: EventVanish, ID: t.w.id, Time: w.opt.Now(), Sample: t.last, Timeout: w.limitOf(t), Role: t.role})
 }
 
 func (w *Watcher) warn(key, msg string) {

@@ -314,7 +314,7 @@ func TestGwrapFastFill(t *testing.T) {
 	// the death was decided. The engine now takes the sweep's own reading of the counter for it
 	// (engine/oom_sampled.go), so the cause is asserted again.
 	if c := field(rep, "verdict", "cause"); c != "oom_killed" {
-		t.Errorf("cause %v, want oom_killed: %v", c, pm["summary"])
+		t.Errorf("cause %v, want oom_killed: %v\nincident: %v\ngwrap's events:\n%s", c, pm["summary"], rep["incident"], r.out.Text())
 	}
 	measure(t, "gwrap_fast_fill_cause", "cause=%v summary=%q", field(rep, "verdict", "cause"), pm["summary"])
 	died, err := time.Parse(time.RFC3339Nano, fmt.Sprint(field(rep, "incident", "at")))
