@@ -14,7 +14,8 @@ import (
 // Files are read directly rather than through containerd/cgroups/v3's Stat: its v2 readers return
 // 0 for a missing file (a zero that means "could not read"), its v1 path helpers fail under
 // Docker's bind-mounted layout, and its v1 Stat opens ~18 files (8× the cost of the few gwrap
-// needs, LIBRARIES.md §2.9). The library is used for the v1 OOM eventfd (oom_linux.go).
+// needs, measured when memwatch was written; BenchmarkSample is gwrap's side). The library is
+// used for the v1 OOM eventfd (oom_linux.go).
 type Cgroup struct {
 	l    layout
 	proc string

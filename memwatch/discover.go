@@ -102,7 +102,7 @@ func (m mount) hasController(c string) bool {
 // dirFor resolves a cgroup path (as /proc/self/cgroup shows it) to a directory under the mount.
 // With a cgroup namespace the path is already relative to the mount ("/"); in Docker's v1 layout
 // the container's own directory is mounted, so mountinfo's root equals the path and the answer is
-// the mount point itself (the case containerd's path helpers get wrong: LIBRARIES.md §2.2).
+// the mount point itself (the case containerd's path helpers get wrong: TestDockerLayoutResolvesToTheMount).
 func (m mount) dirFor(path string) string {
 	switch {
 	case m.root == "/" || m.root == "":
