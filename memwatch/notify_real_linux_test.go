@@ -151,8 +151,12 @@ func TestRealNotifyThresholds(t *testing.T) {
 	quiet("idle")
 	h.do(t, "+40") // 40 MiB: three steps up
 	w := expectWake("40 MiB more", time.Second)
-	if w.Usage.V < before+step {
-		t.Errorf("woke at usage %d, under the threshold %d", w.Usage.V, before+step)
+	// The usage is read after the kernel signalled: by then a CPU's unused pre-charge (the memcg
+	// charge batch, MEMCG_CHARGE_BATCH = 64 pages, counted in the usage the threshold was checked
+	// against) may have been given back. Seen in CI: 60 KB under the threshold.
+	batch := uint64(64 * os.Getpagesize())
+	if w.Usage.V+batch < before+step {
+		t.Errorf("woke at usage %d, under the threshold %d by more than a charge batch", w.Usage.V, before+step)
 	}
 	drain()
 	quiet("after the climb")
