@@ -24,8 +24,9 @@ const (
 // on memory.events); the counter is also polled, every 10 s (every second without
 // notifications). The notification comes before the kill is counted (the v1 eventfd fires as
 // the cgroup enters OOM, before the killer has chosen; TestRealOOMKillCountedBeforeTheReaping
-// measures it), so after a wake-up the counter is re-read every 5 ms until it moves, for up to two seconds; a wake-up whose counter
-// never moves (rmdir of the cgroup also signals the eventfd) emits nothing. Each event says when
+// measures it), so after a wake-up the counter is re-read every 5 ms until it moves, for up to
+// two seconds; a wake-up whose counter never moves (rmdir of the cgroup also signals the
+// eventfd) emits nothing. Each event says when
 // the counter was last seen unmoved (OOMEvent.After): with a notification, a few milliseconds
 // before the move, or the read before the notification when the first read after it already
 // saw the move (then OOMEvent.Woke says when the notification came); when only the poll saw it,

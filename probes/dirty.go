@@ -321,7 +321,7 @@ func (w *Watcher) discoverDirty(masterFiles func() map[int]fileID, now time.Time
 	w.dirtyHeartbeats(masterFiles)
 	for pid, t := range d.workers {
 		if !seen[pid] && t.w.parent() == d.arbiter.PID {
-			w.vanish(pid, t, d.workers, now, emit)
+			w.vanish(pid, t, d.workers, emit)
 			continue
 		}
 		w.sampleOne(pid, t, d.workers, now, emit)

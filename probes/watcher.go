@@ -402,7 +402,7 @@ func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, 
 	w.heartbeatsFromMaster(master, workers)
 	for pid, t := range workers {
 		if !seen[pid] && err == nil {
-			w.vanish(pid, t, workers, now, emit)
+			w.vanish(pid, t, workers, emit)
 			continue
 		}
 		if t.role == RoleHTTP && t.young < upgradeChecks {
@@ -410,7 +410,7 @@ func (w *Watcher) discover(master int, workers map[int]*tracked, now time.Time, 
 			// like a worker for a moment.
 			t.young++
 			if w.fs.newMasterOf(master, pid) {
-				w.vanish(pid, t, workers, now, emit)
+				w.vanish(pid, t, workers, emit)
 				w.takeUpgrade(master, pid, now, emit)
 				continue
 			}
@@ -481,7 +481,7 @@ func (w *Watcher) discoverUpgrades(now time.Time, emit func(Event)) {
 		w.heartbeatsFromMaster(mp, nm.workers)
 		for pid, t := range nm.workers {
 			if !seen[pid] {
-				w.vanish(pid, t, nm.workers, now, emit)
+				w.vanish(pid, t, nm.workers, emit)
 				continue
 			}
 			w.sampleOne(pid, t, nm.workers, now, emit)
@@ -529,7 +529,7 @@ func (w *Watcher) heartbeatsFromMaster(master int, workers map[int]*tracked) {
 func (w *Watcher) sampleOne(pid int, t *tracked, workers map[int]*tracked, now time.Time, emit func(Event)) {
 	s, err := t.w.sample(now)
 	if err != nil {
-		w.vanish(pid, t, workers, now, emit)
+		w.vanish(pid, t, workers, emit)
 		return
 	}
 	for _, m := range s.Missing {
@@ -640,7 +640,7 @@ func (w *Watcher) takeStack(id ID, d *Deep) {
 // sweep can take over a second when the kernel is reclaiming memory (seen in the v2 guest: a
 // worker the OOM killer killed 1 s into a sweep was stamped before the counter's last unmoved
 // read and ruled out as the victim).
-func (w *Watcher) vanish(pid int, t *tracked, workers map[int]*tracked, _ time.Time, emit func(Event)) {
+func (w *Watcher) vanish(pid int, t *tracked, workers map[int]*tracked, emit func(Event)) {
 	t.w.close()
 	delete(workers, pid)
 	emit(Event{Kind: EventVanish, ID: t.w.id, Time: w.opt.Now(), Sample: t.last, Timeout: w.limitOf(t), Role: t.role})

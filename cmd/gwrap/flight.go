@@ -20,8 +20,7 @@ const flightQueueMax = 512
 
 // flightQueue is the flight record as the engine's journal: every call is a job for the
 // record's diskQueue, so a slow report dir never holds up the engine. The recorder stamps each
-// line with the time it was
-// handed over, not written.
+// line with the time it was handed over, not written.
 type flightQueue struct {
 	q         *diskQueue
 	rec       *flightrec.Recorder // opened by the first job; the queue's goroutine only
